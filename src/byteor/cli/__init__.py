@@ -1,0 +1,143 @@
+"""The command line: one verb table shared by the four product entry points.
+
+Each verb lives in its own module under ``byteor.cli`` exposing ``configure(parser)`` and
+``run(args) -> int``. Modules are imported only when their verb is used, so ``byteor --help`` and a
+quick ``validate`` stay fast. Every :class:`~byteor.ByteorError` becomes its documented exit code and
+one readable line per problem on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .._errors import ByteorError, SpecError
+
+__all__ = ["PRODUCTS", "VERBS", "Verb", "main"]
+
+RUNTIME = "byteor-runtime"
+EDGEPLANE = "byteor-edgeplane"
+ACTIONGRAPH = "byteor-actiongraph"
+DATAGUARD = "byteor-dataguard"
+PRODUCTS = (RUNTIME, EDGEPLANE, ACTIONGRAPH, DATAGUARD)
+_ALL = frozenset(PRODUCTS)
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str
+    module: str
+    summary: str
+    products: frozenset[str] = _ALL
+
+
+VERBS: tuple[Verb, ...] = (
+    Verb("validate", "spec_verbs", "check a spec against validate_v1; every problem with its key"),
+    Verb("describe", "spec_verbs", "summarize a spec (model, hash, stages, lanes); --json, --canonical"),
+    Verb("dot", "spec_verbs", "Graphviz DOT of the stage DAG or lane graph; --render out.svg"),
+    Verb("diff", "spec_verbs", "field-level semantic diff of two specs (exit 0 equal, 1 different)"),
+    Verb("compile", "spec_verbs", "lower a PipelinePlanV2 written in Python to spec.kv and a report"),
+    Verb("run", "run", "run a pipeline (--sp for one message in one process)"),
+    Verb("snapshot", "run", "read the live state of a ring or lane graph without touching the hot path"),
+    Verb("doctor", "ops", "check that this host is fit to run a pipeline"),
+    Verb("incident-bundle", "ops", "export one directory that captures what ran"),
+    Verb("replay", "replay", "replay journal records from a bundle offline, with an audit"),
+    Verb("capabilities", "spec_verbs", "stage ops, resolver families, lane kinds, adapters, features"),
+    Verb("compatibility", "spec_verbs", "spec format, artifact schema versions, native ABI; --spec: can run?"),
+    Verb("approval", "approval", "approval credentials: keygen, issue, verify, hash"),
+    Verb("policy", "actiongraph", "print the effective policy table for an environment", frozenset({ACTIONGRAPH})),
+    Verb("policy-audit", "actiongraph", "write the policy audit record of a spec", frozenset({ACTIONGRAPH})),
+    Verb("redrive", "actiongraph", "re-send failed actions from the dead-letter journal",
+         frozenset({ACTIONGRAPH})),
+    Verb("encode", "dataguard", "build a USM1 envelope from JSON (prints hex)", frozenset({DATAGUARD})),
+    Verb("decode", "dataguard", "decode a USM1 envelope to JSON", frozenset({DATAGUARD})),
+    Verb("check", "dataguard", "check a file of envelopes against the registry; writes the report",
+         frozenset({DATAGUARD})),
+    Verb("redact", "dataguard", "redact a file of envelopes; writes the report", frozenset({DATAGUARD})),
+    Verb("fused", "dataguard", "check then redact in one pass; writes the report", frozenset({DATAGUARD})),
+)
+
+
+def _verbs_for(product: str) -> dict[str, Verb]:
+    return {v.name: v for v in VERBS if product in v.products}
+
+
+def _top_help(product: str) -> str:
+    verbs = _verbs_for(product)
+    width = max(len(n) for n in verbs)
+    lines = [
+        f"usage: {product} VERB [options]",
+        "",
+        "Verbs:",
+        *(f"  {name.ljust(width)}  {verb.summary}" for name, verb in verbs.items()),
+        "",
+        f"`{product} VERB --help` explains a verb. Exit codes: 0 ok, 1 runtime failure, 2 usage error,",
+        "3 invalid spec, 4 refused by policy, allowlist or approval.",
+    ]
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    from .._version import distribution_version
+
+    return distribution_version()
+
+
+def main(argv: Sequence[str] | None = None, product: str = RUNTIME) -> int:
+    """Run one verb of ``product`` and return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbs = _verbs_for(product)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_top_help(product))
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(f"{product} {_version()}")
+        return 0
+    name = args[0]
+    verb = verbs.get(name)
+    if verb is None:
+        print(f"{product}: unknown verb {name!r}; `{product} --help` lists the verbs", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"byteor.cli.{verb.module}")
+    parser = argparse.ArgumentParser(prog=f"{product} {name}", description=verb.summary)
+    parser.set_defaults(product=product, verb=name)
+    module.configure(parser, name)
+    try:
+        ns = parser.parse_args(args[1:])
+        code: int = module.run(ns)
+        return code
+    except SpecError as exc:
+        for line in exc.lines():
+            print(f"{product} {name}: {line}", file=sys.stderr)
+        return exc.exit_code
+    except ByteorError as exc:
+        print(f"{product} {name}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{product} {name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); silence the flush at exit as well.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def main_runtime() -> None:
+    sys.exit(main(product=RUNTIME))
+
+
+def main_edgeplane() -> None:
+    sys.exit(main(product=EDGEPLANE))
+
+
+def main_actiongraph() -> None:
+    sys.exit(main(product=ACTIONGRAPH))
+
+
+def main_dataguard() -> None:
+    sys.exit(main(product=DATAGUARD))
