@@ -1,0 +1,41 @@
+"""The curated public surface: ``byteor.__all__`` is sorted, complete and importable."""
+
+from __future__ import annotations
+
+import byteor
+
+
+def test_all_is_sorted_and_unique() -> None:
+    names = [n for n in byteor.__all__ if n != "__version__"]
+    assert names == sorted(names)
+    assert len(set(byteor.__all__)) == len(byteor.__all__)
+
+
+def test_every_exported_name_exists() -> None:
+    for name in byteor.__all__:
+        assert hasattr(byteor, name), name
+
+
+def test_exceptions_share_one_root() -> None:
+    exported = [getattr(byteor, n) for n in byteor.__all__]
+    errors = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)]
+    assert errors
+    for exc in errors:
+        assert issubclass(exc, byteor.ByteorError), exc
+    assert issubclass(byteor.SpecError, ValueError)
+    assert issubclass(byteor.SpecValidationError, byteor.SpecError)
+    assert issubclass(byteor.SpecDecodeError, byteor.SpecError)
+
+
+def test_exit_codes_match_the_documented_table() -> None:
+    assert byteor.SpecError.exit_code == 3
+    assert byteor.UsageError.exit_code == 2
+    assert byteor.PolicyRefused.exit_code == 4
+    assert byteor.ApprovalError.exit_code == 4
+    assert byteor.PipelineFailed.exit_code == 1
+
+
+def test_version_is_the_installed_distribution() -> None:
+    from importlib import metadata
+
+    assert byteor.__version__ == metadata.version("byteor")
