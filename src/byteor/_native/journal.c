@@ -1,0 +1,263 @@
+/*
+ * byteor._native journal: the hot path of journal lanes (append with two-phase commit, reader scan).
+ *
+ * Included by core.c (`#include "journal.c"` + `byteor_journal_init(m)`), or built on its own with
+ * -DBYTEOR_JOURNAL_STANDALONE as the module `_byteor_journal` (tests only).
+ *
+ * Files, segments, rollover, fsync and recovery live in Python (byteor.lanes.journal); this file only
+ * touches one mapped segment. Segment layout (little-endian; documented byte by byte in
+ * docs/lanegraph.md):
+ *
+ *   0   u8[8] magic "BYTEORJL"        8  u32 version (1)       12 u32 header_bytes (64)
+ *   16  u64 segment index             24 u64 segment_bytes     32 u64 first record index
+ *   40  u64 created unix ns           48 u32 crc32 of bytes 0..47
+ *   52  u32 max payload bytes         56 u32 segment flags (bit 0 SEALED)   60 u32 reserved (0)
+ *   64  records: u32 payload length, u32 flags (bit 0 COMMITTED), payload, zero pad to 8
+ *
+ * Two-phase append: (1) reserve: one 8-byte store of {length, flags=0}; (2) copy the payload and zero
+ * the pad; (3) store-release flags=COMMITTED. A reader load-acquires the flags word and reads the
+ * payload only when COMMITTED is set, so it never sees a half-written record. A crash between (1) and
+ * (3) leaves {length, 0}: readers stop there; the Python writer zeroes it when it reopens.
+ */
+
+#ifdef BYTEOR_JOURNAL_STANDALONE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#endif
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ============================================================================
+ * Layout constants
+ * ============================================================================ */
+
+#define JOURNAL_HEADER_BYTES 64
+#define JOURNAL_RECORD_HEADER 8
+#define JOURNAL_FLAG_COMMITTED 1u
+#define JOURNAL_KNOWN_FLAGS JOURNAL_FLAG_COMMITTED
+
+static inline Py_ssize_t journal_pad8(Py_ssize_t n) { return (n + 7) & ~(Py_ssize_t)7; }
+
+/* ============================================================================
+ * JournalSegment: a view over one mapped segment (holds the buffer while alive)
+ * ============================================================================ */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;     /* writable buffer of the whole segment (an mmap) */
+    int has_view;
+    Py_ssize_t offset;  /* next record offset (writer) */
+    int writable;       /* 0 for a read-only mapping: scan only */
+} JournalSegmentObject;
+
+static int journal_check_open(JournalSegmentObject *self) {
+    if (!self->has_view) {
+        PyErr_SetString(PyExc_ValueError, "journal segment is released");
+        return -1;
+    }
+    return 0;
+}
+
+static int journal_check_writable(JournalSegmentObject *self) {
+    if (journal_check_open(self) < 0) return -1;
+    if (!self->writable) {
+        PyErr_SetString(PyExc_ValueError, "journal segment is mapped read-only");
+        return -1;
+    }
+    return 0;
+}
+
+static int JournalSegment_init(JournalSegmentObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"buffer", "offset", NULL};
+    PyObject *obj;
+    Py_ssize_t offset = JOURNAL_HEADER_BYTES;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n", kwlist, &obj, &offset)) return -1;
+    if (self->has_view) {
+        PyBuffer_Release(&self->view);
+        self->has_view = 0;
+    }
+    self->writable = 1;
+    if (PyObject_GetBuffer(obj, &self->view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        /* a read-only mapping (a reader): scan works, the writing methods refuse */
+        PyErr_Clear();
+        if (PyObject_GetBuffer(obj, &self->view, PyBUF_C_CONTIGUOUS) < 0) return -1;
+        self->writable = 0;
+    }
+    self->has_view = 1;
+    if (((uintptr_t)self->view.buf & 7u) != 0) {
+        PyErr_SetString(PyExc_ValueError, "journal segment buffer must be 8-byte aligned");
+        return -1;
+    }
+    if (offset < JOURNAL_HEADER_BYTES || offset > self->view.len || (offset & 7) != 0) {
+        PyErr_Format(PyExc_ValueError, "journal offset %zd out of range or not 8-aligned", offset);
+        return -1;
+    }
+    self->offset = offset;
+    return 0;
+}
+
+static void JournalSegment_dealloc(JournalSegmentObject *self) {
+    if (self->has_view) PyBuffer_Release(&self->view);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Phase 1: reserve room for `n` payload bytes at the current offset; -1 when it does not fit. */
+static Py_ssize_t journal_reserve(JournalSegmentObject *self, Py_ssize_t n) {
+    Py_ssize_t at = self->offset;
+    Py_ssize_t need = JOURNAL_RECORD_HEADER + journal_pad8(n);
+    if (n < 0 || n > (Py_ssize_t)UINT32_MAX || at + need > self->view.len) return -1;
+    unsigned char *base = (unsigned char *)self->view.buf;
+    uint64_t header = (uint64_t)(uint32_t)n; /* low word length, high word flags = 0 (LE) */
+    atomic_store_explicit((_Atomic uint64_t *)(void *)(base + at), header, memory_order_relaxed);
+    self->offset = at + need;
+    return at;
+}
+
+/* Phase 3: publish the record at `at`. */
+static void journal_commit(JournalSegmentObject *self, Py_ssize_t at) {
+    unsigned char *base = (unsigned char *)self->view.buf;
+    atomic_store_explicit((_Atomic uint32_t *)(void *)(base + at + 4), JOURNAL_FLAG_COMMITTED,
+                          memory_order_release);
+}
+
+static PyObject *JournalSegment_append(JournalSegmentObject *self, PyObject *arg) {
+    if (journal_check_writable(self) < 0) return NULL;
+    Py_buffer data;
+    if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) < 0) return NULL;
+    Py_ssize_t at = journal_reserve(self, data.len);
+    if (at >= 0) {
+        unsigned char *dst = (unsigned char *)self->view.buf + at + JOURNAL_RECORD_HEADER;
+        memcpy(dst, data.buf, (size_t)data.len);
+        Py_ssize_t pad = journal_pad8(data.len) - data.len;
+        if (pad) memset(dst + data.len, 0, (size_t)pad);
+        journal_commit(self, at);
+    }
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(at);
+}
+
+static PyObject *JournalSegment_reserve(JournalSegmentObject *self, PyObject *arg) {
+    if (journal_check_writable(self) < 0) return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t at = journal_reserve(self, n);
+    if (at >= 0) {
+        Py_ssize_t pad = journal_pad8(n) - n;
+        if (pad) memset((unsigned char *)self->view.buf + at + JOURNAL_RECORD_HEADER + n, 0, (size_t)pad);
+    }
+    return PyLong_FromSsize_t(at);
+}
+
+static PyObject *JournalSegment_commit(JournalSegmentObject *self, PyObject *arg) {
+    if (journal_check_writable(self) < 0) return NULL;
+    Py_ssize_t at = PyLong_AsSsize_t(arg);
+    if (at == -1 && PyErr_Occurred()) return NULL;
+    if (at < JOURNAL_HEADER_BYTES || at + JOURNAL_RECORD_HEADER > self->view.len || (at & 7) != 0) {
+        PyErr_Format(PyExc_ValueError, "journal commit offset %zd out of range", at);
+        return NULL;
+    }
+    journal_commit(self, at);
+    Py_RETURN_NONE;
+}
+
+/*
+ * scan(offset) -> (status, length, next_offset)
+ *   status 1: committed record, payload at offset+8, `length` bytes, next record at next_offset
+ *   status 0: nothing committed here (untouched, reserved-but-uncommitted, or end of segment)
+ *   status -1: corrupt header (unknown flag bits, or a length running past the segment end)
+ */
+static PyObject *JournalSegment_scan(JournalSegmentObject *self, PyObject *arg) {
+    if (journal_check_open(self) < 0) return NULL;
+    Py_ssize_t at = PyLong_AsSsize_t(arg);
+    if (at == -1 && PyErr_Occurred()) return NULL;
+    if (at < JOURNAL_HEADER_BYTES || (at & 7) != 0) {
+        PyErr_Format(PyExc_ValueError, "journal scan offset %zd out of range", at);
+        return NULL;
+    }
+    if (at + JOURNAL_RECORD_HEADER > self->view.len) return Py_BuildValue("(inn)", 0, (Py_ssize_t)0, at);
+    unsigned char *base = (unsigned char *)self->view.buf;
+    uint32_t flags = atomic_load_explicit((_Atomic uint32_t *)(void *)(base + at + 4), memory_order_acquire);
+    uint32_t len;
+    memcpy(&len, base + at, 4);
+    if (flags & ~JOURNAL_KNOWN_FLAGS) return Py_BuildValue("(inn)", -1, (Py_ssize_t)len, at);
+    if (!(flags & JOURNAL_FLAG_COMMITTED)) return Py_BuildValue("(inn)", 0, (Py_ssize_t)len, at);
+    Py_ssize_t next = at + JOURNAL_RECORD_HEADER + journal_pad8((Py_ssize_t)len);
+    if (next > self->view.len) return Py_BuildValue("(inn)", -1, (Py_ssize_t)len, at);
+    return Py_BuildValue("(inn)", 1, (Py_ssize_t)len, next);
+}
+
+static PyObject *JournalSegment_release(JournalSegmentObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->has_view) {
+        PyBuffer_Release(&self->view);
+        self->has_view = 0;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *JournalSegment_get_offset(JournalSegmentObject *self, void *closure) {
+    return PyLong_FromSsize_t(self->offset);
+}
+
+static PyMethodDef JournalSegment_methods[] = {
+    {"append", (PyCFunction)JournalSegment_append, METH_O,
+     "append(data) -> offset of the committed record, or -1 when it does not fit"},
+    {"reserve", (PyCFunction)JournalSegment_reserve, METH_O,
+     "reserve(n) -> offset of a reserved (uncommitted) record of n bytes, or -1"},
+    {"commit", (PyCFunction)JournalSegment_commit, METH_O, "commit(offset): publish a reserved record"},
+    {"scan", (PyCFunction)JournalSegment_scan, METH_O, "scan(offset) -> (status, length, next_offset)"},
+    {"release", (PyCFunction)JournalSegment_release, METH_NOARGS, "release the segment buffer"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef JournalSegment_getset[] = {
+    {"offset", (getter)JournalSegment_get_offset, NULL, "next record offset", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject JournalSegmentType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "byteor._native.JournalSegment",
+    .tp_basicsize = sizeof(JournalSegmentObject),
+    .tp_dealloc = (destructor)JournalSegment_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "JournalSegment(buffer, offset=64): append/scan records of one mapped journal segment",
+    .tp_methods = JournalSegment_methods,
+    .tp_getset = JournalSegment_getset,
+    .tp_init = (initproc)JournalSegment_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ============================================================================
+ * Module hook
+ * ============================================================================ */
+
+static int byteor_journal_init(PyObject *module) {
+    if (PyType_Ready(&JournalSegmentType) < 0) return -1;
+    Py_INCREF(&JournalSegmentType);
+    if (PyModule_AddObject(module, "JournalSegment", (PyObject *)&JournalSegmentType) < 0) {
+        Py_DECREF(&JournalSegmentType);
+        return -1;
+    }
+    if (PyModule_AddIntConstant(module, "JOURNAL_HEADER_BYTES", JOURNAL_HEADER_BYTES) < 0) return -1;
+    if (PyModule_AddIntConstant(module, "JOURNAL_FLAG_COMMITTED", JOURNAL_FLAG_COMMITTED) < 0) return -1;
+    return 0;
+}
+
+#ifdef BYTEOR_JOURNAL_STANDALONE
+static struct PyModuleDef journal_module = {
+    PyModuleDef_HEAD_INIT, "_byteor_journal", "byteor journal hot path (test build).", -1, NULL,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__byteor_journal(void) {
+    PyObject *m = PyModule_Create(&journal_module);
+    if (m == NULL) return NULL;
+    if (byteor_journal_init(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
+#endif
