@@ -1,0 +1,180 @@
+"""``environment.json`` (seed 001, design A6): the process environment, never a secret in clear.
+
+Fields: ``pid`` (u32), ``cwd`` (string or null), ``args`` (string list), ``env`` (``[name, value]``
+pairs sorted by name), ``proc_status`` (the text of ``/proc/self/status`` or null), plus the additive
+``environment_v`` version field.
+
+Redaction (applied by :func:`capture_environment`, and again by the writer so that a hand-built
+record cannot leak either):
+
+* the value of every variable whose name contains, case-insensitively, ``KEY``, ``TOKEN``,
+  ``SECRET``, ``PASSWORD``, ``PASSWD``, ``CREDENTIAL``, ``AUTH``, ``COOKIE``, ``SESSION`` or
+  ``PRIVATE`` becomes ``<redacted>``;
+* credentials embedded in a URL anywhere in a value (``scheme://user:pass@host``, also a bare
+  ``scheme://token@host``) become ``scheme://<redacted>@host``;
+* the same two rules apply to ``args`` (``--api-key=VALUE`` / ``--api-key VALUE`` options and URLs
+  in arguments).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._errors import ArtifactError
+from ._json import check_version, read_json_object, require, write_json
+
+__all__ = [
+    "REDACTED",
+    "SECRET_NAME_MARKERS",
+    "EnvironmentRecord",
+    "capture_environment",
+    "is_secret_name",
+    "read_environment",
+    "redact_args",
+    "redact_env",
+    "redact_value",
+    "write_environment",
+]
+
+REDACTED = "<redacted>"
+SECRET_NAME_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE",
+                       "SESSION", "PRIVATE")
+VERSION_FIELD = "environment_v"
+
+# scheme://userinfo@ where userinfo has no '/', '@' or whitespace: the credential part of a URL.
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#@\s]+)@")
+# --some-token=VALUE / -secret=VALUE options on a command line.
+_OPTION = re.compile(r"^(-{1,2}[A-Za-z0-9_.\-]+=)(.*)$", re.DOTALL)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable (or option) name marks its value as a secret (design A6 list)."""
+    upper = name.upper()
+    return any(marker in upper for marker in SECRET_NAME_MARKERS)
+
+
+def redact_value(value: str) -> str:
+    """``value`` with every URL userinfo (``user:pass@``) replaced by ``<redacted>``."""
+    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", value)
+
+
+def redact_env(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The environment as ``(name, value)`` pairs sorted by name, secrets redacted."""
+    out: list[tuple[str, str]] = []
+    for name in sorted(env):
+        value = env[name]
+        out.append((name, REDACTED if is_secret_name(name) else redact_value(value)))
+    return out
+
+
+def redact_args(args: Iterable[str]) -> list[str]:
+    """Command-line arguments with secret-named option values and URL credentials redacted."""
+    out: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next and not arg.startswith("-"):
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        hide_next = False
+        m = _OPTION.match(arg)
+        if m and is_secret_name(m.group(1).lstrip("-").rstrip("=")):
+            out.append(m.group(1) + REDACTED)
+        elif arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-")):
+            out.append(arg)
+            hide_next = True  # `--token VALUE`: the value is the next argument
+        else:
+            out.append(redact_value(arg))
+    return out
+
+
+@dataclass(frozen=True)
+class EnvironmentRecord:
+    """One ``environment.json``. ``env`` is sorted by name; values are already redacted."""
+
+    pid: int
+    cwd: str | None
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    proc_status: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            VERSION_FIELD: 1,
+            "pid": self.pid,
+            "cwd": self.cwd,
+            "args": list(self.args),
+            "env": [[k, v] for k, v in self.env],
+            "proc_status": self.proc_status,
+        }
+
+    def redacted(self) -> EnvironmentRecord:
+        """The same record with the redaction rules applied (idempotent)."""
+        return EnvironmentRecord(self.pid, self.cwd, tuple(redact_args(self.args)),
+                                 tuple(redact_env(dict(self.env))), self.proc_status)
+
+    def get(self, name: str) -> str | None:
+        for key, value in self.env:
+            if key == name:
+                return value
+        return None
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def capture_environment(*, args: Sequence[str] | None = None,
+                        env: Mapping[str, str] | None = None) -> EnvironmentRecord:
+    """The current process: pid, cwd, argv, redacted environment, ``/proc/self/status``."""
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:  # the directory was removed under us
+        cwd = None
+    argv = list(sys.argv if args is None else args)
+    environ = dict(os.environ if env is None else env)
+    return EnvironmentRecord(
+        pid=os.getpid(),
+        cwd=cwd,
+        args=tuple(redact_args(argv)),
+        env=tuple(redact_env(environ)),
+        proc_status=_read_text("/proc/self/status"),
+    )
+
+
+def write_environment(path: str | os.PathLike[str], record: EnvironmentRecord) -> None:
+    """Write ``environment.json`` (redaction re-applied: nothing secret reaches the file)."""
+    write_json(path, record.redacted().to_json())
+
+
+def read_environment(path: str | os.PathLike[str]) -> EnvironmentRecord:
+    """Read ``environment.json``; a newer major version or a malformed field is an ArtifactError."""
+    p = os.fspath(path)
+    obj = read_json_object(p, artifact="environment")
+    check_version(obj, artifact="environment", field=VERSION_FIELD, path=p)
+    pid = require(obj, "pid", int, path=p)
+    if not 0 <= pid < 2**32:
+        raise ArtifactError(f"{p}: field `pid` must be a u32, found {pid}")
+    cwd = require(obj, "cwd", str, path=p, nullable=True)
+    args = require(obj, "args", list, path=p)
+    if not all(isinstance(a, str) for a in args):
+        raise ArtifactError(f"{p}: field `args` must be a list of strings")
+    env_raw = require(obj, "env", list, path=p)
+    env: list[tuple[str, str]] = []
+    for i, pair in enumerate(env_raw):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise ArtifactError(f"{p}: field `env.{i}` must be a [name, value] pair of strings")
+        env.append((pair[0], pair[1]))
+    if [k for k, _ in env] != sorted(k for k, _ in env):
+        raise ArtifactError(f"{p}: field `env` must be sorted by name")
+    status = require(obj, "proc_status", str, path=p, nullable=True)
+    return EnvironmentRecord(pid, cwd, tuple(args), tuple(env), status)

@@ -1,0 +1,347 @@
+"""Create an incident bundle (the ``incident-bundle`` verb's engine).
+
+:func:`create_incident_bundle` writes every required file, whatever state the spec is in, then each
+conditional file it can find evidence for, and records in the manifest why any conditional file is
+absent. Snapshots only read shared memory (never touch a live pipeline's hot path); journal lanes
+are copied segment by segment (a record being appended while copying is not committed in the copy,
+and journal readers stop cleanly before it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._errors import SpecError, UsageError
+from .._version import DISTRIBUTION, distribution_version
+from ..spec.kv import canonical_bytes, decode_kv, spec_hash
+from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
+from ._json import read_json_object, write_json
+from ._optional import optional_attr
+from .bundle import JOURNALS_DIR, ManifestEntry, copy_tree, prepare_out_dir, tar_bundle, write_manifest
+from .environment import capture_environment, write_environment
+from .small import SpecValidation, write_runtime, write_spec_validation
+
+__all__ = [
+    "BundleRequest",
+    "BundleResult",
+    "create_incident_bundle",
+    "default_journal_dir",
+    "default_ring_path",
+    "describe_spec",
+]
+
+DEFAULT_SHM_ROOT = "/dev/shm/byteor"
+DEFAULT_JOURNAL_ROOT = "/var/tmp/byteor"
+MAX_SPEC_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BundleRequest:
+    spec_path: str
+    out: str
+    ring_path: str | None = None
+    lane_path: str | None = None
+    config_path: str | None = None
+    journal_dirs: Mapping[str, str] = field(default_factory=dict)
+    posture: str = "dev"
+    tar: bool = False
+    redact_rules: str | None = None
+    args: Sequence[str] | None = None
+    env: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    path: Path
+    files: tuple[ManifestEntry, ...]
+    absent: dict[str, str]
+    spec_ok: bool
+    spec_sha256: str | None
+
+
+def _hash8(spec: PipelineSpecV1) -> str:
+    return spec_hash(spec).split(":", 1)[1][:8]
+
+
+def default_ring_path(spec: PipelineSpecV1) -> str:
+    """``/dev/shm/byteor/<name>-<hash8>/``: where the runtime puts a spec's ring or lane files."""
+    return os.path.join(DEFAULT_SHM_ROOT, f"{spec.name}-{_hash8(spec)}")
+
+
+def default_journal_dir(spec: PipelineSpecV1) -> str:
+    """``/var/tmp/byteor/<name>-<hash8>/``: where journal lanes live by default (a disk filesystem)."""
+    return os.path.join(DEFAULT_JOURNAL_ROOT, f"{spec.name}-{_hash8(spec)}")
+
+
+def describe_spec(spec: PipelineSpecV1) -> str:
+    """A one-line description for spec_validation.json."""
+    if isinstance(spec, SingleRingSpecV1):
+        return (
+            f"SingleRing pipeline {spec.name} ({spec_hash(spec)}): {len(spec.stages)} stage(s), "
+            f"{spec.shards} shard(s), ordering {spec.ordering}, "
+            f"ring {spec.capacity} x {spec.slot_bytes} bytes"
+        )
+    kinds = sorted({lane.kind for lane in spec.lanes})
+    return (
+        f"LaneGraph pipeline {spec.name} ({spec_hash(spec)}): {len(spec.lanes)} lane(s) "
+        f"({', '.join(kinds)}), {len(spec.roles)} role(s), {len(spec.endpoints)} endpoint(s), "
+        f"on_full {spec.on_full}"
+    )
+
+
+def _read_spec_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: spec file does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, expected a spec.kv file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read spec file: {exc.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise UsageError(f"{path}: spec file is larger than {MAX_SPEC_BYTES} bytes")
+    return data
+
+
+def _validate(spec_path: str, raw: bytes) -> tuple[PipelineSpecV1 | None, SpecValidation]:
+    try:
+        spec = decode_kv(raw, path=spec_path)
+    except SpecError as exc:
+        return None, SpecValidation(False, error="; ".join(exc.lines()))
+    check = optional_attr("byteor.spec.validate", "check_v1")
+    if check is None:
+        return spec, SpecValidation(False, error="decoded, but validate_v1 is not available in this build")
+    try:
+        check(spec, path=spec_path)
+    except SpecError as exc:
+        return spec, SpecValidation(False, error="; ".join(exc.lines()))
+    return spec, SpecValidation(True, description=describe_spec(spec))
+
+
+def _policy_audit(
+    path: Path, req: BundleRequest, spec: PipelineSpecV1 | None, validation: SpecValidation, wait: str | None
+) -> str | None:
+    """Write policy_audit.json; None, or a note when the policy package could not build it."""
+    lane_path = req.lane_path or req.ring_path
+    record_fn = optional_attr("byteor.policy.audit", "policy_audit_record")
+    write_fn = optional_attr("byteor.policy.audit", "write_policy_audit")
+    fallback_why = "this build has no byteor.policy.audit"
+    if record_fn is not None and write_fn is not None:
+        try:
+            rec = record_fn(req.spec_path, mode=req.posture, enforced=False, lane_path=lane_path, wait=wait)
+        except ModuleNotFoundError as exc:  # a partial build: record why, still write the seed record
+            fallback_why = f"byteor.policy.audit failed: {exc}"
+        else:
+            write_fn(str(path), rec)
+            return None
+    # This build has no policy package: the seed-001 record, built from what is known here.
+    rec2: dict[str, Any] = {
+        "ok": spec is not None,
+        "policy_version": 1,
+        "mode": req.posture,
+        "enforced": False,
+        "stage_failure_policy": "stop_pipeline",
+        "spec_path": req.spec_path,
+        "lane_path": lane_path,
+        "wait": wait,
+        "runtime_crate": {"name": DISTRIBUTION, "version": distribution_version()},
+    }
+    summary = optional_attr("byteor.spec.summary", "spec_summary")
+    if spec is not None:
+        rec2["spec"] = (
+            summary(spec)
+            if summary is not None
+            else {"model": spec.target, "name": spec.name, "hash": spec_hash(spec)}
+        )
+    else:
+        rec2["error"] = validation.error
+    write_json(path, rec2)
+    return f"policy_audit.json built by byteor.artifacts ({fallback_why})"
+
+
+def _ring_snapshot(ring_path: str, dest: Path) -> str | None:
+    """Write single_ring_snapshot.json from the ring files at ``ring_path``; None or why not."""
+    if not os.path.exists(ring_path):
+        return f"ring path {ring_path} does not exist"
+    writer = optional_attr("byteor.shm", "write_ring_snapshot_file")
+    if writer is None:
+        return "this build has no ring snapshot writer (byteor.shm)"
+    writer(ring_path, str(dest))
+    return None
+
+
+def _lane_state(lane_path: str, dest: Path) -> str | None:
+    if not os.path.exists(lane_path):
+        return f"lane path {lane_path} does not exist"
+    snap = optional_attr("byteor.runtime.lanegraph.state", "lane_snapshot")
+    if snap is None:
+        return "this build has no lane graph state reader (byteor.runtime.lanegraph.state)"
+    state = snap(lane_path)
+    writer = optional_attr("byteor.runtime.lanegraph.state", "write_lane_graph_state")
+    if writer is not None:
+        writer(str(dest), state)
+    else:
+        write_json(dest, state)
+    return None
+
+
+def _journal_lanes(spec: PipelineSpecV1 | None) -> list[str]:
+    if not isinstance(spec, LaneGraphSpecV1):
+        return []
+    return [lane.name for lane in spec.lanes if lane.kind == "journal"]
+
+
+def _find_journal(lane: str, req: BundleRequest, spec: PipelineSpecV1 | None) -> str | None:
+    if lane in req.journal_dirs:
+        return req.journal_dirs[lane]
+    roots = [r for r in (req.lane_path, default_journal_dir(spec) if spec is not None else None) if r]
+    for root in roots:
+        for name in (lane, f"{lane}.journal", f"journal-{lane}"):
+            cand = os.path.join(root, name)
+            if os.path.isdir(cand):
+                return cand
+    return None
+
+
+def _apply_redact_rules(rules_path: str, root: Path) -> None:
+    load = optional_attr("byteor.dataguard", "load_rules_file")
+    apply = optional_attr("byteor.dataguard", "redact_json_artifact")
+    if load is None or apply is None:
+        raise UsageError(
+            "--redact-rules needs the DataGuard rules API (byteor.dataguard), which this build does not have"
+        )
+    rules = load(rules_path)
+    for path in sorted(root.glob("*.json")):
+        obj = read_json_object(path, artifact="bundle file")
+        write_json(path, apply(obj, rules))
+
+
+def create_incident_bundle(
+    req: BundleRequest, *, progress: Callable[[str], None] | None = None
+) -> BundleResult:
+    """Write the bundle for ``req``; see the module docstring. Raises UsageError (exit 2) for a
+    missing spec file, a non-empty ``--out`` or unreadable explicit inputs; never for a bad spec."""
+    say = progress or (lambda _msg: None)
+    raw = _read_spec_bytes(req.spec_path)
+    if req.config_path is not None and not os.path.isfile(req.config_path):
+        raise UsageError(f"{req.config_path}: runtime config file does not exist")
+    for lane, jdir in req.journal_dirs.items():
+        if not os.path.isdir(jdir):
+            raise UsageError(f"{jdir}: journal directory for lane {lane!r} does not exist")
+    if req.redact_rules is not None and not os.path.isfile(req.redact_rules):
+        raise UsageError(f"{req.redact_rules}: redact rules file does not exist")
+    out = Path(req.out)
+    tar_path: Path | None = None
+    if req.tar:
+        tar_path = out if out.name.endswith(".tar.gz") else out.with_name(out.name + ".tar.gz")
+        if tar_path.exists():
+            raise UsageError(f"{tar_path}: already exists; an incident bundle never overwrites")
+        staging = Path(
+            tempfile.mkdtemp(
+                prefix="byteor-bundle-", dir=tar_path.parent if tar_path.parent.is_dir() else None
+            )
+        )
+        root = staging / tar_path.name.removesuffix(".tar.gz")
+        root.mkdir()
+    else:
+        root = prepare_out_dir(out)
+        staging = None
+    try:
+        created_ms = int(time.time() * 1000)
+        absent: dict[str, str] = {}
+        say("spec")
+        spec, validation = _validate(req.spec_path, raw)
+        (root / "spec.kv").write_bytes(canonical_bytes(spec) if spec is not None else raw)
+        write_spec_validation(root / "spec_validation.json", validation)
+        write_runtime(root / "runtime.json")
+        config_text: str | None = None
+        wait: str | None = None
+        if req.config_path is not None:
+            say("runtime config")
+            config_text = Path(req.config_path).read_text(encoding="utf-8", errors="replace")
+            (root / "runtime_config.txt").write_text(config_text, encoding="utf-8")
+            from ..ops.runtime_config import decode_runtime_config
+
+            try:
+                wait = decode_runtime_config(config_text, path=req.config_path).wait
+            except UsageError as exc:
+                absent["runtime_config.txt (decoded)"] = f"copied as found, but it does not decode: {exc}"
+        else:
+            absent["runtime_config.txt"] = "no --config given"
+        say("policy audit")
+        note = _policy_audit(root / "policy_audit.json", req, spec, validation, wait)
+        if note:
+            absent["policy_audit.json (policy package)"] = note
+        say("environment")
+        write_environment(
+            root / "environment.json",
+            capture_environment(args=req.args if req.args is not None else sys.argv, env=req.env),
+        )
+        ring_path = req.ring_path
+        if (
+            ring_path is None
+            and isinstance(spec, SingleRingSpecV1)
+            and os.path.exists(default_ring_path(spec))
+        ):
+            ring_path = default_ring_path(spec)
+        if ring_path is not None:
+            say("ring snapshot")
+            why = _ring_snapshot(ring_path, root / "single_ring_snapshot.json")
+            if why:
+                absent["single_ring_snapshot.json"] = why
+        else:
+            absent["single_ring_snapshot.json"] = (
+                "no --ring-path given"
+                if not isinstance(spec, SingleRingSpecV1)
+                else f"no --ring-path given and {default_ring_path(spec)} does not exist"
+            )
+        lane_path = req.lane_path
+        if (
+            lane_path is None
+            and isinstance(spec, LaneGraphSpecV1)
+            and os.path.exists(default_ring_path(spec))
+        ):
+            lane_path = default_ring_path(spec)
+        if lane_path is not None:
+            say("lane graph state")
+            why = _lane_state(lane_path, root / "lane_graph_state.json")
+            if why:
+                absent["lane_graph_state.json"] = why
+        else:
+            absent["lane_graph_state.json"] = "no --lane-path given"
+        lanes = list(dict.fromkeys([*_journal_lanes(spec), *req.journal_dirs]))
+        for lane in lanes:
+            src = _find_journal(lane, req, spec)
+            if src is None:
+                absent[f"{JOURNALS_DIR}/{lane}"] = "journal directory not found"
+                continue
+            say(f"journal {lane}")
+            copy_tree(src, root / JOURNALS_DIR / lane)
+        if req.redact_rules is not None:
+            say("redaction rules")
+            _apply_redact_rules(req.redact_rules, root)
+        entries = write_manifest(
+            root,
+            spec_sha256=spec_hash(spec) if spec is not None else None,
+            absent=absent,
+            created_unix_ms=created_ms,
+        )
+        final = root
+        if tar_path is not None:
+            say("archive")
+            final = tar_bundle(root, tar_path)
+        return BundleResult(
+            final, tuple(entries), absent, validation.ok, spec_hash(spec) if spec is not None else None
+        )
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)

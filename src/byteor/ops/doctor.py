@@ -1,0 +1,496 @@
+"""``doctor``: is this host fit to run a pipeline (and a tuning profile)? Real probes, no guesses.
+
+Each check yields a :class:`Check` with ``status`` ``pass`` / ``warn`` / ``fail``, a ``detail`` with
+the numbers it saw and a ``fix``. Probes that change process state (``mlockall``, ``SCHED_FIFO``) run
+in a short-lived child process, never in the caller. :func:`run_doctor` runs them all; the
+verb exits 1 when any check failed.
+
+What is a failure depends on the request: ``mlockall`` that does not work is a warning under the
+``default`` profile and a failure under ``low-latency`` and ``isolated-core``; a spec whose rings do
+not fit in ``/dev/shm``'s free space is always a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
+from .tuning import CAP_IPC_LOCK, CAP_SYS_NICE, _has_cap, isolated_cpus, profile_request
+
+__all__ = [
+    "Check",
+    "DoctorOptions",
+    "DoctorReport",
+    "run_doctor",
+    "spec_shm_bytes",
+]
+
+STATUSES = ("pass", "warn", "fail")
+SHM_DIR = "/dev/shm"
+BYTEOR_SHM_DIR = "/dev/shm/byteor"
+DEFAULT_JOURNAL_DIR = "/var/tmp/byteor"
+#: Header and cursor lines of one ring file, an upper bound used for sizing (the native layout is
+#: documented by byteor.shm; the exact figure only matters against free space, so round up).
+RING_OVERHEAD_BYTES = 64 * 1024
+KEYSET_STALE_SECONDS = 24 * 3600
+APPROVAL_SOON_SECONDS = 3600
+PROBE_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"check": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    checks: tuple[Check, ...]
+    tuning: str
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(1 for c in self.checks if c.status == s) for s in STATUSES}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "tuning": self.tuning, "counts": self.counts(),
+                "checks": [c.to_json() for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    spec: PipelineSpecV1 | None = None
+    spec_path: str | None = None
+    tuning: str = "default"
+    wait: str | None = None
+    posture: str = "dev"
+    shm_dir: str = SHM_DIR
+    byteor_shm_dir: str = BYTEOR_SHM_DIR
+    journal_dir: str | None = None
+    journal_fsync: str | None = None
+    approval: str | None = None
+    key_set: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _mib(n: int | float) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def _slot_stride(slot_bytes: int) -> int:
+    # u32 length + u32 flags + payload, 8-aligned (byteor.shm ring layout).
+    return (8 + slot_bytes + 7) // 8 * 8
+
+
+def spec_shm_bytes(spec: PipelineSpecV1) -> int:
+    """Bytes of shared memory the spec's rings and lanes need (journal lanes live on disk)."""
+    if isinstance(spec, SingleRingSpecV1):
+        per_ring = spec.capacity * _slot_stride(spec.slot_bytes) + RING_OVERHEAD_BYTES
+        # Per-consumer scratch slots for crash-atomic modification (stages + egress).
+        per_ring += (len(spec.stages) + 1) * _slot_stride(spec.slot_bytes)
+        return spec.shards * per_ring
+    total = 0
+    for lane in spec.lanes:
+        if lane.kind == "journal":
+            continue
+        total += (lane.capacity or 0) * _slot_stride(lane.slot_bytes) + RING_OVERHEAD_BYTES
+    return total
+
+
+def _journal_bytes(spec: PipelineSpecV1 | None) -> int:
+    if not isinstance(spec, LaneGraphSpecV1):
+        return 0
+    return sum(2 * (lane.segment_bytes or 0) for lane in spec.lanes if lane.kind == "journal")
+
+
+def _participants(spec: PipelineSpecV1 | None) -> int:
+    if spec is None:
+        return 0
+    if isinstance(spec, SingleRingSpecV1):
+        return spec.shards * (len(spec.stages) + 1) + 1  # stages + egress per ring, one producer
+    return len(spec.roles) + sum(1 for e in spec.endpoints)
+
+
+def _probe(code: str) -> tuple[bool, str]:
+    """Run ``code`` in a fresh interpreter; (exit 0, last stderr/stdout line)."""
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        return False, f"probe timed out after {PROBE_TIMEOUT:.0f} s"
+    out = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+    return proc.returncode == 0, out[-1] if out else ""
+
+
+_MLOCK_PROBE = """
+import ctypes, ctypes.util, os, sys
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+if libc.mlockall(3) != 0:
+    print("mlockall failed: " + os.strerror(ctypes.get_errno())); sys.exit(1)
+libc.munlockall()
+print("mlockall ok")
+"""
+
+_FIFO_PROBE = """
+import os, sys
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+except OSError as exc:
+    print("sched_setscheduler(SCHED_FIFO, 1) failed: " + exc.strerror); sys.exit(1)
+os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+print("SCHED_FIFO ok")
+"""
+
+
+def _fmt_limit(v: int) -> str:
+    return "unlimited" if v == resource.RLIM_INFINITY else f"{v} bytes"
+
+
+def check_memlock(opts: DoctorOptions) -> Check:
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    need = spec_shm_bytes(opts.spec) if opts.spec is not None else 0
+    works, why = _probe(_MLOCK_PROBE)
+    cap = _has_cap(CAP_IPC_LOCK)
+    wants = profile_request(opts.tuning).mlockall
+    detail = f"RLIMIT_MEMLOCK soft {_fmt_limit(soft)}, hard {_fmt_limit(hard)}; {why}"
+    if cap:
+        detail += " (CAP_IPC_LOCK held: the limit does not apply to this user)"
+    fix = ("raise the limit: `ulimit -l unlimited`, systemd `LimitMEMLOCK=infinity`, or "
+           "/etc/security/limits.conf `memlock`")
+    if not works:
+        return Check("memlock", "fail" if wants else "warn", detail, fix)
+    low = soft != resource.RLIM_INFINITY and soft < max(need, 1) and not cap
+    if soft == 0 or low:
+        why_low = "is 0" if soft == 0 else f"is below the spec's {_mib(need)}"
+        return Check("memlock", "fail" if (wants and not cap) else "warn",
+                     detail + f"; the limit {why_low}", fix)
+    return Check("memlock", "pass", detail)
+
+
+def check_rt_sched(opts: DoctorOptions) -> Check:
+    works, why = _probe(_FIFO_PROBE)
+    rt_soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
+    detail = f"{why}; RLIMIT_RTPRIO {rt_soft}; CAP_SYS_NICE {'yes' if _has_cap(CAP_SYS_NICE) else 'no'}"
+    if works:
+        return Check("rt_sched", "pass", detail)
+    wants = profile_request(opts.tuning).sched_fifo_priority > 0
+    return Check("rt_sched", "fail" if wants else "warn", detail,
+                 "grant CAP_SYS_NICE or raise RLIMIT_RTPRIO (systemd `LimitRTPRIO=`, limits.conf `rtprio`)")
+
+
+def check_cpus(opts: DoctorOptions) -> Check:
+    count = os.cpu_count() or 1
+    allowed = sorted(os.sched_getaffinity(0))
+    iso = isolated_cpus()
+    detail = (f"{count} CPUs online, affinity {','.join(map(str, allowed))}, "
+              f"isolated {','.join(map(str, iso)) or 'none'}")
+    try:
+        cmdline = Path("/proc/cmdline").read_text()
+    except OSError:
+        cmdline = ""
+    if "isolcpus" in cmdline:
+        detail += " (isolcpus on the kernel command line)"
+    req = profile_request(opts.tuning)
+    if req.pinning == "isolated" and not iso:
+        return Check("cpus", "fail", detail + f"; profile {opts.tuning} needs isolated CPUs",
+                     "boot with isolcpus=/nohz_full= or a cpuset for the pipeline; "
+                     "or use --tuning=low-latency")
+    if req.pinning == "affinity" and len(allowed) < 2:
+        return Check("cpus", "warn", detail + "; pinning on a single CPU shares it with everything else",
+                     "give the pipeline more CPUs (taskset / cpuset)")
+    return Check("cpus", "pass", detail)
+
+
+def check_shm(opts: DoctorOptions) -> Check:
+    d = Path(opts.shm_dir)
+    if not d.is_dir():
+        return Check("shm", "fail", f"{d} does not exist or is not a directory",
+                     "mount a tmpfs at /dev/shm (`mount -t tmpfs tmpfs /dev/shm`)")
+    fstype = _fs_type(str(d))
+    try:
+        fd = os.open(str(d), os.O_TMPFILE | os.O_RDWR, 0o600)
+        os.close(fd)
+        writable = True
+    except OSError:
+        probe = d / f".byteor-doctor-{os.getpid()}"
+        try:
+            probe.write_bytes(b"x")
+            probe.unlink()
+            writable = True
+        except OSError:
+            writable = False
+    st = os.statvfs(str(d))
+    size, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    detail = f"{d} ({fstype or 'unknown fs'}) size {_mib(size)}, free {_mib(free)}"
+    if not writable:
+        return Check("shm", "fail", detail + "; not writable by this user",
+                     f"fix the permissions of {d} (mode 1777)")
+    if opts.spec is not None:
+        need = spec_shm_bytes(opts.spec)
+        detail += f"; the spec needs {_mib(need)} ({need} bytes)"
+        if need > free:
+            return Check("shm", "fail", detail + " which is more than is free",
+                         "enlarge /dev/shm (`mount -o remount,size=... /dev/shm`), or lower "
+                         "capacity/slot_bytes/shards in the spec")
+        if need > free // 2:
+            return Check("shm", "warn", detail + ", over half of what is free",
+                         "enlarge /dev/shm before running several pipelines")
+    if fstype and fstype != "tmpfs":
+        return Check("shm", "warn", detail + "; not tmpfs, rings would hit a disk",
+                     "mount a tmpfs at /dev/shm")
+    return Check("shm", "pass", detail)
+
+
+def _fs_type(path: str) -> str | None:
+    best, fstype = "", None
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 3:
+            mnt = parts[1]
+            if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, fstype = mnt, parts[2]
+    return fstype
+
+
+def _stale_files_from_shm(directory: str) -> list[str] | None:
+    try:
+        shm = importlib.import_module("byteor.shm")
+    except ImportError:
+        return None
+    fn: Callable[[str], Any] | None = getattr(shm, "stale_files", None)
+    if fn is None:
+        return None
+    return [os.fspath(p) for p in fn(directory)]
+
+
+def check_stale(opts: DoctorOptions) -> Check:
+    d = Path(opts.byteor_shm_dir)
+    if not d.exists():
+        return Check("stale_shm", "pass", f"{d} does not exist: no byteor files")
+    files = sorted(p for p in d.rglob("*") if p.is_file())
+    stale = _stale_files_from_shm(str(d))
+    if stale is None:
+        if not files:
+            return Check("stale_shm", "pass", f"{d}: no byteor files")
+        now = time.time()
+        oldest = max(now - p.stat().st_mtime for p in files)
+        return Check("stale_shm", "warn",
+                     f"{d}: {len(files)} byteor file(s), oldest modified {oldest:.0f} s ago; liveness "
+                     "of their participants not checked (byteor.shm.stale_files unavailable)",
+                     "check with `byteor snapshot --ring-path=...`; remove files of pipelines that are gone")
+    if not stale:
+        return Check("stale_shm", "pass", f"{d}: {len(files)} byteor file(s), none stale")
+    shown = ", ".join(stale[:3]) + (" ..." if len(stale) > 3 else "")
+    return Check("stale_shm", "warn",
+                 f"{d}: {len(stale)} stale file(s) (every participant pid dead): {shown}",
+                 "capture evidence first (`byteor incident-bundle --ring-path=...`), then remove them")
+
+
+def check_headroom(opts: DoctorOptions) -> Check:
+    cores = len(os.sched_getaffinity(0))
+    load1, _, _ = os.getloadavg()
+    wait = opts.wait or profile_request(opts.tuning).wait
+    procs = _participants(opts.spec)
+    detail = f"load {load1:.2f} on {cores} usable CPUs; wait strategy {wait}"
+    if procs:
+        detail += f"; the spec runs {procs} processes"
+    if wait == "spin" and procs and procs > cores:
+        return Check("cpu_headroom", "warn",
+                     detail + f": {procs} spinning processes on {cores} CPUs will starve each other",
+                     "use --wait=backoff or block, fewer stages, or more CPUs")
+    if wait == "spin" and load1 + (procs or 1) > cores:
+        return Check("cpu_headroom", "warn",
+                     detail + f": spinning adds {procs or 1} busy CPU(s) to a load of {load1:.2f}",
+                     "use --wait=backoff, or run where there is idle CPU")
+    if load1 > cores:
+        return Check("cpu_headroom", "warn", detail + ": the host is already overloaded",
+                     "move other work off this host or use --wait=block")
+    return Check("cpu_headroom", "pass", detail)
+
+
+def check_journal(opts: DoctorOptions) -> Check:
+    d = Path(opts.journal_dir or DEFAULT_JOURNAL_DIR)
+    existing = d
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    st = os.statvfs(str(existing))
+    free = st.f_bavail * st.f_frsize
+    fstype = _fs_type(str(existing))
+    fsync = opts.journal_fsync or "none"
+    detail = f"{d} on {fstype or 'unknown fs'}, free {_mib(free)}, fsync posture {fsync}"
+    if not os.access(str(existing), os.W_OK):
+        return Check("journal", "fail", detail + "; not writable",
+                     f"create {d} writable by the pipeline user")
+    need = _journal_bytes(opts.spec)
+    if need:
+        detail += f"; journal lanes need about {_mib(need)} (two segments each)"
+        if need > free:
+            return Check("journal", "fail", detail + " which is more than is free",
+                         "free disk space or lower segment_bytes")
+    if fstype == "tmpfs":
+        return Check("journal", "warn",
+                     detail + "; tmpfs does not survive a reboot whatever the fsync posture",
+                     "put journals on a disk filesystem (runtime.journal_dir=)")
+    if fsync == "none" and need:
+        return Check("journal", "warn", detail + "; fsync=none survives a process crash, not a power loss",
+                     "set runtime.journal_fsync=segment or always if records must survive power loss")
+    return Check("journal", "pass", detail)
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _load_key_set(path: str) -> tuple[list[Any], str | None, str | None]:
+    """(keys, source, last_refresh_at) of a key set file (design A4 shapes)."""
+    with open(path, "rb") as fh:
+        obj = json.loads(fh.read().decode("utf-8"))
+    if isinstance(obj, list):
+        return obj, None, None
+    if isinstance(obj, dict) and isinstance(obj.get("keys"), list):
+        src, last = obj.get("source"), obj.get("last_refresh_at")
+        return obj["keys"], src if isinstance(src, str) else None, last if isinstance(last, str) else None
+    raise ValueError("expected a JSON list of keys or an object with `keys`")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _side_effect_families(spec: PipelineSpecV1) -> list[str]:
+    families: list[str | None]
+    if isinstance(spec, SingleRingSpecV1):
+        families = [s.family for s in spec.stages]
+    else:
+        families = [r.family for r in spec.roles]
+    return sorted({f for f in families if f in ("http_post", "exec")})
+
+
+def check_keys(opts: DoctorOptions) -> list[Check]:
+    if opts.spec is None or opts.spec_path is None:
+        return []
+    spec_dir = os.path.dirname(os.path.abspath(opts.spec_path))
+    families = _side_effect_families(opts.spec)
+    needs_approval = bool(families) and opts.posture in ("staging", "prod")
+    out: list[Check] = []
+    key_path = opts.key_set or os.path.join(spec_dir, "signing_keys.json")
+    now = datetime.now(UTC)
+    if not os.path.exists(key_path):
+        status = "fail" if needs_approval else ("warn" if families else "pass")
+        detail = f"{key_path} not found"
+        if not families:
+            detail += "; the spec has no side-effect stages, none needed"
+        out.append(Check("signing_keys", status, detail,
+                         "" if not families else "place signing_keys.json next to the spec or pass "
+                         "--approval-key-set (or set BYTEOR_API_BASE_URL/AGENT_ID/AGENT_API_KEY to refresh)"))
+    else:
+        try:
+            keys, source, last = _load_key_set(key_path)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            out.append(Check("signing_keys", "fail", f"{key_path}: unreadable key set: {exc}",
+                             "rewrite the key set (design A4 shape)"))
+        else:
+            detail = f"{key_path}: {len(keys)} key(s), source {source or 'local file'}"
+            if last:
+                try:
+                    age = (now - _parse_time(last)).total_seconds()
+                except ValueError:
+                    out.append(Check("signing_keys", "warn", detail + f"; bad last_refresh_at {last!r}",
+                                     "refresh the key set"))
+                else:
+                    detail += f", refreshed {age / 3600:.1f} h ago"
+                    stale = age > KEYSET_STALE_SECONDS
+                    out.append(Check("signing_keys", "warn" if stale else "pass", detail,
+                                     "refresh the keys from the control plane" if stale else ""))
+            elif source == "cached":
+                out.append(Check("signing_keys", "warn", detail + "; cached without a refresh time",
+                                 "refresh the keys from the control plane"))
+            else:
+                out.append(Check("signing_keys", "pass" if keys else "fail",
+                                 detail if keys else detail + "; no keys",
+                                 "" if keys else "add the public keys"))
+    cred_path = opts.approval or os.path.join(spec_dir, "approval.cred")
+    if opts.approval is not None and not os.path.exists(opts.approval):
+        cred_text: str | None = opts.approval
+        where = "--approval value"
+    elif os.path.exists(cred_path):
+        cred_text = Path(cred_path).read_text(encoding="utf-8", errors="replace").strip()
+        where = cred_path
+    else:
+        cred_text, where = None, cred_path
+    if cred_text is None:
+        if families:
+            out.append(Check("approval", "fail" if needs_approval else "pass",
+                             f"no approval ({where} not found); side-effect families {', '.join(families)}; "
+                             f"posture {opts.posture}",
+                             ("issue one: `byteor approval issue --spec=... --env=...`"
+                              if needs_approval else "")))
+        return out
+    try:
+        payload = json.loads(_b64url(cred_text.split(".", 1)[0]).decode("utf-8"))
+        expires = _parse_time(str(payload["expires_at"]))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        out.append(Check("approval", "fail", f"{where}: not a decodable approval credential",
+                         "issue a new approval"))
+        return out
+    left = (expires - now).total_seconds()
+    caps = payload.get("capabilities") if isinstance(payload.get("capabilities"), list) else []
+    detail = (f"{where}: expires {payload['expires_at']} ({left / 3600:+.1f} h), posture "
+              f"{payload.get('environment_posture')}, capabilities {','.join(map(str, caps)) or 'none'}")
+    missing = [f for f in families if f not in caps]
+    if left <= 0:
+        out.append(Check("approval", "fail", detail + "; expired", "issue a new approval"))
+    elif payload.get("environment_posture") != opts.posture:
+        out.append(Check("approval", "fail" if needs_approval else "warn",
+                         detail + f"; issued for another posture than {opts.posture}",
+                         "issue an approval for this environment"))
+    elif missing:
+        out.append(Check("approval", "fail" if needs_approval else "warn",
+                         detail + f"; missing capabilities {','.join(missing)}",
+                         "issue an approval covering every side-effect family of the spec"))
+    elif left < APPROVAL_SOON_SECONDS:
+        out.append(Check("approval", "warn", detail + "; expires within the hour", "renew the approval"))
+    else:
+        out.append(Check("approval", "pass", detail + " (signature is verified by `approval verify`)"))
+    return out
+
+
+def run_doctor(opts: DoctorOptions) -> DoctorReport:
+    """Run every check (the key checks only when a spec is given) and return the report."""
+    profile_request(opts.tuning)  # a malformed profile name is a UsageError, before any probe
+    checks: list[Check] = [
+        check_memlock(opts),
+        check_rt_sched(opts),
+        check_cpus(opts),
+        check_shm(opts),
+        check_stale(opts),
+        check_headroom(opts),
+        check_journal(opts),
+        *check_keys(opts),
+    ]
+    return DoctorReport(tuple(checks), opts.tuning)
