@@ -1,0 +1,141 @@
+"""Resolver for the side-effecting stage families ``http_post:*`` and ``exec:*``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .._errors import ActionFailed, ByteorError, PolicyRefused, SpecError
+from ..policy.decisions import ALLOW, DRY_RUN_ONLY
+from ..runtime.stage_api import ResolvedStage, StageContext
+from . import exec_action, http_post
+from .deadletter import DeadLetterJournal, DeadLetterRecord
+from .exec_action import ExecAction
+from .http_post import HttpPostAction, idempotency_key
+
+__all__ = ["DEAD_LETTER_DIRNAME", "Action", "admission", "build_action", "family_of", "resolve_action"]
+
+log = logging.getLogger("byteor.actions")
+
+Action = HttpPostAction | ExecAction
+#: Where failed actions go when the context names no dead-letter directory: next to the spec.
+DEAD_LETTER_DIRNAME = "dead-letter"
+
+
+def family_of(key: str) -> str | None:
+    if key.startswith(http_post.PREFIX):
+        return "http_post"
+    if key.startswith(exec_action.PREFIX):
+        return "exec"
+    return None
+
+
+def admission(key: str, env: Mapping[str, str] | None = None) -> str | None:
+    """Why the allowlists refuse ``key`` (a Deny reason), or ``None`` when they admit it.
+
+    Raises :class:`SpecError` when the key itself is malformed (not http(s), userinfo, NUL, ...) and
+    :class:`~byteor.UsageError` when an allowlist variable is malformed.
+    """
+    env = os.environ if env is None else env
+    fam = family_of(key)
+    try:
+        if fam == "http_post":
+            target = http_post.parse_target_url(key[len(http_post.PREFIX):])
+            allow = http_post.allowlist_from_env(env)
+            if not http_post.url_admitted(target, allow):
+                return f"{target.display} is not admitted by {http_post.ALLOWLIST_ENV}"
+            return None
+        if fam == "exec":
+            cmd = exec_action.parse_exec_key(key)
+            programs = exec_action.exec_allowlist(env)
+            if programs is None:
+                return f"exec is disabled: {exec_action.ALLOWLIST_ENV} is not set"
+            if cmd.program not in programs:
+                return f"program {cmd.program!r} is not listed in {exec_action.ALLOWLIST_ENV}"
+            return None
+    except ValueError as exc:
+        raise SpecError(f"invalid stage key: {exc}") from None
+    raise SpecError("not an action stage key (expected http_post:<url> or exec:PROGRAM|ARG|...): "
+                    f"{key[:40]!r}")
+
+
+def build_action(key: str, env: Mapping[str, str] | None = None) -> Action:
+    """Parse ``key`` and check the allowlist once; :class:`PolicyRefused` when it is not admitted."""
+    reason = admission(key, env)
+    if reason is not None:
+        raise PolicyRefused(reason)
+    if family_of(key) == "http_post":
+        return HttpPostAction.from_key(key, env)
+    return ExecAction.from_key(key, env)
+
+
+def _recorder_fn(key: str, family: str, target: str,
+                 recorder: Callable[[dict[str, Any]], None] | None) -> Callable[[memoryview, int], int]:
+    def dry_run(slot: memoryview, length: int) -> int:
+        if recorder is not None:
+            recorder({"action": family, "stage": key, "target": target,
+                      "idempotency_key": idempotency_key(slot[:length]), "decision": DRY_RUN_ONLY,
+                      "bytes": length})
+        return length
+
+    return dry_run
+
+
+def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
+    """Resolve an action stage once, at startup.
+
+    ``ctx.decisions[key]`` says what to do: ``Allow`` performs the side effect per message;
+    ``DryRunOnly`` (or ``ctx.dry_run``) performs nothing and calls ``ctx.recorder`` with action,
+    stage, target, idempotency key, decision and byte count. Anything else, or no decision at all,
+    is refused here (:class:`PolicyRefused`): the gate must have run. The input bytes are always
+    forwarded unchanged. A side effect that finally fails is written to the dead-letter journal
+    (``ctx.dead_letter_dir``, else ``dead-letter/`` next to the spec) and raises :class:`ActionFailed`
+    so that the pipeline stops (stage_failure_policy ``stop_pipeline``).
+    """
+    fam = family_of(key)
+    if fam is None:
+        raise SpecError(f"not an action stage key: {key[:40]!r}")
+    decision = DRY_RUN_ONLY if ctx.dry_run else ctx.decisions.get(key)
+    if decision == DRY_RUN_ONLY:
+        if fam == "http_post":
+            target = http_post.parse_target_url(key[len(http_post.PREFIX):]).display
+        else:
+            target = exec_action.parse_exec_key(key).program
+        return ResolvedStage(key=key, fn=_recorder_fn(key, fam, target, ctx.recorder), modifies=False,
+                             side_effect=True, family=fam, target=target)
+    if decision != ALLOW:
+        raise PolicyRefused(f"stage {key[:60]!r}: decision is {decision or 'missing'}; the policy gate must "
+                            "allow it before it resolves")
+    action = build_action(key)
+    target = action.target.display if isinstance(action, HttpPostAction) else action.target
+    dl_dir = ctx.dead_letter_dir or os.path.join(ctx.spec_dir, DEAD_LETTER_DIRNAME)
+    spec_hash = ctx.spec_hash
+    recorder = ctx.recorder
+    perform = action.perform
+
+    def run(slot: memoryview, length: int) -> int:
+        data = bytes(slot[:length])
+        try:
+            perform(data)
+        except ActionFailed as exc:
+            try:
+                rec = DeadLetterJournal(dl_dir).append(DeadLetterRecord(
+                    stage_key=key, family=fam, target=target, idempotency_key=idempotency_key(data),
+                    error=str(exc), decision=ALLOW, spec_hash=spec_hash, input=data))
+            except (ByteorError, OSError) as dl_exc:
+                log.error("%s stage failed: %s; dead-letter write to %s failed too: %s",
+                          fam, exc, dl_dir, dl_exc)
+                raise ActionFailed(f"{fam} to {target} failed: {exc}; and the message could not be "
+                                   f"dead-lettered in {dl_dir}: {dl_exc}") from exc
+            log.error("%s stage failed: %s; dead-lettered as %s in %s", fam, exc, rec.id, dl_dir)
+            raise ActionFailed(f"{fam} to {target} failed: {exc}; the message is in the dead-letter "
+                               f"journal {dl_dir} (record {rec.id})") from exc
+        if recorder is not None:
+            recorder({"action": fam, "stage": key, "target": target,
+                      "idempotency_key": idempotency_key(data), "decision": ALLOW, "bytes": length})
+        return length
+
+    return ResolvedStage(key=key, fn=run, modifies=False, side_effect=True, family=fam, target=target,
+                         close=action.close)
