@@ -1,0 +1,94 @@
+"""LaneGraph execution: plan a topology of lanes and roles, run it in one process or many.
+
+Entry points for ``run``/``snapshot``/``compatibility``:
+
+* :func:`run_lanegraph` runs a LaneGraph spec (``sp=True``: one process, deterministic; else one
+  process per role under a supervisor, lanes in shared memory).
+* :func:`lanegraph_unsupported_reasons` lists what keeps a spec from running on this build.
+* :func:`lane_snapshot` reads ``lane_graph_state.json`` of a running (or finished) graph;
+  :func:`render_state` turns it into rich tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..._errors import UnsupportedSpecError, UsageError
+from ...spec.kv import spec_hash as compute_spec_hash
+from ...spec.model import LaneGraphSpecV1, PipelineSpecV1
+from ..stage_api import StageContext
+from ._roles import LaneGraphResult, default_journal_dir, default_lane_path
+from .plan import LaneGraphPlan, lanegraph_unsupported_reasons, plan_lanegraph
+from .state import STATE_FILE, read_state, render_state, write_state
+
+__all__ = [
+    "WAITS",
+    "LaneGraphPlan",
+    "LaneGraphResult",
+    "lane_snapshot",
+    "lanegraph_unsupported_reasons",
+    "plan_lanegraph",
+    "read_state",
+    "render_state",
+    "run_lanegraph",
+]
+
+WAITS = ("spin", "yield", "backoff", "block")
+
+
+def run_lanegraph(
+    spec: PipelineSpecV1,
+    *,
+    sp: bool,
+    inputs: Iterable[bytes],
+    outputs: Callable[[str, bytes], None],
+    lane_path: str | None = None,
+    wait: str = "backoff",
+    context: StageContext | None = None,
+    spec_hash: str | None = None,
+    journal_dir: str | None = None,
+    fsync: str = "none",
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> LaneGraphResult:
+    """Run a LaneGraph spec over ``inputs``; each egress message goes to ``outputs(endpoint, msg)``.
+
+    ``lane_path``: directory of the shared-memory lane files and of ``lane_graph_state.json``
+    (default ``/dev/shm/byteor/<name>-<hash8>/``); ``journal_dir``: where journal lanes live (default
+    ``/var/tmp/byteor/<name>-<hash8>/journal``); ``fsync``: the journal posture. ``sp=True`` runs
+    every role in the calling thread (lane files are not created; the state file is written only when
+    ``lane_path`` is given).
+
+    Raises :class:`~byteor.UnsupportedSpecError` (exit 3) for shapes the runners do not support,
+    :class:`~byteor.SpecError` for a stage key that does not resolve, :class:`~byteor.PipelineFailed`
+    (exit 1) when a lane with ``on_full=fail`` fills up or a role keeps dying.
+    """
+    if not isinstance(spec, LaneGraphSpecV1):
+        raise UnsupportedSpecError("run_lanegraph runs LaneGraph specs; this spec is SingleRing")
+    if wait not in WAITS:
+        raise UsageError(f"--wait={wait!r} is not one of {', '.join(WAITS)}")
+    plan = plan_lanegraph(spec)
+    shash = spec_hash or compute_spec_hash(spec)
+    ctx = context or StageContext(spec_hash=shash)
+    jdir = journal_dir or default_journal_dir(spec, shash)
+    if sp:
+        from .sp import run_sp
+
+        result = run_sp(spec, plan, inputs=inputs, outputs=outputs, context=ctx, journal_dir=jdir,
+                        fsync=fsync, spec_hash=shash, lane_path=lane_path, progress=progress)
+        if lane_path is not None:
+            import os
+
+            os.makedirs(lane_path, exist_ok=True)
+            write_state(os.path.join(lane_path, STATE_FILE), result.state)
+        return result
+    _ = default_lane_path
+    raise UnsupportedSpecError("the multi-process LaneGraph runner is not in this build yet; use --sp")
+
+
+def lane_snapshot(lane_path: str) -> dict[str, Any]:
+    """The current ``lane_graph_state.json`` under ``lane_path`` (the MP runner refreshes it about
+    every 200 ms while running). Raises :class:`~byteor.ArtifactError` if missing or unreadable."""
+    return read_state(lane_path)
+
+
