@@ -30,6 +30,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    peer: int = 0  # the client's source port: one port for many requests means keep-alive
 
 
 @dataclass
@@ -68,7 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         rec = self.server.recorder
         with rec.lock:
-            rec.requests.append(Request("POST", self.path, self._headers(), body))
+            rec.requests.append(Request("POST", self.path, self._headers(), body, self.client_address[1]))
             status = rec.statuses.pop(0) if rec.statuses else 200
         self._answer(status, b"ok" if status < 300 else b"nope")
 

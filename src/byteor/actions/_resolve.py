@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._errors import ActionFailed, ByteorError, PolicyRefused, SpecError
+from .._errors import ActionFailed, ByteorError, PolicyRefused, SpecError, UsageError
 from ..policy.decisions import ALLOW, DRY_RUN_ONLY
 from ..runtime.stage_api import ResolvedStage, StageContext
 from . import exec_action, http_post
@@ -33,10 +33,11 @@ def family_of(key: str) -> str | None:
 
 
 def admission(key: str, env: Mapping[str, str] | None = None) -> str | None:
-    """Why the allowlists refuse ``key`` (a Deny reason), or ``None`` when they admit it.
+    """Why ``key`` is refused before any policy applies (a Deny reason), or ``None`` when admitted.
 
-    Raises :class:`SpecError` when the key itself is malformed (not http(s), userinfo, NUL, ...) and
-    :class:`~byteor.UsageError` when an allowlist variable is malformed.
+    A malformed key (not http(s), userinfo, dot segments, NUL, empty program) and a target the
+    allowlist does not admit are both refusals: the stage may never run, whatever the posture.
+    Raises :class:`~byteor.UsageError` when an allowlist variable itself is malformed.
     """
     env = os.environ if env is None else env
     fam = family_of(key)
@@ -55,10 +56,11 @@ def admission(key: str, env: Mapping[str, str] | None = None) -> str | None:
             if cmd.program not in programs:
                 return f"program {cmd.program!r} is not listed in {exec_action.ALLOWLIST_ENV}"
             return None
+    except UsageError:  # a malformed allowlist variable is the operator's usage error (exit 2)
+        raise
     except ValueError as exc:
-        raise SpecError(f"invalid stage key: {exc}") from None
-    raise SpecError("not an action stage key (expected http_post:<url> or exec:PROGRAM|ARG|...): "
-                    f"{key[:40]!r}")
+        return str(exc)
+    return "not an action stage key (expected http_post:<url> or exec:PROGRAM|ARG|...)"
 
 
 def build_action(key: str, env: Mapping[str, str] | None = None) -> Action:
@@ -99,10 +101,13 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
         raise SpecError(f"not an action stage key: {key[:40]!r}")
     decision = DRY_RUN_ONLY if ctx.dry_run else ctx.decisions.get(key)
     if decision == DRY_RUN_ONLY:
-        if fam == "http_post":
-            target = http_post.parse_target_url(key[len(http_post.PREFIX):]).display
-        else:
-            target = exec_action.parse_exec_key(key).program
+        try:
+            if fam == "http_post":
+                target = http_post.parse_target_url(key[len(http_post.PREFIX):]).display
+            else:
+                target = exec_action.parse_exec_key(key).program
+        except ValueError as exc:
+            raise PolicyRefused(str(exc)) from None
         return ResolvedStage(key=key, fn=_recorder_fn(key, fam, target, ctx.recorder), modifies=False,
                              side_effect=True, family=fam, target=target)
     if decision != ALLOW:

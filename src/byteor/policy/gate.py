@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .._errors import ApprovalError, PolicyRefused, SpecError, SpecIssue, UsageError
+from .._errors import ApprovalError, PolicyRefused, UsageError
 from ..runtime.stage_api import StageContext
-from ..spec.model import LaneGraphSpecV1, PipelineSpecV1
+from ..spec.model import PipelineSpecV1
 from .approvals import VerifiedApproval, read_credential, required_capabilities, side_effect_stages
 from .approvals import verify_credential as _verify
 from .decisions import DENY, REFUSING, REPLAY_MODES, REQUIRE_APPROVAL, PolicyTable, decide, policy_table
@@ -79,11 +79,6 @@ class RunGate:
         }
 
 
-def _locator(spec: PipelineSpecV1, index: int) -> str:
-    kind = "roles" if isinstance(spec, LaneGraphSpecV1) else "stages"
-    return f"pipeline.{kind}.{index}.resolver_key"
-
-
 def evaluate_run(spec: PipelineSpecV1, *, spec_path: str, spec_hash: str, posture: str, dry_run: bool,
                  approval: str | None, key_set: str | None, replay_mode: str | None = None,
                  policy_file: str | None = None, recorder: Callable[[dict[str, Any]], None] | None = None,
@@ -100,10 +95,7 @@ def evaluate_run(spec: PipelineSpecV1, *, spec_path: str, spec_hash: str, postur
 
     denied: dict[int, str] = {}
     for index, _name, key, _fam in stages:
-        try:
-            reason = admission(key)
-        except SpecError as exc:
-            raise SpecError(SpecIssue(_locator(spec, index), str(exc)), path=spec_path) from None
+        reason = admission(key)
         if reason is not None:
             denied[index] = reason
 
@@ -164,8 +156,8 @@ def gate_run(spec: PipelineSpecV1, *, spec_path: str, spec_hash: str, posture: s
     """Decide every side-effecting stage; raise :class:`PolicyRefused` (exit 4) listing each stage
     whose decision is ``Deny`` or ``RequireApproval`` with its reason, else return the gate.
 
-    Raises :class:`SpecError` (exit 3) for a malformed action key and :class:`UsageError` (exit 2)
-    for a malformed policy file, key set or allowlist variable.
+    A malformed action key is a ``Deny`` like an allowlist refusal. Raises :class:`UsageError`
+    (exit 2) for a malformed policy file, key set or allowlist variable.
     """
     gate = evaluate_run(spec, spec_path=spec_path, spec_hash=spec_hash, posture=posture, dry_run=dry_run,
                         approval=approval, key_set=key_set, replay_mode=replay_mode,
