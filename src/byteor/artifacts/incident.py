@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import SpecError, UsageError
+from .._errors import ArtifactError, SpecError, UsageError
 from .._version import DISTRIBUTION, distribution_version
 from ..spec.kv import canonical_bytes, decode_kv, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
@@ -77,7 +77,7 @@ def default_ring_path(spec: PipelineSpecV1) -> str:
 
 
 def default_journal_dir(spec: PipelineSpecV1) -> str:
-    """``/var/tmp/byteor/<name>-<hash8>/``: where journal lanes live by default (a disk filesystem)."""
+    """``/var/tmp/byteor/<name>-<hash8>/``: journal lanes live in its ``journal/<lane>`` by default."""
     return os.path.join(DEFAULT_JOURNAL_ROOT, f"{spec.name}-{_hash8(spec)}")
 
 
@@ -182,15 +182,15 @@ def _ring_snapshot(ring_path: str, dest: Path) -> str | None:
 def _lane_state(lane_path: str, dest: Path) -> str | None:
     if not os.path.exists(lane_path):
         return f"lane path {lane_path} does not exist"
-    snap = optional_attr("byteor.runtime.lanegraph.state", "lane_snapshot")
-    if snap is None:
+    read_state = optional_attr("byteor.runtime.lanegraph.state", "read_state")
+    write_state = optional_attr("byteor.runtime.lanegraph.state", "write_state")
+    if read_state is None or write_state is None:
         return "this build has no lane graph state reader (byteor.runtime.lanegraph.state)"
-    state = snap(lane_path)
-    writer = optional_attr("byteor.runtime.lanegraph.state", "write_lane_graph_state")
-    if writer is not None:
-        writer(str(dest), state)
-    else:
-        write_json(dest, state)
+    try:
+        state = read_state(lane_path)
+    except ArtifactError as exc:
+        return f"no readable lane graph state under {lane_path}: {exc}"
+    write_state(str(dest), state)
     return None
 
 
@@ -203,7 +203,10 @@ def _journal_lanes(spec: PipelineSpecV1 | None) -> list[str]:
 def _find_journal(lane: str, req: BundleRequest, spec: PipelineSpecV1 | None) -> str | None:
     if lane in req.journal_dirs:
         return req.journal_dirs[lane]
-    roots = [r for r in (req.lane_path, default_journal_dir(spec) if spec is not None else None) if r]
+    roots: list[str] = []
+    for base in (req.lane_path, default_journal_dir(spec) if spec is not None else None):
+        if base:
+            roots += [os.path.join(base, "journal"), base]
     for root in roots:
         for name in (lane, f"{lane}.journal", f"journal-{lane}"):
             cand = os.path.join(root, name)

@@ -1,0 +1,500 @@
+"""Offline replay of journal records from an incident bundle, with an immutable audit.
+
+The engine runs each selected record through the bundle's spec in one process, with the reference
+semantics of ``run --sp`` (design A2: stages one after another in index order; for a LaneGraph the
+record enters at the selected journal lane and flows through every reader downstream, roles in
+index order, depth first). Nothing is appended to any journal and no shared memory is touched.
+
+Side effects: every action stage (``http_post``, ``exec``) a record reaches is one audit entry with
+the policy decision. In ``dry_run`` mode no action function is ever called, so nothing leaves the
+process whatever the decision; in ``execute`` mode the gate must have allowed every action stage
+(a verified approval carrying ``replay_execute`` and the action families, and the posture's replay
+policy), and only ``Allow`` actions are performed, once each.
+
+Limits (:class:`~byteor.policy.replay.ReplayLimits`, lowered by ``--max-actions`` /
+``--max-bytes``): before each record its bytes are charged, before each action one action; the
+first charge over a limit stops the replay. The audit is written in every case once the replay
+started (also when it stopped early or an action failed), with ``outcome`` saying how far it got.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._errors import (
+    ActionFailed,
+    ArtifactError,
+    PipelineFailed,
+    PolicyRefused,
+    SpecError,
+    SpecIssue,
+    UnsupportedSpecError,
+    UsageError,
+)
+from ..artifacts._optional import optional_attr
+from ..artifacts.bundle import IncidentBundle, extract_bundle_tar, read_incident_bundle
+from ..artifacts.replay_audit import (
+    ReplayAudit,
+    ReplayAuditAction,
+    ReplayAuditInput,
+    ReplayAuditOutcome,
+    ReplayAuditPolicy,
+    write_replay_audit,
+)
+from ..policy.replay import ReplayBudget, ReplayLimits
+from ..runtime.stage_api import DROP, ResolvedStage, StageContext, StageFn
+from ..spec.kv import decode_kv, spec_hash
+from ..spec.model import BytesKey, LaneGraphSpecV1, PipelineSpecV1, RoleV1, SingleRingSpecV1
+
+__all__ = ["MODES", "ReplayRequest", "ReplayResult", "ReplayStopped", "run_replay", "select_records"]
+
+MODES = ("dry_run", "execute")
+ACTION_FAMILIES = ("http_post", "exec")
+
+
+class ReplayStopped(PolicyRefused):
+    """A replay limit stopped the replay; the audit (``audit_path``) says what was done."""
+
+    def __init__(self, message: str, audit_path: str) -> None:
+        self.audit_path = audit_path
+        super().__init__(f"{message}; the audit of what was done is {audit_path}")
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    bundle: str
+    journal_lane: str
+    last_n: int
+    mode: str
+    posture: str
+    out: str
+    approval: str | None = None
+    key_set: str | None = None
+    max_actions: int | None = None
+    max_bytes: int | None = None
+    policy_file: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    audit: ReplayAudit
+    audit_path: Path
+    outputs: tuple[bytes, ...]
+    decisions: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Selection:
+    journal_path: str
+    scanned_records: int
+    records: tuple[bytes, ...]
+
+    @property
+    def selected_bytes(self) -> int:
+        return sum(len(r) for r in self.records)
+
+    def sample_sha256(self) -> tuple[str, ...]:
+        return tuple("sha256:" + hashlib.sha256(r).hexdigest() for r in self.records)
+
+
+def select_records(journal_dir: str | os.PathLike[str], last_n: int) -> Selection:
+    """Scan every committed record of a journal directory and keep the last ``last_n``."""
+    reader_cls = optional_attr("byteor.lanes.journal", "JournalReader")
+    if reader_cls is None:
+        raise UnsupportedSpecError("replay needs the journal reader (byteor.lanes.journal)")
+    reader = reader_cls(str(journal_dir))
+    window: deque[bytes] = deque(maxlen=last_n)
+    scanned = 0
+    for record in reader.records():
+        scanned += 1
+        window.append(bytes(record))
+    return Selection(str(journal_dir), scanned, tuple(window))
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage steps: each resolved once before the first record
+# --------------------------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    def __init__(self, by: str, message: str) -> None:
+        self.by = by
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass
+class _Step:
+    """One stage (SingleRing) or stage role (LaneGraph) ready to run."""
+
+    role: str
+    input_lane: str
+    output_lane: str
+    key: str
+    fn: StageFn
+    family: str | None = None
+    target: str = ""
+    perform: bool = False
+    decision: str = ""
+
+
+def _identity(slot: memoryview, length: int) -> int:
+    return length
+
+
+def _add_u8(delta: int) -> StageFn:
+    table = bytes((i + delta) & 0xFF for i in range(256))
+
+    def add_u8(slot: memoryview, length: int) -> int:
+        slot[:length] = bytes(slot[:length]).translate(table)
+        return length
+
+    return add_u8
+
+
+def _target(key: str, family: str) -> str:
+    rest = key.split(":", 1)[1]
+    return rest.split("|", 1)[0] if family == "exec" else rest
+
+
+class _Resolver:
+    def __init__(self, mode: str, decisions: dict[str, str], ctx: StageContext, locator: str) -> None:
+        self.mode = mode
+        self.decisions = decisions
+        self.ctx = ctx
+        self.locator = locator
+        self.closers: list[Callable[[], None]] = []
+
+    def step(
+        self,
+        index: int,
+        role: str,
+        lanes: tuple[str, str],
+        *,
+        op: str | None,
+        delta: int | None,
+        key: str | None,
+    ) -> _Step:
+        input_lane, output_lane = lanes
+        if op in (None, "identity"):
+            return _Step(role, input_lane, output_lane, "identity", _identity)
+        if op == "add_u8":
+            d = 1 if delta is None else delta
+            return _Step(role, input_lane, output_lane, f"add_u8:{d}", _add_u8(d))
+        key = key or ""
+        family = key.split(":", 1)[0]
+        where = self.locator.format(index=index)
+        if family in ACTION_FAMILIES:
+            decision = self.decisions.get(key, "Deny")
+            step = _Step(
+                role, input_lane, output_lane, key, _identity, family, _target(key, family), decision=decision
+            )
+            if self.mode == "execute" and decision == "Allow":
+                resolve = optional_attr("byteor.actions", "resolve_action")
+                if resolve is None:
+                    raise UnsupportedSpecError("execute-mode replay needs byteor.actions")
+                resolved: ResolvedStage = resolve(key, self.ctx)
+                if resolved.close is not None:
+                    self.closers.append(resolved.close)
+                step.fn = resolved.fn
+                step.perform = True
+            return step
+        resolve_key = optional_attr("byteor.runtime.registry", "resolve_key")
+        if resolve_key is None:
+            raise SpecError(SpecIssue(where, f"resolver key {key!r}: this build has no stage registry"))
+        try:
+            resolved = resolve_key(key, self.ctx)
+        except SpecError as exc:
+            raise SpecError([SpecIssue(where, issue.message) for issue in exc.issues]) from None
+        if resolved.side_effect:
+            raise UnsupportedSpecError(f"{where}: replay does not know the side-effect family of {key!r}")
+        if resolved.close is not None:
+            self.closers.append(resolved.close)
+        return _Step(role, input_lane, output_lane, key, resolved.fn)
+
+    def close(self) -> None:
+        for closer in self.closers:
+            with contextlib.suppress(Exception):
+                closer()
+
+
+class _Runner:
+    def __init__(self, budget: ReplayBudget, actions: list[ReplayAuditAction]) -> None:
+        self.budget = budget
+        self.actions = actions
+
+    def run_step(self, step: _Step, slot: memoryview, length: int) -> int:
+        if step.family is not None:
+            try:
+                self.budget.charge(actions=1)
+            except PolicyRefused as exc:
+                raise _Stop("max_actions", str(exc)) from None
+            self.actions.append(
+                ReplayAuditAction(
+                    step.family,
+                    step.role,
+                    step.input_lane,
+                    step.output_lane,
+                    step.key,
+                    step.target,
+                    step.decision,
+                )
+            )
+            if not step.perform:
+                return length  # recorded, never performed: the input is forwarded unchanged
+        return step.fn(slot, length)
+
+
+def _single_ring(spec: SingleRingSpecV1, res: _Resolver) -> list[_Step]:
+    return [
+        res.step(i, st.id, (spec.ingress, spec.egress), op=st.op, delta=st.delta, key=st.resolver_key)
+        for i, st in enumerate(spec.stages)
+    ]
+
+
+@dataclass
+class _Node:
+    role: RoleV1
+    step: _Step | None
+    rr: int = 0
+
+
+class _Graph:
+    """The LaneGraph downstream of one lane: readers per lane, egress endpoints, routers."""
+
+    def __init__(self, spec: LaneGraphSpecV1, res: _Resolver) -> None:
+        self.spec = spec
+        self.readers: dict[str, list[_Node]] = {}
+        self.egress = {e.lane for e in spec.endpoints if e.direction == "egress"}
+        self.slot_bytes = {lane.name: lane.slot_bytes for lane in spec.lanes}
+        self.hash = optional_attr("byteor.runtime.lanegraph._roles", "stable_hash")
+        for i, role in enumerate(spec.roles):
+            step = None
+            if role.kind == "stage":
+                step = res.step(
+                    i,
+                    role.name,
+                    (role.inputs[0], role.outputs[0]),
+                    op=role.op,
+                    delta=role.delta,
+                    key=role.resolver_key,
+                )
+            elif role.kind == "router" and isinstance(role.route, BytesKey) and self.hash is None:
+                raise UnsupportedSpecError(
+                    f"pipeline.roles.{i}.route: keyed routers need the LaneGraph "
+                    "runtime's stable hash (byteor.runtime.lanegraph)"
+                )
+            node = _Node(role, step)
+            for lane in role.inputs:
+                self.readers.setdefault(lane, []).append(node)
+
+    def deliver(self, lane: str, msg: bytes, runner: _Runner, out: list[bytes], depth: int = 0) -> None:
+        if depth > len(self.spec.roles) + 1:  # validated specs have no cycles; never loop forever
+            raise PipelineFailed(f"replay: lane {lane!r} is on a cycle")
+        if lane in self.egress:
+            out.append(msg)
+        for node in self.readers.get(lane, []):
+            role = node.role
+            if role.kind == "stage" and node.step is not None:
+                slot = bytearray(max(self.slot_bytes.get(lane, len(msg)), len(msg)))
+                slot[: len(msg)] = msg
+                n = runner.run_step(node.step, memoryview(slot), len(msg))
+                if n != DROP:
+                    self.deliver(role.outputs[0], bytes(slot[:n]), runner, out, depth + 1)
+            elif role.kind == "router":
+                if isinstance(role.route, BytesKey):
+                    assert self.hash is not None
+                    idx = int(self.hash(role.route.extract(msg))) % len(role.outputs)
+                else:
+                    idx = node.rr % len(role.outputs)
+                    node.rr += 1
+                self.deliver(role.outputs[idx], msg, runner, out, depth + 1)
+            else:  # bridge, merge: forward unchanged
+                self.deliver(role.outputs[0], msg, runner, out, depth + 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The replay
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _open_bundle(path: str) -> Iterator[IncidentBundle]:
+    if os.path.isfile(path) and (path.endswith((".tar.gz", ".tgz", ".tar"))):
+        with tempfile.TemporaryDirectory(prefix="byteor-replay-") as tmp:
+            yield read_incident_bundle(extract_bundle_tar(path, tmp))
+    elif os.path.isdir(path):
+        yield read_incident_bundle(path)
+    else:
+        raise UsageError(f"{path}: bundle does not exist (expected an incident bundle directory or .tar.gz)")
+
+
+def _check_request(req: ReplayRequest) -> ReplayLimits:
+    if req.mode not in MODES:
+        raise UsageError(f"--mode must be dry_run or execute, got {req.mode!r}")
+    if req.last_n < 1:
+        raise UsageError(f"--last-n must be >= 1, got {req.last_n}")
+    if os.path.lexists(req.out):
+        raise UsageError(f"{req.out}: already exists; a replay audit is never overwritten")
+    out_dir = os.path.dirname(os.path.abspath(req.out))
+    if not os.path.isdir(out_dir):
+        raise UsageError(f"{req.out}: directory {out_dir} does not exist")
+    return ReplayLimits().narrowed(max_actions=req.max_actions, max_input_bytes=req.max_bytes)
+
+
+def _spec_of(bundle: IncidentBundle) -> tuple[PipelineSpecV1, str]:
+    path = str(bundle.path / "spec.kv")
+    spec = decode_kv(bundle.spec_kv, path=path)
+    check = optional_attr("byteor.spec.validate", "check_v1")
+    if check is not None:
+        check(spec, path=path)
+    shash = spec_hash(spec)
+    if bundle.manifest is not None and bundle.manifest.get("spec_sha256") not in (None, shash):
+        raise ArtifactError(
+            f"{bundle.path}: spec.kv hashes to {shash}, the manifest says "
+            f"{bundle.manifest.get('spec_sha256')}"
+        )
+    return spec, shash
+
+
+def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+    """Replay ``req.last_n`` journal records of ``req.journal_lane`` from the bundle; write the audit.
+
+    Raises :class:`UsageError` (exit 2) for bad arguments, a missing bundle or lane, or an existing
+    ``out``; :class:`SpecError` (exit 3) when the bundle's spec is invalid; :class:`PolicyRefused`
+    (exit 4) when execute mode is not approved and allowed (no audit is written then, nothing ran);
+    :class:`ReplayStopped` (exit 4) when a limit stopped the replay and :class:`ActionFailed`
+    (exit 1) when a performed action finally failed — both after writing the audit.
+    """
+    limits = _check_request(req)
+    with _open_bundle(req.bundle) as bundle:
+        spec, shash = _spec_of(bundle)
+        if isinstance(spec, LaneGraphSpecV1) and spec.lane(req.journal_lane) is None:
+            have = ", ".join(lane.name for lane in spec.lanes)
+            raise UsageError(f"--journal-lane={req.journal_lane}: no such lane in the bundle's spec ({have})")
+        try:
+            journal_dir = bundle.journal_path(req.journal_lane)
+        except ArtifactError as exc:
+            raise UsageError(str(exc)) from None
+        selection = select_records(journal_dir, req.last_n)
+        spec_path = str(bundle.path / "spec.kv")
+        dead_letter = os.path.splitext(os.path.abspath(req.out))[0] + ".dead-letter"
+        gate_mod = "byteor.policy.gate"
+        gate_fn = optional_attr(gate_mod, "gate_run" if req.mode == "execute" else "evaluate_run")
+        if gate_fn is None:
+            raise PolicyRefused("policy engine unavailable: replay refuses to run side-effect stages ungated")
+        gate = gate_fn(
+            spec,
+            spec_path=spec_path,
+            spec_hash=shash,
+            posture=req.posture,
+            dry_run=False,
+            approval=req.approval,
+            key_set=req.key_set,
+            replay_mode=req.mode,
+            policy_file=req.policy_file,
+            dead_letter_dir=dead_letter,
+        )
+        decisions: dict[str, str] = dict(gate.context.decisions)
+        locator = (
+            "pipeline.roles.{index}.resolver_key"
+            if isinstance(spec, LaneGraphSpecV1)
+            else "pipeline.stages.{index}.resolver_key"
+        )
+        res = _Resolver(req.mode, decisions, gate.context, locator)
+        actions: list[ReplayAuditAction] = []
+        runner = _Runner(ReplayBudget(limits), actions)
+        outputs: list[bytes] = []
+        stopped: _Stop | None = None
+        failure: Exception | None = None
+        done = 0
+        try:
+            if isinstance(spec, SingleRingSpecV1):
+                steps = _single_ring(spec, res)
+                graph = None
+                slot = bytearray(spec.slot_bytes)
+            else:
+                steps = []
+                graph = _Graph(spec, res)
+                slot = bytearray(0)
+            view = memoryview(slot)
+            for record in selection.records:
+                try:
+                    runner.budget.charge(input_bytes=len(record))
+                except PolicyRefused as exc:
+                    raise _Stop("max_bytes", str(exc)) from None
+                if graph is None:
+                    if len(record) > len(slot):
+                        raise PipelineFailed(
+                            f"journal record of {len(record)} bytes exceeds the ring's slot_bytes={len(slot)}"
+                        )
+                    view[: len(record)] = record
+                    n = len(record)
+                    for step in steps:
+                        n = runner.run_step(step, view, n)
+                        if n == DROP:
+                            break
+                    if n != DROP:
+                        outputs.append(bytes(view[:n]))
+                else:
+                    graph.deliver(req.journal_lane, record, runner, outputs)
+                done += 1
+                if progress is not None:
+                    progress(done, len(selection.records))
+        except _Stop as stop:
+            stopped = stop
+        except (ActionFailed, PipelineFailed) as exc:
+            failure = exc
+        finally:
+            res.close()
+        if stopped is not None:
+            outcome = ReplayAuditOutcome(
+                False,
+                done,
+                stopped.by,
+                f"replay stopped after {done} of {len(selection.records)} record(s): {stopped.message}",
+            )
+        elif failure is not None:
+            outcome = ReplayAuditOutcome(
+                False,
+                done,
+                "error",
+                f"replay failed at record {done + 1} of {len(selection.records)}: {failure}",
+            )
+        else:
+            outcome = ReplayAuditOutcome(True, done)
+        audit = ReplayAudit(
+            created_unix_ms=int(time.time() * 1000),
+            bundle_dir=os.path.abspath(req.bundle),
+            spec_sha256=shash,
+            input=ReplayAuditInput(
+                req.journal_lane,
+                os.path.abspath(req.bundle) + "/journals/" + req.journal_lane,
+                req.last_n,
+                selection.scanned_records,
+                selection.selected_bytes,
+                selection.sample_sha256(),
+            ),
+            policy=ReplayAuditPolicy(
+                req.posture, req.approval is not None or gate.approval is not None, req.mode
+            ),
+            actions=tuple(actions),
+            outcome=outcome,
+        )
+        write_replay_audit(req.out, audit)
+        if stopped is not None:
+            raise ReplayStopped(outcome.message or stopped.message, req.out)
+        if failure is not None:
+            if isinstance(failure, ActionFailed):
+                raise ActionFailed(f"{failure}; the audit of what was done is {req.out}") from failure
+            raise PipelineFailed(f"{failure}; the audit of what was done is {req.out}") from failure
+        return ReplayResult(audit, Path(req.out), tuple(outputs), tuple(d.to_json() for d in gate.decisions))
