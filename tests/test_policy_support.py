@@ -124,7 +124,7 @@ def write_spec(directory: Path, *keys: str, name: str = "actions", filename: str
     lines = [f"pipeline.name={name}", "pipeline.target=SingleRing", "pipeline.stages.0.id=start"]
     for i, key in enumerate(keys, start=1):
         lines += [f"pipeline.stages.{i}.id=act{i}", f"pipeline.stages.{i}.op=resolver",
-                  f"pipeline.stages.{i}.resolver_key={key}"]
+                  f"pipeline.stages.{i}.resolver_key={key}", f"pipeline.stages.{i}.depends_on.0=0"]
     path = directory / filename
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
