@@ -176,3 +176,20 @@ def test_bundle_manifest_newer_major_is_rejected(cli: Cli, tmp_path: Path, good_
     (out / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="incident_bundle version 2 is newer"):
         read_incident_bundle(out)
+
+
+def test_redact_rules_apply_to_bundle_json(cli: Cli, tmp_path: Path, good_spec: Path) -> None:
+    rules = tmp_path / "rules.txt"
+    rules.write_text("# operator rules\ncwd:hash\nspec_path:mask=0:3:*\n")
+    out = tmp_path / "b"
+    workdir = tmp_path / "secret-project-dir"
+    workdir.mkdir()
+    res = cli(
+        "incident-bundle", f"--spec={good_spec}", f"--out={out}", f"--redact-rules={rules}", cwd=workdir
+    )
+    assert res.returncode == 0, res.stderr
+    env = json.loads((out / "environment.json").read_text())
+    assert env["cwd"].startswith("sha256:") and b"secret-project-dir" not in _all_bytes(out)
+    audit = json.loads((out / "policy_audit.json").read_text())
+    assert audit["spec_path"].endswith(".kv") and set(audit["spec_path"][:-3]) == {"*"}
+    assert read_incident_bundle(out).environment.cwd == env["cwd"]
