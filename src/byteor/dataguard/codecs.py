@@ -33,6 +33,7 @@ __all__ = [
     "Value",
     "decode_mapkv",
     "decode_row",
+    "decode_values",
     "encode_mapkv",
     "encode_row",
     "read_varint",
@@ -229,6 +230,16 @@ def decode_row(fields: Sequence[tuple[str, str]], buf: bytes | bytearray | memor
         out[name] = value
     if pos != len(buf):
         raise CodecError(f"row payload has {len(buf) - pos} trailing bytes after {len(fields)} fields")
+    return out
+
+
+def decode_values(buf: bytes | bytearray | memoryview) -> list[Value]:
+    """Every tagged value of a row payload in wire order, without a schema (tags self-describe)."""
+    out: list[Value] = []
+    pos = 0
+    while pos < len(buf):
+        value, pos = _read_value(buf, pos, f"row value {len(out)}")
+        out.append(value)
     return out
 
 
