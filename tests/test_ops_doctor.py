@@ -9,12 +9,16 @@ import resource
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from byteor.ops import DoctorOptions, run_doctor, spec_shm_bytes
-from byteor.spec.kv import decode_kv
+from byteor.ops import Check, DoctorOptions, run_doctor, spec_shm_bytes
+from byteor.policy.approvals import issue_credential
+from byteor.spec.kv import decode_kv, spec_hash
 
 BYTEOR = Path(sys.executable).parent / "byteor"
 SMALL = "pipeline.name=small\npipeline.target=SingleRing\npipeline.stages.0.id=a\n"
@@ -114,25 +118,39 @@ def test_human_table_and_usage_errors(tmp_path: Path) -> None:
     )
 
 
-def test_stale_files_and_journal_on_tmpfs(tmp_path: Path) -> None:
+def test_stale_ring_files_and_journal_on_tmpfs(tmp_path: Path) -> None:
     shm_dir = tmp_path / "byteor"
-    (shm_dir / "old-12345678").mkdir(parents=True)
-    (shm_dir / "old-12345678" / "ring-0").write_bytes(b"\0" * 128)
+    (shm_dir / "notaring").mkdir(parents=True)
+    (shm_dir / "notaring" / "junk").write_bytes(b"\0" * 128)
     report = run_doctor(
         DoctorOptions(byteor_shm_dir=str(shm_dir), journal_dir="/dev/shm/byteor-doctor-test-j")
     )
     checks = {c.name: c for c in report.checks}
-    stale = checks["stale_shm"]
-    assert stale.status == "warn"
-    assert "ring-0" in stale.detail or "1 byteor file" in stale.detail
+    assert checks["stale_shm"].status == "pass" and "none stale" in checks["stale_shm"].detail
     assert checks["journal"].status == "warn" and "tmpfs" in checks["journal"].detail
+    # A real ring whose creator exited without cleaning up is stale.
+    ring = shm_dir / "gone-12345678" / "shard-0.ring"
+    code = (
+        "import sys; from byteor.shm import create_ring; "
+        f"r = create_ring({str(ring)!r}, 8, 64, [0], 'sha256:' + '0' * 64); r.close()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    stale = {c.name: c for c in run_doctor(DoctorOptions(byteor_shm_dir=str(shm_dir))).checks}["stale_shm"]
+    assert stale.status == "warn" and str(ring) in stale.detail and "incident-bundle" in stale.fix
 
 
-def _cred(payload: dict[str, object]) -> str:
-    def enc(b: bytes) -> str:
-        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+def _keyset(tmp_path: Path, **envelope: object) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    entry = {"kid": "k1", "alg": "ed25519", "public_key": base64.urlsafe_b64encode(raw).rstrip(b"=").decode()}
+    (tmp_path / "signing_keys.json").write_text(json.dumps({**envelope, "keys": [entry]}))
+    return key
 
-    return enc(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()) + "." + enc(b"\0" * 64)
+
+def _run(spec_path: Path, posture: str = "staging") -> dict[str, Check]:
+    spec = decode_kv(spec_path.read_bytes())
+    report = run_doctor(DoctorOptions(spec=spec, spec_path=str(spec_path), posture=posture))
+    return {c.name: c for c in report.checks}
 
 
 def test_key_set_and_approval_checks(tmp_path: Path) -> None:
@@ -141,58 +159,59 @@ def test_key_set_and_approval_checks(tmp_path: Path) -> None:
         "pipeline.name=act\npipeline.target=SingleRing\npipeline.stages.0.id=post\npipeline.stages.0.op=resolver\n"
         "pipeline.stages.0.resolver_key=http_post:http://127.0.0.1:9/x\n"
     )
-    spec = decode_kv(spec_path.read_bytes())
-    report = run_doctor(DoctorOptions(spec=spec, spec_path=str(spec_path), posture="staging"))
-    checks = {c.name: c for c in report.checks}
+    shash = spec_hash(decode_kv(spec_path.read_bytes()))
+    checks = _run(spec_path)
     assert checks["signing_keys"].status == "fail" and checks["approval"].status == "fail"
-    assert not report.ok
-    (tmp_path / "signing_keys.json").write_text(
-        json.dumps(
-            {
-                "source": "cached",
-                "last_refresh_at": "2020-01-01T00:00:00Z",
-                "keys": [{"kid": "k1", "alg": "ed25519", "public_key": "A" * 43}],
-            }
-        )
+    assert _run(spec_path, "dev")["approval"].status == "pass"  # dev needs no approval
+
+    key = _keyset(tmp_path, source="cached", last_refresh_at="2020-01-01T00:00:00Z")
+    old = datetime.now(UTC) - timedelta(days=2)
+    expired = issue_credential(
+        key,
+        kid="k1",
+        spec_hash=shash,
+        posture="staging",
+        capabilities=["http_post"],
+        ttl=timedelta(hours=1),
+        issued_at=old,
     )
-    (tmp_path / "approval.cred").write_text(
-        _cred(
-            {
-                "v": 1,
-                "kid": "k1",
-                "spec_hash": "x",
-                "environment_posture": "staging",
-                "capabilities": ["http_post"],
-                "issued_at": "2020-01-01T00:00:00Z",
-                "expires_at": "2020-01-02T00:00:00Z",
-            }
-        )
-        + "\n"
+    (tmp_path / "approval.cred").write_text(expired + "\n")
+    checks = _run(spec_path)
+    assert checks["signing_keys"].status == "warn" and "older than 24 h" in checks["signing_keys"].detail
+    assert checks["approval"].status == "fail" and "expiry check failed" in checks["approval"].detail
+
+    fresh = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    key = _keyset(tmp_path, source="refreshed", last_refresh_at=fresh)
+    good = issue_credential(
+        key, kid="k1", spec_hash=shash, posture="staging", capabilities=["http_post"], ttl=timedelta(hours=8)
     )
-    checks = {
-        c.name: c
-        for c in run_doctor(DoctorOptions(spec=spec, spec_path=str(spec_path), posture="staging")).checks
-    }
-    assert checks["signing_keys"].status == "warn" and "refreshed" in checks["signing_keys"].detail
-    assert checks["approval"].status == "fail" and "expired" in checks["approval"].detail
-    (tmp_path / "approval.cred").write_text(
-        _cred(
-            {
-                "v": 1,
-                "environment_posture": "staging",
-                "capabilities": ["http_post"],
-                "expires_at": "2999-01-02T00:00:00Z",
-            }
-        )
+    (tmp_path / "approval.cred").write_text(good)
+    checks = _run(spec_path)
+    assert checks["signing_keys"].status == "pass"
+    assert checks["approval"].status == "pass" and "verified" in checks["approval"].detail
+    soon = issue_credential(
+        key,
+        kid="k1",
+        spec_hash=shash,
+        posture="staging",
+        capabilities=["http_post"],
+        ttl=timedelta(minutes=10),
     )
-    checks = {
-        c.name: c
-        for c in run_doctor(DoctorOptions(spec=spec, spec_path=str(spec_path), posture="staging")).checks
-    }
-    assert checks["approval"].status == "pass"
+    (tmp_path / "approval.cred").write_text(soon)
+    assert _run(spec_path)["approval"].status == "warn"
+    other = issue_credential(
+        key,
+        kid="k1",
+        spec_hash="sha256:" + "0" * 64,
+        posture="staging",
+        capabilities=["http_post"],
+        ttl=timedelta(hours=8),
+    )
+    (tmp_path / "approval.cred").write_text(other)
+    checks = _run(spec_path)
+    assert checks["approval"].status == "fail" and "spec_hash check failed" in checks["approval"].detail
     (tmp_path / "approval.cred").write_text("garbage")
-    checks = {
-        c.name: c
-        for c in run_doctor(DoctorOptions(spec=spec, spec_path=str(spec_path), posture="staging")).checks
-    }
-    assert checks["approval"].status == "fail" and "not a decodable" in checks["approval"].detail
+    checks = _run(spec_path)
+    assert checks["approval"].status == "fail" and "decode" in checks["approval"].detail
+    (tmp_path / "signing_keys.json").write_text("{")
+    assert _run(spec_path)["signing_keys"].status == "fail"

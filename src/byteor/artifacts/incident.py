@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import ArtifactError, SpecError, UsageError
+from .._errors import ArtifactError, ByteorError, SpecError, UsageError
 from .._version import DISTRIBUTION, distribution_version
 from ..spec.kv import canonical_bytes, decode_kv, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
@@ -175,7 +175,10 @@ def _ring_snapshot(ring_path: str, dest: Path) -> str | None:
     writer = optional_attr("byteor.shm", "write_ring_snapshot_file")
     if writer is None:
         return "this build has no ring snapshot writer (byteor.shm)"
-    writer(ring_path, str(dest))
+    try:
+        writer(ring_path, str(dest))
+    except ByteorError as exc:
+        return f"cannot snapshot {ring_path}: {exc}"
     return None
 
 

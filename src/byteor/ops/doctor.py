@@ -12,9 +12,7 @@ not fit in ``/dev/shm``'s free space is always a failure.
 
 from __future__ import annotations
 
-import base64
 import importlib
-import json
 import os
 import resource
 import subprocess
@@ -26,6 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .._errors import ApprovalError, UsageError
+from ..policy.approvals import decode_credential, read_credential, required_capabilities, verify_credential
+from ..policy.keys import KeySet, load_key_set
+from ..spec.kv import spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from .tuning import CAP_IPC_LOCK, CAP_SYS_NICE, _has_cap, isolated_cpus, profile_request
 
@@ -73,8 +75,12 @@ class DoctorReport:
         return {s: sum(1 for c in self.checks if c.status == s) for s in STATUSES}
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "tuning": self.tuning, "counts": self.counts(),
-                "checks": [c.to_json() for c in self.checks]}
+        return {
+            "ok": self.ok,
+            "tuning": self.tuning,
+            "counts": self.counts(),
+            "checks": [c.to_json() for c in self.checks],
+        }
 
 
 @dataclass(frozen=True)
@@ -134,8 +140,13 @@ def _participants(spec: PipelineSpecV1 | None) -> int:
 def _probe(code: str) -> tuple[bool, str]:
     """Run ``code`` in a fresh interpreter; (exit 0, last stderr/stdout line)."""
     try:
-        proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                              timeout=PROBE_TIMEOUT, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return False, f"probe timed out after {PROBE_TIMEOUT:.0f} s"
     out = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
@@ -175,15 +186,18 @@ def check_memlock(opts: DoctorOptions) -> Check:
     detail = f"RLIMIT_MEMLOCK soft {_fmt_limit(soft)}, hard {_fmt_limit(hard)}; {why}"
     if cap:
         detail += " (CAP_IPC_LOCK held: the limit does not apply to this user)"
-    fix = ("raise the limit: `ulimit -l unlimited`, systemd `LimitMEMLOCK=infinity`, or "
-           "/etc/security/limits.conf `memlock`")
+    fix = (
+        "raise the limit: `ulimit -l unlimited`, systemd `LimitMEMLOCK=infinity`, or "
+        "/etc/security/limits.conf `memlock`"
+    )
     if not works:
         return Check("memlock", "fail" if wants else "warn", detail, fix)
     low = soft != resource.RLIM_INFINITY and soft < max(need, 1) and not cap
     if soft == 0 or low:
         why_low = "is 0" if soft == 0 else f"is below the spec's {_mib(need)}"
-        return Check("memlock", "fail" if (wants and not cap) else "warn",
-                     detail + f"; the limit {why_low}", fix)
+        return Check(
+            "memlock", "fail" if (wants and not cap) else "warn", detail + f"; the limit {why_low}", fix
+        )
     return Check("memlock", "pass", detail)
 
 
@@ -194,16 +208,22 @@ def check_rt_sched(opts: DoctorOptions) -> Check:
     if works:
         return Check("rt_sched", "pass", detail)
     wants = profile_request(opts.tuning).sched_fifo_priority > 0
-    return Check("rt_sched", "fail" if wants else "warn", detail,
-                 "grant CAP_SYS_NICE or raise RLIMIT_RTPRIO (systemd `LimitRTPRIO=`, limits.conf `rtprio`)")
+    return Check(
+        "rt_sched",
+        "fail" if wants else "warn",
+        detail,
+        "grant CAP_SYS_NICE or raise RLIMIT_RTPRIO (systemd `LimitRTPRIO=`, limits.conf `rtprio`)",
+    )
 
 
 def check_cpus(opts: DoctorOptions) -> Check:
     count = os.cpu_count() or 1
     allowed = sorted(os.sched_getaffinity(0))
     iso = isolated_cpus()
-    detail = (f"{count} CPUs online, affinity {','.join(map(str, allowed))}, "
-              f"isolated {','.join(map(str, iso)) or 'none'}")
+    detail = (
+        f"{count} CPUs online, affinity {','.join(map(str, allowed))}, "
+        f"isolated {','.join(map(str, iso)) or 'none'}"
+    )
     try:
         cmdline = Path("/proc/cmdline").read_text()
     except OSError:
@@ -212,20 +232,31 @@ def check_cpus(opts: DoctorOptions) -> Check:
         detail += " (isolcpus on the kernel command line)"
     req = profile_request(opts.tuning)
     if req.pinning == "isolated" and not iso:
-        return Check("cpus", "fail", detail + f"; profile {opts.tuning} needs isolated CPUs",
-                     "boot with isolcpus=/nohz_full= or a cpuset for the pipeline; "
-                     "or use --tuning=low-latency")
+        return Check(
+            "cpus",
+            "fail",
+            detail + f"; profile {opts.tuning} needs isolated CPUs",
+            "boot with isolcpus=/nohz_full= or a cpuset for the pipeline; or use --tuning=low-latency",
+        )
     if req.pinning == "affinity" and len(allowed) < 2:
-        return Check("cpus", "warn", detail + "; pinning on a single CPU shares it with everything else",
-                     "give the pipeline more CPUs (taskset / cpuset)")
+        return Check(
+            "cpus",
+            "warn",
+            detail + "; pinning on a single CPU shares it with everything else",
+            "give the pipeline more CPUs (taskset / cpuset)",
+        )
     return Check("cpus", "pass", detail)
 
 
 def check_shm(opts: DoctorOptions) -> Check:
     d = Path(opts.shm_dir)
     if not d.is_dir():
-        return Check("shm", "fail", f"{d} does not exist or is not a directory",
-                     "mount a tmpfs at /dev/shm (`mount -t tmpfs tmpfs /dev/shm`)")
+        return Check(
+            "shm",
+            "fail",
+            f"{d} does not exist or is not a directory",
+            "mount a tmpfs at /dev/shm (`mount -t tmpfs tmpfs /dev/shm`)",
+        )
     fstype = _fs_type(str(d))
     try:
         fd = os.open(str(d), os.O_TMPFILE | os.O_RDWR, 0o600)
@@ -243,21 +274,31 @@ def check_shm(opts: DoctorOptions) -> Check:
     size, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
     detail = f"{d} ({fstype or 'unknown fs'}) size {_mib(size)}, free {_mib(free)}"
     if not writable:
-        return Check("shm", "fail", detail + "; not writable by this user",
-                     f"fix the permissions of {d} (mode 1777)")
+        return Check(
+            "shm", "fail", detail + "; not writable by this user", f"fix the permissions of {d} (mode 1777)"
+        )
     if opts.spec is not None:
         need = spec_shm_bytes(opts.spec)
         detail += f"; the spec needs {_mib(need)} ({need} bytes)"
         if need > free:
-            return Check("shm", "fail", detail + " which is more than is free",
-                         "enlarge /dev/shm (`mount -o remount,size=... /dev/shm`), or lower "
-                         "capacity/slot_bytes/shards in the spec")
+            return Check(
+                "shm",
+                "fail",
+                detail + " which is more than is free",
+                "enlarge /dev/shm (`mount -o remount,size=... /dev/shm`), or lower "
+                "capacity/slot_bytes/shards in the spec",
+            )
         if need > free // 2:
-            return Check("shm", "warn", detail + ", over half of what is free",
-                         "enlarge /dev/shm before running several pipelines")
+            return Check(
+                "shm",
+                "warn",
+                detail + ", over half of what is free",
+                "enlarge /dev/shm before running several pipelines",
+            )
     if fstype and fstype != "tmpfs":
-        return Check("shm", "warn", detail + "; not tmpfs, rings would hit a disk",
-                     "mount a tmpfs at /dev/shm")
+        return Check(
+            "shm", "warn", detail + "; not tmpfs, rings would hit a disk", "mount a tmpfs at /dev/shm"
+        )
     return Check("shm", "pass", detail)
 
 
@@ -299,16 +340,22 @@ def check_stale(opts: DoctorOptions) -> Check:
             return Check("stale_shm", "pass", f"{d}: no byteor files")
         now = time.time()
         oldest = max(now - p.stat().st_mtime for p in files)
-        return Check("stale_shm", "warn",
-                     f"{d}: {len(files)} byteor file(s), oldest modified {oldest:.0f} s ago; liveness "
-                     "of their participants not checked (byteor.shm.stale_files unavailable)",
-                     "check with `byteor snapshot --ring-path=...`; remove files of pipelines that are gone")
+        return Check(
+            "stale_shm",
+            "warn",
+            f"{d}: {len(files)} byteor file(s), oldest modified {oldest:.0f} s ago; liveness "
+            "of their participants not checked (byteor.shm.stale_files unavailable)",
+            "check with `byteor snapshot --ring-path=...`; remove files of pipelines that are gone",
+        )
     if not stale:
         return Check("stale_shm", "pass", f"{d}: {len(files)} byteor file(s), none stale")
     shown = ", ".join(stale[:3]) + (" ..." if len(stale) > 3 else "")
-    return Check("stale_shm", "warn",
-                 f"{d}: {len(stale)} stale file(s) (every participant pid dead): {shown}",
-                 "capture evidence first (`byteor incident-bundle --ring-path=...`), then remove them")
+    return Check(
+        "stale_shm",
+        "warn",
+        f"{d}: {len(stale)} stale file(s) (every participant pid dead): {shown}",
+        "capture evidence first (`byteor incident-bundle --ring-path=...`), then remove them",
+    )
 
 
 def check_headroom(opts: DoctorOptions) -> Check:
@@ -320,16 +367,26 @@ def check_headroom(opts: DoctorOptions) -> Check:
     if procs:
         detail += f"; the spec runs {procs} processes"
     if wait == "spin" and procs and procs > cores:
-        return Check("cpu_headroom", "warn",
-                     detail + f": {procs} spinning processes on {cores} CPUs will starve each other",
-                     "use --wait=backoff or block, fewer stages, or more CPUs")
+        return Check(
+            "cpu_headroom",
+            "warn",
+            detail + f": {procs} spinning processes on {cores} CPUs will starve each other",
+            "use --wait=backoff or block, fewer stages, or more CPUs",
+        )
     if wait == "spin" and load1 + (procs or 1) > cores:
-        return Check("cpu_headroom", "warn",
-                     detail + f": spinning adds {procs or 1} busy CPU(s) to a load of {load1:.2f}",
-                     "use --wait=backoff, or run where there is idle CPU")
+        return Check(
+            "cpu_headroom",
+            "warn",
+            detail + f": spinning adds {procs or 1} busy CPU(s) to a load of {load1:.2f}",
+            "use --wait=backoff, or run where there is idle CPU",
+        )
     if load1 > cores:
-        return Check("cpu_headroom", "warn", detail + ": the host is already overloaded",
-                     "move other work off this host or use --wait=block")
+        return Check(
+            "cpu_headroom",
+            "warn",
+            detail + ": the host is already overloaded",
+            "move other work off this host or use --wait=block",
+        )
     return Check("cpu_headroom", "pass", detail)
 
 
@@ -344,42 +401,34 @@ def check_journal(opts: DoctorOptions) -> Check:
     fsync = opts.journal_fsync or "none"
     detail = f"{d} on {fstype or 'unknown fs'}, free {_mib(free)}, fsync posture {fsync}"
     if not os.access(str(existing), os.W_OK):
-        return Check("journal", "fail", detail + "; not writable",
-                     f"create {d} writable by the pipeline user")
+        return Check(
+            "journal", "fail", detail + "; not writable", f"create {d} writable by the pipeline user"
+        )
     need = _journal_bytes(opts.spec)
     if need:
         detail += f"; journal lanes need about {_mib(need)} (two segments each)"
         if need > free:
-            return Check("journal", "fail", detail + " which is more than is free",
-                         "free disk space or lower segment_bytes")
+            return Check(
+                "journal",
+                "fail",
+                detail + " which is more than is free",
+                "free disk space or lower segment_bytes",
+            )
     if fstype == "tmpfs":
-        return Check("journal", "warn",
-                     detail + "; tmpfs does not survive a reboot whatever the fsync posture",
-                     "put journals on a disk filesystem (runtime.journal_dir=)")
+        return Check(
+            "journal",
+            "warn",
+            detail + "; tmpfs does not survive a reboot whatever the fsync posture",
+            "put journals on a disk filesystem (runtime.journal_dir=)",
+        )
     if fsync == "none" and need:
-        return Check("journal", "warn", detail + "; fsync=none survives a process crash, not a power loss",
-                     "set runtime.journal_fsync=segment or always if records must survive power loss")
+        return Check(
+            "journal",
+            "warn",
+            detail + "; fsync=none survives a process crash, not a power loss",
+            "set runtime.journal_fsync=segment or always if records must survive power loss",
+        )
     return Check("journal", "pass", detail)
-
-
-def _b64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _load_key_set(path: str) -> tuple[list[Any], str | None, str | None]:
-    """(keys, source, last_refresh_at) of a key set file (design A4 shapes)."""
-    with open(path, "rb") as fh:
-        obj = json.loads(fh.read().decode("utf-8"))
-    if isinstance(obj, list):
-        return obj, None, None
-    if isinstance(obj, dict) and isinstance(obj.get("keys"), list):
-        src, last = obj.get("source"), obj.get("last_refresh_at")
-        return obj["keys"], src if isinstance(src, str) else None, last if isinstance(last, str) else None
-    raise ValueError("expected a JSON list of keys or an object with `keys`")
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _side_effect_families(spec: PipelineSpecV1) -> list[str]:
@@ -387,96 +436,124 @@ def _side_effect_families(spec: PipelineSpecV1) -> list[str]:
     if isinstance(spec, SingleRingSpecV1):
         families = [s.family for s in spec.stages]
     else:
-        families = [r.family for r in spec.roles]
+        families = [r.family for r in spec.roles if r.kind == "stage"]
     return sorted({f for f in families if f in ("http_post", "exec")})
 
 
-def check_keys(opts: DoctorOptions) -> list[Check]:
-    if opts.spec is None or opts.spec_path is None:
-        return []
-    spec_dir = os.path.dirname(os.path.abspath(opts.spec_path))
-    families = _side_effect_families(opts.spec)
-    needs_approval = bool(families) and opts.posture in ("staging", "prod")
-    out: list[Check] = []
-    key_path = opts.key_set or os.path.join(spec_dir, "signing_keys.json")
-    now = datetime.now(UTC)
+def _key_set_check(key_path: str, families: list[str], needs_approval: bool) -> tuple[Check, KeySet | None]:
     if not os.path.exists(key_path):
         status = "fail" if needs_approval else ("warn" if families else "pass")
         detail = f"{key_path} not found"
         if not families:
             detail += "; the spec has no side-effect stages, none needed"
-        out.append(Check("signing_keys", status, detail,
-                         "" if not families else "place signing_keys.json next to the spec or pass "
-                         "--approval-key-set (or set BYTEOR_API_BASE_URL/AGENT_ID/AGENT_API_KEY to refresh)"))
-    else:
-        try:
-            keys, source, last = _load_key_set(key_path)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            out.append(Check("signing_keys", "fail", f"{key_path}: unreadable key set: {exc}",
-                             "rewrite the key set (design A4 shape)"))
-        else:
-            detail = f"{key_path}: {len(keys)} key(s), source {source or 'local file'}"
-            if last:
-                try:
-                    age = (now - _parse_time(last)).total_seconds()
-                except ValueError:
-                    out.append(Check("signing_keys", "warn", detail + f"; bad last_refresh_at {last!r}",
-                                     "refresh the key set"))
-                else:
-                    detail += f", refreshed {age / 3600:.1f} h ago"
-                    stale = age > KEYSET_STALE_SECONDS
-                    out.append(Check("signing_keys", "warn" if stale else "pass", detail,
-                                     "refresh the keys from the control plane" if stale else ""))
-            elif source == "cached":
-                out.append(Check("signing_keys", "warn", detail + "; cached without a refresh time",
-                                 "refresh the keys from the control plane"))
-            else:
-                out.append(Check("signing_keys", "pass" if keys else "fail",
-                                 detail if keys else detail + "; no keys",
-                                 "" if keys else "add the public keys"))
-    cred_path = opts.approval or os.path.join(spec_dir, "approval.cred")
-    if opts.approval is not None and not os.path.exists(opts.approval):
-        cred_text: str | None = opts.approval
-        where = "--approval value"
-    elif os.path.exists(cred_path):
-        cred_text = Path(cred_path).read_text(encoding="utf-8", errors="replace").strip()
-        where = cred_path
-    else:
-        cred_text, where = None, cred_path
-    if cred_text is None:
-        if families:
-            out.append(Check("approval", "fail" if needs_approval else "pass",
-                             f"no approval ({where} not found); side-effect families {', '.join(families)}; "
-                             f"posture {opts.posture}",
-                             ("issue one: `byteor approval issue --spec=... --env=...`"
-                              if needs_approval else "")))
-        return out
+        fix = (
+            ""
+            if not families
+            else (
+                "place signing_keys.json next to the spec or pass --approval-key-set "
+                "(or set BYTEOR_API_BASE_URL, BYTEOR_AGENT_ID, BYTEOR_AGENT_API_KEY)"
+            )
+        )
+        return Check("signing_keys", status, detail, fix), None
     try:
-        payload = json.loads(_b64url(cred_text.split(".", 1)[0]).decode("utf-8"))
-        expires = _parse_time(str(payload["expires_at"]))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        out.append(Check("approval", "fail", f"{where}: not a decodable approval credential",
-                         "issue a new approval"))
+        keys = load_key_set(key_path)
+    except UsageError as exc:
+        return Check(
+            "signing_keys", "fail", f"unreadable key set: {exc}", "rewrite the key set (design A4)"
+        ), None
+    kids = ", ".join(sorted(keys.keys)) or "none"
+    detail = f"{key_path}: {len(keys.keys)} key(s) ({kids}), source {keys.source}"
+    refresh = all(
+        os.environ.get(v) for v in ("BYTEOR_API_BASE_URL", "BYTEOR_AGENT_ID", "BYTEOR_AGENT_API_KEY")
+    )
+    detail += (
+        "; refresh from the control plane configured" if refresh else "; no control-plane refresh configured"
+    )
+    if not keys.keys:
+        return Check("signing_keys", "fail", detail + "; no keys", "add the trusted public keys"), keys
+    if keys.source == "cached":
+        if keys.last_refresh_at is None:
+            return Check(
+                "signing_keys",
+                "warn",
+                detail + "; cached without a refresh time",
+                "refresh the keys from the control plane",
+            ), keys
+        age = (datetime.now(UTC) - _parse_time(keys.last_refresh_at)).total_seconds()
+        detail += f", last refreshed {keys.last_refresh_at} ({age / 3600:.1f} h ago)"
+        if age > KEYSET_STALE_SECONDS:
+            return Check(
+                "signing_keys",
+                "warn",
+                detail + f"; older than {KEYSET_STALE_SECONDS // 3600} h",
+                "refresh the keys from the control plane",
+            ), keys
+    return Check("signing_keys", "pass", detail), keys
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def check_keys(opts: DoctorOptions) -> list[Check]:
+    """Key set freshness and the approval (verified as ``run`` would) when a spec is given."""
+    if opts.spec is None or opts.spec_path is None:
+        return []
+    spec_dir = os.path.dirname(os.path.abspath(opts.spec_path))
+    families = _side_effect_families(opts.spec)
+    needs_approval = bool(families) and opts.posture in ("staging", "prod")
+    key_check, keys = _key_set_check(
+        opts.key_set or os.path.join(spec_dir, "signing_keys.json"), families, needs_approval
+    )
+    out = [key_check]
+    try:
+        found = read_credential(opts.approval, spec_dir)
+    except (UsageError, ApprovalError) as exc:
+        out.append(Check("approval", "fail", f"cannot read the approval: {exc}", "issue a new approval"))
         return out
-    left = (expires - now).total_seconds()
-    caps = payload.get("capabilities") if isinstance(payload.get("capabilities"), list) else []
-    detail = (f"{where}: expires {payload['expires_at']} ({left / 3600:+.1f} h), posture "
-              f"{payload.get('environment_posture')}, capabilities {','.join(map(str, caps)) or 'none'}")
-    missing = [f for f in families if f not in caps]
-    if left <= 0:
-        out.append(Check("approval", "fail", detail + "; expired", "issue a new approval"))
-    elif payload.get("environment_posture") != opts.posture:
-        out.append(Check("approval", "fail" if needs_approval else "warn",
-                         detail + f"; issued for another posture than {opts.posture}",
-                         "issue an approval for this environment"))
-    elif missing:
-        out.append(Check("approval", "fail" if needs_approval else "warn",
-                         detail + f"; missing capabilities {','.join(missing)}",
-                         "issue an approval covering every side-effect family of the spec"))
-    elif left < APPROVAL_SOON_SECONDS:
-        out.append(Check("approval", "warn", detail + "; expires within the hour", "renew the approval"))
+    if found is None:
+        if families:
+            where = os.path.join(spec_dir, "approval.cred")
+            out.append(
+                Check(
+                    "approval",
+                    "fail" if needs_approval else "pass",
+                    f"no approval ({where} not found, no --approval); side-effect families "
+                    f"{', '.join(families)}; posture {opts.posture}",
+                    "issue one: `byteor approval issue --spec=... --env=...`" if needs_approval else "",
+                )
+            )
+        return out
+    credential, origin = found
+    try:
+        payload = decode_credential(credential)
+    except ApprovalError as exc:
+        out.append(Check("approval", "fail", f"{origin}: {exc}", "issue a new approval"))
+        return out
+    left = (_parse_time(payload.expires_at) - datetime.now(UTC)).total_seconds()
+    detail = (
+        f"{origin}: approval {payload.approval_id} by {payload.issued_by}, posture "
+        f"{payload.environment_posture}, capabilities {','.join(payload.capabilities) or 'none'}, "
+        f"expires {payload.expires_at} ({left / 3600:+.1f} h)"
+    )
+    try:
+        verify_credential(
+            credential,
+            keys=keys,
+            spec_hash=spec_hash(opts.spec),
+            posture=opts.posture,
+            required=required_capabilities(opts.spec),
+        )
+    except ApprovalError as exc:
+        status = "fail" if needs_approval or exc.check == "expiry" else "warn"
+        out.append(
+            Check("approval", status, f"{detail}; {exc}", "issue a new approval for this spec and posture")
+        )
+        return out
+    if left < APPROVAL_SOON_SECONDS:
+        out.append(Check("approval", "warn", detail + "; verified, but expires within the hour", "renew it"))
     else:
-        out.append(Check("approval", "pass", detail + " (signature is verified by `approval verify`)"))
+        out.append(Check("approval", "pass", detail + "; verified"))
     return out
 
 
