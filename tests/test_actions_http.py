@@ -236,3 +236,24 @@ def test_query_strings_never_reach_errors(resolve: Resolve, http_target: HttpTar
     with pytest.raises(ActionFailed) as info:
         _send(stage.fn, b"x")
     assert "s3cret" not in str(info.value) and "?<redacted>" in str(info.value)
+
+
+def test_through_byteor_run_sp(http_target: HttpTarget, tmp_path: Path, cli) -> None:
+    pytest.importorskip("byteor.cli.run", reason="the runtime's run verb is not in this build")
+    key = f"http_post:{http_target.base}/sp"
+    spec_path = write_spec(tmp_path, key)
+    res = cli("run", "--sp", str(spec_path), "--input-ascii=hi", "--env=dev")
+    assert (res.returncode, res.stdout) == (0, "6869\n"), res.stderr
+    [post] = http_target.recorder.posts()
+    assert post.body == b"hi"
+    assert post.headers["idempotency-key"] == "sha256:" + hashlib.sha256(b"hi").hexdigest()
+    res = cli("run", "--sp", str(spec_path), "--input-ascii=hi", "--env=staging")
+    assert res.returncode == 4 and "stage 1 'act1'" in res.stderr and "RequireApproval" in res.stderr
+    res = cli("run", "--sp", str(spec_path), "--input-ascii=hi", "--env=staging", "--dry-run")
+    assert (res.returncode, res.stdout) == (0, "6869\n"), res.stderr
+    assert len(http_target.recorder.posts()) == 1  # the dry run posted nothing
+    http_target.recorder.statuses = [400]
+    res = cli("run", "--sp", str(spec_path), "--input-ascii=lost?", "--env=dev")
+    assert res.returncode == 1 and "HTTP 400" in res.stderr, res.stderr
+    [rec] = DeadLetterJournal(str(tmp_path / "dead-letter")).records()
+    assert rec.input == b"lost?"
