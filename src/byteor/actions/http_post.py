@@ -45,6 +45,8 @@ PREFIX = "http_post:"
 ALLOWLIST_ENV = "BYTEOR_HTTP_POST_ALLOWLIST"
 TIMEOUT_ENV = "BYTEOR_HTTP_POST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 10.0
+#: Response bodies are read (and discarded) up to this many bytes.
+MAX_RESPONSE_BYTES = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _DOT_SEGMENT = re.compile(r"^(\.|%2e){1,2}$", re.IGNORECASE)
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
@@ -176,12 +178,11 @@ class HttpPostAction:
         attempt = 0
         while True:
             try:
-                resp = self._client.post(self._url, content=data, headers=headers)
+                status = self._post_once(data, headers)
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__} posting to {self.target.display}"
                 retryable = True
             else:
-                status = resp.status_code
                 if 200 <= status < 300:
                     return
                 problem = f"HTTP {status} from {self.target.display}"
@@ -191,6 +192,17 @@ class HttpPostAction:
                 raise ActionFailed(f"{problem} (after {tries} attempt{'s' if tries > 1 else ''})")
             time.sleep(self.retry.delay(attempt))
             attempt += 1
+
+    def _post_once(self, data: bytes, headers: dict[str, str]) -> int:
+        # The response body is drained (so the connection can be reused) up to a bound; a target
+        # that answers with more is not read further and its connection is dropped instead.
+        with self._client.stream("POST", self._url, content=data, headers=headers) as resp:
+            seen = 0
+            for chunk in resp.iter_raw():
+                seen += len(chunk)
+                if seen > MAX_RESPONSE_BYTES:
+                    break
+            return resp.status_code
 
     def close(self) -> None:
         self._client.close()

@@ -47,6 +47,7 @@ log = logging.getLogger("byteor.policy")
 KEY_CACHE_FILE = "signing_keys.json"
 REFRESH_ENV = ("BYTEOR_API_BASE_URL", "BYTEOR_AGENT_ID", "BYTEOR_AGENT_API_KEY")
 REFRESH_TIMEOUT_S = 5.0
+MAX_KEY_SET_BYTES = 1024 * 1024
 _SOURCES = ("refreshed", "cached")
 
 
@@ -178,16 +179,23 @@ def fetch_keys(config: RefreshConfig, *, timeout: float = REFRESH_TIMEOUT_S) -> 
     Raises ``RuntimeError`` (transport error, non-200, bad JSON, empty set) with a message that names
     the URL but never contains the API key.
     """
+    headers = {"Authorization": f"Bearer {config.api_key}", "Accept": "application/json"}
+    body = bytearray()
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            resp = client.get(config.url, headers={"Authorization": f"Bearer {config.api_key}",
-                                                   "Accept": "application/json"})
+        with httpx.Client(timeout=timeout, follow_redirects=False) as client, \
+                client.stream("GET", config.url, headers=headers) as resp:
+            status = resp.status_code
+            if status == 200:
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_KEY_SET_BYTES:
+                        raise RuntimeError(f"response from {config.url} is over {MAX_KEY_SET_BYTES} bytes")
     except httpx.HTTPError as exc:
         raise RuntimeError(f"{type(exc).__name__} from {config.url}") from None
-    if resp.status_code != 200:
-        raise RuntimeError(f"HTTP {resp.status_code} from {config.url}")
+    if status != 200:
+        raise RuntimeError(f"HTTP {status} from {config.url}")
     try:
-        obj = resp.json()
+        obj = json.loads(bytes(body))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise RuntimeError(f"response from {config.url} is not JSON") from None
     try:
