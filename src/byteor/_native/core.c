@@ -1,25 +1,1900 @@
 /*
- * byteor._native: the C core (shared-memory rings and lanes, builtin kernels).
+ * byteor._native: the C core (shared-memory sequenced ring, wait strategies, builtin kernels).
+ *
+ * One C11 extension. Every cross-process word is a C11 atomic with an explicit memory order: the
+ * writer of a slot publishes it with a store-release of a cursor, the reader load-acquires that
+ * cursor before touching the slot. Each hot cursor sits alone on its own 64-byte cache line. Every
+ * wait and every native loop runs with the GIL released.
  *
  * ============================================================================
- * Module
+ * Ring file layout (layout version 1, little-endian, all offsets in bytes)
  * ============================================================================
+ *
+ *   header (one block, offsets from 0)
+ *     0    u8[8]  magic "BYTEORRG" (written last at create: a half-made file never attaches)
+ *     8    u32    layout version (1)
+ *     12   u32    data offset (= header bytes: where slot 0 starts; a multiple of 64)
+ *     16   u64    capacity (slots, a power of two >= 2)
+ *     24   u32    slot_bytes (payload bytes per slot)
+ *     28   u32    slot stride (slot header + slot_bytes rounded up to 8)
+ *     32   u32    n_consumers (1..8)
+ *     36   u32    flags (bit 0: multi-producer)
+ *     40   u32[8] dependency mask per consumer (bit d set: consumer i waits for consumer d)
+ *     72   u8[32] spec hash (raw SHA-256)
+ *     104  u64    creation time, unix ns
+ *     112  u64    file bytes (data offset + capacity * stride)
+ *     120  u32    max participants (16)          124 u32 creator pid
+ *     128  line   stop word (u32 stop, u32 reserved)             [64 bytes]
+ *     192  16 x 32 participants: u32 state (0 free, 1 running, 2 exited), u32 role, u32 pid,
+ *                  u32 reserved, u64 heartbeat CLOCK_MONOTONIC ns, u64 registered unix ns
+ *     704  pad to 768
+ *     768  line   producer claim cursor:    i64 seq, u32 futex waiters   [64 bytes]
+ *     832  line   producer published cursor: i64 seq, u32 futex waiters  [64 bytes]
+ *     896  8 x line  gating sequence per consumer: i64 seq, u32 waiters  [8 x 64 bytes]
+ *     1408 8 x line  redo record per consumer: i64 marker seq, i64 done seq, u32 length  [8 x 64]
+ *     1920 n_consumers x round64(slot_bytes) scratch slots (one per consumer)
+ *     data offset = 1920 + n_consumers * round64(slot_bytes)
+ *   slots (capacity of them, `stride` bytes each, slot i at data offset + i * stride)
+ *     +0   u32    length of the message, or DROPPED_LENGTH (0xFFFFFFFF) for a dropped message
+ *     +4   u32    slot flags (reserved, 0)
+ *     +8   i64    multi-producer rings only: the sequence last fully written into this slot
+ *     +8 or +16   payload, slot_bytes, padded to 8
+ *
+ * Sequences are signed 64-bit and start at -1 ("nothing yet"); slot index = seq & (capacity - 1).
+ * The producer may write seq only when seq - capacity <= min(gating of every consumer).
+ * Consumer c may read seq only when seq <= published and seq <= gating[d] for every d in deps[c].
+ *
+ * Crash-atomic in-place modification (redo record of consumer c):
+ *   compute the new bytes into c's scratch slot; store length; store-release marker = seq;
+ *   copy scratch -> slot; store-release done = seq. Gating is released per batch (>= done).
+ *   On restart, recover(c): if marker > max(gating, done) the copy may be partial: redo it (the
+ *   scratch holds the final bytes, so redoing is idempotent); then gating = max(gating, done).
+ *   A crash before the marker store leaves the slot untouched and the message is recomputed.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
 #define BYTEOR_NATIVE_ABI 1
 
+/* ============================================================================
+ * Layout constants
+ * ============================================================================ */
+
+#define RING_MAGIC "BYTEORRG"
+#define RING_LAYOUT_VERSION 1u
+#define CACHE_LINE 64
+#define MAX_CONSUMERS 8
+#define MAX_PARTICIPANTS 16
+#define FLAG_MULTI_PRODUCER 1u
+#define DROPPED_LENGTH 0xFFFFFFFFu
+
+#define OFF_STOP 128
+#define OFF_PARTICIPANTS 192
+#define OFF_CLAIM 768
+#define OFF_PUBLISHED 832
+#define OFF_GATING 896
+#define OFF_REDO 1408
+#define OFF_SCRATCH 1920
+
+#define WAIT_SPIN 0
+#define WAIT_YIELD 1
+#define WAIT_BACKOFF 2
+#define WAIT_BLOCK 3
+
+#define OP_IDENTITY 0
+#define OP_ADD_U8 1
+
+#define PART_FREE 0u
+#define PART_RUNNING 1u
+#define PART_EXITED 2u
+
+typedef struct {
+    char magic[8];
+    uint32_t version;
+    uint32_t data_offset;
+    uint64_t capacity;
+    uint32_t slot_bytes;
+    uint32_t stride;
+    uint32_t n_consumers;
+    uint32_t flags;
+    uint32_t deps[MAX_CONSUMERS];
+    uint8_t spec_hash[32];
+    uint64_t created_ns;
+    uint64_t file_bytes;
+    uint32_t max_participants;
+    uint32_t creator_pid;
+} ring_header_t;
+
+typedef struct {
+    _Atomic uint32_t stop;
+    uint32_t reserved;
+    char pad[CACHE_LINE - 8];
+} stop_line_t;
+
+typedef struct {
+    _Atomic uint32_t state;
+    _Atomic uint32_t role;
+    _Atomic uint32_t pid;
+    uint32_t reserved;
+    _Atomic int64_t heartbeat_ns;
+    _Atomic int64_t registered_ns;
+} participant_t;
+
+typedef struct {
+    _Atomic int64_t seq; /* futex waits on the low 32 bits (little-endian: the first word) */
+    _Atomic uint32_t waiters;
+    char pad[CACHE_LINE - 12];
+} seq_line_t;
+
+typedef struct {
+    _Atomic int64_t marker;
+    _Atomic int64_t done;
+    _Atomic uint32_t length;
+    char pad[CACHE_LINE - 20];
+} redo_line_t;
+
+_Static_assert(sizeof(ring_header_t) == 128, "header block is 128 bytes");
+_Static_assert(sizeof(stop_line_t) == CACHE_LINE, "stop line");
+_Static_assert(sizeof(participant_t) == 32, "participant entry");
+_Static_assert(sizeof(seq_line_t) == CACHE_LINE, "seq line");
+_Static_assert(sizeof(redo_line_t) == CACHE_LINE, "redo line");
+_Static_assert(OFF_PARTICIPANTS + MAX_PARTICIPANTS * 32 <= OFF_CLAIM, "participants fit");
+_Static_assert(OFF_GATING + MAX_CONSUMERS * CACHE_LINE == OFF_REDO, "gating lines");
+_Static_assert(OFF_REDO + MAX_CONSUMERS * CACHE_LINE == OFF_SCRATCH, "redo lines");
+
+static inline uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
+
+static inline uint32_t slot_header_bytes(uint32_t flags) {
+    return (flags & FLAG_MULTI_PRODUCER) ? 16u : 8u;
+}
+
+static inline uint64_t layout_data_offset(uint32_t slot_bytes, uint32_t n_consumers) {
+    return OFF_SCRATCH + (uint64_t)n_consumers * round_up(slot_bytes, CACHE_LINE);
+}
+
+static inline uint64_t layout_stride(uint32_t slot_bytes, uint32_t flags) {
+    return slot_header_bytes(flags) + round_up(slot_bytes, 8);
+}
+
+/* ============================================================================
+ * Clocks, futex, signals
+ * ============================================================================ */
+
+static inline int64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline int64_t unix_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Shared (not PRIVATE) futex: waiters live in different processes mapping the same file. */
+static void futex_wait_u32(void *addr, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
+    ts.tv_nsec = (long)(timeout_ns % 1000000000LL);
+    syscall(SYS_futex, addr, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+
+static void futex_wake_all(void *addr) { syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0); }
+
+/* Store a new sequence into a cell and wake sleepers. The seq_cst store and the seq_cst load of
+ * `waiters` pair with the waiter's seq_cst increment and re-read (a Dekker handshake): either the
+ * waiter sees the new value, or the publisher sees the waiter and calls FUTEX_WAKE. */
+static inline void cell_store_wake(seq_line_t *cell, int64_t v) {
+    atomic_store_explicit(&cell->seq, v, memory_order_seq_cst);
+    if (atomic_load_explicit(&cell->waiters, memory_order_seq_cst) != 0) futex_wake_all((void *)&cell->seq);
+}
+
+static inline uint32_t low_word(int64_t v) { return (uint32_t)((uint64_t)v & 0xFFFFFFFFu); }
+
+/* ============================================================================
+ * Wait strategies
+ * ============================================================================
+ *
+ * A waiter is stepped by a loop that re-checks its condition between steps:
+ *   spin    : pause instruction; lowest latency, one core at 100% while waiting.
+ *   yield   : sched_yield(); a core at 100% in the scheduler, but gives the CPU away.
+ *   backoff : 256 pauses, then 64 yields, then nanosleep doubling 1 us .. 256 us (default);
+ *             an idle waiter costs a few thousand wakeups per second.
+ *   block   : 64 pauses, then FUTEX_WAIT on the lagging cell's low word (slices of <= 100 ms);
+ *             an idle waiter costs ~10 wakeups per second, a publisher pays one syscall only
+ *             when some waiter sleeps.
+ * With the GIL released, every ~50 ms of waiting the loop briefly takes the GIL back to run
+ * Python signal handlers (so Ctrl-C works); a handler that raises ends the wait with its error.
+ */
+
+#define SIGNAL_CHECK_NS 50000000LL
+#define BLOCK_SLICE_NS 100000000LL
+
+typedef struct {
+    int strategy;
+    int64_t deadline;      /* CLOCK_MONOTONIC ns, or -1 for none */
+    int64_t next_check;    /* next signal check / clock read */
+    uint32_t n;            /* steps so far */
+    int64_t sleep_ns;
+    PyThreadState *ts;     /* saved thread state while the GIL is released, or NULL */
+} waiter_t;
+
+#define STEP_OK 0
+#define STEP_TIMEOUT -1
+#define STEP_ERROR -3
+
+static void waiter_init(waiter_t *w, int strategy, int64_t timeout_ns, PyThreadState *ts) {
+    w->strategy = strategy;
+    int64_t now = (timeout_ns >= 0 || ts) ? mono_ns() : 0;
+    w->deadline = timeout_ns >= 0 ? now + timeout_ns : -1;
+    w->next_check = now + SIGNAL_CHECK_NS;
+    w->n = 0;
+    w->sleep_ns = 1000;
+    w->ts = ts;
+}
+
+/* Time-based housekeeping: deadline and Python signal handlers. */
+static int waiter_tick(waiter_t *w, int force) {
+    if (!force && w->deadline < 0 && w->ts == NULL) return STEP_OK;
+    int64_t now = mono_ns();
+    if (w->deadline >= 0 && now >= w->deadline) return STEP_TIMEOUT;
+    if (w->ts != NULL && now >= w->next_check) {
+        w->next_check = now + SIGNAL_CHECK_NS;
+        PyEval_RestoreThread(w->ts);
+        int r = PyErr_CheckSignals();
+        w->ts = PyEval_SaveThread();
+        if (r < 0) return STEP_ERROR;
+    }
+    return STEP_OK;
+}
+
+/* One step of waiting. `cell`/`seen` name the cell that is behind and the value just observed in it
+ * (used by the block strategy; NULL when there is no single cell to sleep on). */
+static int waiter_step(waiter_t *w, seq_line_t *cell, int64_t seen) {
+    uint32_t n = w->n++;
+    switch (w->strategy) {
+    case WAIT_SPIN:
+        cpu_relax();
+        if ((n & 1023u) == 1023u) return waiter_tick(w, 0);
+        return STEP_OK;
+    case WAIT_YIELD:
+        sched_yield();
+        if ((n & 63u) == 63u) return waiter_tick(w, 0);
+        return STEP_OK;
+    case WAIT_BLOCK:
+        if (n < 64 || cell == NULL) {
+            if (n < 64) cpu_relax();
+            else {
+                struct timespec ts = {0, 200000};
+                nanosleep(&ts, NULL);
+            }
+            if ((n & 63u) == 63u) return waiter_tick(w, 0);
+            return STEP_OK;
+        } else {
+            int64_t slice = BLOCK_SLICE_NS;
+            int64_t now = mono_ns();
+            if (w->deadline >= 0) {
+                if (now >= w->deadline) return STEP_TIMEOUT;
+                if (w->deadline - now < slice) slice = w->deadline - now;
+            }
+            if (w->ts != NULL && w->next_check - now < slice) slice = w->next_check - now;
+            if (slice < 1000) slice = 1000;
+            atomic_fetch_add_explicit(&cell->waiters, 1, memory_order_seq_cst);
+            if (atomic_load_explicit(&cell->seq, memory_order_seq_cst) == seen)
+                futex_wait_u32((void *)&cell->seq, low_word(seen), slice);
+            atomic_fetch_sub_explicit(&cell->waiters, 1, memory_order_seq_cst);
+            return waiter_tick(w, 1);
+        }
+    case WAIT_BACKOFF:
+    default:
+        if (n < 256) {
+            cpu_relax();
+            if ((n & 255u) == 255u) return waiter_tick(w, 0);
+            return STEP_OK;
+        }
+        if (n < 256 + 64) {
+            sched_yield();
+            return (n & 15u) == 15u ? waiter_tick(w, 0) : STEP_OK;
+        } else {
+            struct timespec ts = {0, (long)w->sleep_ns};
+            nanosleep(&ts, NULL);
+            if (w->sleep_ns < 256000) w->sleep_ns *= 2;
+            return waiter_tick(w, 1);
+        }
+    }
+}
+
+/* ============================================================================
+ * Ring object
+ * ============================================================================ */
+
+typedef struct {
+    PyObject_HEAD
+    unsigned char *base;      /* the mapping, or NULL when unmapped */
+    size_t map_bytes;
+    int closed;               /* close() called (the mapping may live on while views exist) */
+    Py_ssize_t exports;       /* memoryviews alive over the mapping */
+    Py_ssize_t busy;          /* calls running with the GIL released (waits, native loops) */
+    /* copies of the immutable header fields */
+    int64_t capacity;
+    int64_t mask;
+    uint32_t slot_bytes;
+    uint32_t stride;
+    uint32_t slot_hdr;
+    uint32_t n_consumers;
+    uint32_t flags;
+    uint32_t deps[MAX_CONSUMERS];
+    uint8_t dep_list[MAX_CONSUMERS][MAX_CONSUMERS];
+    uint8_t dep_count[MAX_CONSUMERS];
+    unsigned char *slots;
+    stop_line_t *stop;
+    participant_t *parts;
+    seq_line_t *claim;
+    seq_line_t *published;
+    seq_line_t *gating;
+    redo_line_t *redo;
+    unsigned char *scratch;
+    uint32_t scratch_stride;
+    /* producer-local state (single producer) */
+    int64_t next_seq;         /* next sequence this producer writes */
+    int64_t gating_cache;     /* last observed min gating */
+    /* buffer export of a sub-range (set just before PyMemoryView_FromObject) */
+    unsigned char *export_ptr;
+    Py_ssize_t export_len;
+    int export_readonly;
+    PyObject *path;
+} RingObject;
+
+static PyTypeObject RingType;
+static PyObject *AttachError;
+
+static inline unsigned char *slot_at(RingObject *r, int64_t seq) {
+    return r->slots + (size_t)(seq & r->mask) * r->stride;
+}
+static inline _Atomic uint32_t *slot_len(unsigned char *slot) { return (_Atomic uint32_t *)(void *)slot; }
+static inline _Atomic int64_t *slot_pubseq(unsigned char *slot) { return (_Atomic int64_t *)(void *)(slot + 8); }
+static inline unsigned char *slot_payload(RingObject *r, unsigned char *slot) { return slot + r->slot_hdr; }
+static inline unsigned char *scratch_of(RingObject *r, int c) { return r->scratch + (size_t)c * r->scratch_stride; }
+
+static int ring_check(RingObject *r) {
+    if (r->closed || r->base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "ring is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_consumer(RingObject *r, long c) {
+    if (c < 0 || (uint32_t)c >= r->n_consumers) {
+        PyErr_Format(PyExc_IndexError, "consumer index %ld out of range (ring has %u consumers)", c,
+                     r->n_consumers);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_wait(int wait) {
+    if (wait < WAIT_SPIN || wait > WAIT_BLOCK) {
+        PyErr_Format(PyExc_ValueError, "unknown wait strategy %d (WAIT_SPIN..WAIT_BLOCK)", wait);
+        return -1;
+    }
+    return 0;
+}
+
+static inline int64_t min_gating(RingObject *r) {
+    int64_t m = INT64_MAX;
+    for (uint32_t i = 0; i < r->n_consumers; i++) {
+        int64_t g = atomic_load_explicit(&r->gating[i].seq, memory_order_acquire);
+        if (g < m) m = g;
+    }
+    return m;
+}
+
+static inline int stop_set(RingObject *r) { return atomic_load_explicit(&r->stop->stop, memory_order_acquire) != 0; }
+
+/* Highest sequence consumer c may read; sets lag_cell and lag_seen to a cell that is below `want`. */
+static inline int64_t barrier_of(RingObject *r, int c, int64_t want, seq_line_t **lag_cell, int64_t *lag_seen) {
+    int64_t avail = atomic_load_explicit(&r->published->seq, memory_order_acquire);
+    *lag_cell = NULL;
+    if (avail < want) {
+        *lag_cell = r->published;
+        *lag_seen = avail;
+    }
+    for (int k = 0; k < r->dep_count[c]; k++) {
+        seq_line_t *cell = &r->gating[r->dep_list[c][k]];
+        int64_t g = atomic_load_explicit(&cell->seq, memory_order_acquire);
+        if (g < avail) avail = g;
+        if (g < want && *lag_cell == NULL) {
+            *lag_cell = cell;
+            *lag_seen = g;
+        }
+    }
+    return avail;
+}
+
+#define WAIT_STOPPED -2
+
+/* Wait (GIL released; ts = saved state) until consumer c may read `want`. Returns the barrier (>= want),
+ * STEP_TIMEOUT, WAIT_STOPPED (stop set and nothing at `want` is published) or STEP_ERROR. */
+static int64_t ring_wait_barrier(RingObject *r, int c, int64_t want, waiter_t *w) {
+    for (;;) {
+        seq_line_t *cell;
+        int64_t seen = 0;
+        int64_t avail = barrier_of(r, c, want, &cell, &seen);
+        if (avail >= want) return avail;
+        if (stop_set(r) && atomic_load_explicit(&r->published->seq, memory_order_acquire) < want)
+            return WAIT_STOPPED;
+        int s = waiter_step(w, cell, seen);
+        if (s != STEP_OK) return s;
+    }
+}
+
+/* Wait until every consumer has released `need` (the producer may then write need + capacity). */
+static int ring_wait_room(RingObject *r, int64_t need, waiter_t *w) {
+    for (;;) {
+        seq_line_t *lag = NULL;
+        int64_t seen = 0, m = INT64_MAX;
+        for (uint32_t i = 0; i < r->n_consumers; i++) {
+            int64_t g = atomic_load_explicit(&r->gating[i].seq, memory_order_acquire);
+            if (g < m) m = g;
+            if (g < need && lag == NULL) {
+                lag = &r->gating[i];
+                seen = g;
+            }
+        }
+        if (m >= need) {
+            r->gating_cache = m;
+            return STEP_OK;
+        }
+        int s = waiter_step(w, lag, seen);
+        if (s != STEP_OK) return s;
+    }
+}
+
+/* ============================================================================
+ * Buffer export (memoryviews of slots keep the mapping alive)
+ * ============================================================================ */
+
+static void ring_unmap(RingObject *r) {
+    if (r->base != NULL && r->exports == 0 && r->busy == 0) {
+        munmap(r->base, r->map_bytes);
+        r->base = NULL;
+    }
+}
+
+static int Ring_getbuffer(RingObject *r, Py_buffer *view, int flags) {
+    if (r->export_ptr == NULL) {
+        PyErr_SetString(PyExc_BufferError, "a Ring exports slot views only (use read/slot)");
+        return -1;
+    }
+    int rc = PyBuffer_FillInfo(view, (PyObject *)r, r->export_ptr, r->export_len, r->export_readonly, flags);
+    if (rc == 0) r->exports++;
+    return rc;
+}
+
+static void Ring_releasebuffer(RingObject *r, Py_buffer *view) {
+    r->exports--;
+    if (r->closed) ring_unmap(r);
+}
+
+/* Release the GIL for a wait or a native loop; the mapping stays until every such call returns. */
+static inline PyThreadState *ring_nogil_begin(RingObject *r) {
+    r->busy++;
+    return PyEval_SaveThread();
+}
+
+static inline void ring_nogil_end(RingObject *r, PyThreadState *ts) {
+    PyEval_RestoreThread(ts);
+    r->busy--;
+    if (r->closed) ring_unmap(r);
+}
+
+static PyObject *make_view(RingObject *r, unsigned char *ptr, Py_ssize_t len, int readonly) {
+    r->export_ptr = ptr;
+    r->export_len = len;
+    r->export_readonly = readonly;
+    PyObject *mv = PyMemoryView_FromObject((PyObject *)r);
+    r->export_ptr = NULL;
+    return mv;
+}
+
+static PyBufferProcs Ring_as_buffer = {
+    (getbufferproc)Ring_getbuffer,
+    (releasebufferproc)Ring_releasebuffer,
+};
+
+/* ============================================================================
+ * Create / attach / close
+ * ============================================================================ */
+
+static void ring_bind(RingObject *r) {
+    ring_header_t *h = (ring_header_t *)(void *)r->base;
+    r->capacity = (int64_t)h->capacity;
+    r->mask = r->capacity - 1;
+    r->slot_bytes = h->slot_bytes;
+    r->stride = h->stride;
+    r->flags = h->flags;
+    r->slot_hdr = slot_header_bytes(h->flags);
+    r->n_consumers = h->n_consumers;
+    for (uint32_t i = 0; i < MAX_CONSUMERS; i++) {
+        r->deps[i] = i < r->n_consumers ? h->deps[i] : 0;
+        r->dep_count[i] = 0;
+        for (uint32_t d = 0; d < r->n_consumers; d++)
+            if (r->deps[i] & (1u << d)) r->dep_list[i][r->dep_count[i]++] = (uint8_t)d;
+    }
+    r->slots = r->base + h->data_offset;
+    r->stop = (stop_line_t *)(void *)(r->base + OFF_STOP);
+    r->parts = (participant_t *)(void *)(r->base + OFF_PARTICIPANTS);
+    r->claim = (seq_line_t *)(void *)(r->base + OFF_CLAIM);
+    r->published = (seq_line_t *)(void *)(r->base + OFF_PUBLISHED);
+    r->gating = (seq_line_t *)(void *)(r->base + OFF_GATING);
+    r->redo = (redo_line_t *)(void *)(r->base + OFF_REDO);
+    r->scratch = r->base + OFF_SCRATCH;
+    r->scratch_stride = (uint32_t)round_up(r->slot_bytes, CACHE_LINE);
+    r->next_seq = atomic_load_explicit(&r->claim->seq, memory_order_acquire) + 1;
+    r->gating_cache = -1;
+}
+
+static RingObject *ring_alloc(PyObject *path) {
+    RingObject *r = PyObject_New(RingObject, &RingType);
+    if (r == NULL) return NULL;
+    r->base = NULL;
+    r->map_bytes = 0;
+    r->closed = 0;
+    r->exports = 0;
+    r->busy = 0;
+    r->export_ptr = NULL;
+    Py_INCREF(path);
+    r->path = path;
+    return r;
+}
+
+static PyObject *Ring_create(PyObject *cls, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"path", "capacity", "slot_bytes", "deps", "spec_hash", "multi_producer", NULL};
+    PyObject *path_obj, *deps_obj;
+    long long capacity, slot_bytes;
+    Py_buffer hash;
+    int multi = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ULLOy*|$p", kwlist, &path_obj, &capacity, &slot_bytes,
+                                     &deps_obj, &hash, &multi))
+        return NULL;
+    PyObject *result = NULL;
+    uint32_t deps[MAX_CONSUMERS] = {0};
+    Py_ssize_t n = 0;
+    int fd = -1;
+    if (hash.len != 32) {
+        PyErr_Format(PyExc_ValueError, "spec_hash must be 32 raw bytes, got %zd", hash.len);
+        goto done;
+    }
+    if (capacity < 2 || capacity > (1LL << 30) || (capacity & (capacity - 1)) != 0) {
+        PyErr_Format(PyExc_ValueError, "capacity must be a power of two in 2..2**30, got %lld", capacity);
+        goto done;
+    }
+    if (slot_bytes < 1 || slot_bytes > (1LL << 30)) {
+        PyErr_Format(PyExc_ValueError, "slot_bytes must be in 1..2**30, got %lld", slot_bytes);
+        goto done;
+    }
+    PyObject *seq = PySequence_Fast(deps_obj, "deps must be a sequence of int bitmasks");
+    if (seq == NULL) goto done;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 1 || n > MAX_CONSUMERS) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "deps must name 1..%d consumers, got %zd", MAX_CONSUMERS, n);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            goto done;
+        }
+        if (v < 0 || v >= (1L << n) || (v & (1L << i))) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError,
+                         "deps[%zd]=%ld: a mask may only name other consumers (bits 0..%zd, not its own)", i, v,
+                         n - 1);
+            goto done;
+        }
+        deps[i] = (uint32_t)v;
+    }
+    Py_DECREF(seq);
+    /* reject dependency cycles: repeatedly peel consumers whose deps are all peeled */
+    {
+        uint32_t peeled = 0;
+        for (Py_ssize_t round = 0; round < n; round++)
+            for (Py_ssize_t i = 0; i < n; i++)
+                if (!(peeled & (1u << i)) && (deps[i] & ~peeled) == 0) peeled |= 1u << i;
+        if (peeled != (1u << n) - 1) {
+            PyErr_SetString(PyExc_ValueError, "deps contain a cycle: no consumer order satisfies them");
+            goto done;
+        }
+    }
+    uint32_t flags = multi ? FLAG_MULTI_PRODUCER : 0u;
+    uint64_t data_offset = layout_data_offset((uint32_t)slot_bytes, (uint32_t)n);
+    uint64_t stride = layout_stride((uint32_t)slot_bytes, flags);
+    uint64_t total = data_offset + (uint64_t)capacity * stride;
+    if (data_offset > UINT32_MAX || stride > UINT32_MAX || total > ((uint64_t)1 << 40)) {
+        PyErr_Format(PyExc_ValueError, "ring too large: %llu bytes", (unsigned long long)total);
+        goto done;
+    }
+    const char *path = PyUnicode_AsUTF8(path_obj);
+    if (path == NULL) goto done;
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_obj);
+        goto done;
+    }
+    int rc = posix_fallocate(fd, 0, (off_t)total);
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_obj);
+        unlink(path);
+        goto done;
+    }
+    void *base = mmap(NULL, (size_t)total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (base == MAP_FAILED) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_obj);
+        unlink(path);
+        goto done;
+    }
+    ring_header_t *h = (ring_header_t *)base;
+    h->version = RING_LAYOUT_VERSION;
+    h->data_offset = (uint32_t)data_offset;
+    h->capacity = (uint64_t)capacity;
+    h->slot_bytes = (uint32_t)slot_bytes;
+    h->stride = (uint32_t)stride;
+    h->n_consumers = (uint32_t)n;
+    h->flags = flags;
+    memcpy(h->deps, deps, sizeof(deps));
+    memcpy(h->spec_hash, hash.buf, 32);
+    h->created_ns = (uint64_t)unix_ns();
+    h->file_bytes = total;
+    h->max_participants = MAX_PARTICIPANTS;
+    h->creator_pid = (uint32_t)getpid();
+    unsigned char *b = (unsigned char *)base;
+    atomic_store_explicit(&((seq_line_t *)(void *)(b + OFF_CLAIM))->seq, -1, memory_order_relaxed);
+    atomic_store_explicit(&((seq_line_t *)(void *)(b + OFF_PUBLISHED))->seq, -1, memory_order_relaxed);
+    for (int i = 0; i < MAX_CONSUMERS; i++) {
+        atomic_store_explicit(&((seq_line_t *)(void *)(b + OFF_GATING))[i].seq, -1, memory_order_relaxed);
+        redo_line_t *rd = &((redo_line_t *)(void *)(b + OFF_REDO))[i];
+        atomic_store_explicit(&rd->marker, -1, memory_order_relaxed);
+        atomic_store_explicit(&rd->done, -1, memory_order_relaxed);
+    }
+    if (flags & FLAG_MULTI_PRODUCER)
+        for (int64_t i = 0; i < capacity; i++)
+            atomic_store_explicit((_Atomic int64_t *)(void *)(b + data_offset + (uint64_t)i * stride + 8), -1,
+                                  memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    memcpy(h->magic, RING_MAGIC, 8);
+    RingObject *r = ring_alloc(path_obj);
+    if (r == NULL) {
+        munmap(base, (size_t)total);
+        unlink(path);
+        goto done;
+    }
+    r->base = b;
+    r->map_bytes = (size_t)total;
+    ring_bind(r);
+    result = (PyObject *)r;
+done:
+    if (fd >= 0) close(fd);
+    PyBuffer_Release(&hash);
+    return result;
+}
+
+static PyObject *attach_fail(PyObject *path, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *why = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    if (why == NULL) return NULL;
+    PyErr_Format(AttachError, "%U: %U", path, why);
+    Py_DECREF(why);
+    return NULL;
+}
+
+static void hex32(const uint8_t *h, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = digits[h[i] >> 4];
+        out[2 * i + 1] = digits[h[i] & 15];
+    }
+    out[64] = 0;
+}
+
+static PyObject *Ring_attach(PyObject *cls, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"path", "expect_hash", NULL};
+    PyObject *path_obj, *expect = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|$O", kwlist, &path_obj, &expect)) return NULL;
+    Py_buffer want = {0};
+    int has_want = 0;
+    if (expect != Py_None) {
+        if (PyObject_GetBuffer(expect, &want, PyBUF_SIMPLE) < 0) return NULL;
+        has_want = 1;
+        if (want.len != 32) {
+            PyBuffer_Release(&want);
+            PyErr_Format(PyExc_ValueError, "expect_hash must be 32 raw bytes, got %zd", want.len);
+            return NULL;
+        }
+    }
+    const char *path = PyUnicode_AsUTF8(path_obj);
+    PyObject *result = NULL;
+    void *base = MAP_FAILED;
+    size_t size = 0;
+    if (path == NULL) goto done;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        attach_fail(path_obj, "cannot open: %s", strerror(e));
+        goto done;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        attach_fail(path_obj, "not a regular file");
+        goto done;
+    }
+    size = (size_t)st.st_size;
+    if (size < OFF_SCRATCH) {
+        close(fd);
+        attach_fail(path_obj, "truncated: %zu bytes, a ring header needs at least %d", size, OFF_SCRATCH);
+        goto done;
+    }
+    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (base == MAP_FAILED) {
+        int e = errno;
+        attach_fail(path_obj, "cannot map: %s", strerror(e));
+        goto done;
+    }
+    ring_header_t *h = (ring_header_t *)base;
+    if (memcmp(h->magic, RING_MAGIC, 8) != 0) {
+        attach_fail(path_obj, "foreign file: magic is not BYTEORRG (not a byteor ring, or not initialised)");
+        goto done;
+    }
+    if (h->version != RING_LAYOUT_VERSION) {
+        attach_fail(path_obj, "layout version %u, this build reads version %u", h->version, RING_LAYOUT_VERSION);
+        goto done;
+    }
+    if (h->capacity < 2 || h->capacity > (1ULL << 30) || (h->capacity & (h->capacity - 1)) != 0 ||
+        h->slot_bytes < 1 || h->slot_bytes > (1u << 30) || h->n_consumers < 1 ||
+        h->n_consumers > MAX_CONSUMERS || (h->flags & ~FLAG_MULTI_PRODUCER) != 0) {
+        attach_fail(path_obj, "corrupt header: capacity %llu, slot_bytes %u, consumers %u, flags %u",
+                    (unsigned long long)h->capacity, h->slot_bytes, h->n_consumers, h->flags);
+        goto done;
+    }
+    uint64_t data_offset = layout_data_offset(h->slot_bytes, h->n_consumers);
+    uint64_t stride = layout_stride(h->slot_bytes, h->flags);
+    if (h->data_offset != data_offset || h->stride != stride) {
+        attach_fail(path_obj, "header size mismatch: data offset %u / stride %u, expected %llu / %llu",
+                    h->data_offset, h->stride, (unsigned long long)data_offset, (unsigned long long)stride);
+        goto done;
+    }
+    uint64_t total = data_offset + h->capacity * stride;
+    if (h->file_bytes != total || size < total) {
+        attach_fail(path_obj, "truncated: file is %zu bytes, capacity %llu x %llu-byte slots needs %llu", size,
+                    (unsigned long long)h->capacity, (unsigned long long)stride, (unsigned long long)total);
+        goto done;
+    }
+    for (uint32_t i = 0; i < h->n_consumers; i++)
+        if (h->deps[i] >= (1u << h->n_consumers) || (h->deps[i] & (1u << i))) {
+            attach_fail(path_obj, "corrupt header: dependency mask %u of consumer %u", h->deps[i], i);
+            goto done;
+        }
+    if (has_want && memcmp(h->spec_hash, want.buf, 32) != 0) {
+        char have[65], exp[65];
+        hex32(h->spec_hash, have);
+        hex32((const uint8_t *)want.buf, exp);
+        attach_fail(path_obj, "spec hash mismatch: file has sha256:%s, expected sha256:%s", have, exp);
+        goto done;
+    }
+    RingObject *r = ring_alloc(path_obj);
+    if (r == NULL) goto done;
+    r->base = (unsigned char *)base;
+    r->map_bytes = size;
+    base = MAP_FAILED;
+    ring_bind(r);
+    result = (PyObject *)r;
+done:
+    if (base != MAP_FAILED) munmap(base, size);
+    if (has_want) PyBuffer_Release(&want);
+    return result;
+}
+
+static PyObject *Ring_close(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    r->closed = 1;
+    ring_unmap(r);
+    Py_RETURN_NONE;
+}
+
+static void Ring_dealloc(RingObject *r) {
+    r->exports = 0;
+    r->busy = 0;
+    ring_unmap(r);
+    Py_XDECREF(r->path);
+    PyObject_Free(r);
+}
+
+static PyObject *Ring_enter(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    Py_INCREF(r);
+    return (PyObject *)r;
+}
+
+static PyObject *Ring_exit(RingObject *r, PyObject *args) { return Ring_close(r, NULL); }
+
+/* ============================================================================
+ * Argument helpers (vectorcall: no tuple/dict allocated per call)
+ * ============================================================================ */
+
+/* Parse optional (wait, timeout_ns) given positionally after `npos` leading args, or by keyword. */
+static int parse_wait_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t npos,
+                              int *wait, int64_t *timeout) {
+    PyObject *w = nargs > npos ? args[npos] : NULL;
+    PyObject *t = nargs > npos + 1 ? args[npos + 1] : NULL;
+    if (nargs > npos + 2) {
+        PyErr_SetString(PyExc_TypeError, "too many positional arguments");
+        return -1;
+    }
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            if (PyUnicode_CompareWithASCIIString(k, "wait") == 0) w = args[nargs + i];
+            else if (PyUnicode_CompareWithASCIIString(k, "timeout_ns") == 0) t = args[nargs + i];
+            else {
+                PyErr_Format(PyExc_TypeError, "unexpected keyword argument '%U'", k);
+                return -1;
+            }
+        }
+    }
+    if (w != NULL) {
+        long v = PyLong_AsLong(w);
+        if (v == -1 && PyErr_Occurred()) return -1;
+        *wait = (int)v;
+        if (check_wait(*wait) < 0) return -1;
+    }
+    if (t != NULL) {
+        long long v = PyLong_AsLongLong(t);
+        if (v == -1 && PyErr_Occurred()) return -1;
+        *timeout = v < 0 ? -1 : (int64_t)v;
+    }
+    return 0;
+}
+
+static inline int64_t arg_i64(PyObject *o) { return (int64_t)PyLong_AsLongLong(o); }
+
+/* Borrow the bytes of a buffer-like object; bytes objects take a fast path without the buffer API. */
+typedef struct {
+    const char *ptr;
+    Py_ssize_t len;
+    Py_buffer view;
+    int has_view;
+} borrowed_t;
+
+static inline int borrow(PyObject *o, borrowed_t *b) {
+    if (PyBytes_CheckExact(o)) {
+        b->ptr = PyBytes_AS_STRING(o);
+        b->len = PyBytes_GET_SIZE(o);
+        b->has_view = 0;
+        return 0;
+    }
+    if (PyObject_GetBuffer(o, &b->view, PyBUF_SIMPLE) < 0) return -1;
+    b->ptr = (const char *)b->view.buf;
+    b->len = b->view.len;
+    b->has_view = 1;
+    return 0;
+}
+
+static inline void unborrow(borrowed_t *b) {
+    if (b->has_view) PyBuffer_Release(&b->view);
+}
+
+/* ============================================================================
+ * Producer
+ * ============================================================================ */
+
+/* Reserve `n` sequences (<= capacity); returns the first, or a negative STEP_* code. GIL held on entry
+ * and exit; released only while waiting. */
+static int64_t producer_claim(RingObject *r, int64_t n, int wait, int64_t timeout, int try_only) {
+    if (!(r->flags & FLAG_MULTI_PRODUCER)) {
+        int64_t first = r->next_seq;
+        int64_t need = first + n - 1 - r->capacity; /* every consumer must have released this */
+        if (need > r->gating_cache) {
+            r->gating_cache = min_gating(r);
+            if (need > r->gating_cache) {
+                if (try_only) return STEP_TIMEOUT;
+                waiter_t w;
+                int s;
+                PyThreadState *ts = ring_nogil_begin(r);
+                waiter_init(&w, wait, timeout, ts);
+                s = ring_wait_room(r, need, &w);
+                ring_nogil_end(r, w.ts);
+                if (s != STEP_OK) return s;
+            }
+        }
+        r->next_seq = first + n;
+        atomic_store_explicit(&r->claim->seq, first + n - 1, memory_order_relaxed);
+        return first;
+    }
+    /* multi-producer: CAS the shared claim cursor */
+    waiter_t w;
+    int waiting = 0;
+    int64_t result;
+    PyThreadState *ts = NULL;
+    for (;;) {
+        int64_t cur = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
+        int64_t need = cur + n - r->capacity;
+        if (need > r->gating_cache) {
+            r->gating_cache = min_gating(r);
+            if (need > r->gating_cache) {
+                if (try_only) {
+                    result = STEP_TIMEOUT;
+                    break;
+                }
+                if (!waiting) {
+                    ts = ring_nogil_begin(r);
+                    waiter_init(&w, wait, timeout, ts);
+                    waiting = 1;
+                }
+                int s = ring_wait_room(r, need, &w);
+                if (s != STEP_OK) {
+                    result = s;
+                    break;
+                }
+                continue;
+            }
+        }
+        if (atomic_compare_exchange_weak_explicit(&r->claim->seq, &cur, cur + n, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            result = cur + 1;
+            break;
+        }
+    }
+    if (waiting) ring_nogil_end(r, w.ts);
+    return result;
+}
+
+/* Make [first, last] visible to consumers. */
+static void producer_publish(RingObject *r, int64_t first, int64_t last) {
+    if (!(r->flags & FLAG_MULTI_PRODUCER)) {
+        cell_store_wake(r->published, last);
+        return;
+    }
+    for (int64_t s = first; s <= last; s++)
+        atomic_store_explicit(slot_pubseq(slot_at(r, s)), s, memory_order_seq_cst);
+    /* advance the shared published cursor over every contiguous fully written slot; whoever finds the
+     * next slot written moves the cursor, so a slow producer never blocks a fast one's visibility
+     * beyond its own slots */
+    for (;;) {
+        int64_t cur = atomic_load_explicit(&r->published->seq, memory_order_seq_cst);
+        int64_t next = cur + 1;
+        if (atomic_load_explicit(slot_pubseq(slot_at(r, next)), memory_order_seq_cst) != next) break;
+        int64_t hi = next;
+        while (hi - cur < r->capacity &&
+               atomic_load_explicit(slot_pubseq(slot_at(r, hi + 1)), memory_order_seq_cst) == hi + 1)
+            hi++;
+        if (atomic_compare_exchange_strong_explicit(&r->published->seq, &cur, hi, memory_order_seq_cst,
+                                                    memory_order_seq_cst)) {
+            if (atomic_load_explicit(&r->published->waiters, memory_order_seq_cst) != 0)
+                futex_wake_all((void *)&r->published->seq);
+        }
+    }
+}
+
+static int raise_step(int64_t s, const char *what) {
+    if (s == STEP_TIMEOUT) PyErr_Format(PyExc_TimeoutError, "%s: timed out waiting for the slowest consumer", what);
+    /* STEP_ERROR: the signal handler's exception is already set */
+    return -1;
+}
+
+static inline int check_len(RingObject *r, Py_ssize_t len) {
+    if ((uint64_t)len > r->slot_bytes) {
+        PyErr_Format(PyExc_ValueError, "message of %zd bytes exceeds slot_bytes %u", len, r->slot_bytes);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Ring_publish(RingObject *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "publish(data, wait=WAIT_BACKOFF, timeout_ns=-1)");
+        return NULL;
+    }
+    int wait = WAIT_BACKOFF;
+    int64_t timeout = -1;
+    if ((nargs > 1 || kwnames != NULL) && parse_wait_timeout(args, nargs, kwnames, 1, &wait, &timeout) < 0)
+        return NULL;
+    borrowed_t b;
+    if (borrow(args[0], &b) < 0) return NULL;
+    if (check_len(r, b.len) < 0) {
+        unborrow(&b);
+        return NULL;
+    }
+    int64_t seq = producer_claim(r, 1, wait, timeout, 0);
+    if (seq < 0) {
+        unborrow(&b);
+        raise_step(seq, "publish");
+        return NULL;
+    }
+    unsigned char *slot = slot_at(r, seq);
+    atomic_store_explicit(slot_len(slot), (uint32_t)b.len, memory_order_relaxed);
+    memcpy(slot_payload(r, slot), b.ptr, (size_t)b.len);
+    unborrow(&b);
+    producer_publish(r, seq, seq);
+    return PyLong_FromLongLong(seq);
+}
+
+static PyObject *Ring_try_publish(RingObject *r, PyObject *arg) {
+    if (ring_check(r) < 0) return NULL;
+    borrowed_t b;
+    if (borrow(arg, &b) < 0) return NULL;
+    if (check_len(r, b.len) < 0) {
+        unborrow(&b);
+        return NULL;
+    }
+    int64_t seq = producer_claim(r, 1, WAIT_SPIN, 0, 1);
+    if (seq < 0) {
+        unborrow(&b);
+        Py_RETURN_FALSE;
+    }
+    unsigned char *slot = slot_at(r, seq);
+    atomic_store_explicit(slot_len(slot), (uint32_t)b.len, memory_order_relaxed);
+    memcpy(slot_payload(r, slot), b.ptr, (size_t)b.len);
+    unborrow(&b);
+    producer_publish(r, seq, seq);
+    Py_RETURN_TRUE;
+}
+
+/* Length of a publish_many item without keeping a buffer; -1 with an exception on error. */
+static Py_ssize_t item_len(PyObject *o) {
+    if (PyBytes_CheckExact(o)) return PyBytes_GET_SIZE(o);
+    if (PyByteArray_CheckExact(o)) return PyByteArray_GET_SIZE(o);
+    Py_buffer v;
+    if (PyObject_GetBuffer(o, &v, PyBUF_SIMPLE) < 0) return -1;
+    Py_ssize_t n = v.len;
+    PyBuffer_Release(&v);
+    return n;
+}
+
+static PyObject *Ring_publish_many(RingObject *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "publish_many(items, wait=WAIT_BACKOFF, timeout_ns=-1)");
+        return NULL;
+    }
+    int wait = WAIT_BACKOFF;
+    int64_t timeout = -1;
+    if ((nargs > 1 || kwnames != NULL) && parse_wait_timeout(args, nargs, kwnames, 1, &wait, &timeout) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(args[0], "publish_many expects a sequence of bytes-like items");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len = item_len(items[i]);
+        if (len < 0) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "publish_many item %zd is not bytes-like (%.100s)", i,
+                             Py_TYPE(items[i])->tp_name);
+            }
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if ((uint64_t)len > r->slot_bytes) {
+            PyErr_Format(PyExc_ValueError, "publish_many item %zd: message of %zd bytes exceeds slot_bytes %u", i,
+                         len, r->slot_bytes);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    int64_t last = r->next_seq - 1;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        /* claim what fits now (at least one slot, waiting only when the ring is full) */
+        int64_t want = n - i;
+        if (want > r->capacity) want = r->capacity;
+        if (!(r->flags & FLAG_MULTI_PRODUCER)) {
+            int64_t room = r->gating_cache + r->capacity - r->next_seq + 1;
+            if (room < want) {
+                r->gating_cache = min_gating(r);
+                room = r->gating_cache + r->capacity - r->next_seq + 1;
+            }
+            if (room >= 1 && room < want) want = room;
+        }
+        int64_t first = producer_claim(r, want, wait, timeout, 0);
+        if (first < 0) {
+            Py_DECREF(seq);
+            raise_step(first, "publish_many");
+            return NULL;
+        }
+        for (int64_t k = 0; k < want; k++, i++) {
+            borrowed_t b;
+            if (borrow(items[i], &b) < 0) {
+                /* the item passed the first pass; a buffer that changed under us is still copied as empty */
+                PyErr_Clear();
+                b.ptr = "";
+                b.len = 0;
+                b.has_view = 0;
+            }
+            Py_ssize_t len = b.len > (Py_ssize_t)r->slot_bytes ? (Py_ssize_t)r->slot_bytes : b.len;
+            unsigned char *slot = slot_at(r, first + k);
+            atomic_store_explicit(slot_len(slot), (uint32_t)len, memory_order_relaxed);
+            memcpy(slot_payload(r, slot), b.ptr, (size_t)len);
+            unborrow(&b);
+        }
+        last = first + want - 1;
+        producer_publish(r, first, last);
+    }
+    Py_DECREF(seq);
+    return PyLong_FromLongLong(last);
+}
+
+static PyObject *Ring_claim(RingObject *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (ring_check(r) < 0) return NULL;
+    int wait = WAIT_BACKOFF;
+    int64_t timeout = -1;
+    if (parse_wait_timeout(args, nargs, kwnames, 0, &wait, &timeout) < 0) return NULL;
+    if (!(r->flags & FLAG_MULTI_PRODUCER) &&
+        atomic_load_explicit(&r->published->seq, memory_order_relaxed) != r->next_seq - 1) {
+        PyErr_SetString(PyExc_RuntimeError, "claim: the previous claim is not committed yet (single producer)");
+        return NULL;
+    }
+    int64_t seq = producer_claim(r, 1, wait, timeout, 0);
+    if (seq < 0) {
+        raise_step(seq, "claim");
+        return NULL;
+    }
+    atomic_store_explicit(slot_len(slot_at(r, seq)), 0, memory_order_relaxed);
+    return PyLong_FromLongLong(seq);
+}
+
+static int check_claimed(RingObject *r, int64_t seq) {
+    int64_t claimed = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
+    int64_t pub = atomic_load_explicit(&r->published->seq, memory_order_acquire);
+    if (seq < 0 || seq > claimed || seq <= pub - r->capacity) {
+        PyErr_Format(PyExc_ValueError, "sequence %lld is not a claimed slot", (long long)seq);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Ring_slot(RingObject *r, PyObject *arg) {
+    if (ring_check(r) < 0) return NULL;
+    int64_t seq = arg_i64(arg);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    if (check_claimed(r, seq) < 0) return NULL;
+    return make_view(r, slot_payload(r, slot_at(r, seq)), (Py_ssize_t)r->slot_bytes, 0);
+}
+
+static PyObject *Ring_commit(RingObject *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "commit(seq, length)");
+        return NULL;
+    }
+    int64_t seq = arg_i64(args[0]);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    long long len = PyLong_AsLongLong(args[1]);
+    if (len == -1 && PyErr_Occurred()) return NULL;
+    if (check_claimed(r, seq) < 0) return NULL;
+    if (len < 0 || len > (long long)r->slot_bytes) {
+        PyErr_Format(PyExc_ValueError, "commit length %lld outside 0..%u", len, r->slot_bytes);
+        return NULL;
+    }
+    if (!(r->flags & FLAG_MULTI_PRODUCER) &&
+        atomic_load_explicit(&r->published->seq, memory_order_relaxed) != seq - 1) {
+        PyErr_Format(PyExc_ValueError, "commit(%lld): single-producer commits go in claim order", (long long)seq);
+        return NULL;
+    }
+    atomic_store_explicit(slot_len(slot_at(r, seq)), (uint32_t)len, memory_order_relaxed);
+    producer_publish(r, seq, seq);
+    Py_RETURN_NONE;
+}
+
+/* ============================================================================
+ * Consumers
+ * ============================================================================ */
+
+static PyObject *Ring_wait_for(RingObject *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "wait_for(c, seq, wait=WAIT_BACKOFF, timeout_ns=-1)");
+        return NULL;
+    }
+    long c = PyLong_AsLong(args[0]);
+    if (c == -1 && PyErr_Occurred()) return NULL;
+    int64_t want = arg_i64(args[1]);
+    if (want == -1 && PyErr_Occurred()) return NULL;
+    int wait = WAIT_BACKOFF;
+    int64_t timeout = -1;
+    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout) < 0) return NULL;
+    if (check_consumer(r, c) < 0) return NULL;
+    seq_line_t *cell;
+    int64_t seen;
+    int64_t avail = barrier_of(r, (int)c, want, &cell, &seen);
+    if (avail >= want) return PyLong_FromLongLong(avail);
+    if (timeout == 0) return PyLong_FromLong(-1);
+    waiter_t w;
+    PyThreadState *ts = ring_nogil_begin(r);
+    waiter_init(&w, wait, timeout, ts);
+    avail = ring_wait_barrier(r, (int)c, want, &w);
+    ring_nogil_end(r, w.ts);
+    if (avail == STEP_ERROR) return NULL;
+    if (avail < 0) return PyLong_FromLong(-1);
+    return PyLong_FromLongLong(avail);
+}
+
+static int check_readable(RingObject *r, int64_t seq) {
+    int64_t pub = atomic_load_explicit(&r->published->seq, memory_order_acquire);
+    if (seq < 0 || seq > pub || seq <= pub - r->capacity) {
+        PyErr_Format(PyExc_ValueError, "sequence %lld is not in the ring (published %lld, capacity %lld)",
+                     (long long)seq, (long long)pub, (long long)r->capacity);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Ring_read(RingObject *r, PyObject *arg) {
+    if (ring_check(r) < 0) return NULL;
+    int64_t seq = arg_i64(arg);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    if (check_readable(r, seq) < 0) return NULL;
+    unsigned char *slot = slot_at(r, seq);
+    uint32_t len = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+    if (len == DROPPED_LENGTH) len = 0;
+    if (len > r->slot_bytes) len = r->slot_bytes;
+    return make_view(r, slot_payload(r, slot), (Py_ssize_t)len, 1);
+}
+
+static PyObject *Ring_read_bytes(RingObject *r, PyObject *arg) {
+    if (ring_check(r) < 0) return NULL;
+    int64_t seq = arg_i64(arg);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    if (check_readable(r, seq) < 0) return NULL;
+    unsigned char *slot = slot_at(r, seq);
+    uint32_t len = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+    if (len == DROPPED_LENGTH) len = 0;
+    if (len > r->slot_bytes) len = r->slot_bytes;
+    return PyBytes_FromStringAndSize((const char *)slot_payload(r, slot), (Py_ssize_t)len);
+}
+
+static PyObject *Ring_stage_slot(RingObject *r, PyObject *arg) {
+    if (ring_check(r) < 0) return NULL;
+    int64_t seq = arg_i64(arg);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    if (check_readable(r, seq) < 0) return NULL;
+    return make_view(r, slot_payload(r, slot_at(r, seq)), (Py_ssize_t)r->slot_bytes, 0);
+}
+
+static PyObject *Ring_length(RingObject *r, PyObject *arg) {
+    if (ring_check(r) < 0) return NULL;
+    int64_t seq = arg_i64(arg);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    if (check_readable(r, seq) < 0) return NULL;
+    return PyLong_FromUnsignedLong(atomic_load_explicit(slot_len(slot_at(r, seq)), memory_order_relaxed));
+}
+
+static int parse_length(RingObject *r, PyObject *o, uint32_t *out) {
+    long long n = PyLong_AsLongLong(o);
+    if (n == -1 && PyErr_Occurred()) return -1;
+    if (n == -1 || n == (long long)DROPPED_LENGTH) {
+        *out = DROPPED_LENGTH;
+        return 0;
+    }
+    if (n < 0 || n > (long long)r->slot_bytes) {
+        PyErr_Format(PyExc_ValueError, "length %lld outside 0..%u (or DROPPED_LENGTH)", n, r->slot_bytes);
+        return -1;
+    }
+    *out = (uint32_t)n;
+    return 0;
+}
+
+static PyObject *Ring_set_length(RingObject *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_length(seq, n)");
+        return NULL;
+    }
+    int64_t seq = arg_i64(args[0]);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    uint32_t n;
+    if (check_readable(r, seq) < 0 || parse_length(r, args[1], &n) < 0) return NULL;
+    atomic_store_explicit(slot_len(slot_at(r, seq)), n, memory_order_relaxed);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_release(RingObject *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "release(c, seq)");
+        return NULL;
+    }
+    long c = PyLong_AsLong(args[0]);
+    if (c == -1 && PyErr_Occurred()) return NULL;
+    int64_t seq = arg_i64(args[1]);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    if (check_consumer(r, c) < 0) return NULL;
+    int64_t cur = atomic_load_explicit(&r->gating[c].seq, memory_order_relaxed);
+    int64_t pub = atomic_load_explicit(&r->published->seq, memory_order_acquire);
+    if (seq < cur || seq > pub) {
+        PyErr_Format(PyExc_ValueError, "release(%ld, %lld): must be in gating %lld .. published %lld", c,
+                     (long long)seq, (long long)cur, (long long)pub);
+        return NULL;
+    }
+    cell_store_wake(&r->gating[c], seq);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_gating(RingObject *r, PyObject *arg) {
+    if (ring_check(r) < 0) return NULL;
+    long c = PyLong_AsLong(arg);
+    if (c == -1 && PyErr_Occurred()) return NULL;
+    if (check_consumer(r, c) < 0) return NULL;
+    return PyLong_FromLongLong(atomic_load_explicit(&r->gating[c].seq, memory_order_acquire));
+}
+
+static PyObject *Ring_next_for(RingObject *r, PyObject *arg) {
+    if (ring_check(r) < 0) return NULL;
+    long c = PyLong_AsLong(arg);
+    if (c == -1 && PyErr_Occurred()) return NULL;
+    if (check_consumer(r, c) < 0) return NULL;
+    return PyLong_FromLongLong(atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1);
+}
+
+static PyObject *Ring_cursor(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    if (ring_check(r) < 0) return NULL;
+    return PyLong_FromLongLong(atomic_load_explicit(&r->published->seq, memory_order_acquire));
+}
+
+/* ============================================================================
+ * Crash-atomic modification (redo record) and recovery
+ * ============================================================================ */
+
+/* Finish a pending redo of consumer c; gating = max(gating, done). Returns 1 when a copy was redone. */
+static int ring_recover(RingObject *r, int c) {
+    redo_line_t *rd = &r->redo[c];
+    int64_t g = atomic_load_explicit(&r->gating[c].seq, memory_order_acquire);
+    int64_t done = atomic_load_explicit(&rd->done, memory_order_acquire);
+    int64_t marker = atomic_load_explicit(&rd->marker, memory_order_acquire);
+    int64_t base = g > done ? g : done;
+    int redone = 0;
+    if (marker > base) {
+        uint32_t len = atomic_load_explicit(&rd->length, memory_order_acquire);
+        unsigned char *slot = slot_at(r, marker);
+        if (len != DROPPED_LENGTH) memcpy(slot_payload(r, slot), scratch_of(r, c), len > r->slot_bytes ? r->slot_bytes : len);
+        atomic_store_explicit(slot_len(slot), len, memory_order_relaxed);
+        atomic_store_explicit(&rd->done, marker, memory_order_release);
+        base = marker;
+        redone = 1;
+    }
+    if (base > g) cell_store_wake(&r->gating[c], base);
+    return redone;
+}
+
+static PyObject *Ring_recover(RingObject *r, PyObject *arg) {
+    if (ring_check(r) < 0) return NULL;
+    long c = PyLong_AsLong(arg);
+    if (c == -1 && PyErr_Occurred()) return NULL;
+    if (check_consumer(r, c) < 0) return NULL;
+    return PyBool_FromLong(ring_recover(r, (int)c));
+}
+
+static PyObject *Ring_modify_begin(RingObject *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "modify_begin(c, seq)");
+        return NULL;
+    }
+    long c = PyLong_AsLong(args[0]);
+    if (c == -1 && PyErr_Occurred()) return NULL;
+    int64_t seq = arg_i64(args[1]);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    if (check_consumer(r, c) < 0 || check_readable(r, seq) < 0) return NULL;
+    redo_line_t *rd = &r->redo[c];
+    int64_t marker = atomic_load_explicit(&rd->marker, memory_order_acquire);
+    int64_t done = atomic_load_explicit(&rd->done, memory_order_acquire);
+    if (marker > done) {
+        PyErr_Format(PyExc_RuntimeError, "modify_begin: consumer %ld has an unfinished redo of %lld (call recover)",
+                     c, (long long)marker);
+        return NULL;
+    }
+    unsigned char *slot = slot_at(r, seq);
+    uint32_t len = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+    unsigned char *scr = scratch_of(r, (int)c);
+    if (len != DROPPED_LENGTH) memcpy(scr, slot_payload(r, slot), len > r->slot_bytes ? r->slot_bytes : len);
+    return make_view(r, scr, (Py_ssize_t)r->slot_bytes, 0);
+}
+
+static void redo_apply(RingObject *r, int c, int64_t seq, uint32_t len) {
+    redo_line_t *rd = &r->redo[c];
+    unsigned char *slot = slot_at(r, seq);
+    atomic_store_explicit(&rd->length, len, memory_order_relaxed);
+    atomic_store_explicit(&rd->marker, seq, memory_order_release);
+    if (len != DROPPED_LENGTH) memcpy(slot_payload(r, slot), scratch_of(r, c), len);
+    atomic_store_explicit(slot_len(slot), len, memory_order_relaxed);
+    atomic_store_explicit(&rd->done, seq, memory_order_release);
+}
+
+static PyObject *Ring_modify_commit(RingObject *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "modify_commit(c, seq, length)");
+        return NULL;
+    }
+    long c = PyLong_AsLong(args[0]);
+    if (c == -1 && PyErr_Occurred()) return NULL;
+    int64_t seq = arg_i64(args[1]);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    uint32_t len;
+    if (check_consumer(r, c) < 0 || check_readable(r, seq) < 0 || parse_length(r, args[2], &len) < 0) return NULL;
+    if (seq <= atomic_load_explicit(&r->redo[c].done, memory_order_acquire) ||
+        seq <= atomic_load_explicit(&r->gating[c].seq, memory_order_acquire)) {
+        PyErr_Format(PyExc_ValueError, "modify_commit(%ld, %lld): already applied", c, (long long)seq);
+        return NULL;
+    }
+    redo_apply(r, (int)c, seq, len);
+    Py_RETURN_NONE;
+}
+
+/* ============================================================================
+ * Builtin stage loop and counting sink (GIL released)
+ * ============================================================================ */
+
+static inline void heartbeat_store(RingObject *r, int slot) {
+    if (slot >= 0) atomic_store_explicit(&r->parts[slot].heartbeat_ns, mono_ns(), memory_order_relaxed);
+}
+
+static int check_part_slot(long slot) {
+    if (slot < -1 || slot >= MAX_PARTICIPANTS) {
+        PyErr_Format(PyExc_IndexError, "participant slot %ld out of range", slot);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Ring_run_builtin(RingObject *r, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"c", "op", "delta", "wait", "heartbeat_slot", NULL};
+    int c, op, delta, wait = WAIT_BACKOFF, hb = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iii|i$i", kwlist, &c, &op, &delta, &wait, &hb)) return NULL;
+    if (ring_check(r) < 0 || check_consumer(r, c) < 0 || check_wait(wait) < 0 || check_part_slot(hb) < 0)
+        return NULL;
+    if (op != OP_IDENTITY && op != OP_ADD_U8) {
+        PyErr_Format(PyExc_ValueError, "unknown builtin op %d", op);
+        return NULL;
+    }
+    if (delta < 0 || delta > 255) {
+        PyErr_Format(PyExc_ValueError, "delta %d outside 0..255", delta);
+        return NULL;
+    }
+    Py_INCREF(r); /* the mapping must outlive the loop even if close() is called from another thread */
+    waiter_t w;
+    PyThreadState *ts = ring_nogil_begin(r);
+    ring_recover(r, c);
+    int64_t next = atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1;
+    int64_t result = 0;
+    const uint8_t d8 = (uint8_t)delta;
+    unsigned char *scr = scratch_of(r, c);
+    heartbeat_store(r, hb);
+    for (;;) {
+        waiter_init(&w, wait, -1, ts);
+        int64_t avail = ring_wait_barrier(r, c, next, &w);
+        ts = w.ts;
+        if (avail == WAIT_STOPPED) {
+            result = next - 1;
+            break;
+        }
+        if (avail < 0) {
+            result = avail;
+            break;
+        }
+        if (op == OP_ADD_U8) {
+            for (int64_t s = next; s <= avail; s++) {
+                unsigned char *slot = slot_at(r, s);
+                uint32_t len = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+                if (len == DROPPED_LENGTH) continue;
+                if (len > r->slot_bytes) len = r->slot_bytes;
+                const unsigned char *src = slot_payload(r, slot);
+                for (uint32_t i = 0; i < len; i++) scr[i] = (unsigned char)(src[i] + d8);
+                redo_apply(r, c, s, len);
+            }
+        }
+        cell_store_wake(&r->gating[c], avail);
+        heartbeat_store(r, hb);
+        next = avail + 1;
+    }
+    ring_nogil_end(r, ts);
+    Py_DECREF(r);
+    if (result == STEP_ERROR) return NULL;
+    return PyLong_FromLongLong(result);
+}
+
+static PyObject *Ring_count_sink(RingObject *r, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"c", "wait", "heartbeat_slot", NULL};
+    int c, wait = WAIT_BACKOFF, hb = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|i$i", kwlist, &c, &wait, &hb)) return NULL;
+    if (ring_check(r) < 0 || check_consumer(r, c) < 0 || check_wait(wait) < 0 || check_part_slot(hb) < 0)
+        return NULL;
+    Py_INCREF(r);
+    waiter_t w;
+    PyThreadState *ts = ring_nogil_begin(r);
+    int64_t next = atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1;
+    long long msgs = 0, bytes = 0;
+    int failed = 0;
+    for (;;) {
+        waiter_init(&w, wait, -1, ts);
+        int64_t avail = ring_wait_barrier(r, c, next, &w);
+        ts = w.ts;
+        if (avail == WAIT_STOPPED) break;
+        if (avail < 0) {
+            failed = 1;
+            break;
+        }
+        for (int64_t s = next; s <= avail; s++) {
+            uint32_t len = atomic_load_explicit(slot_len(slot_at(r, s)), memory_order_relaxed);
+            if (len == DROPPED_LENGTH) continue;
+            msgs++;
+            bytes += len;
+        }
+        cell_store_wake(&r->gating[c], avail);
+        heartbeat_store(r, hb);
+        next = avail + 1;
+    }
+    ring_nogil_end(r, ts);
+    Py_DECREF(r);
+    if (failed) return NULL;
+    return Py_BuildValue("(LL)", msgs, bytes);
+}
+
+/* ============================================================================
+ * Stop, participants, snapshot
+ * ============================================================================ */
+
+static void wake_everyone(RingObject *r) {
+    futex_wake_all((void *)&r->published->seq);
+    futex_wake_all((void *)&r->claim->seq);
+    for (uint32_t i = 0; i < r->n_consumers; i++) futex_wake_all((void *)&r->gating[i].seq);
+}
+
+static PyObject *Ring_request_stop(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    if (ring_check(r) < 0) return NULL;
+    atomic_store_explicit(&r->stop->stop, 1u, memory_order_seq_cst);
+    wake_everyone(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_clear_stop(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    if (ring_check(r) < 0) return NULL;
+    atomic_store_explicit(&r->stop->stop, 0u, memory_order_seq_cst);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_stop_requested(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    if (ring_check(r) < 0) return NULL;
+    return PyBool_FromLong(stop_set(r));
+}
+
+static int pid_alive(uint32_t pid) {
+    if (pid == 0) return 0;
+    if (kill((pid_t)pid, 0) == 0) return 1;
+    return errno == EPERM;
+}
+
+static PyObject *Ring_register_participant(RingObject *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "register_participant(role, pid)");
+        return NULL;
+    }
+    long role = PyLong_AsLong(args[0]);
+    if (role == -1 && PyErr_Occurred()) return NULL;
+    long pid = PyLong_AsLong(args[1]);
+    if (pid == -1 && PyErr_Occurred()) return NULL;
+    if (role < 0 || role > INT32_MAX || pid <= 0 || pid > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "register_participant: role %ld / pid %ld out of range", role, pid);
+        return NULL;
+    }
+    /* two passes: a free entry, else one whose process is gone */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < MAX_PARTICIPANTS; i++) {
+            participant_t *p = &r->parts[i];
+            uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
+            uint32_t expect = st;
+            if (pass == 0 && st != PART_FREE) continue;
+            if (pass == 1 && st != PART_EXITED && pid_alive(atomic_load_explicit(&p->pid, memory_order_relaxed)))
+                continue;
+            if (!atomic_compare_exchange_strong_explicit(&p->state, &expect, 3u /* claiming */, memory_order_acq_rel,
+                                                         memory_order_relaxed))
+                continue;
+            atomic_store_explicit(&p->role, (uint32_t)role, memory_order_relaxed);
+            atomic_store_explicit(&p->pid, (uint32_t)pid, memory_order_relaxed);
+            atomic_store_explicit(&p->heartbeat_ns, mono_ns(), memory_order_relaxed);
+            atomic_store_explicit(&p->registered_ns, unix_ns(), memory_order_relaxed);
+            atomic_store_explicit(&p->state, PART_RUNNING, memory_order_release);
+            return PyLong_FromLong(i);
+        }
+    }
+    PyErr_Format(PyExc_RuntimeError, "participants table full (%d live participants)", MAX_PARTICIPANTS);
+    return NULL;
+}
+
+static int parse_part_slot(PyObject *arg, long *slot) {
+    *slot = PyLong_AsLong(arg);
+    if (*slot == -1 && PyErr_Occurred()) return -1;
+    if (*slot < 0 || *slot >= MAX_PARTICIPANTS) {
+        PyErr_Format(PyExc_IndexError, "participant slot %ld out of range", *slot);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Ring_heartbeat(RingObject *r, PyObject *arg) {
+    long slot;
+    if (ring_check(r) < 0 || parse_part_slot(arg, &slot) < 0) return NULL;
+    heartbeat_store(r, (int)slot);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_unregister_participant(RingObject *r, PyObject *const *args, Py_ssize_t nargs) {
+    long slot;
+    if (ring_check(r) < 0) return NULL;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "unregister_participant(slot, exited=False)");
+        return NULL;
+    }
+    if (parse_part_slot(args[0], &slot) < 0) return NULL;
+    int exited = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
+    if (exited < 0) return NULL;
+    atomic_store_explicit(&r->parts[slot].state, exited ? PART_EXITED : PART_FREE, memory_order_release);
+    Py_RETURN_NONE;
+}
+
+static PyObject *participants_list(RingObject *r, int with_slot) {
+    PyObject *list = PyList_New(0);
+    if (list == NULL) return NULL;
+    for (int i = 0; i < MAX_PARTICIPANTS; i++) {
+        participant_t *p = &r->parts[i];
+        uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
+        if (st == PART_FREE) continue;
+        PyObject *t;
+        if (with_slot)
+            t = Py_BuildValue("(iIILI)", i, atomic_load_explicit(&p->role, memory_order_relaxed),
+                              atomic_load_explicit(&p->pid, memory_order_relaxed),
+                              (long long)atomic_load_explicit(&p->heartbeat_ns, memory_order_relaxed), st);
+        else
+            t = Py_BuildValue("(IILI)", atomic_load_explicit(&p->role, memory_order_relaxed),
+                              atomic_load_explicit(&p->pid, memory_order_relaxed),
+                              (long long)atomic_load_explicit(&p->heartbeat_ns, memory_order_relaxed), st);
+        if (t == NULL || PyList_Append(list, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    return list;
+}
+
+static PyObject *Ring_participants(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    if (ring_check(r) < 0) return NULL;
+    return participants_list(r, 0);
+}
+
+static PyObject *Ring_participant_slots(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    if (ring_check(r) < 0) return NULL;
+    return participants_list(r, 1);
+}
+
+static PyObject *Ring_snapshot(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    if (ring_check(r) < 0) return NULL;
+    int64_t cursor = atomic_load_explicit(&r->published->seq, memory_order_acquire);
+    int64_t claim = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
+    PyObject *gat = PyList_New(r->n_consumers);
+    PyObject *lag = PyList_New(r->n_consumers);
+    PyObject *parts = participants_list(r, 1);
+    PyObject *result = NULL;
+    if (gat == NULL || lag == NULL || parts == NULL) goto done;
+    int64_t mn = INT64_MAX;
+    for (uint32_t i = 0; i < r->n_consumers; i++) {
+        int64_t g = atomic_load_explicit(&r->gating[i].seq, memory_order_acquire);
+        if (g < mn) mn = g;
+        PyList_SET_ITEM(gat, i, PyLong_FromLongLong(g));
+        PyList_SET_ITEM(lag, i, PyLong_FromLongLong(cursor > g ? cursor - g : 0));
+    }
+    int64_t fill = cursor > mn ? cursor - mn : 0;
+    ring_header_t *h = (ring_header_t *)(void *)r->base;
+    result = Py_BuildValue("{sLsLsOsOsLsLsIsIsOsOsy#sLsOsLsI}", "cursor", (long long)cursor, "claim", (long long)claim,
+                           "gating", gat, "lag", lag, "fill", (long long)fill, "capacity", (long long)r->capacity,
+                           "slot_bytes", r->slot_bytes, "n_consumers", r->n_consumers, "participants", parts,
+                           "stop", stop_set(r) ? Py_True : Py_False, "spec_hash", (const char *)h->spec_hash,
+                           (Py_ssize_t)32, "created_ns", (long long)h->created_ns, "multi_producer",
+                           (r->flags & FLAG_MULTI_PRODUCER) ? Py_True : Py_False, "now_mono_ns",
+                           (long long)mono_ns(), "creator_pid", h->creator_pid);
+done:
+    Py_XDECREF(gat);
+    Py_XDECREF(lag);
+    Py_XDECREF(parts);
+    return result;
+}
+
+/* ============================================================================
+ * Properties
+ * ============================================================================ */
+
+#define RING_GET_GUARD \
+    if (ring_check(r) < 0) return NULL
+
+static PyObject *Ring_get_capacity(RingObject *r, void *c) { RING_GET_GUARD; return PyLong_FromLongLong(r->capacity); }
+static PyObject *Ring_get_slot_bytes(RingObject *r, void *c) { RING_GET_GUARD; return PyLong_FromUnsignedLong(r->slot_bytes); }
+static PyObject *Ring_get_n_consumers(RingObject *r, void *c) { RING_GET_GUARD; return PyLong_FromUnsignedLong(r->n_consumers); }
+static PyObject *Ring_get_multi(RingObject *r, void *c) { RING_GET_GUARD; return PyBool_FromLong(r->flags & FLAG_MULTI_PRODUCER); }
+static PyObject *Ring_get_file_bytes(RingObject *r, void *c) { RING_GET_GUARD; return PyLong_FromSize_t(r->map_bytes); }
+static PyObject *Ring_get_closed(RingObject *r, void *c) { return PyBool_FromLong(r->closed); }
+static PyObject *Ring_get_path(RingObject *r, void *c) { Py_INCREF(r->path); return r->path; }
+
+static PyObject *Ring_get_deps(RingObject *r, void *c) {
+    RING_GET_GUARD;
+    PyObject *t = PyTuple_New(r->n_consumers);
+    if (t == NULL) return NULL;
+    for (uint32_t i = 0; i < r->n_consumers; i++) PyTuple_SET_ITEM(t, i, PyLong_FromUnsignedLong(r->deps[i]));
+    return t;
+}
+
+static PyObject *Ring_get_spec_hash(RingObject *r, void *c) {
+    RING_GET_GUARD;
+    return PyBytes_FromStringAndSize((const char *)((ring_header_t *)(void *)r->base)->spec_hash, 32);
+}
+
+static PyObject *Ring_get_created_ns(RingObject *r, void *c) {
+    RING_GET_GUARD;
+    return PyLong_FromUnsignedLongLong(((ring_header_t *)(void *)r->base)->created_ns);
+}
+
+static PyGetSetDef Ring_getset[] = {
+    {"capacity", (getter)Ring_get_capacity, NULL, "number of slots (a power of two)", NULL},
+    {"slot_bytes", (getter)Ring_get_slot_bytes, NULL, "payload bytes per slot", NULL},
+    {"n_consumers", (getter)Ring_get_n_consumers, NULL, "number of consumer gating cells", NULL},
+    {"deps", (getter)Ring_get_deps, NULL, "dependency bitmask per consumer", NULL},
+    {"spec_hash", (getter)Ring_get_spec_hash, NULL, "32 raw bytes of the spec hash", NULL},
+    {"created_ns", (getter)Ring_get_created_ns, NULL, "creation time, unix ns", NULL},
+    {"multi_producer", (getter)Ring_get_multi, NULL, "whether producers claim with CAS", NULL},
+    {"file_bytes", (getter)Ring_get_file_bytes, NULL, "size of the mapping", NULL},
+    {"closed", (getter)Ring_get_closed, NULL, "whether close() was called", NULL},
+    {"path", (getter)Ring_get_path, NULL, "the ring file path", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
+
+static PyMethodDef Ring_methods[] = {
+    {"create", (PyCFunction)(void (*)(void))Ring_create, METH_VARARGS | METH_KEYWORDS | METH_STATIC,
+     "create(path, capacity, slot_bytes, deps, spec_hash, *, multi_producer=False) -> Ring"},
+    {"attach", (PyCFunction)(void (*)(void))Ring_attach, METH_VARARGS | METH_KEYWORDS | METH_STATIC,
+     "attach(path, *, expect_hash=None) -> Ring"},
+    {"close", (PyCFunction)Ring_close, METH_NOARGS, "unmap (deferred while slot views are alive)"},
+    {"__enter__", (PyCFunction)Ring_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)Ring_exit, METH_VARARGS, NULL},
+    {"publish", (PyCFunction)(void (*)(void))Ring_publish, FASTKW, "publish(data, wait, timeout_ns) -> seq"},
+    {"try_publish", (PyCFunction)Ring_try_publish, METH_O, "try_publish(data) -> bool"},
+    {"publish_many", (PyCFunction)(void (*)(void))Ring_publish_many, FASTKW,
+     "publish_many(items, wait, timeout_ns) -> last seq"},
+    {"claim", (PyCFunction)(void (*)(void))Ring_claim, FASTKW, "claim(wait, timeout_ns) -> seq"},
+    {"slot", (PyCFunction)Ring_slot, METH_O, "slot(seq) -> writable memoryview of a claimed slot"},
+    {"commit", (PyCFunction)(void (*)(void))Ring_commit, METH_FASTCALL, "commit(seq, length)"},
+    {"wait_for", (PyCFunction)(void (*)(void))Ring_wait_for, FASTKW,
+     "wait_for(c, seq, wait, timeout_ns) -> highest available seq, or -1"},
+    {"read", (PyCFunction)Ring_read, METH_O, "read(seq) -> read-only memoryview of the message"},
+    {"read_bytes", (PyCFunction)Ring_read_bytes, METH_O, "read_bytes(seq) -> bytes copy of the message"},
+    {"stage_slot", (PyCFunction)Ring_stage_slot, METH_O, "stage_slot(seq) -> writable memoryview (slot_bytes)"},
+    {"length", (PyCFunction)Ring_length, METH_O, "length(seq) -> int (DROPPED_LENGTH when dropped)"},
+    {"set_length", (PyCFunction)(void (*)(void))Ring_set_length, METH_FASTCALL, "set_length(seq, n)"},
+    {"release", (PyCFunction)(void (*)(void))Ring_release, METH_FASTCALL, "release(c, seq)"},
+    {"gating", (PyCFunction)Ring_gating, METH_O, "gating(c) -> int"},
+    {"next_for", (PyCFunction)Ring_next_for, METH_O, "next_for(c) -> gating(c) + 1"},
+    {"cursor", (PyCFunction)Ring_cursor, METH_NOARGS, "cursor() -> highest published seq"},
+    {"recover", (PyCFunction)Ring_recover, METH_O, "recover(c) -> bool (a pending redo was completed)"},
+    {"modify_begin", (PyCFunction)(void (*)(void))Ring_modify_begin, METH_FASTCALL,
+     "modify_begin(c, seq) -> writable scratch memoryview holding a copy of the message"},
+    {"modify_commit", (PyCFunction)(void (*)(void))Ring_modify_commit, METH_FASTCALL,
+     "modify_commit(c, seq, length): crash-atomically copy the scratch into the slot"},
+    {"run_builtin", (PyCFunction)(void (*)(void))Ring_run_builtin, METH_VARARGS | METH_KEYWORDS,
+     "run_builtin(c, op, delta, wait=WAIT_BACKOFF, *, heartbeat_slot=-1) -> last seq"},
+    {"count_sink", (PyCFunction)(void (*)(void))Ring_count_sink, METH_VARARGS | METH_KEYWORDS,
+     "count_sink(c, wait=WAIT_BACKOFF, *, heartbeat_slot=-1) -> (messages, bytes)"},
+    {"request_stop", (PyCFunction)Ring_request_stop, METH_NOARGS, "set the stop word and wake every waiter"},
+    {"clear_stop", (PyCFunction)Ring_clear_stop, METH_NOARGS, "clear the stop word"},
+    {"stop_requested", (PyCFunction)Ring_stop_requested, METH_NOARGS, "stop_requested() -> bool"},
+    {"register_participant", (PyCFunction)(void (*)(void))Ring_register_participant, METH_FASTCALL,
+     "register_participant(role, pid) -> slot"},
+    {"heartbeat", (PyCFunction)Ring_heartbeat, METH_O, "heartbeat(slot)"},
+    {"unregister_participant", (PyCFunction)(void (*)(void))Ring_unregister_participant, METH_FASTCALL,
+     "unregister_participant(slot, exited=False)"},
+    {"participants", (PyCFunction)Ring_participants, METH_NOARGS,
+     "participants() -> [(role, pid, heartbeat_ns, state)]"},
+    {"participant_slots", (PyCFunction)Ring_participant_slots, METH_NOARGS,
+     "participant_slots() -> [(slot, role, pid, heartbeat_ns, state)]"},
+    {"snapshot", (PyCFunction)Ring_snapshot, METH_NOARGS, "snapshot() -> dict (reads only)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "byteor._native.Ring",
+    .tp_basicsize = sizeof(RingObject),
+    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_as_buffer = &Ring_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A sequenced shared-memory ring (create/attach only).",
+    .tp_methods = Ring_methods,
+    .tp_getset = Ring_getset,
+};
+
+/* ============================================================================
+ * Module
+ * ============================================================================ */
+
 static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT, "byteor._native", "byteor's C core.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "byteor._native", "byteor's C core.", -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL) return NULL;
-    if (PyModule_AddIntConstant(m, "ABI_VERSION", BYTEOR_NATIVE_ABI) < 0) {
-        Py_DECREF(m);
-        return NULL;
+    if (PyType_Ready(&RingType) < 0) goto fail;
+    AttachError = PyErr_NewExceptionWithDoc("byteor._native.AttachError",
+                                            "A ring file is foreign, truncated or does not match.",
+                                            PyExc_ValueError, NULL);
+    if (AttachError == NULL) goto fail;
+    Py_INCREF(AttachError);
+    if (PyModule_AddObject(m, "AttachError", AttachError) < 0) goto fail;
+    Py_INCREF(&RingType);
+    if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0) goto fail;
+    struct {
+        const char *name;
+        long long value;
+    } consts[] = {
+        {"ABI_VERSION", BYTEOR_NATIVE_ABI}, {"LAYOUT_VERSION", RING_LAYOUT_VERSION},
+        {"WAIT_SPIN", WAIT_SPIN},           {"WAIT_YIELD", WAIT_YIELD},
+        {"WAIT_BACKOFF", WAIT_BACKOFF},     {"WAIT_BLOCK", WAIT_BLOCK},
+        {"OP_IDENTITY", OP_IDENTITY},       {"OP_ADD_U8", OP_ADD_U8},
+        {"DROPPED_LENGTH", DROPPED_LENGTH}, {"MAX_CONSUMERS", MAX_CONSUMERS},
+        {"MAX_PARTICIPANTS", MAX_PARTICIPANTS}, {"PARTICIPANT_FREE", PART_FREE},
+        {"PARTICIPANT_RUNNING", PART_RUNNING},  {"PARTICIPANT_EXITED", PART_EXITED},
+        {"HEADER_MIN_BYTES", OFF_SCRATCH},
+    };
+    for (size_t i = 0; i < sizeof(consts) / sizeof(consts[0]); i++) {
+        PyObject *v = PyLong_FromLongLong(consts[i].value);
+        if (v == NULL || PyModule_AddObject(m, consts[i].name, v) < 0) {
+            Py_XDECREF(v);
+            goto fail;
+        }
     }
     return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
 }

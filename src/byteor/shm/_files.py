@@ -1,0 +1,139 @@
+"""Ring file lifecycle: create, attach, unlink, stale-file detection.
+
+byteor owns the lifecycle of its shared-memory files itself. ``multiprocessing.shared_memory`` is
+never used: its resource tracker unlinks a segment when the process that created it exits, while
+other processes still use it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+
+from .. import _native
+from .._errors import ShmError
+
+__all__ = [
+    "DEFAULT_DIR",
+    "attach_ring",
+    "create_ring",
+    "hash_bytes",
+    "pid_alive",
+    "ring_files_under",
+    "stale_files",
+    "unlink",
+]
+
+#: Where ring files live unless a path says otherwise (a tmpfs: pages never touch a disk).
+DEFAULT_DIR = "/dev/shm/byteor"
+
+
+def hash_bytes(spec_hash: bytes | str) -> bytes:
+    """The 32 raw bytes of a spec hash given raw or as ``sha256:<hex>`` / ``<hex>``."""
+    if isinstance(spec_hash, bytes):
+        if len(spec_hash) != 32:
+            raise ShmError(f"spec hash must be 32 raw bytes, got {len(spec_hash)}")
+        return spec_hash
+    text = spec_hash.removeprefix("sha256:")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ShmError(f"spec hash {spec_hash!r} is not sha256:<64 hex digits>")
+    return raw
+
+
+def create_ring(path: str | os.PathLike[str], capacity: int, slot_bytes: int, deps: Sequence[int],
+                spec_hash: bytes | str, *, multi_producer: bool = False) -> _native.Ring:
+    """Create (``O_EXCL``, mode 0600) and map a new ring file; parent directories are made (0700).
+
+    Raises :class:`~byteor.ShmError` naming the path when the file exists, the directory is not
+    writable, ``/dev/shm`` has no room, or the geometry is invalid.
+    """
+    p = os.fspath(path)
+    raw = hash_bytes(spec_hash)
+    parent = os.path.dirname(os.path.abspath(p))
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ShmError(f"{p}: cannot create directory {parent}: {exc.strerror}") from None
+    try:
+        return _native.Ring.create(p, capacity, slot_bytes, list(deps), raw, multi_producer=multi_producer)
+    except FileExistsError:
+        raise ShmError(f"{p}: ring file already exists (in use, or stale: see `byteor doctor`)") from None
+    except OSError as exc:
+        why = "no space left (enlarge /dev/shm)" if exc.errno == errno.ENOSPC else exc.strerror
+        raise ShmError(f"{p}: cannot create ring file: {why}") from None
+    except ValueError as exc:
+        raise ShmError(f"{p}: {exc}") from None
+
+
+def attach_ring(path: str | os.PathLike[str], *, expect_hash: bytes | str | None = None) -> _native.Ring:
+    """Map an existing ring file after checking magic, layout version, sizes and (when given) the hash.
+
+    Raises :class:`~byteor.ShmError` with the path and the reason (missing, foreign, truncated,
+    other layout version, spec hash mismatch).
+    """
+    p = os.fspath(path)
+    raw = None if expect_hash is None else hash_bytes(expect_hash)
+    try:
+        return _native.Ring.attach(p, expect_hash=raw)
+    except _native.AttachError as exc:
+        raise ShmError(str(exc)) from None
+
+
+def unlink(path: str | os.PathLike[str]) -> bool:
+    """Remove a ring file; returns False when it was already gone. Mapped views stay valid."""
+    try:
+        os.unlink(os.fspath(path))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (another user's process counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def ring_files_under(directory: str | os.PathLike[str]) -> list[str]:
+    """Every regular file under ``directory`` (recursively), sorted; a missing directory has none."""
+    out: list[str] = []
+    for root, _dirs, files in os.walk(os.fspath(directory)):
+        out.extend(os.path.join(root, f) for f in files)
+    return sorted(out)
+
+
+def _is_stale(path: str) -> bool:
+    try:
+        ring = _native.Ring.attach(path)
+    except (_native.AttachError, OSError):
+        return False  # not a ring (lane journals, error files, foreign files): never ours to remove
+    try:
+        snap = ring.snapshot()
+    finally:
+        ring.close()
+    running = [pid for (_slot, _role, pid, _hb, state) in snap["participants"]
+               if state == _native.PARTICIPANT_RUNNING]
+    if any(pid_alive(pid) for pid in running):
+        return False
+    return not pid_alive(int(snap["creator_pid"]))
+
+
+def stale_files(directory: str | os.PathLike[str] = DEFAULT_DIR) -> list[str]:
+    """Ring files under ``directory`` that nobody uses any more, for ``doctor`` and executors.
+
+    A file is stale when it is a valid byteor ring, its creator process is gone and every
+    participant registered as running has a dead pid. Files that are not rings are never listed.
+    """
+    return [p for p in ring_files_under(directory) if _is_stale(p)]
