@@ -16,7 +16,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from .._errors import ApprovalError, UsageError
+from .._errors import ApprovalError, PolicyRefused, UsageError
 from ._common import (
     add_env_option,
     add_json_option,
@@ -204,8 +204,7 @@ def _verify(args: argparse.Namespace) -> int:
     required = required_capabilities(loaded.spec, replay_execute=args.replay_execute)
     found = read_credential(args.approval, spec_dir)
     if found is None:
-        raise ApprovalError("decode", "no approval credential: pass --approval, or put approval.cred "
-                                      "next to the spec")
+        raise PolicyRefused("no approval credential: pass --approval, or put approval.cred next to the spec")
     credential, origin = found
     failure: ApprovalError | None = None
     details: dict[str, Any] = {}
