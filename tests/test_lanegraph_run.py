@@ -12,7 +12,7 @@ from byteor.runtime.lanegraph import lanegraph_unsupported_reasons, run_lanegrap
 from byteor.spec.model import LaneGraphSpecV1
 from lanegraph_helpers import lanegraph, run
 
-RUNNERS = ["sp"]
+RUNNERS = ["sp", "mp"]
 
 
 @pytest.fixture(params=RUNNERS)
@@ -167,7 +167,10 @@ def test_on_full_drop_newest_counts_drops(runner: str, tmp_path: Path, per_lane:
     data = msgs(2000)
     got, result = run(_pressure("drop_newest", per_lane), runner, data, tmp_path)
     out = got.get("out", [])
-    assert len(out) + result.drops["b"] == len(data)
+    # with the graph-wide policy the ingress lane may drop too (MP: the producer outruns the stage)
+    assert len(out) + sum(result.drops.values()) == len(data)
+    if per_lane:
+        assert result.drops["a"] == 0
     assert out == sorted(out, key=lambda m: int.from_bytes(m, "little"))  # survivors keep their order
     assert set(out) <= set(data)
     lanes = {lane["name"]: lane for lane in result.state["lanes"]}
@@ -186,7 +189,7 @@ def test_on_full_fail_names_the_lane(runner: str, tmp_path: Path) -> None:
             [{"name": "a", "kind": "events", "capacity": 64}, {"name": "b", "kind": "fanout", "capacity": 2,
                                                                "fanout": 2, "on_full": "fail"},
              {"name": "c", "kind": "events", "capacity": 2}],
-            [("in", "ingress", "a"), ("out", "egress", "b")],
+            [("in", "ingress", "a"), ("out", "egress", "b"), ("out2", "egress", "c")],
             [{"name": "s", "kind": "stage", "inputs": ["a"], "outputs": ["b"], "op": "identity"},
              {"name": "slow", "kind": "stage", "inputs": ["b"], "outputs": ["c"],
               "op": "resolver", "resolver_key": "py:lanegraph_helpers:hang"}],

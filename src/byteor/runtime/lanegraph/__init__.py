@@ -82,8 +82,11 @@ def run_lanegraph(
             os.makedirs(lane_path, exist_ok=True)
             write_state(os.path.join(lane_path, STATE_FILE), result.state)
         return result
-    _ = default_lane_path
-    raise UnsupportedSpecError("the multi-process LaneGraph runner is not in this build yet; use --sp")
+    from .mp import run_mp
+
+    return run_mp(spec, plan, inputs=inputs, outputs=outputs, context=ctx, journal_dir=jdir, fsync=fsync,
+                  spec_hash=shash, lane_path=lane_path or default_lane_path(spec, shash), wait=wait,
+                  progress=progress)
 
 
 def lane_snapshot(lane_path: str) -> dict[str, Any]:
