@@ -140,3 +140,16 @@ def test_bad_timeout_variable_is_a_usage_error(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ValueError, match="BYTEOR_EXEC_TIMEOUT='soon' is not a number") as info:
         resolve_action("exec:/bin/true", StageContext(decisions={"exec:/bin/true": "Allow"}))
     assert getattr(info.value, "exit_code", None) == 2
+
+
+def test_missing_program_and_ignored_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = str(tmp_path / "no-such-program")
+    quiet = _script(tmp_path, "exit 0\n")  # never reads its stdin
+    monkeypatch.setenv("BYTEOR_EXEC_ALLOWLIST", f"{missing},{quiet}")
+    stage = resolve_action(f"exec:{missing}", StageContext(decisions={f"exec:{missing}": "Allow"},
+                                                          dead_letter_dir=str(tmp_path / "dl")))
+    with pytest.raises(ActionFailed, match="cannot start"):
+        _send(stage.fn, b"x")
+    stage = resolve_action(f"exec:{quiet}", StageContext(decisions={f"exec:{quiet}": "Allow"}))
+    slot = bytearray(1 << 20)  # far more than a pipe buffer: the unread input must not hang or fail
+    assert stage.fn(memoryview(slot), len(slot)) == len(slot)
