@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def lanegraph(*args: Any, **kw: Any) -> LaneGraphSpecV1:
     return spec
 
 
-def run(spec: LaneGraphSpecV1, runner: str, inputs: list[bytes], tmp: Path,
+def run(spec: LaneGraphSpecV1, runner: str, inputs: Iterable[bytes], tmp: Path,
         **kw: Any) -> tuple[dict[str, list[bytes]], LaneGraphResult]:
     """Run ``spec`` with ``runner`` ("sp" or "mp"); returns (outputs by egress endpoint, result)."""
     got: dict[str, list[bytes]] = defaultdict(list)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from byteor import PipelineFailed, SpecError, UnsupportedSpecError
 from byteor.lanes.journal import JournalReader
-from byteor.runtime.lanegraph import lanegraph_unsupported_reasons, run_lanegraph
+from byteor.runtime.lanegraph import lane_snapshot, lanegraph_unsupported_reasons, run_lanegraph
+from byteor.runtime.lanegraph.state import STATE_FILE
 from byteor.spec.model import LaneGraphSpecV1
 from lanegraph_helpers import lanegraph, run
 
@@ -232,3 +237,46 @@ def test_oversized_message_fails_naming_the_lane(runner: str, tmp_path: Path) ->
     )
     with pytest.raises(PipelineFailed, match="exceeds lane 'a' slot_bytes=16"):
         run(spec, runner, [b"x" * 17], tmp_path)
+
+
+def test_mp_role_killed_midstream_is_restarted(tmp_path: Path) -> None:
+    """SIGKILL a role while it moves messages: it is restarted, resumes from its cell, and every
+    message arrives (at-least-once: at most the one in-flight message is delivered twice)."""
+    spec = lanegraph(
+        "kill",
+        [{"name": "a", "kind": "events", "capacity": 64}, {"name": "b", "kind": "events", "capacity": 64},
+         {"name": "c", "kind": "events", "capacity": 64}],
+        [("in", "ingress", "a"), ("out", "egress", "c")],
+        [{"name": "s1", "kind": "stage", "inputs": ["a"], "outputs": ["b"], "op": "add_u8", "delta": 1},
+         {"name": "s2", "kind": "bridge", "inputs": ["b"], "outputs": ["c"]}],
+    )
+    data = msgs(20_000)
+    lanes = tmp_path / "lanes"
+    seen: dict[str, object] = {}
+
+    def source() -> Iterator[bytes]:
+        for i, m in enumerate(data):
+            if i == 5000:
+                deadline = time.monotonic() + 30
+                while not (lanes / STATE_FILE).exists():
+                    assert time.monotonic() < deadline, "no lane_graph_state.json while running"
+                    time.sleep(0.01)
+                state = lane_snapshot(str(lanes))
+                seen["state"] = state
+                role = next(r for r in state["roles"] if r["name"] == "s1")
+                assert role["alive"] and role["pid"]
+                os.kill(role["pid"], signal.SIGKILL)
+            yield m
+
+    got, result = run(spec, "mp", source(), tmp_path)
+    out = got["out"]
+    expected = [plus(m, 1) for m in data]
+    deduped = [m for i, m in enumerate(out) if i == 0 or m != out[i - 1]]
+    assert deduped == expected
+    assert len(out) - len(expected) <= 1
+    roles = {r["name"]: r for r in result.state["roles"]}
+    assert roles["s1"]["restarts"] == 1
+    running = seen["state"]
+    assert isinstance(running, dict) and running["runner"] == "mp"
+    assert {lane["name"] for lane in running["lanes"]} == {"a", "b", "c"}
+    assert not lanes.exists()  # nothing left behind in the lane path
