@@ -6,14 +6,17 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from byteor import UsageError
 from byteor.ops import plan_profile
-from byteor.ops.runtime_config import KNOBS, RuntimeConfig
+from byteor.ops.runtime_config import KNOBS, RuntimeConfig, read_runtime_config
 from byteor.ops.tuning import profile_request
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 CHILD = """
 import json, os, resource, sys
@@ -143,3 +146,33 @@ def test_memlock_limit_zero_is_reported() -> None:
         assert mlock["reason"] == "via CAP_IPC_LOCK"  # a limit of 0 only works with the capability
     else:
         assert mlock["state"] in ("Degraded", "Failed") and "RLIMIT_MEMLOCK" in mlock["reason"]
+
+
+RECORD = """
+import sys
+from byteor.ops.tuning import tune_process
+lines = []
+rep = tune_process(sys.argv[1], role=sys.argv[2], record_to=sys.argv[3], log=lines.append)
+assert len(lines) == 4 and all(line.startswith("tuning profile=") for line in lines)
+"""
+
+
+def test_several_processes_record_their_tuning_in_one_runtime_config(tmp_path: Path, cli: Cli) -> None:
+    ring_dir = tmp_path / "ring"
+    ring_dir.mkdir()
+    target = ring_dir / "runtime_config.txt"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RECORD, "default", f"stage-{i}", str(target)])
+        for i in range(4)
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    cfg = read_runtime_config(target)
+    assert sorted(cfg.effective) == [f"stage-{i}" for i in range(4)]
+    assert all(len(knobs) == len(KNOBS) for knobs in cfg.effective.values())
+    # incident-bundle picks the effective config up from next to the ring files.
+    spec = tmp_path / "spec.kv"
+    spec.write_text("pipeline.name=t\npipeline.target=SingleRing\npipeline.stages.0.id=a\n")
+    out = tmp_path / "bundle"
+    res = cli("incident-bundle", f"--spec={spec}", f"--out={out}", f"--ring-path={ring_dir}")
+    assert res.returncode == 0, res.stderr
+    assert (out / "runtime_config.txt").read_text() == target.read_text()

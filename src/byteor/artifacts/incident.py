@@ -269,20 +269,26 @@ def create_incident_bundle(
         (root / "spec.kv").write_bytes(canonical_bytes(spec) if spec is not None else raw)
         write_spec_validation(root / "spec_validation.json", validation)
         write_runtime(root / "runtime.json")
-        config_text: str | None = None
+        config_path = req.config_path
+        if config_path is None:
+            # The runtime records its effective tuning next to its ring / lane files.
+            for base in (req.ring_path, req.lane_path):
+                if base and os.path.isdir(base) and os.path.isfile(os.path.join(base, "runtime_config.txt")):
+                    config_path = os.path.join(base, "runtime_config.txt")
+                    break
         wait: str | None = None
-        if req.config_path is not None:
+        if config_path is not None:
             say("runtime config")
-            config_text = Path(req.config_path).read_text(encoding="utf-8", errors="replace")
+            config_text = Path(config_path).read_text(encoding="utf-8", errors="replace")
             (root / "runtime_config.txt").write_text(config_text, encoding="utf-8")
             from ..ops.runtime_config import decode_runtime_config
 
             try:
-                wait = decode_runtime_config(config_text, path=req.config_path).wait
+                wait = decode_runtime_config(config_text, path=config_path).wait
             except UsageError as exc:
                 absent["runtime_config.txt (decoded)"] = f"copied as found, but it does not decode: {exc}"
         else:
-            absent["runtime_config.txt"] = "no --config given"
+            absent["runtime_config.txt"] = "no --config given and none next to the ring / lane files"
         say("policy audit")
         note = _policy_audit(root / "policy_audit.json", req, spec, validation, wait)
         if note:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import resource
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ __all__ = [
     "isolated_cpus",
     "plan_profile",
     "profile_request",
+    "record_tuning",
+    "tune_process",
 ]
 
 MCL_CURRENT = 1
@@ -80,8 +83,9 @@ def profile_request(name: str, config: RuntimeConfig | None = None) -> ProfileRe
         wait=config.wait or req.wait,
         pinning=req.pinning,
         mlockall=req.mlockall if config.mlockall is None else config.mlockall,
-        sched_fifo_priority=(req.sched_fifo_priority if config.sched_fifo_priority is None
-                             else config.sched_fifo_priority),
+        sched_fifo_priority=(
+            req.sched_fifo_priority if config.sched_fifo_priority is None else config.sched_fifo_priority
+        ),
     )
 
 
@@ -114,15 +118,30 @@ class TuningReport:
         raise KeyError(name)
 
     def to_json(self) -> dict[str, Any]:
-        return {"profile": self.profile, "role": self.role, "pid": self.pid,
-                "knobs": [{"knob": k.knob, "requested": k.requested, "applied": k.applied, "state": k.state,
-                           "reason": k.reason} for k in self.knobs]}
+        return {
+            "profile": self.profile,
+            "role": self.role,
+            "pid": self.pid,
+            "knobs": [
+                {
+                    "knob": k.knob,
+                    "requested": k.requested,
+                    "applied": k.applied,
+                    "state": k.state,
+                    "reason": k.reason,
+                }
+                for k in self.knobs
+            ],
+        }
 
     def log_lines(self) -> list[str]:
         """One line per knob for the run log: ``tuning role=x knob=wait state=Applied ...``."""
-        return [f"tuning profile={self.profile} role={self.role} pid={self.pid} knob={k.knob} "
-                f"requested={k.requested} applied={k.applied} state={k.state}"
-                + (f" reason={k.reason}" if k.reason else "") for k in self.knobs]
+        return [
+            f"tuning profile={self.profile} role={self.role} pid={self.pid} knob={k.knob} "
+            f"requested={k.requested} applied={k.applied} state={k.state}"
+            + (f" reason={k.reason}" if k.reason else "")
+            for k in self.knobs
+        ]
 
     def into_config(self, config: RuntimeConfig | None = None) -> RuntimeConfig:
         """``config`` (or a new one) with this report recorded as ``tuning.<role>.*`` keys."""
@@ -186,24 +205,35 @@ CAP_IPC_LOCK = 14
 CAP_SYS_NICE = 23
 
 
-def plan_profile(name: str, *, role: str = "process", cpu: int | None = None,
-                 config: RuntimeConfig | None = None) -> TuningReport:
+def plan_profile(
+    name: str, *, role: str = "process", cpu: int | None = None, config: RuntimeConfig | None = None
+) -> TuningReport:
     """The knobs profile ``name`` would request, every one in state ``Requested`` (nothing applied)."""
     req = profile_request(name, config)
-    pin = "off" if req.pinning == "none" and cpu is None else (
-        f"cpu {cpu}" if cpu is not None else f"one {req.pinning} cpu")
+    pin = (
+        "off"
+        if req.pinning == "none" and cpu is None
+        else (f"cpu {cpu}" if cpu is not None else f"one {req.pinning} cpu")
+    )
     knobs = (
         KnobState("cpu_pinning", pin, "-", "Requested"),
         KnobState("mlockall", "on" if req.mlockall else "off", "-", "Requested"),
-        KnobState("sched_fifo", str(req.sched_fifo_priority) if req.sched_fifo_priority else "off", "-",
-                  "Requested"),
+        KnobState(
+            "sched_fifo", str(req.sched_fifo_priority) if req.sched_fifo_priority else "off", "-", "Requested"
+        ),
         KnobState("wait", req.wait, "-", "Requested"),
     )
     return TuningReport(name, role, os.getpid(), knobs)
 
 
-def apply_profile(name: str, *, role: str, cpu: int | None = None, config: RuntimeConfig | None = None,
-                  spinning_peers: int | None = None) -> TuningReport:
+def apply_profile(
+    name: str,
+    *,
+    role: str,
+    cpu: int | None = None,
+    config: RuntimeConfig | None = None,
+    spinning_peers: int | None = None,
+) -> TuningReport:
     """Apply profile ``name`` to the calling process and report every knob.
 
     ``role`` names the process (stage id / role name) and picks its CPU deterministically when
@@ -243,16 +273,24 @@ def apply_profile(name: str, *, role: str, cpu: int | None = None, config: Runti
             pool, requested = allowed, "one cpu of the affinity set"
         pool_ok = tuple(c for c in pool if c in allowed)
         if not pool_ok:
-            knobs.append(KnobState("cpu_pinning", requested, "off", "Failed",
-                                   f"cpus {','.join(map(str, pool))} are outside this process's affinity "
-                                   f"set {','.join(map(str, allowed))}"))
+            knobs.append(
+                KnobState(
+                    "cpu_pinning",
+                    requested,
+                    "off",
+                    "Failed",
+                    f"cpus {','.join(map(str, pool))} are outside this process's affinity "
+                    f"set {','.join(map(str, allowed))}",
+                )
+            )
         else:
             target = _pick_cpu(role, pool_ok)
             try:
                 os.sched_setaffinity(0, {target})
             except OSError as exc:
-                knobs.append(KnobState("cpu_pinning", requested, "off", "Failed",
-                                       f"sched_setaffinity: {exc.strerror}"))
+                knobs.append(
+                    KnobState("cpu_pinning", requested, "off", "Failed", f"sched_setaffinity: {exc.strerror}")
+                )
             else:
                 usable = (target,)
                 knobs.append(KnobState("cpu_pinning", requested, f"cpu {target}", state, reason))
@@ -266,21 +304,49 @@ def apply_profile(name: str, *, role: str, cpu: int | None = None, config: Runti
         if limit == resource.RLIM_INFINITY or privileged:
             err = _mlockall(MCL_CURRENT | MCL_FUTURE)
             if err == 0:
-                knobs.append(KnobState("mlockall", "current+future", "current+future", "Applied",
-                                       "" if limit == resource.RLIM_INFINITY else "via CAP_IPC_LOCK"))
+                knobs.append(
+                    KnobState(
+                        "mlockall",
+                        "current+future",
+                        "current+future",
+                        "Applied",
+                        "" if limit == resource.RLIM_INFINITY else "via CAP_IPC_LOCK",
+                    )
+                )
             else:
-                knobs.append(KnobState("mlockall", "current+future", "off", "Failed",
-                                       f"mlockall: {os.strerror(err)} (RLIMIT_MEMLOCK {_fmt_limit(limit)})"))
+                knobs.append(
+                    KnobState(
+                        "mlockall",
+                        "current+future",
+                        "off",
+                        "Failed",
+                        f"mlockall: {os.strerror(err)} (RLIMIT_MEMLOCK {_fmt_limit(limit)})",
+                    )
+                )
         else:
             # MCL_FUTURE under a finite limit would make later allocations fail: lock what exists only.
             err = _mlockall(MCL_CURRENT)
             if err == 0:
-                knobs.append(KnobState("mlockall", "current+future", "current", "Degraded",
-                                       f"MCL_FUTURE skipped: RLIMIT_MEMLOCK is {_fmt_limit(limit)}"))
+                knobs.append(
+                    KnobState(
+                        "mlockall",
+                        "current+future",
+                        "current",
+                        "Degraded",
+                        f"MCL_FUTURE skipped: RLIMIT_MEMLOCK is {_fmt_limit(limit)}",
+                    )
+                )
             else:
-                knobs.append(KnobState("mlockall", "current+future", "off", "Failed",
-                                       f"mlockall: {os.strerror(err)} (RLIMIT_MEMLOCK {_fmt_limit(limit)}); "
-                                       "raise the limit (ulimit -l / LimitMEMLOCK=) or grant CAP_IPC_LOCK"))
+                knobs.append(
+                    KnobState(
+                        "mlockall",
+                        "current+future",
+                        "off",
+                        "Failed",
+                        f"mlockall: {os.strerror(err)} (RLIMIT_MEMLOCK {_fmt_limit(limit)}); "
+                        "raise the limit (ulimit -l / LimitMEMLOCK=) or grant CAP_IPC_LOCK",
+                    )
+                )
 
     # SCHED_FIFO ------------------------------------------------------------------------------------
     prio = req.sched_fifo_priority
@@ -291,9 +357,16 @@ def apply_profile(name: str, *, role: str, cpu: int | None = None, config: Runti
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
         except OSError as exc:
             rt_soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
-            knobs.append(KnobState("sched_fifo", str(prio), "off", "Failed",
-                                   f"sched_setscheduler: {exc.strerror} (RLIMIT_RTPRIO {rt_soft}, "
-                                   f"CAP_SYS_NICE {'yes' if _has_cap(CAP_SYS_NICE) else 'no'})"))
+            knobs.append(
+                KnobState(
+                    "sched_fifo",
+                    str(prio),
+                    "off",
+                    "Failed",
+                    f"sched_setscheduler: {exc.strerror} (RLIMIT_RTPRIO {rt_soft}, "
+                    f"CAP_SYS_NICE {'yes' if _has_cap(CAP_SYS_NICE) else 'no'})",
+                )
+            )
         else:
             knobs.append(KnobState("sched_fifo", str(prio), str(prio), "Applied"))
 
@@ -301,11 +374,71 @@ def apply_profile(name: str, *, role: str, cpu: int | None = None, config: Runti
     if req.wait not in WAITS:  # pragma: no cover - profile_request guarantees it
         raise UsageError(f"tuning: unknown wait strategy {req.wait!r}")
     if req.wait == "spin" and spinning_peers is not None and spinning_peers > len(allowed):
-        knobs.append(KnobState("wait", "spin", "backoff", "Degraded",
-                               f"{spinning_peers} spinning processes on {len(allowed)} usable CPUs; "
-                               "spinning would starve them"))
+        knobs.append(
+            KnobState(
+                "wait",
+                "spin",
+                "backoff",
+                "Degraded",
+                f"{spinning_peers} spinning processes on {len(allowed)} usable CPUs; "
+                "spinning would starve them",
+            )
+        )
     else:
-        knobs.append(KnobState("wait", req.wait, req.wait, "Applied",
-                               f"pinned to {len(usable)} cpu" if req.wait == "spin" else ""))
+        knobs.append(
+            KnobState(
+                "wait",
+                req.wait,
+                req.wait,
+                "Applied",
+                f"pinned to {len(usable)} cpu" if req.wait == "spin" else "",
+            )
+        )
     assert tuple(k.knob for k in knobs) == KNOBS
     return TuningReport(name, role, pid, tuple(knobs))
+
+
+def record_tuning(path: str | os.PathLike[str], report: TuningReport) -> RuntimeConfig:
+    """Add ``report`` as ``tuning.<role>.*`` keys to the runtime_config.txt at ``path`` (created
+    when missing) and return the new config. Safe when several stage processes record at once: the
+    read-modify-write holds an exclusive ``flock`` on ``<path>.lock``.
+    """
+    from .runtime_config import decode_runtime_config, write_runtime_config
+
+    p = os.fspath(path)
+    lock_fd = os.open(p + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        try:
+            with open(p, "rb") as fh:
+                current = decode_runtime_config(fh.read(), path=p)
+        except FileNotFoundError:
+            current = RuntimeConfig(tuning=report.profile)
+        updated = report.into_config(current)
+        write_runtime_config(p, updated)
+        return updated
+    finally:
+        os.close(lock_fd)
+
+
+def tune_process(
+    profile: str | None,
+    *,
+    role: str,
+    config: RuntimeConfig | None = None,
+    cpu: int | None = None,
+    spinning_peers: int | None = None,
+    record_to: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TuningReport:
+    """What a runtime process calls once before its loop: apply the profile (``profile``, else
+    ``config.tuning``, else ``default``), log one line per knob, and record the knobs in the
+    runtime_config.txt at ``record_to`` when given. Returns the report (use ``report.wait``)."""
+    name = profile or (config.tuning if config is not None and config.tuning else "default")
+    report = apply_profile(name, role=role, cpu=cpu, config=config, spinning_peers=spinning_peers)
+    if log is not None:
+        for line in report.log_lines():
+            log(line)
+    if record_to is not None:
+        record_tuning(record_to, report)
+    return report
