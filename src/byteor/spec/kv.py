@@ -44,6 +44,7 @@ from .model import (
 __all__ = [
     "MAX_SPEC_BYTES",
     "canonical_bytes",
+    "canonical_pairs",
     "decode_kv",
     "encode_kv",
     "load_spec_file",
@@ -209,6 +210,13 @@ class _Element:
     first_line: int
 
 
+def _line_key(data: bytes) -> str:
+    """The key of the line ``data`` starts with, decoded leniently (for error messages only)."""
+    line = data.split(b"\n", 1)[0]
+    key = line.split(b"=", 1)[0] if b"=" in line else line[:80]
+    return key.decode("utf-8", errors="replace")
+
+
 class _Decoder:
     def __init__(self) -> None:
         self.issues: list[SpecIssue] = []
@@ -223,13 +231,14 @@ class _Decoder:
             self.bad("", f"spec is {len(data)} bytes, larger than the {MAX_SPEC_BYTES}-byte limit", None)
             return []
         if data.startswith(b"\xef\xbb\xbf"):
-            self.bad("", "spec starts with a UTF-8 byte order mark (BOM); remove it", 1)
+            self.bad(_line_key(data[3:]), "spec starts with a UTF-8 byte order mark (BOM); remove it", 1)
             return []
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             lineno = data.count(b"\n", 0, exc.start) + 1
-            self.bad("", f"invalid UTF-8 at byte {exc.start}", lineno)
+            start = data.rfind(b"\n", 0, exc.start) + 1
+            self.bad(_line_key(data[start:]), f"invalid UTF-8 at byte {exc.start}", lineno)
             return []
         lines: list[_Line] = []
         seen: dict[str, int] = {}
@@ -293,10 +302,11 @@ class _Decoder:
                 continue
             array, idx_s, field, sub_s = m.groups()
             fields, nested_names = arrays_spec[array]
-            if sub_s is None and field not in fields or sub_s is not None and field not in nested_names:
+            if (sub_s is None and field not in fields) or (sub_s is not None and field not in nested_names):
                 self.bad(key, self._unknown_reason(key, target), ln.lineno)
                 continue
-            bad_index = next((s for s in (idx_s, sub_s) if s is not None and not _INDEX_OK.fullmatch(s)), None)
+            bad_index = next((s for s in (idx_s, sub_s) if s is not None and not _INDEX_OK.fullmatch(s)),
+                             None)
             if bad_index is not None:
                 self.bad(key, f"index {bad_index!r} has a leading zero", ln.lineno)
                 continue
@@ -382,7 +392,8 @@ class _Decoder:
         op, delta, key = self._op_fields(prefix, e)
         return StageV1(stage_id, op or "identity", delta, key, self._nested(prefix, e, "depends_on"))
 
-    def _single_ring(self, name: str, sc: dict[str, tuple[Any, int]], stages: list[StageV1]) -> SingleRingSpecV1:
+    def _single_ring(self, name: str, sc: dict[str, tuple[Any, int]],
+                     stages: list[StageV1]) -> SingleRingSpecV1:
         def get(key: str, default: Any) -> Any:
             return sc[key][0] if key in sc else default
 
@@ -434,7 +445,8 @@ class _Decoder:
         kind = self._field(prefix, e, "kind", default=None, required=True)
         why = f"to {kind} roles"
         op, delta, key = self._op_fields(prefix, e, is_stage=kind == "stage", why=why)
-        route = self._field(prefix, e, "route", default=None, required=True, applies=kind == "router", why=why)
+        route = self._field(prefix, e, "route", default=None, required=True, applies=kind == "router",
+                            why=why)
         return RoleV1(
             name=name,
             kind=kind or "",
@@ -527,6 +539,11 @@ def _pairs(spec: PipelineSpecV1) -> list[tuple[str, object]]:
         if role.kind == "router" and role.route is not None:
             out.append((f"{p}.route", role.route))
     return out
+
+
+def canonical_pairs(spec: PipelineSpecV1) -> list[tuple[str, str]]:
+    """The canonical ``(key, value)`` pairs of ``spec``, in canonical order, values as written."""
+    return [(key, str(value)) for key, value in _pairs(spec)]
 
 
 def encode_kv(spec: PipelineSpecV1) -> str:

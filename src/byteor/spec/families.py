@@ -1,0 +1,174 @@
+"""Resolver stage-key families known to this build, and the per-family syntax check.
+
+A resolver stage names its implementation with a stage key ``<family>:<rest>``. The builtin families
+are ``http_post`` (``http_post:<http(s) url>``), ``exec`` (``exec:PROGRAM|ARG|...``), ``dataguard``
+(``dataguard:<profile>``) and ``py`` (``py:module.path:function``). Installed distributions add
+families through the entry-point group ``byteor.stages`` (entry-point name = family name).
+
+Validation fails closed: a key whose family is not known here, or whose text does not have its
+family's shape, is an error. This module only checks the *shape*; resolving a key into a runnable
+stage happens once at startup in the runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from functools import lru_cache
+from importlib import metadata
+from urllib.parse import urlsplit
+
+__all__ = [
+    "BUILTIN_FAMILIES",
+    "ENTRY_POINT_GROUP",
+    "check_resolver_key",
+    "entry_point_families",
+    "family_of",
+    "known_families",
+    "resolvable",
+]
+
+BUILTIN_FAMILIES = ("http_post", "exec", "dataguard", "py")
+#: Entry points in this group add resolver families; the entry-point name is the family.
+ENTRY_POINT_GROUP = "byteor.stages"
+
+_PY_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+_FAMILY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+@lru_cache(maxsize=1)
+def entry_point_families() -> tuple[str, ...]:
+    """Families added by installed distributions (group ``byteor.stages``), sorted, builtins excluded."""
+    try:
+        eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception:  # a broken distribution's metadata must not break validation of every spec
+        return ()
+    return tuple(sorted({ep.name for ep in eps if ep.name not in BUILTIN_FAMILIES}))
+
+
+def known_families() -> tuple[str, ...]:
+    """Every resolver family this build knows: the builtins, then entry-point families (sorted)."""
+    return BUILTIN_FAMILIES + entry_point_families()
+
+
+def family_of(key: str) -> str:
+    """The family part of a stage key (text before the first ``:``; the whole key if it has none)."""
+    return key.split(":", 1)[0]
+
+
+def _check_http_post(rest: str) -> str | None:
+    if not rest.startswith(("http://", "https://")):
+        return f"http_post needs an http:// or https:// URL, got {rest[:80]!r}"
+    try:
+        parts = urlsplit(rest)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        return f"http_post URL is malformed: {exc}"
+    if not host:
+        return f"http_post URL has no host: {rest[:80]!r}"
+    if any(c.isspace() or c == "\x00" for c in rest):
+        return "http_post URL contains whitespace or NUL"
+    return None
+
+
+def _check_exec(rest: str) -> str | None:
+    if "\x00" in rest:
+        return "exec key contains a NUL byte"
+    program = rest.split("|", 1)[0]
+    if not program:
+        return "exec needs a program: exec:PROGRAM|ARG|..."
+    return None
+
+
+def _check_dataguard(rest: str) -> str | None:
+    if not rest:
+        return "dataguard needs a profile: dataguard:<profile>"
+    return None
+
+
+def _check_py(rest: str) -> str | None:
+    if not _PY_TARGET.fullmatch(rest):
+        return f"py needs py:module.path:function, got {('py:' + rest)[:80]!r}"
+    return None
+
+
+_CHECKS = {
+    "http_post": _check_http_post,
+    "exec": _check_exec,
+    "dataguard": _check_dataguard,
+    "py": _check_py,
+}
+
+
+def check_resolver_key(key: str | None) -> str | None:
+    """Why ``key`` is not a usable resolver stage key of a known family, or ``None`` when it is.
+
+    Unknown families fail closed. Entry-point families are checked for a non-empty family name only;
+    their own resolver checks the rest at startup.
+    """
+    if key is None or key == "":
+        return "a resolver stage needs a resolver_key (<family>:<...>)"
+    if ":" not in key:
+        if key in _CHECKS:
+            return f"stage key {key!r} is incomplete: expected {key}:<...>"
+        if key in entry_point_families():
+            return None
+        return _unknown(key)
+    family, rest = key.split(":", 1)
+    check = _CHECKS.get(family)
+    if check is not None:
+        return check(rest)
+    if _FAMILY_NAME.fullmatch(family) and family in entry_point_families():
+        return None
+    return _unknown(family)
+
+
+def _unknown(family: str) -> str:
+    return f"unknown resolver family {family[:60]!r}; this build knows {', '.join(known_families())}"
+
+
+#: The module that implements each builtin family (``py`` names its own module).
+_BUILTIN_MODULES = {
+    "http_post": "byteor.actions.http_post",
+    "exec": "byteor.actions.exec_action",
+    "dataguard": "byteor.dataguard",
+}
+
+
+def resolvable(key: str) -> str | None:
+    """Why this build cannot resolve ``key`` (bad shape, missing family module, ``py`` target not
+    importable, entry point that fails to load), or ``None`` when it can. Imports the target module;
+    it does not build or start the stage."""
+    why = check_resolver_key(key)
+    if why is not None:
+        return why
+    family = family_of(key)
+    if family == "py":
+        module_name, func = key[len("py:"):].split(":", 1)
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # any import failure means: cannot resolve here
+            return f"py stage module {module_name!r} cannot be imported: {type(exc).__name__}: {exc}"
+        if not callable(getattr(module, func, None)):
+            return f"py stage {module_name}:{func} is not a callable in that module"
+        return None
+    builtin_module = _BUILTIN_MODULES.get(family)
+    if builtin_module is not None:
+        module_name = builtin_module
+        try:
+            found = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            return f"the {family} family is not in this build ({module_name} missing)"
+        return None
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == family:
+            try:
+                ep.load()
+            except Exception as exc:  # a broken plug-in is a reason, not a crash
+                return f"entry point {ep.value!r} for family {family!r} fails to load: {exc}"
+            return None
+    return f"unknown resolver family {family!r}"
