@@ -151,11 +151,13 @@ def test_bundle_copies_explicit_journal_and_detects_tampering(
     jdir = tmp_path / "jr"
     jdir.mkdir()
     (jdir / "seg-0.journal").write_bytes(b"\x00" * 64)
+    (jdir / "writer.lock").write_bytes(b"")
     out = tmp_path / "b"
     res = cli("incident-bundle", f"--spec={good_spec}", f"--out={out}", f"--journal=events={jdir}")
     assert res.returncode == 0, res.stderr
     bundle = read_incident_bundle(out)
     assert bundle.journal_path("events") == out / "journals" / "events"
+    assert sorted(p.name for p in bundle.journal_path("events").iterdir()) == ["seg-0.journal"]
     with pytest.raises(ArtifactError, match="no journal lane 'other'"):
         bundle.journal_path("other")
     (out / "journals" / "events" / "seg-0.journal").write_bytes(b"\x01" * 64)

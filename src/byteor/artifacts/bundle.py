@@ -243,9 +243,11 @@ def extract_bundle_tar(tar_path: str | os.PathLike[str], dest: str | os.PathLike
 
 
 def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
-    """Copy a directory of regular files (journal segments); return the bytes copied."""
+    """Copy a journal directory's segment files (not its lock file); return the bytes copied."""
     total = 0
-    shutil.copytree(src, dst, symlinks=False, ignore_dangling_symlinks=True)
+    # writer.lock is the live writer's flock file, not data: a bundle is read, never appended to.
+    shutil.copytree(src, dst, symlinks=False, ignore_dangling_symlinks=True,
+                    ignore=shutil.ignore_patterns("*.lock"))
     for p in Path(dst).rglob("*"):
         if p.is_file():
             total += p.stat().st_size
