@@ -354,3 +354,88 @@ def test_replay_from_a_tar_bundle(tmp_path: Path, server: _Server, byteor: Run) 
     assert res.returncode == 0, res.stderr
     audit = read_replay_audit(tmp_path / "a.json")
     assert audit.input.scanned_records == 1 and audit.input.sample_sha256 == (_sha(b"only"),)
+
+
+STAGE_MODULE = """
+def upper(slot, length):
+    slot[:length] = bytes(slot[:length]).upper()
+    return length
+"""
+
+
+def test_execute_runs_python_stages_through_the_registry(
+    tmp_path: Path, server: _Server, byteor: Run
+) -> None:
+    (tmp_path / "h7_replay_stage.py").write_text(STAGE_MODULE)
+    spec = tmp_path / "spec.kv"
+    spec.write_text(
+        "pipeline.name=py\npipeline.target=SingleRing\n"
+        "pipeline.stages.0.id=up\npipeline.stages.0.op=resolver\npipeline.stages.0.resolver_key=py:h7_replay_stage:upper\n"
+        "pipeline.stages.1.id=post\npipeline.stages.1.op=resolver\n"
+        f"pipeline.stages.1.resolver_key=http_post:http://127.0.0.1:{server.server_address[1]}/py\n"
+        "pipeline.stages.1.depends_on.0=0\n"
+    )
+    jdir = tmp_path / "j"
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64) as writer:
+        for rec in (b"one", b"two"):
+            writer.append(rec)
+    env = {"PYTHONPATH": str(tmp_path)}
+    assert (
+        byteor(
+            "incident-bundle",
+            f"--spec={spec}",
+            f"--out={tmp_path / 'b'}",
+            f"--journal=events={jdir}",
+            env=env,
+        ).returncode
+        == 0
+    )
+    key, key_set = _keys(tmp_path)
+    shash = spec_hash(decode_kv((tmp_path / "b" / "spec.kv").read_bytes()))
+    cred = issue_credential(
+        key,
+        kid="ops-1",
+        spec_hash=shash,
+        posture="dev",
+        capabilities=["http_post", "replay_execute"],
+        ttl=timedelta(hours=1),
+    )
+    res = byteor(
+        "replay",
+        f"--bundle={tmp_path / 'b'}",
+        "--journal-lane=events",
+        "--last-n=5",
+        "--mode=execute",
+        f"--approval={cred}",
+        f"--approval-key-set={key_set}",
+        f"--out={tmp_path / 'a.json'}",
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert _received(server) == [(b"ONE", _sha(b"ONE")), (b"TWO", _sha(b"TWO"))]
+
+
+def test_invalid_bundle_spec_is_exit_3(tmp_path: Path, byteor: Run) -> None:
+    spec = tmp_path / "spec.kv"
+    spec.write_text(
+        "pipeline.name=x\npipeline.target=SingleRing\npipeline.constraints.producer=mpmc\n"
+        "pipeline.stages.0.id=a\n"
+    )
+    jdir = tmp_path / "j"
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64) as writer:
+        writer.append(b"x")
+    assert (
+        byteor(
+            "incident-bundle", f"--spec={spec}", f"--out={tmp_path / 'b'}", f"--journal=events={jdir}"
+        ).returncode
+        == 0
+    )
+    res = byteor(
+        "replay",
+        f"--bundle={tmp_path / 'b'}",
+        "--journal-lane=events",
+        "--last-n=1",
+        f"--out={tmp_path / 'a.json'}",
+    )
+    assert res.returncode == 3 and "pipeline.constraints.producer" in res.stderr
+    assert not (tmp_path / "a.json").exists()
