@@ -391,3 +391,14 @@ def test_families() -> None:
     assert check_resolver_key(None) is not None
     msg = check_resolver_key("ftp:x")
     assert msg is not None and "unknown resolver family" in msg and "http_post" in msg
+
+
+def test_credentials_in_an_http_post_url_are_rejected_and_never_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for url in ("https://user:hunter2@api.example.com/x", "ftp://user:hunter2@api.example.com/x"):
+        path = tmp_path / "spec.kv"
+        path.write_text(_edit(SR, **_stage(1, op="resolver", resolver_key=f"http_post:{url}")))
+        assert main(["validate", str(path)]) == 3
+        err = capsys.readouterr().err
+        assert "`pipeline.stages.1.resolver_key`" in err and "hunter2" not in err

@@ -290,6 +290,8 @@ def _import_target(target: str) -> object:
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
+        except SpecError:
+            raise
         except Exception as exc:
             raise UsageError(f"{module_name}: importing the plan failed: "
                              f"{type(exc).__name__}: {exc}") from None
@@ -301,6 +303,8 @@ def _import_target(target: str) -> object:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise UsageError(f"cannot import plan module {module_name!r}: {exc}") from None
+        except SpecError:
+            raise
         except Exception as exc:
             raise UsageError(f"importing plan module {module_name!r} failed: "
                              f"{type(exc).__name__}: {exc}") from None

@@ -34,6 +34,7 @@ BUILTIN_FAMILIES = ("http_post", "exec", "dataguard", "py")
 ENTRY_POINT_GROUP = "byteor.stages"
 
 _PY_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+_URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 _FAMILY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
@@ -58,18 +59,21 @@ def family_of(key: str) -> str:
 
 
 def _check_http_post(rest: str) -> str | None:
+    # Messages never echo the URL: it may carry credentials or a token in its query.
     if not rest.startswith(("http://", "https://")):
-        return f"http_post needs an http:// or https:// URL, got {rest[:80]!r}"
+        return "http_post needs an http:// or https:// URL"
+    if _URL_BAD_CHARS.search(rest):
+        return "http_post URL contains whitespace, a control character or a backslash"
     try:
         parts = urlsplit(rest)
         host = parts.hostname
         _ = parts.port  # raises ValueError on a malformed port
-    except ValueError as exc:
-        return f"http_post URL is malformed: {exc}"
+    except ValueError:
+        return "http_post URL is malformed (bad host or port)"
+    if "@" in parts.netloc:
+        return "http_post URL must not embed credentials (user:pass@host); secrets do not belong in a spec"
     if not host:
-        return f"http_post URL has no host: {rest[:80]!r}"
-    if any(c.isspace() or c == "\x00" for c in rest):
-        return "http_post URL contains whitespace or NUL"
+        return "http_post URL has no host"
     return None
 
 
@@ -90,7 +94,7 @@ def _check_dataguard(rest: str) -> str | None:
 
 def _check_py(rest: str) -> str | None:
     if not _PY_TARGET.fullmatch(rest):
-        return f"py needs py:module.path:function, got {('py:' + rest)[:80]!r}"
+        return "py needs py:module.path:function"
     return None
 
 
