@@ -411,3 +411,27 @@ def test_diff_ignores_order_and_defaults() -> None:
         "old": "identity",
         "new": None,
     }
+
+
+def test_fanout_boundaries_get_a_width_from_their_readers() -> None:
+    plan = LaneGraphPlanV2(
+        "f",
+        [
+            PlanBoundaryV2("in", "ingress", kind="fanout"),
+            PlanBoundaryV2("o1", "egress", kind="fanout"),
+            PlanBoundaryV2("o2", "egress"),
+        ],
+        [PlanLaneStageV2("a"), PlanLaneStageV2("b", output_kind="journal")],
+        [
+            PlanConnectionV2("in", "a"),
+            PlanConnectionV2("in", "b"),
+            PlanConnectionV2("a", "o1"),
+            PlanConnectionV2("b", "o2"),
+        ],
+    )
+    spec, report = lower_v2(plan)
+    assert isinstance(spec, LaneGraphSpecV1)
+    assert spec.lane("in").fanout == 2 and spec.lane("o1").fanout == 1  # type: ignore[union-attr]
+    assert spec.lane("b.out").kind == "journal"  # type: ignore[union-attr]
+    assert [d.subject for d in report.of_kind("bridge")] == ["o2.bridge"]
+    assert "journal -> events" in report.of_kind("bridge")[0].message

@@ -713,6 +713,14 @@ def _lower_lane_graph(plan: LaneGraphPlanV2) -> tuple[LaneGraphSpecV1, list[Comp
         for name in order
     ]
     endpoints = [EndpointV1(b.name, b.direction, b.name) for b in plan.boundaries]
+    # A fanout boundary lane without an explicit width gets one subscriber per reader.
+    for name, lane in list(low.lanes.items()):
+        if lane.kind == "fanout" and lane.fanout is None:
+            readers = sum(name in r.inputs for r in [*roles, *low.inserted])
+            readers += sum(ep.lane == name and ep.direction == "egress" for ep in endpoints)
+            low.set_fanout(name, max(1, readers))
+            low.diag("default", name, f"fanout lane {name!r} has no width set; using {max(1, readers)} "
+                                      "(its number of readers)")
     spec = LaneGraphSpecV1(plan.name, tuple(low.lanes.values()), tuple(endpoints),
                            tuple(roles + low.inserted), on_full)
     return spec, low.diags
