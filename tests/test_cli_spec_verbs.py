@@ -3,6 +3,7 @@ scripts, and real behaviour (exit codes, stdout/stderr) from ``byteor``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from byteor.spec import decode_kv, load_spec_file, read_compile_report, spec_hash, spec_summary, validate_v1
+from byteor.spec import (
+    canonical_bytes,
+    decode_kv,
+    load_spec_file,
+    read_compile_report,
+    spec_hash,
+    spec_summary,
+    validate_v1,
+)
 from conftest import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,3 +244,14 @@ def test_compatibility(cli: CliRunner, tmp_path: Path) -> None:
 def test_other_scripts_run_the_same_verbs(cli: CliRunner, script: str) -> None:
     proc = cli("validate", str(EX / "example.kv"), script=script)
     assert proc.returncode == 0 and proc.stdout.startswith("ok sha256:")
+
+
+def test_published_example_through_the_console_script(cli: CliRunner) -> None:
+    example = EX / "example.kv"
+    spec = load_spec_file(example)
+    assert cli("validate", str(example)).returncode == 0
+    canonical = cli("describe", "--canonical", f"--spec={example}")
+    assert canonical.returncode == 0 and canonical.stdout.encode() == canonical_bytes(spec)
+    digest = cli("approval", "hash", str(example))
+    assert digest.returncode == 0 and digest.stdout == spec_hash(spec) + "\n"
+    assert digest.stdout.strip() == "sha256:" + hashlib.sha256(canonical.stdout.encode()).hexdigest()
