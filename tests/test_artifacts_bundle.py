@@ -195,3 +195,16 @@ def test_redact_rules_apply_to_bundle_json(cli: Cli, tmp_path: Path, good_spec: 
     audit = json.loads((out / "policy_audit.json").read_text())
     assert audit["spec_path"].endswith(".kv") and set(audit["spec_path"][:-3]) == {"*"}
     assert read_incident_bundle(out).environment.cwd == env["cwd"]
+
+
+def test_a_failed_bundle_leaves_nothing_behind(cli: Cli, tmp_path: Path, good_spec: Path) -> None:
+    rules = tmp_path / "rules.txt"
+    rules.write_text("cwd:explode\n")
+    parent = tmp_path / "cases"
+    res = cli("incident-bundle", f"--spec={good_spec}", f"--out={parent / 'b'}", f"--redact-rules={rules}")
+    assert res.returncode != 0 and "explode" in res.stderr and "Traceback" not in res.stderr
+    assert list(parent.iterdir()) == []  # no half bundle, no staging directory
+    rules.write_text("cwd:hash\n")
+    res = cli("incident-bundle", f"--spec={good_spec}", f"--out={parent / 'b'}", f"--redact-rules={rules}")
+    assert res.returncode == 0, res.stderr
+    assert [p.name for p in parent.iterdir()] == ["b"]

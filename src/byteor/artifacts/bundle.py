@@ -38,9 +38,9 @@ __all__ = [
     "REQUIRED_FILES",
     "IncidentBundle",
     "ManifestEntry",
+    "check_out_dir",
     "extract_bundle_tar",
     "file_sha256",
-    "prepare_out_dir",
     "read_incident_bundle",
     "read_manifest",
     "tar_bundle",
@@ -68,19 +68,15 @@ class ManifestEntry:
     sha256: str
 
 
-def prepare_out_dir(out: str | os.PathLike[str]) -> Path:
-    """Create ``out`` (and parents); refuse an existing non-empty directory or a file (UsageError)."""
+def check_out_dir(out: str | os.PathLike[str]) -> Path:
+    """Refuse an ``out`` that exists and is not an empty directory (UsageError, exit 2)."""
     p = Path(out)
-    if p.exists():
-        if not p.is_dir():
+    if p.exists() or p.is_symlink():
+        if not p.is_dir() or p.is_symlink():
             raise UsageError(f"{p}: exists and is not a directory; choose a new --out")
         if any(p.iterdir()):
             raise UsageError(f"{p}: exists and is not empty; an incident bundle never overwrites, "
                              "choose a new --out")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"{p}: cannot create the bundle directory: {exc.strerror}") from None
     return p
 
 

@@ -25,7 +25,7 @@ from ..spec.kv import canonical_bytes, decode_kv, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from ._json import read_json_object, write_json
 from ._optional import optional_attr
-from .bundle import JOURNALS_DIR, ManifestEntry, copy_tree, prepare_out_dir, tar_bundle, write_manifest
+from .bundle import JOURNALS_DIR, ManifestEntry, check_out_dir, copy_tree, tar_bundle, write_manifest
 from .environment import capture_environment, write_environment
 from .small import SpecValidation, write_runtime, write_spec_validation
 
@@ -231,6 +231,18 @@ def _apply_redact_rules(rules_path: str, root: Path) -> None:
         write_json(path, apply(obj, rules))
 
 
+def _publish(root: Path, out: Path) -> Path:
+    """Rename the finished bundle onto ``out`` (absent, or an empty directory)."""
+    try:
+        os.rename(root, out)
+    except OSError as exc:
+        raise UsageError(
+            f"{out}: cannot publish the bundle there ({exc.strerror}); it must be absent or an "
+            "empty directory"
+        ) from None
+    return out
+
+
 def create_incident_bundle(
     req: BundleRequest, *, progress: Callable[[str], None] | None = None
 ) -> BundleResult:
@@ -251,16 +263,21 @@ def create_incident_bundle(
         tar_path = out if out.name.endswith(".tar.gz") else out.with_name(out.name + ".tar.gz")
         if tar_path.exists():
             raise UsageError(f"{tar_path}: already exists; an incident bundle never overwrites")
-        staging = Path(
-            tempfile.mkdtemp(
-                prefix="byteor-bundle-", dir=tar_path.parent if tar_path.parent.is_dir() else None
-            )
-        )
-        root = staging / tar_path.name.removesuffix(".tar.gz")
-        root.mkdir()
+        name = tar_path.name.removesuffix(".tar.gz")
     else:
-        root = prepare_out_dir(out)
-        staging = None
+        check_out_dir(out)
+        name = out.name
+    parent = (tar_path or out).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{parent}: cannot create the output directory: {exc.strerror}") from None
+    # Everything is written into a hidden staging directory next to the target and published at the
+    # end with one rename (or as one archive): nobody ever sees half a bundle, and a failure leaves
+    # nothing behind that would block a retry with the same --out.
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent))
+    root = staging / name
+    root.mkdir()
     try:
         created_ms = int(time.time() * 1000)
         absent: dict[str, str] = {}
@@ -347,13 +364,13 @@ def create_incident_bundle(
             absent=absent,
             created_unix_ms=created_ms,
         )
-        final = root
         if tar_path is not None:
             say("archive")
             final = tar_bundle(root, tar_path)
+        else:
+            final = _publish(root, out)
         return BundleResult(
             final, tuple(entries), absent, validation.ok, spec_hash(spec) if spec is not None else None
         )
     finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)

@@ -24,7 +24,6 @@ import hashlib
 import os
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,30 +93,35 @@ class ReplayResult:
 
 @dataclass(frozen=True)
 class Selection:
+    """The last ``last_n`` committed records of a journal: where they start and how many the lane
+    held. Records are streamed from disk (:meth:`records`), never all held in memory."""
+
     journal_path: str
     scanned_records: int
-    records: tuple[bytes, ...]
+    start: int
+    count: int
 
-    @property
-    def selected_bytes(self) -> int:
-        return sum(len(r) for r in self.records)
+    def records(self) -> Iterator[bytes]:
+        reader = _reader(self.journal_path)
+        for i, record in enumerate(reader.records(self.start)):
+            if i >= self.count:
+                return
+            yield bytes(record)
 
-    def sample_sha256(self) -> tuple[str, ...]:
-        return tuple("sha256:" + hashlib.sha256(r).hexdigest() for r in self.records)
 
-
-def select_records(journal_dir: str | os.PathLike[str], last_n: int) -> Selection:
-    """Scan every committed record of a journal directory and keep the last ``last_n``."""
+def _reader(journal_dir: str) -> Any:
     reader_cls = optional_attr("byteor.lanes.journal", "JournalReader")
     if reader_cls is None:
         raise UnsupportedSpecError("replay needs the journal reader (byteor.lanes.journal)")
-    reader = reader_cls(str(journal_dir))
-    window: deque[bytes] = deque(maxlen=last_n)
-    scanned = 0
-    for record in reader.records():
-        scanned += 1
-        window.append(bytes(record))
-    return Selection(str(journal_dir), scanned, tuple(window))
+    return reader_cls(journal_dir)
+
+
+def select_records(journal_dir: str | os.PathLike[str], last_n: int) -> Selection:
+    """Select the last ``last_n`` committed records of a journal directory (fewer when it holds fewer)."""
+    reader = _reader(os.fspath(journal_dir))
+    oldest, end = reader.positions()
+    start = max(oldest, end - last_n)
+    return Selection(os.fspath(journal_dir), end - oldest, start, end - start)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -417,6 +421,8 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
         stopped: _Stop | None = None
         failure: Exception | None = None
         done = 0
+        samples: list[str] = []
+        selected_bytes = 0
         try:
             if isinstance(spec, SingleRingSpecV1):
                 steps = _single_ring(spec, res)
@@ -427,33 +433,42 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
                 graph = _Graph(spec, res)
                 slot = bytearray(0)
             view = memoryview(slot)
-            for record in selection.records:
+            for record in selection.records():
+                # Every selected record is described in the audit, replayed or not.
+                samples.append("sha256:" + hashlib.sha256(record).hexdigest())
+                selected_bytes += len(record)
+                if stopped is not None or failure is not None:
+                    continue
                 try:
-                    runner.budget.charge(input_bytes=len(record))
-                except PolicyRefused as exc:
-                    raise _Stop("max_bytes", str(exc)) from None
-                if graph is None:
-                    if len(record) > len(slot):
-                        raise PipelineFailed(
-                            f"journal record of {len(record)} bytes exceeds the ring's slot_bytes={len(slot)}"
-                        )
-                    view[: len(record)] = record
-                    n = len(record)
-                    for step in steps:
-                        n = runner.run_step(step, view, n)
-                        if n == DROP:
-                            break
-                    if n != DROP:
-                        outputs.append(bytes(view[:n]))
-                else:
-                    graph.deliver(req.journal_lane, record, runner, outputs)
+                    try:
+                        runner.budget.charge(input_bytes=len(record))
+                    except PolicyRefused as exc:
+                        raise _Stop("max_bytes", str(exc)) from None
+                    if graph is None:
+                        if len(record) > len(slot):
+                            raise PipelineFailed(
+                                f"journal record of {len(record)} bytes exceeds the ring's "
+                                f"slot_bytes={len(slot)}"
+                            )
+                        view[: len(record)] = record
+                        n = len(record)
+                        for step in steps:
+                            n = runner.run_step(step, view, n)
+                            if n == DROP:
+                                break
+                        if n != DROP:
+                            outputs.append(bytes(view[:n]))
+                    else:
+                        graph.deliver(req.journal_lane, record, runner, outputs)
+                except _Stop as stop:
+                    stopped = stop
+                    continue
+                except (ActionFailed, PipelineFailed) as exc:
+                    failure = exc
+                    continue
                 done += 1
                 if progress is not None:
-                    progress(done, len(selection.records))
-        except _Stop as stop:
-            stopped = stop
-        except (ActionFailed, PipelineFailed) as exc:
-            failure = exc
+                    progress(done, selection.count)
         finally:
             res.close()
         if stopped is not None:
@@ -461,14 +476,14 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
                 False,
                 done,
                 stopped.by,
-                f"replay stopped after {done} of {len(selection.records)} record(s): {stopped.message}",
+                f"replay stopped after {done} of {selection.count} record(s): {stopped.message}",
             )
         elif failure is not None:
             outcome = ReplayAuditOutcome(
                 False,
                 done,
                 "error",
-                f"replay failed at record {done + 1} of {len(selection.records)}: {failure}",
+                f"replay failed at record {done + 1} of {selection.count}: {failure}",
             )
         else:
             outcome = ReplayAuditOutcome(True, done)
@@ -481,8 +496,8 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
                 os.path.abspath(req.bundle) + "/journals/" + req.journal_lane,
                 req.last_n,
                 selection.scanned_records,
-                selection.selected_bytes,
-                selection.sample_sha256(),
+                selected_bytes,
+                tuple(samples),
             ),
             policy=ReplayAuditPolicy(
                 req.posture, req.approval is not None or gate.approval is not None, req.mode
