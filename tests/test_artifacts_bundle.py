@@ -208,3 +208,22 @@ def test_a_failed_bundle_leaves_nothing_behind(cli: Cli, tmp_path: Path, good_sp
     res = cli("incident-bundle", f"--spec={good_spec}", f"--out={parent / 'b'}", f"--redact-rules={rules}")
     assert res.returncode == 0, res.stderr
     assert [p.name for p in parent.iterdir()] == ["b"]
+
+
+def test_environment_of_another_process(cli: Cli, tmp_path: Path, good_spec: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", **SECRETS}
+    proc = subprocess.Popen(["sleep", "60"], env=env, cwd=tmp_path)
+    try:
+        out = tmp_path / "b"
+        res = cli("incident-bundle", f"--spec={good_spec}", f"--out={out}", f"--pid={proc.pid}")
+        assert res.returncode == 0, res.stderr
+        rec = read_incident_bundle(out).environment
+        assert rec.pid == proc.pid and rec.args == ("sleep", "60") and rec.cwd == str(tmp_path)
+        assert dict(rec.env)["FOO_TOKEN"] == "<redacted>" and dict(rec.env)["PATH"] == "/usr/bin:/bin"
+        blob = _all_bytes(out)
+        assert not any(v.encode() in blob for v in SECRET_VALUES)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    res = cli("incident-bundle", f"--spec={good_spec}", f"--out={tmp_path / 'c'}", f"--pid={proc.pid}")
+    assert res.returncode == 2 and "no such process" in res.stderr and not (tmp_path / "c").exists()

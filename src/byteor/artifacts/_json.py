@@ -105,8 +105,9 @@ def read_json_object(path: str | os.PathLike[str], *, artifact: str) -> dict[str
     return obj
 
 
-def check_version(obj: Mapping[str, Any], *, artifact: str, field: str, path: str,
-                  required: bool = False) -> int:
+def check_version(
+    obj: Mapping[str, Any], *, artifact: str, field: str, path: str, required: bool = False
+) -> int:
     """The artifact's schema version; a newer major than this build's is an ArtifactError.
 
     A missing field reads as version 1 unless ``required``. Versions are integers (the major);
@@ -135,12 +136,18 @@ def check_version(obj: Mapping[str, Any], *, artifact: str, field: str, path: st
     return major
 
 
-_TYPES: dict[type, str] = {str: "a string", bool: "a boolean", int: "an integer", list: "a list",
-                           dict: "an object"}
+_TYPES: dict[type, str] = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    list: "a list",
+    dict: "an object",
+}
 
 
-def require(obj: Mapping[str, Any], key: str, typ: type | tuple[type, ...], *, path: str,
-            nullable: bool = False) -> Any:
+def require(
+    obj: Mapping[str, Any], key: str, typ: type | tuple[type, ...], *, path: str, nullable: bool = False
+) -> Any:
     """``obj[key]`` checked against ``typ``; a missing or mistyped field names the file and field."""
     if key not in obj:
         raise ArtifactError(f"{path}: missing field `{key}`")
@@ -155,4 +162,3 @@ def require(obj: Mapping[str, Any], key: str, typ: type | tuple[type, ...], *, p
             want += " or null"
         raise ArtifactError(f"{path}: field `{key}` must be {want}, found {type(value).__name__}")
     return value
-

@@ -75,26 +75,35 @@ def check_out_dir(out: str | os.PathLike[str]) -> Path:
         if not p.is_dir() or p.is_symlink():
             raise UsageError(f"{p}: exists and is not a directory; choose a new --out")
         if any(p.iterdir()):
-            raise UsageError(f"{p}: exists and is not empty; an incident bundle never overwrites, "
-                             "choose a new --out")
+            raise UsageError(
+                f"{p}: exists and is not empty; an incident bundle never overwrites, choose a new --out"
+            )
     return p
 
 
-def write_manifest(bundle_dir: str | os.PathLike[str], *, spec_sha256: str | None,
-                   absent: Mapping[str, str], created_unix_ms: int | None = None) -> list[ManifestEntry]:
+def write_manifest(
+    bundle_dir: str | os.PathLike[str],
+    *,
+    spec_sha256: str | None,
+    absent: Mapping[str, str],
+    created_unix_ms: int | None = None,
+) -> list[ManifestEntry]:
     """Hash every file under ``bundle_dir`` into ``bundle_manifest.json``; return the entries."""
     root = Path(bundle_dir)
     entries: list[ManifestEntry] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
         rel = path.relative_to(root).as_posix()
         entries.append(ManifestEntry(rel, path.stat().st_size, file_sha256(path)))
-    write_json(root / MANIFEST, {
-        "bundle_v": 1,
-        "created_unix_ms": created_unix_ms if created_unix_ms is not None else int(time.time() * 1000),
-        "spec_sha256": spec_sha256,
-        "files": [{"name": e.name, "bytes": e.bytes, "sha256": e.sha256} for e in entries],
-        "absent": dict(absent),
-    })
+    write_json(
+        root / MANIFEST,
+        {
+            "bundle_v": 1,
+            "created_unix_ms": created_unix_ms if created_unix_ms is not None else int(time.time() * 1000),
+            "spec_sha256": spec_sha256,
+            "files": [{"name": e.name, "bytes": e.bytes, "sha256": e.sha256} for e in entries],
+            "absent": dict(absent),
+        },
+    )
     return entries
 
 
@@ -107,8 +116,12 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     check_version(obj, artifact="incident_bundle", field="bundle_v", path=str(path), required=True)
     files = require(obj, "files", list, path=str(path))
     for i, entry in enumerate(files):
-        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
-                and isinstance(entry.get("sha256"), str) and isinstance(entry.get("bytes"), int)):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("name"), str)
+            and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("bytes"), int)
+        ):
             raise ArtifactError(f"{path}: field `files.{i}` must have name, bytes and sha256")
     return obj
 
@@ -175,15 +188,23 @@ def read_incident_bundle(path: str | os.PathLike[str], *, verify: bool = True) -
     snapshot = None
     if (root / "single_ring_snapshot.json").is_file():
         snapshot = read_json_object(root / "single_ring_snapshot.json", artifact="single_ring_snapshot")
-        check_version(snapshot, artifact="single_ring_snapshot", field="snapshot_v",
-                      path=str(root / "single_ring_snapshot.json"))
+        check_version(
+            snapshot,
+            artifact="single_ring_snapshot",
+            field="snapshot_v",
+            path=str(root / "single_ring_snapshot.json"),
+        )
     state = None
     if (root / "lane_graph_state.json").is_file():
         state = read_json_object(root / "lane_graph_state.json", artifact="lane_graph_state")
         for version_field in ("state_v", "lane_graph_state_v"):
             if version_field in state:
-                check_version(state, artifact="lane_graph_state", field=version_field,
-                              path=str(root / "lane_graph_state.json"))
+                check_version(
+                    state,
+                    artifact="lane_graph_state",
+                    field=version_field,
+                    path=str(root / "lane_graph_state.json"),
+                )
     config = None
     if (root / "runtime_config.txt").is_file():
         config = (root / "runtime_config.txt").read_text(encoding="utf-8", errors="replace")
@@ -242,8 +263,9 @@ def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
     """Copy a journal directory's segment files (not its lock file); return the bytes copied."""
     total = 0
     # writer.lock is the live writer's flock file, not data: a bundle is read, never appended to.
-    shutil.copytree(src, dst, symlinks=False, ignore_dangling_symlinks=True,
-                    ignore=shutil.ignore_patterns("*.lock"))
+    shutil.copytree(
+        src, dst, symlinks=False, ignore_dangling_symlinks=True, ignore=shutil.ignore_patterns("*.lock")
+    )
     for p in Path(dst).rglob("*"):
         if p.is_file():
             total += p.stat().st_size

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._errors import ArtifactError
+from .._errors import ArtifactError, UsageError
 from ._json import check_version, read_json_object, require, write_json
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "SECRET_NAME_MARKERS",
     "EnvironmentRecord",
     "capture_environment",
+    "capture_process_environment",
     "is_secret_name",
     "read_environment",
     "redact_args",
@@ -43,8 +44,18 @@ __all__ = [
 ]
 
 REDACTED = "<redacted>"
-SECRET_NAME_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE",
-                       "SESSION", "PRIVATE")
+SECRET_NAME_MARKERS = (
+    "KEY",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "AUTH",
+    "COOKIE",
+    "SESSION",
+    "PRIVATE",
+)
 VERSION_FIELD = "environment_v"
 
 # scheme://userinfo@ where userinfo has no '/', '@' or whitespace: the credential part of a URL.
@@ -116,8 +127,13 @@ class EnvironmentRecord:
 
     def redacted(self) -> EnvironmentRecord:
         """The same record with the redaction rules applied (idempotent)."""
-        return EnvironmentRecord(self.pid, self.cwd, tuple(redact_args(self.args)),
-                                 tuple(redact_env(dict(self.env))), self.proc_status)
+        return EnvironmentRecord(
+            self.pid,
+            self.cwd,
+            tuple(redact_args(self.args)),
+            tuple(redact_env(dict(self.env))),
+            self.proc_status,
+        )
 
     def get(self, name: str) -> str | None:
         for key, value in self.env:
@@ -133,8 +149,9 @@ def _read_text(path: str) -> str | None:
         return None
 
 
-def capture_environment(*, args: Sequence[str] | None = None,
-                        env: Mapping[str, str] | None = None) -> EnvironmentRecord:
+def capture_environment(
+    *, args: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> EnvironmentRecord:
     """The current process: pid, cwd, argv, redacted environment, ``/proc/self/status``."""
     try:
         cwd: str | None = os.getcwd()
@@ -148,6 +165,41 @@ def capture_environment(*, args: Sequence[str] | None = None,
         args=tuple(redact_args(argv)),
         env=tuple(redact_env(environ)),
         proc_status=_read_text("/proc/self/status"),
+    )
+
+
+def capture_process_environment(pid: int) -> EnvironmentRecord:
+    """Another process's pid, cwd, argv, redacted environment and status, from ``/proc/<pid>``
+    (a live pipeline process, for instance). Raises :class:`UsageError` naming the pid when the
+    process does not exist or its environment is not readable by this user."""
+    base = Path(f"/proc/{pid}")
+    try:
+        environ_raw = (base / "environ").read_bytes()
+        cmdline_raw = (base / "cmdline").read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"--pid={pid}: no such process") from None
+    except PermissionError:
+        raise UsageError(
+            f"--pid={pid}: not allowed to read its environment (run as its user or root)"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"--pid={pid}: cannot read /proc/{pid}: {exc.strerror}") from None
+    env: dict[str, str] = {}
+    for item in environ_raw.split(b"\0"):
+        if item:
+            name, _, value = item.decode("utf-8", errors="replace").partition("=")
+            env[name] = value
+    args = [a.decode("utf-8", errors="replace") for a in cmdline_raw.split(b"\0")[:-1]]
+    try:
+        cwd: str | None = os.readlink(base / "cwd")
+    except OSError:
+        cwd = None
+    return EnvironmentRecord(
+        pid=pid,
+        cwd=cwd,
+        args=tuple(redact_args(args)),
+        env=tuple(redact_env(env)),
+        proc_status=_read_text(str(base / "status")),
     )
 
 

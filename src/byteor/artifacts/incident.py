@@ -26,7 +26,7 @@ from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from ._json import read_json_object, write_json
 from ._optional import optional_attr
 from .bundle import JOURNALS_DIR, ManifestEntry, check_out_dir, copy_tree, tar_bundle, write_manifest
-from .environment import capture_environment, write_environment
+from .environment import capture_environment, capture_process_environment, write_environment
 from .small import SpecValidation, write_runtime, write_spec_validation
 
 __all__ = [
@@ -56,6 +56,8 @@ class BundleRequest:
     redact_rules: str | None = None
     args: Sequence[str] | None = None
     env: Mapping[str, str] | None = None
+    #: Describe this process in environment.json (e.g. a live pipeline process) instead of ourselves.
+    pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,8 @@ def create_incident_bundle(
             raise UsageError(f"{jdir}: journal directory for lane {lane!r} does not exist")
     if req.redact_rules is not None and not os.path.isfile(req.redact_rules):
         raise UsageError(f"{req.redact_rules}: redact rules file does not exist")
+    if req.pid is not None and not os.path.exists(f"/proc/{req.pid}"):
+        raise UsageError(f"--pid={req.pid}: no such process")
     out = Path(req.out)
     tar_path: Path | None = None
     if req.tar:
@@ -311,10 +315,11 @@ def create_incident_bundle(
         if note:
             absent["policy_audit.json (policy package)"] = note
         say("environment")
-        write_environment(
-            root / "environment.json",
-            capture_environment(args=req.args if req.args is not None else sys.argv, env=req.env),
-        )
+        if req.pid is not None:
+            record = capture_process_environment(req.pid)
+        else:
+            record = capture_environment(args=req.args if req.args is not None else sys.argv, env=req.env)
+        write_environment(root / "environment.json", record)
         ring_path = req.ring_path
         if (
             ring_path is None

@@ -48,9 +48,14 @@ class ReplayAuditInput:
     sample_sha256: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"journal_lane": self.journal_lane, "journal_path": self.journal_path, "last_n": self.last_n,
-                "scanned_records": self.scanned_records, "selected_bytes": self.selected_bytes,
-                "sample_sha256": list(self.sample_sha256)}
+        return {
+            "journal_lane": self.journal_lane,
+            "journal_path": self.journal_path,
+            "last_n": self.last_n,
+            "scanned_records": self.scanned_records,
+            "selected_bytes": self.selected_bytes,
+            "sample_sha256": list(self.sample_sha256),
+        }
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,12 @@ class ReplayAuditOutcome:
     message: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"completed": self.completed, "records_replayed": self.records_replayed,
-                "stopped_by": self.stopped_by, "message": self.message}
+        return {
+            "completed": self.completed,
+            "records_replayed": self.records_replayed,
+            "stopped_by": self.stopped_by,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -150,8 +159,9 @@ def read_replay_audit(path: str | os.PathLike[str]) -> ReplayAudit:
     mode = require(pol, "mode", str, path=p)
     if mode not in MODES:
         raise ArtifactError(f"{p}: field `policy.mode` must be dry_run or execute, found {mode!r}")
-    policy = ReplayAuditPolicy(require(pol, "env", str, path=p),
-                               require(pol, "approval_provided", bool, path=p), mode)
+    policy = ReplayAuditPolicy(
+        require(pol, "env", str, path=p), require(pol, "approval_provided", bool, path=p), mode
+    )
     actions: list[ReplayAuditAction] = []
     for i, raw in enumerate(require(obj, "actions", list, path=p)):
         if not isinstance(raw, dict):

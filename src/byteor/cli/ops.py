@@ -69,6 +69,12 @@ def configure(parser: argparse.ArgumentParser, verb: str) -> None:
     )
     parser.add_argument("--tar", action="store_true", help="write one DIR.tar.gz instead of a directory")
     parser.add_argument(
+        "--pid",
+        metavar="PID",
+        type=int,
+        help="describe this process in environment.json (e.g. a pipeline process) instead of the bundler",
+    )
+    parser.add_argument(
         "--redact-rules", metavar="FILE", help="DataGuard rules applied to the bundle's JSON files"
     )
 
@@ -141,6 +147,7 @@ def _bundle(args: argparse.Namespace) -> int:
         posture=posture(args),
         tar=args.tar,
         redact_rules=args.redact_rules,
+        pid=args.pid,
     )
     tty = sys.stderr.isatty() and not args.json
     result = create_incident_bundle(
