@@ -130,10 +130,15 @@ def _validate(spec_path: str, raw: bytes) -> tuple[PipelineSpecV1 | None, SpecVa
 
 
 def _policy_audit(
-    path: Path, req: BundleRequest, spec: PipelineSpecV1 | None, validation: SpecValidation, wait: str | None
+    path: Path,
+    req: BundleRequest,
+    spec: PipelineSpecV1 | None,
+    validation: SpecValidation,
+    *,
+    wait: str | None,
+    lane_path: str | None,
 ) -> str | None:
     """Write policy_audit.json; None, or a note when the policy package could not build it."""
-    lane_path = req.lane_path or req.ring_path
     record_fn = optional_attr("byteor.policy.audit", "policy_audit_record")
     write_fn = optional_attr("byteor.policy.audit", "write_policy_audit")
     fallback_why = "this build has no byteor.policy.audit"
@@ -290,28 +295,43 @@ def create_incident_bundle(
         (root / "spec.kv").write_bytes(canonical_bytes(spec) if spec is not None else raw)
         write_spec_validation(root / "spec_validation.json", validation)
         write_runtime(root / "runtime.json")
+        ring_path = req.ring_path
+        if (
+            ring_path is None
+            and isinstance(spec, SingleRingSpecV1)
+            and os.path.exists(default_ring_path(spec))
+        ):
+            ring_path = default_ring_path(spec)
+        lane_path = req.lane_path
+        if (
+            lane_path is None
+            and isinstance(spec, LaneGraphSpecV1)
+            and os.path.exists(default_ring_path(spec))
+        ):
+            lane_path = default_ring_path(spec)
         config_path = req.config_path
         if config_path is None:
             # The runtime records its effective tuning next to its ring / lane files.
-            for base in (req.ring_path, req.lane_path):
-                if base and os.path.isdir(base) and os.path.isfile(os.path.join(base, "runtime_config.txt")):
+            for base in (ring_path, lane_path):
+                if base and os.path.isfile(os.path.join(base, "runtime_config.txt")):
                     config_path = os.path.join(base, "runtime_config.txt")
                     break
         wait: str | None = None
         if config_path is not None:
             say("runtime config")
-            config_text = Path(config_path).read_text(encoding="utf-8", errors="replace")
-            (root / "runtime_config.txt").write_text(config_text, encoding="utf-8")
-            from ..ops.runtime_config import decode_runtime_config
+            shutil.copyfile(config_path, root / "runtime_config.txt")  # byte for byte, as found
+            from ..ops.runtime_config import read_runtime_config
 
             try:
-                wait = decode_runtime_config(config_text, path=config_path).wait
+                wait = read_runtime_config(config_path).wait
             except UsageError as exc:
                 absent["runtime_config.txt (decoded)"] = f"copied as found, but it does not decode: {exc}"
         else:
             absent["runtime_config.txt"] = "no --config given and none next to the ring / lane files"
         say("policy audit")
-        note = _policy_audit(root / "policy_audit.json", req, spec, validation, wait)
+        note = _policy_audit(
+            root / "policy_audit.json", req, spec, validation, wait=wait, lane_path=lane_path or ring_path
+        )
         if note:
             absent["policy_audit.json (policy package)"] = note
         say("environment")
@@ -320,13 +340,6 @@ def create_incident_bundle(
         else:
             record = capture_environment(args=req.args if req.args is not None else sys.argv, env=req.env)
         write_environment(root / "environment.json", record)
-        ring_path = req.ring_path
-        if (
-            ring_path is None
-            and isinstance(spec, SingleRingSpecV1)
-            and os.path.exists(default_ring_path(spec))
-        ):
-            ring_path = default_ring_path(spec)
         if ring_path is not None:
             say("ring snapshot")
             why = _ring_snapshot(ring_path, root / "single_ring_snapshot.json")
@@ -338,13 +351,6 @@ def create_incident_bundle(
                 if not isinstance(spec, SingleRingSpecV1)
                 else f"no --ring-path given and {default_ring_path(spec)} does not exist"
             )
-        lane_path = req.lane_path
-        if (
-            lane_path is None
-            and isinstance(spec, LaneGraphSpecV1)
-            and os.path.exists(default_ring_path(spec))
-        ):
-            lane_path = default_ring_path(spec)
         if lane_path is not None:
             say("lane graph state")
             why = _lane_state(lane_path, root / "lane_graph_state.json")
