@@ -57,6 +57,19 @@ def test_doctor_on_this_machine(tmp_path: Path) -> None:
     assert all(c["status"] in ("pass", "warn", "fail") for c in checks.values())
     assert checks["shm"]["status"] == "pass" and "the spec needs" in checks["shm"]["detail"]
     assert f"{os.cpu_count()} CPUs online" in checks["cpus"]["detail"]
+    knobs = report["tuning_knobs"]
+    assert isinstance(knobs, list) and [k["knob"] for k in knobs] == [
+        "cpu_pinning",
+        "mlockall",
+        "sched_fifo",
+        "wait",
+    ]
+    assert {k["state"] for k in knobs} == {"Applied"}  # the default profile asks for nothing privileged
+    _, iso, _ = _doctor("--tuning=isolated-core")
+    iso_knobs = iso["tuning_knobs"]
+    assert isinstance(iso_knobs, list)
+    assert {k["state"] for k in iso_knobs} <= {"Applied", "Degraded", "Failed"}
+    assert all(k["reason"] for k in iso_knobs if k["state"] != "Applied")
 
 
 def test_spec_larger_than_shm_free_space_fails(tmp_path: Path) -> None:

@@ -116,6 +116,12 @@ def _doctor(args: argparse.Namespace) -> int:
         for c in report.checks:
             table.add_row(c.name, f"[{_STYLE[c.status]}]{c.status}[/]", c.detail, c.fix)
         console.print(table)
+        knobs = Table(title=f"tuning profile {tuning}, applied in a child process")
+        for col in ("knob", "requested", "applied", "state", "reason"):
+            knobs.add_column(col, overflow="fold")
+        for k in report.knobs:
+            knobs.add_row(k.knob, k.requested, k.applied, k.state, k.reason)
+        console.print(knobs)
         n = report.counts()
         console.print(f"{n['pass']} pass, {n['warn']} warn, {n['fail']} fail")
     return 0 if report.ok else 1

@@ -13,6 +13,7 @@ not fit in ``/dev/shm``'s free space is always a failure.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import resource
 import subprocess
@@ -29,6 +30,7 @@ from ..policy.approvals import decode_credential, read_credential, required_capa
 from ..policy.keys import KeySet, load_key_set
 from ..spec.kv import spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
+from .runtime_config import KnobState
 from .tuning import CAP_IPC_LOCK, CAP_SYS_NICE, _has_cap, isolated_cpus, profile_request
 
 __all__ = [
@@ -66,6 +68,8 @@ class Check:
 class DoctorReport:
     checks: tuple[Check, ...]
     tuning: str
+    #: The profile applied for real in a throw-away child process: one KnobState per knob.
+    knobs: tuple[KnobState, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -80,6 +84,16 @@ class DoctorReport:
             "tuning": self.tuning,
             "counts": self.counts(),
             "checks": [c.to_json() for c in self.checks],
+            "tuning_knobs": [
+                {
+                    "knob": k.knob,
+                    "requested": k.requested,
+                    "applied": k.applied,
+                    "state": k.state,
+                    "reason": k.reason,
+                }
+                for k in self.knobs
+            ],
         }
 
 
@@ -557,6 +571,38 @@ def check_keys(opts: DoctorOptions) -> list[Check]:
     return out
 
 
+_TUNING_PROBE = """
+import json, sys
+from byteor.ops.tuning import apply_profile
+rep = apply_profile(sys.argv[1], role="doctor-probe", spinning_peers=int(sys.argv[2]) or None)
+print(json.dumps(rep.to_json()["knobs"]))
+"""
+
+
+def probe_tuning(profile: str, *, spinning_peers: int = 0) -> tuple[KnobState, ...]:
+    """Apply ``profile`` for real in a short-lived child process and return what the host gave
+    (Applied / Degraded / Failed per knob, with reasons). The caller's process is not changed."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _TUNING_PROBE, profile, str(spinning_peers)],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return (
+            KnobState("probe", profile, "-", "Failed", f"tuning probe timed out after {PROBE_TIMEOUT:.0f} s"),
+        )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return (KnobState("probe", profile, "-", "Failed", f"tuning probe failed: {last}"),)
+    return tuple(
+        KnobState(k["knob"], k["requested"], k["applied"], k["state"], k["reason"])
+        for k in json.loads(proc.stdout)
+    )
+
+
 def run_doctor(opts: DoctorOptions) -> DoctorReport:
     """Run every check (the key checks only when a spec is given) and return the report."""
     profile_request(opts.tuning)  # a malformed profile name is a UsageError, before any probe
@@ -570,4 +616,5 @@ def run_doctor(opts: DoctorOptions) -> DoctorReport:
         check_journal(opts),
         *check_keys(opts),
     ]
-    return DoctorReport(tuple(checks), opts.tuning)
+    knobs = probe_tuning(opts.tuning, spinning_peers=_participants(opts.spec))
+    return DoctorReport(tuple(checks), opts.tuning, knobs)
