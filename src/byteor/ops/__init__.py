@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .doctor import Check, DoctorOptions, DoctorReport, run_doctor, spec_shm_bytes
+from .doctor import Check, DoctorOptions, DoctorReport, probe_tuning, run_doctor, spec_shm_bytes
 from .runtime_config import (
     KnobState,
     RuntimeConfig,
@@ -11,7 +11,7 @@ from .runtime_config import (
     read_runtime_config,
     write_runtime_config,
 )
-from .tuning import PROFILES, TuningReport, apply_profile, plan_profile
+from .tuning import PROFILES, TuningReport, apply_profile, plan_profile, record_tuning, tune_process
 
 __all__ = [
     "PROFILES",
@@ -25,8 +25,11 @@ __all__ = [
     "decode_runtime_config",
     "encode_runtime_config",
     "plan_profile",
+    "probe_tuning",
     "read_runtime_config",
+    "record_tuning",
     "run_doctor",
     "spec_shm_bytes",
+    "tune_process",
     "write_runtime_config",
 ]
