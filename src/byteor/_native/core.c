@@ -69,6 +69,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "journal.c" /* journal lanes: the append/scan hot path (owned by the LaneGraph work) */
+
 #define BYTEOR_NATIVE_ABI 1
 
 /* ============================================================================
@@ -1873,6 +1875,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddObject(m, "AttachError", AttachError) < 0) goto fail;
     Py_INCREF(&RingType);
     if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0) goto fail;
+    if (byteor_journal_init(m) < 0) goto fail;
     struct {
         const char *name;
         long long value;
