@@ -122,12 +122,13 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
 
     def run(slot: memoryview, length: int) -> int:
         data = bytes(slot[:length])
+        ikey = idempotency_key(data)
         try:
-            perform(data)
+            perform(data, ikey)
         except ActionFailed as exc:
             try:
                 rec = DeadLetterJournal(dl_dir).append(DeadLetterRecord(
-                    stage_key=key, family=fam, target=target, idempotency_key=idempotency_key(data),
+                    stage_key=key, family=fam, target=target, idempotency_key=ikey,
                     error=str(exc), decision=ALLOW, spec_hash=spec_hash, input=data))
             except (ByteorError, OSError) as dl_exc:
                 log.error("%s stage failed: %s; dead-letter write to %s failed too: %s",
@@ -139,7 +140,7 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
                                f"journal {dl_dir} (record {rec.id})") from exc
         if recorder is not None:
             recorder({"action": fam, "stage": key, "target": target,
-                      "idempotency_key": idempotency_key(data), "decision": ALLOW, "bytes": length})
+                      "idempotency_key": ikey, "decision": ALLOW, "bytes": length})
         return length
 
     return ResolvedStage(key=key, fn=run, modifies=False, side_effect=True, family=fam, target=target,

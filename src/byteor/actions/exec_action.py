@@ -121,9 +121,10 @@ class ExecAction:
             time.sleep(self.retry.delay(attempt))
             attempt += 1
 
-    def perform(self, data: bytes) -> None:
+    def perform(self, data: bytes, ikey: str | None = None) -> None:
         """Run the program once with ``data`` on stdin; :class:`ActionFailed` unless it exits 0
-        within the timeout (after which its whole process group is killed)."""
+        within the timeout (after which its whole process group is killed). ``ikey`` is unused: a
+        program gets no idempotency key (it is accepted so both families share one signature)."""
         proc = self._spawn()
         try:
             proc.communicate(data, timeout=self.timeout)

@@ -171,10 +171,10 @@ class HttpPostAction:
             raise UsageError(f"{TIMEOUT_ENV} must be > 0")
         return cls(key, target, timeout=timeout, retry=RetryConfig.from_env(env))
 
-    def perform(self, data: bytes) -> None:
+    def perform(self, data: bytes, ikey: str | None = None) -> None:
         """POST ``data`` until it is accepted (2xx). Retries transport errors, 429 and 5xx with
         exponential backoff; anything else, or running out of retries, raises :class:`ActionFailed`."""
-        headers = {"Idempotency-Key": idempotency_key(data)}
+        headers = {"Idempotency-Key": ikey or idempotency_key(data)}
         attempt = 0
         while True:
             try:
