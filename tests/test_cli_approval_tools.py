@@ -83,6 +83,8 @@ def test_tooling_bad_input(tmp_path: Path, cli) -> None:
     res = cli("approval", "verify", str(spec_path), "--env=prod", "--approval=garbage")
     assert res.returncode == 4 and "approval decode check failed" in res.stderr
     assert "garbage" not in res.stderr
+    res = cli("approval", "verify", str(spec_path), "--env=prod", f"--approval={tmp_path / 'gone.cred'}")
+    assert res.returncode == 2 and "gone.cred: approval credential file does not exist" in res.stderr
     assert "Traceback" not in res.stderr
 
 

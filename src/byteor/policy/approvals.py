@@ -146,6 +146,8 @@ def read_credential(value: str | None, spec_dir: str) -> tuple[str, str] | None:
     if value:
         if os.path.isfile(value):
             return _read_cred_file(value), value
+        if "/" in value:  # never part of a credential (base64url has no '/'): a path that is missing
+            raise UsageError(f"{value}: approval credential file does not exist")
         return value.strip(), "--approval"
     default = os.path.join(spec_dir, APPROVAL_FILE)
     if os.path.isfile(default):
