@@ -101,6 +101,8 @@ def test_policy_verb_prints_the_effective_table(tmp_path: Path, cli) -> None:
     doc = json.loads(res.stdout)
     assert doc["posture"] == "prod" and doc["policy_source"] == "default"
     assert doc["rules"]["side_effects"] == "require_approval"
+    assert {p: r["side_effects"] for p, r in doc["table"].items()} == {
+        "dev": "allow", "staging": "require_approval", "prod": "require_approval"}
     assert [d["decision"] for d in doc["decisions"]] == ["RequireApproval", "Deny"]
     env = {"BYTEOR_EXEC_ALLOWLIST": "/bin/true"}
     res = cli("policy", str(spec_path), "--env=prod", "--dry-run", script="byteor-actiongraph", env=env)

@@ -78,14 +78,21 @@ def _policy(args: argparse.Namespace) -> int:
     loaded, gate = _evaluate(args, replay_mode=args.replay_mode)
     rules = gate.table.rules(gate.posture)
     if args.json:
-        emit_json({"spec": loaded.path, **gate.to_json(), "rules": rules.to_json()})
+        emit_json({"spec": loaded.path, **gate.to_json(), "rules": rules.to_json(),
+                   "table": gate.table.to_json()["postures"]})
         return 0
     con = stdout_console()
-    con.print(f"posture [bold]{gate.posture}[/]  policy {gate.table.source}  spec {loaded.hash}")
-    con.print(f"rules: http_post={rules.rule_for('http_post')} exec={rules.rule_for('exec')} "
-              f"replay={rules.replay} replay_execute={rules.replay_execute}"
+    con.print(f"posture [bold]{gate.posture}[/]  policy {gate.table.source}  spec {loaded.hash}"
               + ("  (--dry-run)" if args.dry_run else "")
               + (f"  (replay {args.replay_mode})" if args.replay_mode else ""))
+    rules_table = Table(title="rules by posture")
+    for col in ("posture", "http_post", "exec", "replay", "replay_execute"):
+        rules_table.add_column(col)
+    for name, r in gate.table.postures.items():
+        mark = "[bold]" if name == gate.posture else ""
+        rules_table.add_row(f"{mark}{name}", r.rule_for("http_post"), r.rule_for("exec"), r.replay,
+                            r.replay_execute)
+    con.print(rules_table)
     if gate.approval is not None:
         a = gate.approval.payload
         con.print(f"approval {a.approval_id} verified (key {a.kid}, expires {a.expires_at})")
