@@ -1,0 +1,276 @@
+"""LaneGraph lanes and journal: ``python -m benchmarks.lanes [--quick] [--json PATH]``.
+
+Rows, all measured in the same run (ratios are what matter):
+
+* ``singlering_1stage``: a SingleRing with one identity stage (``run_builtin`` in a child process)
+  and an egress cell (``count_sink`` in another child); the producer publishes in batches.
+* ``events_lane``: the same producer into an ``events`` lane, one subscriber counting natively.
+* ``fanout_1`` / ``fanout_2`` / ``fanout_4``: a fanout lane with 1, 2, 4 subscriber processes; each
+  counts every message (throughput = messages published per second).
+* ``mpsc_2p``: two producer processes into one mpsc lane, one consumer.
+* ``file_write`` (the disk's limit here: buffered ``write`` of the same payloads, then ``flush``),
+  ``journal_none`` / ``journal_segment`` / ``journal_always``: journal appends, in MB/s of payload.
+* ``graph_sp`` / ``graph_mp``: a router (round robin, 2 branches) + merge graph end to end through
+  ``run_lanegraph`` in one process and with one process per role (Python role loops).
+
+Goals (issue 5): events >= 80% of singlering_1stage; fanout_4 >= 50% of fanout_1; journal_none
+>= 50% of file_write.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+from benchmarks._common import Result, bench_dir, parser, print_table, repeat, write_json
+from byteor import _native
+from byteor.lanes.journal import JournalWriter
+from byteor.lanes.shm import LaneSpec, create_lane, lane_file
+from byteor.shm import attach_ring, create_ring
+
+HASH = "sha256:" + "ab" * 32
+RAW_HASH = bytes.fromhex("ab" * 32)
+#: Settings chosen on the command line (the wait strategy every participant uses).
+_CFG: dict[str, Any] = {"wait": _native.WAIT_BACKOFF, "wait_name": "backoff"}
+MSG = b"m" * 64
+BATCH = 256
+CAPACITY = 65536
+
+
+def _sink(path: str, c: int, q: Any, wait: int) -> None:
+    ring = attach_ring(path)
+    q.put(ring.count_sink(c, wait))
+    ring.close()
+
+
+def _stage(path: str, c: int, wait: int) -> None:
+    ring = attach_ring(path)
+    ring.run_builtin(c, _native.OP_IDENTITY, 0, wait)
+    ring.close()
+
+
+def _producer(path: str, n: int, wait: int) -> None:
+    ring = attach_ring(path)
+    batch = [MSG] * BATCH
+    for _ in range(n // BATCH):
+        ring.publish_many(batch, wait)
+    ring.close()
+
+
+def _drive(path: str, n: int, children: list[Any], q: Any, n_sinks: int, *, producers: int = 0) -> float:
+    """Start children, publish n messages (or let ``producers`` children do it), stop, wait."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=t, args=a) for t, a in children]
+    for p in procs:
+        p.start()
+    ring = attach_ring(path)
+    time.sleep(0.2)  # let the consumers attach and start waiting
+    t0 = time.perf_counter()
+    if producers:
+        prods = [ctx.Process(target=_producer, args=(path, n // producers, _CFG["wait"])) for _ in range(producers)]
+        for p in prods:
+            p.start()
+        for p in prods:
+            p.join(600)
+    else:
+        batch = [MSG] * BATCH
+        for _ in range(n // BATCH):
+            ring.publish_many(batch, _CFG["wait"])
+    ring.request_stop()
+    counts = [q.get(timeout=600) for _ in range(n_sinks)]
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join(60)
+    ring.close()
+    expected = (n // BATCH) * BATCH if not producers else producers * ((n // producers) // BATCH) * BATCH
+    if any(c[0] != expected for c in counts):
+        raise RuntimeError(f"lost messages: {counts} != {expected}")
+    return expected / elapsed
+
+
+def bench_singlering(n: int) -> float:
+    path = os.path.join(bench_dir(), f"sr-{time.monotonic_ns()}")
+    ring = create_ring(path, capacity=CAPACITY, slot_bytes=128, deps=[0, 0b1], spec_hash=RAW_HASH)
+    q = mp.get_context("spawn").Queue()
+    try:
+        return _drive(path, n, [(_stage, (path, 0, _CFG["wait"])), (_sink, (path, 1, q, _CFG["wait"]))], q, 1)
+    finally:
+        ring.close()
+        os.unlink(path)
+
+
+def bench_fanout(n: int, cells: int, kind: str = "fanout", producers: int = 0) -> float:
+    root = tempfile.mkdtemp(dir=bench_dir())
+    lane = LaneSpec("l", kind, CAPACITY, 128, cells)
+    ring = create_lane(root, lane, HASH)
+    path = lane_file(root, "l", kind)
+    q = mp.get_context("spawn").Queue()
+    try:
+        sinks = [(_sink, (path, c, q, _CFG["wait"])) for c in range(cells)]
+        return _drive(path, n, sinks, q, cells, producers=producers)
+    finally:
+        ring.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_file(n: int, payload: bytes, directory: str) -> float:
+    path = os.path.join(directory, "plain.bin")
+    t0 = time.perf_counter()
+    with open(path, "wb") as fh:
+        for _ in range(n):
+            fh.write(payload)
+        fh.flush()
+    elapsed = time.perf_counter() - t0
+    os.unlink(path)
+    return n * len(payload) / elapsed / 1e6
+
+
+def native_journal_note() -> str:
+    """Use the C journal segment: from byteor._native, else journal.c compiled for this run."""
+    from byteor.lanes import journal as jmod
+
+    if jmod.native_available():
+        return "C segment (byteor._native)"
+    import subprocess
+    import sys
+    import sysconfig
+
+    src = os.path.join(os.path.dirname(jmod.__file__), "..", "_native", "journal.c")
+    out = tempfile.mkdtemp(dir=bench_dir())
+    target = os.path.join(out, "_byteor_journal" + str(sysconfig.get_config_var("EXT_SUFFIX")))
+    try:
+        subprocess.run([os.environ.get("CC", "gcc"), "-std=c11", "-O3", "-fPIC", "-shared",
+                        "-DBYTEOR_JOURNAL_STANDALONE", "-I" + sysconfig.get_paths()["include"], src,
+                        "-o", target], check=True, timeout=120, capture_output=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"Python segment (journal.c not hooked into byteor._native; gcc build failed: {exc})"
+    sys.path.insert(0, out)
+    import _byteor_journal
+
+    jmod._NATIVE_SEGMENT = _byteor_journal.JournalSegment
+    return "C segment (journal.c built for this run: not yet hooked into byteor._native)"
+
+
+def bench_journal(n: int, payload: bytes, directory: str, fsync: str) -> float:
+    d = tempfile.mkdtemp(dir=directory)
+    try:
+        w = JournalWriter(d, segment_bytes=64 * 1024 * 1024, slot_bytes=len(payload), fsync=fsync)
+        append = w.append
+        t0 = time.perf_counter()
+        for _ in range(n):
+            append(payload)
+        w.flush()
+        elapsed = time.perf_counter() - t0
+        w.close()
+        return n * len(payload) / elapsed / 1e6
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def bench_graph(n: int, sp: bool) -> float:
+    from byteor.runtime.lanegraph import run_lanegraph
+    from byteor.spec.kv import decode_kv
+
+    kv = "\n".join([
+        "pipeline.name=bench-rm", "pipeline.target=LaneGraph",
+        "pipeline.lanes.0.name=in", "pipeline.lanes.0.kind=events", "pipeline.lanes.0.capacity=4096",
+        "pipeline.lanes.1.name=l0", "pipeline.lanes.1.kind=events", "pipeline.lanes.1.capacity=4096",
+        "pipeline.lanes.2.name=l1", "pipeline.lanes.2.kind=events", "pipeline.lanes.2.capacity=4096",
+        "pipeline.lanes.3.name=out", "pipeline.lanes.3.kind=events", "pipeline.lanes.3.capacity=4096",
+        "pipeline.endpoints.0.name=src", "pipeline.endpoints.0.direction=ingress", "pipeline.endpoints.0.lane=in",
+        "pipeline.endpoints.1.name=dst", "pipeline.endpoints.1.direction=egress", "pipeline.endpoints.1.lane=out",
+        "pipeline.roles.0.name=r", "pipeline.roles.0.kind=router", "pipeline.roles.0.inputs.0=in",
+        "pipeline.roles.0.outputs.0=l0", "pipeline.roles.0.outputs.1=l1", "pipeline.roles.0.route=round_robin",
+        "pipeline.roles.1.name=m", "pipeline.roles.1.kind=merge", "pipeline.roles.1.inputs.0=l0",
+        "pipeline.roles.1.inputs.1=l1", "pipeline.roles.1.outputs.0=out", "",
+    ])
+    spec = decode_kv(kv)
+    count = [0]
+
+    def sink(_ep: str, _msg: bytes) -> None:
+        count[0] += 1
+
+    root = tempfile.mkdtemp(dir=bench_dir())
+    try:
+        t0 = time.perf_counter()
+        run_lanegraph(spec, sp=sp, inputs=(MSG for _ in range(n)), outputs=sink,
+                      lane_path=os.path.join(root, "lanes"), journal_dir=os.path.join(root, "journal"),
+                      wait=_CFG["wait_name"])
+        elapsed = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if count[0] != n:
+        raise RuntimeError(f"graph lost messages: {count[0]} != {n}")
+    return n / elapsed
+
+
+def main() -> None:
+    ap = parser("LaneGraph lanes vs SingleRing, fanout width, mpsc, journal vs plain file, router+merge")
+    ap.add_argument("--journal-dir", default="/var/tmp",
+                    help="a directory on a real filesystem for the journal rows (default /var/tmp)")
+    ap.add_argument("--wait", choices=("spin", "yield", "backoff", "block"), default="backoff",
+                    help="wait strategy of every ring participant (default backoff)")
+    args = ap.parse_args()
+    _CFG["wait"] = getattr(_native, f"WAIT_{args.wait.upper()}")
+    _CFG["wait_name"] = args.wait
+    n = 400_000 if args.quick else 4_000_000
+    runs = 1 if args.quick else 3
+    results: list[Result] = []
+
+    def row(name: str, fn: Any, note: str = "", unit: str = "msgs") -> None:
+        stat = repeat(fn, runs)
+        r = Result(name=name, msgs_per_s=stat.median, note=note)
+        r.range = (stat.lo, stat.hi)
+        if unit != "msgs":
+            r.extra["unit"] = unit
+        results.append(r)
+
+    row("singlering_1stage", lambda: bench_singlering(n), "producer -> identity stage (C) -> egress (C)")
+    row("events_lane", lambda: bench_fanout(n, 1, "events"), "producer -> events lane -> subscriber (C)")
+    for k in (1, 2, 4):
+        row(f"fanout_{k}", lambda k=k: bench_fanout(n, k), f"{k} subscriber process(es), each sees every message")
+    row("mpsc_2p", lambda: bench_fanout(n, 1, "mpsc", producers=2), "2 producer processes, 1 consumer")
+    jn = 100_000 if args.quick else 2_000_000
+    payload = b"j" * 248  # + 8-byte record header = 256 bytes per record on disk
+    jdir = tempfile.mkdtemp(prefix="byteor-bench-journal-", dir=args.journal_dir)
+    impl = native_journal_note()
+    try:
+        row("file_write", lambda: bench_file(jn, payload, jdir), "buffered write() of the payloads: MB/s",
+            unit="MB/s")
+        for posture in ("none", "segment"):
+            row(f"journal_{posture}", lambda p=posture: bench_journal(jn, payload, jdir, p),
+                f"append, fsync={posture}: MB/s; {impl}", unit="MB/s")
+        row("journal_always", lambda: bench_journal(2_000 if args.quick else 20_000, payload, jdir, "always"),
+            "append, fsync=always (msync per record): MB/s", unit="MB/s")
+    finally:
+        shutil.rmtree(jdir, ignore_errors=True)
+    gn = 50_000 if args.quick else 500_000
+    row("graph_sp", lambda: bench_graph(gn, True), "router(rr, 2) + merge, one process")
+    row("graph_mp", lambda: bench_graph(gn, False), "router(rr, 2) + merge, one process per role")
+
+    by = {r.name: r.msgs_per_s or 0.0 for r in results}
+    goals = {
+        "events_vs_singlering": by["events_lane"] / by["singlering_1stage"],
+        "fanout4_vs_fanout1": by["fanout_4"] / by["fanout_1"],
+        "journal_none_vs_file": by["journal_none"] / by["file_write"],
+    }
+    for r in results:
+        if r.name in ("file_write", "journal_none", "journal_segment", "journal_always"):
+            r.extra["vs_file_write"] = round((r.msgs_per_s or 0) / by["file_write"], 3)
+        elif r.name.startswith("fanout"):
+            r.extra["vs_fanout_1"] = round((r.msgs_per_s or 0) / by["fanout_1"], 3)
+    print_table("lanes (msgs/s; journal and file rows in MB/s)", results,
+                ratio_to=["singlering_1stage", "fanout_1", "file_write"])
+    for name, value in goals.items():
+        print(f"{name}: {value:.2f}")
+    if args.json:
+        write_json(args.json, results, extra={"goals": goals, "n": n, "journal_records": jn, "wait": args.wait,
+                                              "capacity": CAPACITY, "msg_bytes": len(MSG)})
+
+
+if __name__ == "__main__":
+    main()
