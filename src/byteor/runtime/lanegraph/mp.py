@@ -40,7 +40,7 @@ from ..stage_api import StageContext
 from ..supervisor import StageProcess, Supervisor
 from ._role_main import lane_spec, stop_marker
 from ._roles import LaneGraphResult, journal_lane_dir, resolve_role_stage, role_index
-from ._stats import MAX_PORTS, RoleStats
+from ._stats import RoleStats
 from .plan import LaneGraphPlan
 from .state import STATE_FILE, lane_state_entry, new_state, role_state_entry, write_state
 
@@ -105,8 +105,6 @@ def run_mp(
 ) -> LaneGraphResult:
     """Run ``plan`` with one process per role (module docstring). Returns the final state."""
     for rp in plan.roles:
-        if len(rp.inputs) > MAX_PORTS or len(rp.outputs) > MAX_PORTS:
-            raise PipelineFailed(f"role {rp.name!r}: at most {MAX_PORTS} inputs and outputs per role")
         if rp.kind == "stage":  # resolve once here too: a bad key fails before any process starts
             resolved = resolve_role_stage(role_index(spec, rp), rp.role, context)
             if resolved.close is not None:

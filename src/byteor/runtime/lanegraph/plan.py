@@ -26,6 +26,8 @@ __all__ = [
 
 #: Most consumer cells the native ring offers (fanout uses one per subscriber).
 _MAX_CELLS = MAX_FANOUT
+#: Most inputs or outputs of one role (the per-role counters file has 8 ports each way).
+_MAX_PORTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,8 @@ def _reasons_and_plan(spec: LaneGraphSpecV1) -> tuple[list[str], LaneGraphPlan |
             reasons.append(f"stage role {role.name!r} has unknown op {role.op!r}")
         if role.kind in ("stage", "bridge", "router") and len(role.inputs) != 1:
             reasons.append(f"{role.kind} role {role.name!r} needs exactly one input")
+        if len(role.inputs) > _MAX_PORTS or len(role.outputs) > _MAX_PORTS:
+            reasons.append(f"role {role.name!r}: at most {_MAX_PORTS} inputs and {_MAX_PORTS} outputs per role")
         if role.kind == "merge" and len(set(role.inputs)) != len(role.inputs):
             reasons.append(f"merge role {role.name!r} reads the same lane twice")
         if role.kind == "router" and len(set(role.outputs)) != len(role.outputs):
