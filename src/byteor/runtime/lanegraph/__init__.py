@@ -11,10 +11,12 @@ Entry points for ``run``/``snapshot``/``compatibility``:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..._errors import UnsupportedSpecError, UsageError
+from ..._errors import ArtifactError, UnsupportedSpecError, UsageError
+from ...lanes.journal import FSYNC_POSTURES
 from ...spec.kv import spec_hash as compute_spec_hash
 from ...spec.model import LaneGraphSpecV1, PipelineSpecV1
 from ..stage_api import StageContext
@@ -48,14 +50,15 @@ def run_lanegraph(
     context: StageContext | None = None,
     spec_hash: str | None = None,
     journal_dir: str | None = None,
-    fsync: str = "none",
+    fsync: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> LaneGraphResult:
     """Run a LaneGraph spec over ``inputs``; each egress message goes to ``outputs(endpoint, msg)``.
 
     ``lane_path``: directory of the shared-memory lane files and of ``lane_graph_state.json``
     (default ``/dev/shm/byteor/<name>-<hash8>/``); ``journal_dir``: where journal lanes live (default
-    ``/var/tmp/byteor/<name>-<hash8>/journal``); ``fsync``: the journal posture. ``sp=True`` runs
+    ``$BYTEOR_JOURNAL_DIR/<name>-<hash8>``, else ``/var/tmp/byteor/<name>-<hash8>/journal``); ``fsync``:
+    the journal posture (default ``$BYTEOR_JOURNAL_FSYNC``, else ``none``). ``sp=True`` runs
     every role in the calling thread (lane files are not created; the state file is written only when
     ``lane_path`` is given).
 
@@ -71,14 +74,15 @@ def run_lanegraph(
     shash = spec_hash or compute_spec_hash(spec)
     ctx = context or StageContext(spec_hash=shash)
     jdir = journal_dir or default_journal_dir(spec, shash)
+    fsync = fsync or os.environ.get("BYTEOR_JOURNAL_FSYNC") or "none"
+    if fsync not in FSYNC_POSTURES:
+        raise UsageError(f"journal fsync posture {fsync!r} is not one of {', '.join(FSYNC_POSTURES)}")
     if sp:
         from .sp import run_sp
 
         result = run_sp(spec, plan, inputs=inputs, outputs=outputs, context=ctx, journal_dir=jdir,
                         fsync=fsync, spec_hash=shash, lane_path=lane_path, progress=progress)
         if lane_path is not None:
-            import os
-
             os.makedirs(lane_path, exist_ok=True)
             write_state(os.path.join(lane_path, STATE_FILE), result.state)
         return result
@@ -92,6 +96,10 @@ def run_lanegraph(
 def lane_snapshot(lane_path: str) -> dict[str, Any]:
     """The current ``lane_graph_state.json`` under ``lane_path`` (the MP runner refreshes it about
     every 200 ms while running). Raises :class:`~byteor.ArtifactError` if missing or unreadable."""
-    return read_state(lane_path)
+    path = lane_path if os.path.isfile(lane_path) else os.path.join(lane_path, STATE_FILE)
+    if not os.path.exists(path):
+        raise ArtifactError(f"{path} does not exist: no LaneGraph state under --lane-path={lane_path} "
+                            "(is a graph running there, or did a --sp run write it?)")
+    return read_state(path)
 
 

@@ -131,7 +131,7 @@ class _Role:
             else:
                 ring = attach_lane(lane_path, lane_spec(lp), shash)
                 self.closers.append(ring.close)
-                self.outputs.append(LaneWriter(ring, name, lp.on_full, wait, abort=self._orphaned))
+                self.outputs.append(LaneWriter(ring, name, lp.on_full, wait, abort=self._tick))
         self.router = Router(self.plan.role, len(self.outputs)) if self.plan.kind == "router" else None
         self.messages_in = self.stats.messages_in
         self.written = [self.stats.written(k) for k in range(len(self.outputs))]
@@ -143,7 +143,10 @@ class _Role:
         self.view = memoryview(self.scratch)
         self.parent = int(cfg["parent_pid"])
 
-    def _orphaned(self) -> bool:
+    def _tick(self) -> bool:
+        """Called every 100 ms while blocked on a full output: beat (blocked is not hung), and give
+        up if the parent is gone."""
+        self.flush_stats()
         return os.getppid() != self.parent
 
     def flush_stats(self) -> None:

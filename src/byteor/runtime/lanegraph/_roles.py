@@ -52,7 +52,11 @@ def default_lane_path(spec: LaneGraphSpecV1, spec_hash: str) -> str:
 
 
 def default_journal_dir(spec: LaneGraphSpecV1, spec_hash: str) -> str:
-    """``/var/tmp/byteor/<name>-<hash8>/journal``: journal lanes live on disk, not in /dev/shm."""
+    """``$BYTEOR_JOURNAL_DIR/<name>-<hash8>``, else ``/var/tmp/byteor/<name>-<hash8>/journal``:
+    journal lanes live on a real filesystem, not in /dev/shm."""
+    base = os.environ.get("BYTEOR_JOURNAL_DIR")
+    if base:
+        return os.path.join(base, f"{spec.name}-{_hash8(spec_hash)}")
     return os.path.join(JOURNAL_ROOT, f"{spec.name}-{_hash8(spec_hash)}", "journal")
 
 

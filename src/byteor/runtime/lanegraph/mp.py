@@ -265,7 +265,7 @@ class _Run:
                     if hi >= 0:
                         first = reader.next
                         for seq in range(first, hi + 1):
-                            outputs(ep, bytes(reader.read(seq)))
+                            outputs(ep, reader.ring.read_bytes(seq))
                             reader.release(seq)
                         drained += hi + 1 - first
                 elif sub is not None:
