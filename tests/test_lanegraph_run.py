@@ -280,3 +280,23 @@ def test_mp_role_killed_midstream_is_restarted(tmp_path: Path) -> None:
     assert isinstance(running, dict) and running["runner"] == "mp"
     assert {lane["name"] for lane in running["lanes"]} == {"a", "b", "c"}
     assert not lanes.exists()  # nothing left behind in the lane path
+
+
+def test_sp_is_deterministic(tmp_path: Path) -> None:
+    """Same input, same output, same drops, same counters: the SP schedule has no timing in it."""
+    spec = lanegraph(
+        "det",
+        [{"name": "a", "kind": "events", "capacity": 16}, {"name": "l0", "kind": "events", "capacity": 4},
+         {"name": "l1", "kind": "events", "capacity": 2}, {"name": "m", "kind": "mpsc", "capacity": 4}],
+        [("in", "ingress", "a"), ("out", "egress", "m")],
+        [{"name": "r", "kind": "router", "inputs": ["a"], "outputs": ["l0", "l1"], "route": "bytes:0:1"},
+         {"name": "s", "kind": "stage", "inputs": ["l0"], "outputs": ["m"], "op": "add_u8", "delta": 7},
+         {"name": "b", "kind": "bridge", "inputs": ["l1"], "outputs": ["m"]}],
+        on_full="drop_newest",
+    )
+    data = [bytes([i % 5]) + i.to_bytes(3, "little") for i in range(3000)]
+    runs = [run(spec, "sp", data, tmp_path / str(k)) for k in range(2)]
+    (got1, res1), (got2, res2) = runs
+    assert got1 == got2 and res1.drops == res2.drops and sum(res1.drops.values()) > 0
+    strip = [{k: v for k, v in r.state.items() if k not in ("taken_unix_ms", "journal_dir")} for r in (res1, res2)]
+    assert strip[0] == strip[1]

@@ -55,16 +55,17 @@ class _RoleSupervisor(Supervisor):
     """The runtime supervisor, spawning LaneGraph role processes; liveness from the stats file."""
 
     def __init__(self, stats: dict[str, RoleStats], inputs: dict[str, LaneReader | None],
-                 *args: Any, **kwargs: Any) -> None:
+                 env: dict[str, str], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stats = stats
         self._first_input = inputs
+        self._env = env
 
     def _spawn(self, sp: StageProcess) -> None:
         sp.config["parent_pid"] = os.getpid()
         sp.proc = subprocess.Popen(
             [sys.executable, "-m", "byteor.runtime.lanegraph._role_main", json.dumps(sp.config)],
-            stdin=subprocess.DEVNULL, close_fds=True,
+            stdin=subprocess.DEVNULL, close_fds=True, env=self._env,
         )
         sp.last_beat = -1
         sp.last_beat_change = time.monotonic()
@@ -182,10 +183,11 @@ class _Run:
             ring = self.rings.get(ref.lane)
             first_inputs[label] = LaneReader(ring, ref.lane, ref.cell, self.wait) if ring else None
         stats_by_proc = {f"role {name!r}": st for name, st in self.stats.items()}
-        self.supervisor = _RoleSupervisor(stats_by_proc, first_inputs, [], procs, on_failure=lambda exc: None)
+        # role processes (and their restarts) import py: stages the way this process does
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.supervisor = _RoleSupervisor(stats_by_proc, first_inputs, env, [], procs,
+                                          on_failure=lambda exc: None)
         self.procs = {rp.name: sp for rp, sp in zip(self.plan.roles, procs, strict=True)}
-        env_path = os.pathsep.join(p for p in sys.path if p)
-        os.environ["PYTHONPATH"] = env_path  # role processes import py: stages the way this process does
         self.supervisor.start()
         self.supervisor.run_in_thread()
 
@@ -193,14 +195,7 @@ class _Run:
 
     def execute(self, inputs: Iterable[bytes], outputs: Callable[[str, bytes], None],
                 progress: Callable[[dict[str, Any]], None] | None) -> LaneGraphResult:
-        old_pythonpath = os.environ.get("PYTHONPATH")
-        try:
-            self._setup()
-        finally:
-            if old_pythonpath is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = old_pythonpath
+        self._setup()
         assert self.supervisor is not None
         result = LaneGraphResult()
         ingress_lane = self.plan.ingress[0][1]
