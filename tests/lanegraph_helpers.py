@@ -62,3 +62,17 @@ def hang(slot: memoryview, length: int) -> int:
 
 
 hang.byteor_modifies = False  # type: ignore[attr-defined]  # the registry reads this marker
+
+
+def drop_odd(slot: memoryview, length: int) -> int:
+    """Drops messages whose first byte is odd; keeps the others unchanged."""
+    return -1 if length and slot[0] & 1 else length
+
+
+drop_odd.byteor_modifies = False  # type: ignore[attr-defined]  # the registry reads this marker
+
+
+def shout(slot: memoryview, length: int) -> int:
+    """Appends one ``!`` to the message (the stage may grow it up to the slot size)."""
+    slot[length] = 0x21
+    return length + 1

@@ -300,3 +300,20 @@ def test_sp_is_deterministic(tmp_path: Path) -> None:
     assert got1 == got2 and res1.drops == res2.drops and sum(res1.drops.values()) > 0
     strip = [{k: v for k, v in r.state.items() if k not in ("taken_unix_ms", "journal_dir")} for r in (res1, res2)]
     assert strip[0] == strip[1]
+
+
+def test_python_stages_drop_and_resize(runner: str, tmp_path: Path) -> None:
+    spec = lanegraph(
+        "pystage",
+        [{"name": "a", "kind": "events"}, {"name": "b", "kind": "events"}, {"name": "c", "kind": "events"}],
+        [("in", "ingress", "a"), ("out", "egress", "c")],
+        [{"name": "filter", "kind": "stage", "inputs": ["a"], "outputs": ["b"], "op": "resolver",
+          "resolver_key": "py:lanegraph_helpers:drop_odd"},
+         {"name": "grow", "kind": "stage", "inputs": ["b"], "outputs": ["c"], "op": "resolver",
+          "resolver_key": "py:lanegraph_helpers:shout"}],
+    )
+    data = [bytes([i % 256, 7]) for i in range(1000)]
+    got, result = run(spec, runner, data, tmp_path)
+    assert got["out"] == [m + b"!" for m in data if m[0] % 2 == 0]
+    roles = {r["name"]: r for r in result.state["roles"]}
+    assert roles["filter"]["messages_in"] == 1000 and roles["filter"]["messages_out"] == 500

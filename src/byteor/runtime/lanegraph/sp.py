@@ -216,10 +216,32 @@ def run_sp(
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> LaneGraphResult:
     """Run ``plan`` in this thread (see the module docstring); returns the result with final state."""
-    stages = {
-        role.name: resolve_role_stage(role_index(spec, role), role.role, context)
-        for role in plan.roles if role.kind == "stage"
-    }
+    stages: dict[str, ResolvedStage] = {}
+    try:
+        for role in plan.roles:
+            if role.kind == "stage":
+                stages[role.name] = resolve_role_stage(role_index(spec, role), role.role, context)
+        return _run(spec, plan, stages, inputs=inputs, outputs=outputs, journal_dir=journal_dir, fsync=fsync,
+                    spec_hash=spec_hash, lane_path=lane_path, progress=progress)
+    finally:
+        for stage in stages.values():
+            if stage.close is not None:
+                stage.close()
+
+
+def _run(
+    spec: LaneGraphSpecV1,
+    plan: LaneGraphPlan,
+    stages: dict[str, ResolvedStage],
+    *,
+    inputs: Iterable[bytes],
+    outputs: Callable[[str, bytes], None],
+    journal_dir: str,
+    fsync: str,
+    spec_hash: str,
+    lane_path: str | None,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> LaneGraphResult:
     lanes: dict[str, _Lane] = {}
     policies = {name: lane.on_full for name, lane in plan.lanes.items()}
     journals: list[_JournalLane] = []
