@@ -229,8 +229,7 @@ RULES: list[tuple[str, str, str]] = [
     ("events-no-reader", _edit(LG, pipeline__endpoints__1__direction="ingress"), "pipeline.lanes.1"),
     (
         "events-two-readers",
-        LG + "pipeline.endpoints.2.name=tap\npipeline.endpoints.2.direction=egress\n"
-        "pipeline.endpoints.2.lane=out\n",
+        LG + "pipeline.endpoints.2.name=tap\npipeline.endpoints.2.direction=egress\npipeline.endpoints.2.lane=out\n",
         "pipeline.lanes.1",
     ),
     (
@@ -275,9 +274,7 @@ RULES: list[tuple[str, str, str]] = [
 
 
 @pytest.mark.parametrize(("text", "key"), [(t, k) for _, t, k in RULES], ids=[c for c, _, _ in RULES])
-def test_each_rule_names_its_key(
-    text: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_each_rule_names_its_key(text: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     try:
         spec = decode_kv(text)
     except SpecDecodeError as exc:  # a few rules are already enforced while decoding (required keys)
@@ -369,9 +366,7 @@ def test_python_built_specs_are_held_to_the_same_rules() -> None:
     lg = decode_kv(LG)
     assert isinstance(lg, LaneGraphSpecV1)
     bad_lane = replace(lg, lanes=(*lg.lanes[:1], LaneV1("out", "events", fanout=2, segment_bytes=4096)))
-    assert {"pipeline.lanes.1.fanout", "pipeline.lanes.1.segment_bytes"} <= {
-        i.key for i in validate_v1(bad_lane)
-    }
+    assert {"pipeline.lanes.1.fanout", "pipeline.lanes.1.segment_bytes"} <= {i.key for i in validate_v1(bad_lane)}
     bridge_with_op = replace(
         lg, roles=(RoleV1("work", "bridge", ("in",), ("out",), op="add_u8", route=BytesKey(0, 1)),)
     )
@@ -402,3 +397,30 @@ def test_credentials_in_an_http_post_url_are_rejected_and_never_echoed(
         assert main(["validate", str(path)]) == 3
         err = capsys.readouterr().err
         assert "`pipeline.stages.1.resolver_key`" in err and "hunter2" not in err
+
+
+def test_entry_point_families(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A distribution that declares ``byteor.stages`` entry points adds resolver families."""
+    from byteor.spec import families
+
+    dist = tmp_path / "byteor_fake_stages-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: byteor-fake-stages\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[byteor.stages]\nfakefam = fake_stage_mod:resolve\nbrokenfam = fake_stage_missing:resolve\n"
+    )
+    (tmp_path / "fake_stage_mod.py").write_text("def resolve(key, ctx):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    families.entry_point_families.cache_clear()
+    try:
+        assert "fakefam" in known_families() and "brokenfam" in known_families()
+        assert check_resolver_key("fakefam:anything") is None
+        assert families.resolvable("fakefam:anything") is None
+        why = families.resolvable("brokenfam:x")
+        assert why is not None and "fails to load" in why
+        spec = decode_kv(_edit(SR, **_stage(1, op="resolver", resolver_key="fakefam:x")))
+        assert validate_v1(spec) == []
+    finally:
+        monkeypatch.undo()
+        families.entry_point_families.cache_clear()
+    assert "fakefam" not in known_families()
