@@ -1,0 +1,356 @@
+"""The multi-process ``dedicated`` executor for SingleRing specs.
+
+Layout: one ring file per shard, ``<ring_dir>/shard-<k>.ring`` (default ring directory
+``/dev/shm/byteor/<name>-<hash8>/``). Consumer ``i`` of a ring is stage ``i``; its dependency mask is
+``byteor.spec.semantics.effective_deps`` (declared deps plus the A2 orderings); the last consumer is
+the egress, which depends on every stage, so the producer is gated by the slowest of them.
+
+Processes: the parent publishes (one call, one copy per message, or one batch claim for
+``publish_many``) and runs one egress thread per ring that hands output messages, in sequence order,
+to ``sink(shard, batch)``; a :class:`~byteor.runtime.supervisor.Supervisor` runs one child process per
+stage per ring. Builtin stages run ``Ring.run_builtin`` (C, GIL released); Python and resolver stages
+loop ``wait_for`` -> ``fn(slot)`` -> ``release`` (modifying ones through the crash-atomic
+``modify_begin`` / ``modify_commit``).
+
+Drain: :meth:`MpExecutor.close` sets the ring's ``stop`` word; every stage consumes everything
+published and exits 0, the egress delivers the rest, then the ring files are unlinked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import _native
+from .._errors import PipelineFailed, ShmError, UsageError
+from ..spec.model import SingleRingSpecV1
+from ..spec.semantics import effective_deps
+from ._stage_main import ROLE_EGRESS, ROLE_PRODUCER, ROLE_STAGE_BASE
+from .sharding import BytesLike, Router
+from .stage_api import ResolvedStage, StageContext
+from .supervisor import StageProcess, Supervisor
+
+__all__ = ["DEFAULT_RING_ROOT", "WAITS", "BatchSink", "MpExecutor", "default_ring_dir", "ring_files"]
+
+DEFAULT_RING_ROOT = "/dev/shm/byteor"
+WAITS: dict[str, int] = {
+    "spin": _native.WAIT_SPIN,
+    "yield": _native.WAIT_YIELD,
+    "backoff": _native.WAIT_BACKOFF,
+    "block": _native.WAIT_BLOCK,
+}
+_POLL_NS = 100_000_000
+
+#: ``sink(shard, batch)`` receives the output messages of one ring, in sequence order.
+BatchSink = Callable[[int, list[bytes]], None]
+
+
+def default_ring_dir(spec: SingleRingSpecV1, spec_hash: str) -> str:
+    """``/dev/shm/byteor/<name>-<hash8>/`` (hash8: the first 8 hex digits of the spec hash)."""
+    return os.path.join(DEFAULT_RING_ROOT, f"{spec.name}-{spec_hash.removeprefix('sha256:')[:8]}")
+
+
+def ring_files(ring_dir: str, shards: int) -> list[str]:
+    return [os.path.join(ring_dir, f"shard-{k}.ring") for k in range(shards)]
+
+
+def stage_roles(n_stages: int) -> dict[int, str]:
+    """Participant role ids and their names, for snapshots."""
+    roles = {ROLE_PRODUCER: "producer", ROLE_EGRESS: "egress"}
+    roles.update({ROLE_STAGE_BASE + i: f"stage {i}" for i in range(n_stages)})
+    return roles
+
+
+def _context_json(ctx: StageContext) -> dict[str, Any]:
+    return {"posture": ctx.posture, "dry_run": ctx.dry_run, "spec_hash": ctx.spec_hash,
+            "spec_dir": ctx.spec_dir, "decisions": dict(ctx.decisions),
+            "dead_letter_dir": ctx.dead_letter_dir, "record": ctx.recorder is not None,
+            "extra": {k: v for k, v in ctx.extra.items() if isinstance(v, str | int | float | bool)}}
+
+
+class MpExecutor:
+    """Runs a SingleRing spec with one process per stage per shard. Not thread-safe for producers.
+
+    Raises :class:`~byteor.ShmError` when a ring file cannot be created (it exists and is in use,
+    or the directory is not writable), :class:`~byteor.UsageError` for a message larger than
+    ``slot_bytes``, and :class:`~byteor.PipelineFailed` (from ``publish*`` or ``close``) once a stage
+    failed or kept dying.
+    """
+
+    def __init__(self, spec: SingleRingSpecV1, stages: Sequence[ResolvedStage], *, spec_hash: str,
+                 sink: BatchSink, context: StageContext, ring_path: str | None = None,
+                 wait: str = "backoff", heartbeat_timeout: float = 10.0, max_restarts: int = 5,
+                 restart_window: float = 60.0) -> None:
+        if wait not in WAITS:
+            raise UsageError(f"--wait must be one of {'|'.join(WAITS)}, got {wait!r}")
+        self.spec = spec
+        self.spec_hash = spec_hash
+        self.wait_name = wait
+        self._wait = WAITS[wait]
+        self._sink = sink
+        self._router = Router(spec)
+        self._slot_bytes = spec.slot_bytes
+        self._capacity = spec.capacity
+        self.ring_dir = ring_path or default_ring_dir(spec, spec_hash)
+        self.paths = ring_files(self.ring_dir, spec.shards)
+        self._hash_raw = bytes.fromhex(spec_hash.removeprefix("sha256:"))
+        n = len(spec.stages)
+        self._egress_c = n
+        deps = [sum(1 << d for d in ds) for ds in effective_deps(spec)]
+        self._deps = [*deps, (1 << n) - 1]
+        self._stages = list(stages)
+        self._ctx = _context_json(context)
+        self._rings: list[Any] = []
+        self._created_dir = False
+        self._threads: list[threading.Thread] = []
+        self._failure: BaseException | None = None
+        self._aborted = threading.Event()
+        self._sink_lock = threading.Lock()
+        self._supervisor: Supervisor | None = None
+        self._heartbeat_timeout = heartbeat_timeout
+        self._max_restarts = max_restarts
+        self._restart_window = restart_window
+        self._closed = False
+        self.messages_in = 0
+        self.messages_out = 0
+        self.dropped = 0
+
+    # ------------------------------------------------------------------ start
+
+    def _create_rings(self) -> None:
+        from ..shm import create_ring
+
+        if not os.path.isdir(self.ring_dir):
+            try:
+                os.makedirs(self.ring_dir, mode=0o700)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise ShmError(f"cannot create ring directory {self.ring_dir}: {exc.strerror}") from None
+            self._created_dir = True
+        for path in self.paths:
+            if os.path.exists(path):
+                self._reclaim_stale(path)
+            ring = create_ring(path, self._capacity, self._slot_bytes, self._deps, self._hash_raw)
+            self._rings.append(ring)
+
+    def _reclaim_stale(self, path: str) -> None:
+        from ..shm import stale_files, unlink
+
+        if os.path.abspath(path) in {os.path.abspath(p) for p in stale_files(self.ring_dir)}:
+            unlink(path)
+            return
+        raise ShmError(f"ring file {path} exists and is in use by a running pipeline; stop it first or "
+                       "pass another --ring-path")
+
+    def start(self) -> None:
+        """Create the rings, start the stage processes, the supervisor and the egress threads."""
+        try:
+            self._create_rings()
+            pid = os.getpid()
+            self._producer_slots = [r.register_participant(ROLE_PRODUCER, pid) for r in self._rings]
+            procs: list[StageProcess] = []
+            for k, path in enumerate(self.paths):
+                for i, (st, rs) in enumerate(zip(self.spec.stages, self._stages, strict=True)):
+                    name = f"stage {i} {st.id!r}" + (f" (shard {k})" if self.spec.shards > 1 else "")
+                    cfg: dict[str, Any] = {
+                        "ring": path, "hash_hex": self._hash_raw.hex(), "consumer": i, "index": i,
+                        "stage_id": st.id, "op": st.op, "delta": st.delta, "resolver_key": st.resolver_key,
+                        "wait": self._wait, "context": self._ctx, "native": rs.builtin is not None,
+                        "error_path": os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.error"),
+                    }
+                    procs.append(StageProcess(shard=k, index=i, consumer=i, name=name, config=cfg))
+            self._supervisor = Supervisor(self._rings, procs, on_failure=self._on_failure,
+                                          max_restarts=self._max_restarts,
+                                          restart_window=self._restart_window,
+                                          heartbeat_timeout=self._heartbeat_timeout)
+            self._supervisor.start()
+            self._supervisor.run_in_thread()
+            for k in range(len(self._rings)):
+                t = threading.Thread(target=self._egress, args=(k,), name=f"byteor-egress-{k}", daemon=True)
+                t.start()
+                self._threads.append(t)
+        except BaseException:
+            self.abort()
+            raise
+
+    # ------------------------------------------------------------------ producer
+
+    def _on_failure(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        self._aborted.set()
+
+    def _check_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _too_big(self, n: int) -> UsageError:
+        return UsageError(f"message {self.messages_in} is {n} bytes, larger than "
+                          f"pipeline.ring.slot_bytes={self._slot_bytes}")
+
+    def publish(self, data: BytesLike) -> None:
+        """Publish one message (one copy into the slot); blocks while the ring is full."""
+        n = len(data)
+        if n > self._slot_bytes:
+            raise self._too_big(n)
+        ring = self._rings[self._router.route(data)]
+        if not ring.try_publish(data):
+            while True:
+                try:
+                    ring.publish(data, self._wait, _POLL_NS)
+                    break
+                except TimeoutError:
+                    self._check_failed()
+        self.messages_in += 1
+
+    def publish_many(self, items: Sequence[BytesLike]) -> None:
+        """Publish a batch (per shard: one claim and one cursor store per ring-sized chunk)."""
+        for item in items:
+            if len(item) > self._slot_bytes:
+                raise self._too_big(len(item))
+        if len(self._rings) == 1:
+            groups: Sequence[Sequence[BytesLike]] = [items]
+        else:
+            lists: list[list[BytesLike]] = [[] for _ in self._rings]
+            route = self._router.route
+            for item in items:
+                lists[route(item)].append(item)
+            groups = lists
+        step = max(1, self._capacity // 2)
+        for k, group in enumerate(groups):
+            ring = self._rings[k]
+            for start in range(0, len(group), step):
+                chunk = group[start:start + step]
+                while chunk:
+                    before = ring.cursor()
+                    try:
+                        ring.publish_many(chunk, self._wait, _POLL_NS)
+                    except TimeoutError:
+                        # publish_many publishes what fits before it waits: keep only the rest
+                        done = ring.cursor() - before
+                        self.messages_in += done
+                        chunk = chunk[done:]
+                        self._check_failed()
+                        continue
+                    self.messages_in += len(chunk)
+                    break
+
+    # ------------------------------------------------------------------ egress
+
+    def _egress(self, k: int) -> None:
+        ring = self._rings[k]
+        c = self._egress_c
+        dropped_len = _native.DROPPED_LENGTH
+        read_bytes = ring.read_bytes
+        slot = ring.register_participant(ROLE_EGRESS, os.getpid())
+        nxt = ring.next_for(c)
+        try:
+            while True:
+                avail = ring.wait_for(c, nxt, self._wait, _POLL_NS)
+                if avail < 0:
+                    ring.heartbeat(slot)
+                    if self._aborted.is_set():
+                        return
+                    if ring.stop_requested() and nxt > ring.cursor():
+                        return
+                    continue
+                batch = []
+                drops = 0
+                for seq in range(nxt, avail + 1):
+                    if ring.length(seq) == dropped_len:
+                        drops += 1
+                    else:
+                        batch.append(read_bytes(seq))
+                if batch:
+                    with self._sink_lock:
+                        self._sink(k, batch)
+                        self.messages_out += len(batch)
+                        self.dropped += drops
+                elif drops:
+                    with self._sink_lock:
+                        self.dropped += drops
+                ring.release(c, avail)
+                ring.heartbeat(slot)
+                nxt = avail + 1
+        except BaseException as exc:
+            self._on_failure(PipelineFailed(f"egress of shard {k} failed: {type(exc).__name__}: {exc}"))
+        finally:
+            with contextlib.suppress(Exception):
+                ring.unregister_participant(slot)
+
+    # ------------------------------------------------------------------ observe
+
+    def stage_pids(self) -> list[int]:
+        return self._supervisor.pids() if self._supervisor else []
+
+    def restarts(self) -> dict[str, int]:
+        return self._supervisor.restarts() if self._supervisor else {}
+
+    def fill(self) -> float:
+        """The fullest ring's fill (published but not yet through egress), 0..1."""
+        best = 0.0
+        for ring in self._rings:
+            with contextlib.suppress(Exception):
+                best = max(best, (ring.cursor() - ring.gating(self._egress_c)) / self._capacity)
+        return best
+
+    # ------------------------------------------------------------------ stop
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain: every published message reaches the sink; then stop the processes and unlink.
+
+        Raises :class:`~byteor.PipelineFailed` if a stage failed (the files are removed anyway).
+        """
+        if self._closed:
+            return
+        try:
+            for ring in self._rings:
+                ring.request_stop()
+            sup = self._supervisor
+            if sup is not None and not sup.wait_finished(timeout):
+                self._on_failure(PipelineFailed("stages did not drain within the timeout"))
+            for t in self._threads:
+                while t.is_alive():
+                    t.join(0.2)
+                    if self._failure is not None:
+                        self._aborted.set()
+            self._check_failed()
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop at once (kill the stages, stop egress) and remove the ring files."""
+        if self._closed:
+            return
+        self._closed = True
+        self._aborted.set()
+        for ring in self._rings:
+            with contextlib.suppress(Exception):
+                ring.request_stop()
+        if self._supervisor is not None:
+            self._supervisor.stop(kill=True)
+        for t in self._threads:
+            t.join(timeout=10)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        from ..shm import unlink
+
+        for ring in self._rings:
+            with contextlib.suppress(Exception):
+                ring.close()
+        self._rings = []
+        for path in self.paths:
+            with contextlib.suppress(FileNotFoundError):
+                unlink(path)
+        for k in range(self.spec.shards):
+            for i in range(len(self.spec.stages)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.error"))
+        if self._created_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.ring_dir)

@@ -1,0 +1,226 @@
+"""The supervisor: starts one process per stage per ring, watches them, restarts the dead ones.
+
+Detection: a child whose process has exited (``poll``), or whose participant heartbeat has not moved
+for ``heartbeat_timeout`` seconds while it has work waiting (an idle stage blocked on the futex does
+not need to beat), is dead; a hung one is killed first. A restarted stage attaches the same ring,
+completes any interrupted in-place change (``recover``) and resumes from its gating sequence + 1, so
+nothing published is lost, duplicated or half-modified.
+
+A stage that exits with :data:`~byteor.runtime._stage_main.EXIT_STAGE_FAILED` failed on its own
+terms (an exception, a side effect that finally failed) and stops the pipeline; so does a stage that
+dies more than ``max_restarts`` times within ``restart_window`` seconds. Either way
+:attr:`Supervisor.failure` names the stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import PipelineFailed
+from ._stage_main import EXIT_STAGE_FAILED
+
+__all__ = ["StageProcess", "Supervisor"]
+
+
+@dataclass
+class StageProcess:
+    """One supervised stage process: which ring and stage it serves, its config, its history."""
+
+    shard: int
+    index: int
+    consumer: int
+    name: str
+    config: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: deque[float] = field(default_factory=deque)
+    total_restarts: int = 0
+    finished: bool = False
+    last_beat: int = -1
+    last_beat_change: float = 0.0
+
+
+class Supervisor:
+    """Owns the stage processes of one pipeline. ``start()``, then ``run_in_thread()``; ``stop()``.
+
+    ``rings[shard]`` are the parent's attached rings (used to read participants and gating).
+    ``on_failure(exc)`` is called once when the pipeline must stop.
+    """
+
+    def __init__(self, rings: list[Any], stages: list[StageProcess], *,
+                 on_failure: Callable[[PipelineFailed], None], max_restarts: int = 5,
+                 restart_window: float = 60.0, heartbeat_timeout: float = 10.0,
+                 poll_interval: float = 0.05) -> None:
+        self.rings = rings
+        self.stages = stages
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.heartbeat_timeout = heartbeat_timeout
+        self.poll_interval = poll_interval
+        self._on_failure = on_failure
+        self.failure: PipelineFailed | None = None
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _spawn(self, sp: StageProcess) -> None:
+        sp.config["parent_pid"] = os.getpid()
+        argv = [sys.executable, "-m", "byteor.runtime._stage_main", json.dumps(sp.config)]
+        sp.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True)
+        sp.last_beat = -1
+        sp.last_beat_change = time.monotonic()
+
+    def start(self) -> None:
+        for sp in self.stages:
+            self._spawn(sp)
+
+    def run_in_thread(self) -> None:
+        self._thread = threading.Thread(target=self._watch, name="byteor-supervisor", daemon=True)
+        self._thread.start()
+
+    def all_finished(self) -> bool:
+        return all(sp.finished for sp in self.stages)
+
+    def wait_finished(self, timeout: float | None = None) -> bool:
+        """Wait until every stage has exited after draining (or the pipeline failed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.all_finished() and self.failure is None:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(self.poll_interval)
+        return self.failure is None
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop watching; with ``kill`` terminate every child still running (failure path)."""
+        self._halt.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        if kill:
+            self.kill_all()
+
+    def kill_all(self) -> None:
+        for sp in self.stages:
+            if sp.proc is not None and sp.proc.poll() is None:
+                sp.proc.kill()
+        for sp in self.stages:
+            if sp.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    sp.proc.wait(timeout=10)
+
+    def pids(self) -> list[int]:
+        return [sp.proc.pid for sp in self.stages if sp.proc is not None and sp.proc.poll() is None]
+
+    def restarts(self) -> dict[str, int]:
+        return {sp.name: sp.total_restarts for sp in self.stages if sp.total_restarts}
+
+    # ------------------------------------------------------------------ watching
+
+    def _fail(self, message: str) -> None:
+        if self.failure is None:
+            self.failure = PipelineFailed(message)
+            self._halt.set()
+            self._on_failure(self.failure)
+
+    def _pending(self, sp: StageProcess) -> bool:
+        ring = self.rings[sp.shard]
+        return bool(ring.gating(sp.consumer) < ring.cursor())
+
+    def _beat_of(self, sp: StageProcess) -> int | None:
+        assert sp.proc is not None
+        for _slot, _role, pid, beat, _state in self.rings[sp.shard].participant_slots():
+            if pid == sp.proc.pid:
+                return int(beat)
+        return None
+
+    def _drop_participant(self, sp: StageProcess, pid: int) -> None:
+        ring = self.rings[sp.shard]
+        for slot, _role, ppid, _beat, _state in ring.participant_slots():
+            if ppid == pid:
+                with contextlib.suppress(ValueError, IndexError, OSError):
+                    ring.unregister_participant(slot, True)
+
+    def _check(self, sp: StageProcess) -> None:
+        proc = sp.proc
+        if proc is None or sp.finished:
+            return
+        rc = proc.poll()
+        now = time.monotonic()
+        if rc is None:
+            beat = self._beat_of(sp)
+            if beat is not None and beat != sp.last_beat:
+                sp.last_beat, sp.last_beat_change = beat, now
+            elif not self._pending(sp):
+                sp.last_beat_change = now
+            elif now - sp.last_beat_change > self.heartbeat_timeout:
+                sys.stderr.write(f"byteor: {sp.name} (pid {proc.pid}) has not beaten for "
+                                 f"{self.heartbeat_timeout:.0f} s with work waiting; killing it\n")
+                proc.kill()
+                proc.wait(timeout=10)
+                rc = -9
+            if rc is None:
+                return
+        if rc == 0:
+            sp.finished = True
+            return
+        if rc == EXIT_STAGE_FAILED:
+            reason = _read_error(sp.config.get("error_path"))
+            self._fail(reason or f"{sp.name} failed (exit {rc})")
+            return
+        # A death: restart unless it keeps dying.
+        self._drop_participant(sp, proc.pid)
+        while sp.restarts and now - sp.restarts[0] > self.restart_window:
+            sp.restarts.popleft()
+        if len(sp.restarts) >= self.max_restarts:
+            self._fail(f"{sp.name} keeps dying ({len(sp.restarts) + 1} deaths within "
+                       f"{self.restart_window:.0f} s, last exit {_describe_rc(rc)}); pipeline stopped")
+            return
+        sp.restarts.append(now)
+        sp.total_restarts += 1
+        sys.stderr.write(f"byteor: {sp.name} (pid {proc.pid}) died ({_describe_rc(rc)}); restarting it\n")
+        self._spawn(sp)
+
+    def _watch(self) -> None:
+        while not self._halt.is_set():
+            for sp in self.stages:
+                try:
+                    self._check(sp)
+                except Exception as exc:  # the watcher must not die silently
+                    self._fail(f"supervisor error while watching {sp.name}: {type(exc).__name__}: {exc}")
+                if self.failure is not None:
+                    return
+            if self.all_finished():
+                return
+            self._halt.wait(self.poll_interval)
+
+
+def _describe_rc(rc: int) -> str:
+    if rc < 0:
+        import signal
+
+        try:
+            return f"signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"signal {-rc}"
+    return f"exit {rc}"
+
+
+def _read_error(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read().strip()
+        os.unlink(path)
+        return text or None
+    except OSError:
+        return None
