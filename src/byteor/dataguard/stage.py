@@ -18,25 +18,33 @@ Where profiles live: ``ctx.extra["dataguard_profiles"]`` (a directory) when the 
 Resolution happens once at startup: an unreadable profile, a bad key, a registry that cannot serve the
 tuple or a malformed rule raises a :class:`~byteor.DataGuardError` naming the profile file. The stage
 function rewrites the slot in place (``modifies=True``) and returns the new length, the old one, or
-``DROP``. ``close`` writes the report KV v1 (each stage process writes its own counters; a restarted
-process starts from zero and overwrites the file).
+``DROP``.
+
+``close`` writes the report KV v1. Several processes of one run may resolve the same profile (the
+``run`` parent resolves every stage before it starts them, each shard's stage process resolves its own):
+under an exclusive lock on the report's directory, a process that saw no message leaves a report written
+during this run alone, and one that saw messages adds its counters to such a report; a report older than
+the process's start is replaced. Counters of a stage process killed before ``close`` are lost (its
+restarted successor counts from zero).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import time
 from typing import Any
 
 from ..runtime.stage_api import DROP, ResolvedStage, StageContext
 from .engine import FLOWS, FORWARD_INPUT, MAX_ENVELOPE, ON_REJECT, DataGuard, GuardConfig
 from .envelope import CODEC_IDS
 from .errors import DataGuardError, RegistryError, RuleError
-from .report import write_report
+from .report import DataGuardReport, parse_report_kv, write_report
 from .rules import DEFAULT_HASH_KEY_ENV, RuleSet, load_rules_file, parse_rules
 
-__all__ = ["PROFILE_KEYS", "load_profile", "profile_path", "resolve_dataguard"]
+__all__ = ["PROFILE_KEYS", "load_profile", "merge_report", "profile_path", "resolve_dataguard"]
 
 PROFILE_KEYS = frozenset({
     "registry_root", "schema_id", "msg_type", "required_version", "mode", "flow", "rules", "rules_file",
@@ -144,11 +152,55 @@ def resolve_dataguard(key: str, ctx: StageContext) -> ResolvedStage:
         return n
 
     closed = False
+    started_ns = time.time_ns() - 20_000_000  # file mtimes use the coarse clock (up to a jiffy behind)
 
     def close() -> None:
         nonlocal closed
         if not closed:
             closed = True
-            write_report(report_path, guard.report())
+            merge_report(report_path, guard.report(), started_ns)
 
     return ResolvedStage(key=key, fn=stage, modifies=True, family="dataguard", target=profile, close=close)
+
+
+def _same_run_shape(a: DataGuardReport, b: DataGuardReport) -> bool:
+    return (a.flow, a.registry_root, a.schema_id, a.msg_type, a.required_version, a.mode, a.rules,
+            a.cost_sample_every) == (b.flow, b.registry_root, b.schema_id, b.msg_type, b.required_version,
+                                     b.mode, b.rules, b.cost_sample_every)
+
+
+def merge_report(path: str, report: DataGuardReport, started_ns: int) -> None:
+    """Write ``report`` to ``path``, adding the counters of a report written since ``started_ns``.
+
+    The read-add-write runs under ``flock`` on the report's directory, so concurrent stage processes
+    of one run never lose each other's counts.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX)
+        previous = None
+        try:
+            st = os.stat(path)
+            if st.st_mtime_ns >= started_ns:
+                with open(path, encoding="utf-8") as fh:
+                    previous = parse_report_kv(fh.read(), where=path)
+        except (FileNotFoundError, ValueError):
+            previous = None
+        if previous is not None and _same_run_shape(previous, report):
+            if report.counts["seen"] == 0:
+                return
+            for k, v in previous.counts.items():
+                report.counts[k] = report.counts.get(k, 0) + v
+            report.rule_counts = [(a + c, b + d) for (a, b), (c, d)
+                                  in zip(report.rule_counts, previous.rule_counts, strict=True)]
+            if report.cost_sample_every:
+                cost, old = report.cost, previous.cost
+                for k in ("samples", "ns_total", "bytes_in", "bytes_out"):
+                    cost[k] = cost.get(k, 0) + old.get(k, 0)
+                cost["ns_max"] = max(cost.get("ns_max", 0), old.get("ns_max", 0))
+                cost["ns_avg"] = cost["ns_total"] // cost["samples"] if cost["samples"] else 0
+        write_report(path, report)
+    finally:
+        os.close(dir_fd)
