@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from byteor import PipelineFailed, SpecError, UnsupportedSpecError
+from byteor import PipelineFailed, SpecError, UnsupportedSpecError, UsageError
 from byteor.lanes.journal import JournalReader
 from byteor.runtime.lanegraph import lane_snapshot, lanegraph_unsupported_reasons, run_lanegraph
 from byteor.runtime.lanegraph.state import STATE_FILE
@@ -317,3 +317,44 @@ def test_python_stages_drop_and_resize(runner: str, tmp_path: Path) -> None:
     assert got["out"] == [m + b"!" for m in data if m[0] % 2 == 0]
     roles = {r["name"]: r for r in result.state["roles"]}
     assert roles["filter"]["messages_in"] == 1000 and roles["filter"]["messages_out"] == 500
+
+
+def test_mp_streams_while_the_input_pauses(tmp_path: Path) -> None:
+    """An input that waits for each answer (a conversation over a pipe) still gets it: the
+    multi-process runner serves egress while the input has nothing to give."""
+    spec = lanegraph(
+        "stream",
+        [{"name": "a", "kind": "events"}, {"name": "b", "kind": "events"}],
+        [("in", "ingress", "a"), ("out", "egress", "b")],
+        [{"name": "s", "kind": "stage", "inputs": ["a"], "outputs": ["b"], "op": "add_u8", "delta": 1}],
+    )
+    answers: list[bytes] = []
+
+    def conversation() -> Iterator[bytes]:
+        for i in range(20):
+            yield bytes([i])
+            deadline = time.monotonic() + 30
+            while len(answers) <= i:
+                assert time.monotonic() < deadline, f"no answer to message {i}"
+                time.sleep(0.001)
+
+    result = run_lanegraph(spec, sp=False, inputs=conversation(), outputs=lambda _e, m: answers.append(m),
+                           lane_path=str(tmp_path / "lanes"), journal_dir=str(tmp_path / "j"), wait="block")
+    assert answers == [bytes([i + 1]) for i in range(20)] and result.messages_out == 20
+
+
+def test_input_errors_reach_the_caller(runner: str, tmp_path: Path) -> None:
+    spec = lanegraph(
+        "inerr",
+        [{"name": "a", "kind": "events"}, {"name": "b", "kind": "events"}],
+        [("in", "ingress", "a"), ("out", "egress", "b")],
+        [{"name": "s", "kind": "bridge", "inputs": ["a"], "outputs": ["b"]}],
+    )
+
+    def bad_input() -> Iterator[bytes]:
+        yield b"ok"
+        raise UsageError("line 2: bad hex 'zz'")
+
+    with pytest.raises(UsageError, match="line 2: bad hex"):
+        run(spec, runner, bad_input(), tmp_path)
+    assert not (tmp_path / "lanes").exists()

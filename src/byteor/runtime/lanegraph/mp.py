@@ -24,8 +24,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,59 @@ class _RoleSupervisor(Supervisor):
 
     def _drop_participant(self, sp: StageProcess, pid: int) -> None:
         return None  # roles are not ring participants: liveness lives in their stats file
+
+
+class _InputPump:
+    """Reads the input iterable in a thread, so a slow or interactive input (a terminal, a pipe
+    that pauses) never keeps the calling thread from serving egress. Bounded: the reader waits
+    while ``limit`` messages are buffered. An exception from the input is re-raised by ``take``."""
+
+    def __init__(self, inputs: Iterable[bytes], limit: int = 65536) -> None:
+        self._source = inputs
+        self._buf: deque[bytes] = deque()
+        self._limit = limit
+        self._space = threading.Event()
+        self._space.set()
+        self._done = False
+        self._halt = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="byteor-lanegraph-input", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for msg in self._source:
+                if self._halt:
+                    return
+                self._buf.append(bytes(msg))
+                if len(self._buf) >= self._limit:
+                    self._space.clear()
+                    if len(self._buf) >= self._limit:
+                        self._space.wait()
+        except BaseException as exc:  # handed to the calling thread by take()
+            self._error = exc
+        finally:
+            self._done = True
+
+    def take(self) -> bytes | None:
+        """The next input message, or None when none is buffered right now (or the input ended)."""
+        try:
+            msg = self._buf.popleft()
+        except IndexError:
+            if self._done and self._error is not None:
+                error, self._error = self._error, None
+                raise error from None
+            return None
+        if len(self._buf) < self._limit // 2:
+            self._space.set()
+        return msg
+
+    def finished(self) -> bool:
+        return self._done and not self._buf and self._error is None
+
+    def stop(self) -> None:
+        self._halt = True
+        self._space.set()
 
 
 def _wait_code(wait: str) -> int:
@@ -145,6 +200,7 @@ class _Run:
         self.ingress_drops = 0
         self.ingress_done = False
         self.journal_starts: dict[str, int] = {}
+        self.pump: _InputPump | None = None
         self.egress_journal_pos: dict[str, int] = {}
 
     # -- setup --------------------------------------------------------------------------------------
@@ -216,8 +272,10 @@ class _Run:
                 jsub = JournalReader(directory).subscribe(self.journal_starts[ref.lane])
                 self.subs.append(jsub)
                 egress.append((ep, None, jsub, ref.lane))
-        source: Iterator[bytes] = iter(inputs)
+        pump = _InputPump(inputs)
+        self.pump = pump
         pending: bytes | None = None
+        starved = False
         policy = lp.on_full
         slot = lp.slot_bytes
         last_state = 0.0
@@ -225,12 +283,15 @@ class _Run:
             self._check_failure()
             # ingress: publish until the lane is full, the input ends, or a batch is done
             published = 0
+            starved = False
             while not self.ingress_done and published < 4096:
                 if pending is None:
-                    try:
-                        pending = bytes(next(source))
-                    except StopIteration:
-                        self.ingress_done = True
+                    pending = pump.take()
+                    if pending is None:
+                        if pump.finished():
+                            self.ingress_done = True
+                        else:
+                            starved = True  # the input has nothing right now: serve egress meanwhile
                         break
                     result.messages_in += 1
                     if len(pending) > slot:
@@ -277,7 +338,7 @@ class _Run:
                     progress({"messages_in": result.messages_in, "messages_out": result.messages_out})
             if self.ingress_done and self.supervisor.all_finished() and self._egress_finished(egress):
                 break
-            if not drained and (pending is not None or self.ingress_done):
+            if not drained and (pending is not None or self.ingress_done or starved):
                 self._idle(egress)
         self._check_failure()
         result.state = self.state()
@@ -285,6 +346,7 @@ class _Run:
         return result
 
     def _idle(self, egress: list[_Egress]) -> None:
+        """Wait briefly for something to do (at most ~1 ms; the input pump may bring a message)."""
         for _ep, reader, _sub, _lane in egress:
             if reader is not None and not reader.finished():
                 reader.wait(1_000_000)
@@ -382,6 +444,8 @@ class _Run:
     # -- teardown -----------------------------------------------------------------------------------
 
     def cleanup(self) -> None:
+        if self.pump is not None:
+            self.pump.stop()
         if self.supervisor is not None:
             self.supervisor.stop(kill=True)
         if self.journal_writer is not None:
