@@ -8,7 +8,8 @@ lanes live on disk under the journal directory. Everything in the lane path is r
 
 The calling thread is the ingress and egress endpoint: it publishes the input (never blocking
 indefinitely: while the ingress lane is full under ``block`` it drains egress) and calls
-``outputs(endpoint, msg)`` for each egress message. Shutdown drains: when the input ends the ingress
+``outputs(endpoint, msg)`` for each egress message; the input iterable is read by a pump thread, so
+an input that pauses never holds egress back. Shutdown drains: when the input ends the ingress
 lane is stopped; a lane is stopped once all its writers have exited; a role exits once all its
 inputs are stopped and drained; the run ends when every role exited and every egress is drained.
 
