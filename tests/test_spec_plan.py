@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from byteor import ArtifactError, SpecError, SpecValidationError
 from byteor.spec import (
@@ -191,23 +193,15 @@ def test_fanout_and_journal_intents_share_one_lane_and_mpsc_inputs_coalesce() ->
 
 def test_lane_graph_plan_errors() -> None:
     base = _graph_plan()
-    cyc = LaneGraphPlanV2(
-        "c", base.boundaries, base.stages, [*base.connections, PlanConnectionV2("tag", "parse")]
-    )
+    cyc = LaneGraphPlanV2("c", base.boundaries, base.stages, [*base.connections, PlanConnectionV2("tag", "parse")])
     with pytest.raises(SpecError, match="cycle"):
         lower_v2(cyc)
     with pytest.raises(SpecError, match="unknown stage or boundary 'nope'"):
         lower_v2(
-            LaneGraphPlanV2(
-                "c", base.boundaries, base.stages, [*base.connections, PlanConnectionV2("tag", "nope")]
-            )
+            LaneGraphPlanV2("c", base.boundaries, base.stages, [*base.connections, PlanConnectionV2("tag", "nope")])
         )
     with pytest.raises(SpecError, match="cannot be a target"):
-        lower_v2(
-            LaneGraphPlanV2(
-                "c", base.boundaries, base.stages, [*base.connections, PlanConnectionV2("tag", "in")]
-            )
-        )
+        lower_v2(LaneGraphPlanV2("c", base.boundaries, base.stages, [*base.connections, PlanConnectionV2("tag", "in")]))
 
 
 def test_compile_report_round_trip(tmp_path: Path) -> None:
@@ -296,9 +290,7 @@ def test_single_ring_builder_equals_decoded_text() -> None:
 
 def test_builders_raise_with_every_issue() -> None:
     with pytest.raises(SpecValidationError) as err:
-        SingleRingBuilder("x y").producer("mpmc").stage("a").stage(
-            "b", op="add_u8", depends_on=["zzz"]
-        ).build()
+        SingleRingBuilder("x y").producer("mpmc").stage("a").stage("b", op="add_u8", depends_on=["zzz"]).build()
     keys = {i.key for i in err.value.issues}
     assert {"pipeline.name", "pipeline.constraints.producer", "pipeline.stages.1.depends_on.0"} <= keys
     with pytest.raises(SpecValidationError, match="bytes:<offset>:<len>"):
@@ -351,17 +343,13 @@ def test_effective_deps_follow_a2() -> None:
     )
     assert effective_deps(spec) == (frozenset(), frozenset({0}), frozenset({0, 1}), frozenset({0, 2}))
     assert [(o.stage, o.after) for o in implicit_orderings(spec)] == [(2, 1), (3, 2)]
-    readonly = SingleRingSpecV1(
-        "r", (StageV1("a"), StageV1("b", depends_on=(0,)), StageV1("c", depends_on=(0,)))
-    )
+    readonly = SingleRingSpecV1("r", (StageV1("a"), StageV1("b", depends_on=(0,)), StageV1("c", depends_on=(0,))))
     assert implicit_orderings(readonly) == ()
 
 
 def test_summary_shapes() -> None:
     sr = spec_summary(load_spec_file(ROOT / "examples" / "diamond.kv"))
-    assert (
-        list(sr)[:3] == ["model", "name", "hash"] and sr["model"] == "SingleRing" and "lane_graph" not in sr
-    )
+    assert list(sr)[:3] == ["model", "name", "hash"] and sr["model"] == "SingleRing" and "lane_graph" not in sr
     body = sr["single_ring"]
     assert body["stage_count"] == 4 and body["stage_ops"] == {"add_u8": 2, "identity": 2}
     assert body["stages"][3]["depends_on"] == [1, 2] and body["stages"][2]["delta"] == 2
@@ -379,9 +367,7 @@ def test_dot_is_deterministic_and_complete() -> None:
     diamond = load_spec_file(ROOT / "examples" / "diamond.kv")
     text = to_dot(diamond)
     assert text == to_dot(diamond) and text.startswith("// sha256:") and "digraph" in text
-    assert (
-        '"s0" -> "s1";' in text and '"s1" -> "s2" [style=dashed' in text and '"s3" -> "out:egress";' in text
-    )
+    assert '"s0" -> "s1";' in text and '"s1" -> "s2" [style=dashed' in text and '"s3" -> "out:egress";' in text
     lg = to_dot(load_spec_file(ROOT / "examples" / "lanegraph.kv"))
     assert '"ep:src" -> "lane:in";' in lg and '"role:to-journal" -> "lane:audit";' in lg
     assert "shape=cylinder" in lg
@@ -391,9 +377,7 @@ def test_dot_is_deterministic_and_complete() -> None:
 
 def test_diff_ignores_order_and_defaults() -> None:
     a = decode_kv("pipeline.name=x\npipeline.target=SingleRing\npipeline.stages.0.id=a\n")
-    b = decode_kv(
-        "pipeline.stages.0.id=a\npipeline.ring.capacity=1024\npipeline.target=SingleRing\npipeline.name=x\n"
-    )
+    b = decode_kv("pipeline.stages.0.id=a\npipeline.ring.capacity=1024\npipeline.target=SingleRing\npipeline.name=x\n")
     assert spec_diff(a, b) == []
     c = decode_kv(
         "pipeline.name=x\npipeline.target=SingleRing\npipeline.stages.0.id=a\npipeline.stages.1.id=b\n"
@@ -435,3 +419,77 @@ def test_fanout_boundaries_get_a_width_from_their_readers() -> None:
     assert spec.lane("b.out").kind == "journal"  # type: ignore[union-attr]
     assert [d.subject for d in report.of_kind("bridge")] == ["o2.bridge"]
     assert "journal -> events" in report.of_kind("bridge")[0].message
+
+
+# --------------------------------------------------------------------------------------------------
+# Properties: lowering never produces a spec that breaks validate_v1
+# --------------------------------------------------------------------------------------------------
+
+_KINDS = ["events", "mpsc", "fanout", "journal"]
+_opt_kind = st.none() | st.sampled_from(_KINDS)
+
+
+@st.composite
+def _lane_graph_plans(draw: st.DrawFn) -> LaneGraphPlanV2:
+    ins = [f"i{k}" for k in range(draw(st.integers(1, 2)))]
+    outs = [f"o{k}" for k in range(draw(st.integers(1, 2)))]
+    names = [f"s{k}" for k in range(draw(st.integers(1, 4)))]
+    bounds = [PlanBoundaryV2(n, "ingress", kind=draw(st.sampled_from(_KINDS))) for n in ins]
+    bounds += [PlanBoundaryV2(n, "egress", kind=draw(st.sampled_from(_KINDS))) for n in outs]
+    stages = [
+        PlanLaneStageV2(
+            n, draw(st.sampled_from(["identity", "add_u8"])), input_kind=draw(_opt_kind), output_kind=draw(_opt_kind)
+        )
+        for n in names
+    ]
+    pairs: set[tuple[str, str]] = set()
+    for i, s in enumerate(names):
+        for src in draw(st.lists(st.sampled_from(ins + names[:i]), min_size=1, max_size=3, unique=True)):
+            pairs.add((src, s))
+    for s in names:
+        if not any(a == s for a, _ in pairs):
+            pairs.add((s, draw(st.sampled_from(outs))))
+    for i in ins:
+        if not any(a == i for a, _ in pairs):
+            pairs.add((i, names[0]))
+    for o in outs:
+        if not any(b == o for _, b in pairs):
+            pairs.add((draw(st.sampled_from(names)), o))
+    conns = [PlanConnectionV2(a, b, kind=draw(_opt_kind)) for a, b in sorted(pairs)]
+    return LaneGraphPlanV2("p", bounds, stages, draw(st.permutations(conns)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_lane_graph_plans())
+def test_lane_graph_lowering_always_validates(plan: LaneGraphPlanV2) -> None:
+    spec, report = lower_v2(plan)  # raises SpecValidationError if lowering built an invalid graph
+    assert isinstance(spec, LaneGraphSpecV1)
+    assert {r.name for r in spec.roles if r.kind == "stage"} == {s.name for s in plan.stages}
+    inserted = {r.name for r in spec.roles if r.kind != "stage"}
+    assert inserted == {d.subject for d in report.diagnostics if d.kind in ("bridge", "router", "merge")}
+
+
+@st.composite
+def _single_ring_plans(draw: st.DrawFn) -> SingleRingPlanV2:
+    n = draw(st.integers(1, 4))
+    stages = [
+        PlanStageV2(
+            f"s{i}",
+            draw(st.sampled_from(["identity", "add_u8"])),
+            after=tuple(draw(st.lists(st.sampled_from([f"s{j}" for j in range(i)]), unique=True))) if i else (),
+        )
+        for i in range(n)
+    ]
+    return SingleRingPlanV2("p", draw(st.permutations(stages)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_single_ring_plans())
+def test_single_ring_lowering_keeps_every_dependency(plan: SingleRingPlanV2) -> None:
+    spec, _ = lower_v2(plan)
+    assert isinstance(spec, SingleRingSpecV1)
+    index = {st_.id: i for i, st_ in enumerate(spec.stages)}
+    for ps in plan.stages:
+        for dep in ps.after:
+            assert index[dep] < index[ps.id]
+            assert index[dep] in spec.stages[index[ps.id]].depends_on
