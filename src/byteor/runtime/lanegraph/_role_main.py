@@ -191,6 +191,8 @@ class _Role:
                 for seq in range(reader.next, hi + 1):
                     self.handle(reader.read(seq))
                     reader.release(seq)
+                    if not seq & 255:  # beat during long batches: a slow stage is busy, not hung
+                        self.flush_stats()
                 self.flush_stats()
         assert jin is not None
         while True:
