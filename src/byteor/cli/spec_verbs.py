@@ -34,7 +34,6 @@ _EPILOG = "Exit codes: 0 ok, 2 usage error or missing file, 3 invalid spec."
 
 
 def configure(parser: argparse.ArgumentParser, verb: str) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EPILOGS.get(verb, _EPILOG)
     if verb == "validate":
         parser.description = ("Decode a spec.kv and check every validate_v1 rule. Prints `ok <hash>`, or "
