@@ -358,3 +358,19 @@ def test_input_errors_reach_the_caller(runner: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="line 2: bad hex"):
         run(spec, runner, bad_input(), tmp_path)
     assert not (tmp_path / "lanes").exists()
+
+
+def test_ingress_into_a_journal_lane(runner: str, tmp_path: Path) -> None:
+    spec = lanegraph(
+        "jin",
+        [{"name": "j", "kind": "journal", "segment_bytes": 2048, "slot_bytes": 64},
+         {"name": "x", "kind": "fanout", "fanout": 2}],
+        [("in", "ingress", "j"), ("o1", "egress", "x"), ("o2", "egress", "x")],
+        [{"name": "b", "kind": "bridge", "inputs": ["j"], "outputs": ["x"]}],
+    )
+    data = msgs(500)
+    got, result = run(spec, runner, data, tmp_path)
+    assert got["o1"] == got["o2"] == data
+    assert list(JournalReader(tmp_path / "journal" / "j").records()) == data
+    lanes = {lane["name"]: lane for lane in result.state["lanes"]}
+    assert lanes["j"]["write_pos"] == 500 and lanes["j"]["read_pos"] == [500]

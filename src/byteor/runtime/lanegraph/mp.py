@@ -199,6 +199,7 @@ class _Run:
         self.subs: list[JournalSubscription] = []
         self.stopped: set[str] = set()
         self.ingress_drops = 0
+        self.ingress_journaled = 0
         self.ingress_done = False
         self.journal_starts: dict[str, int] = {}
         self.pump: _InputPump | None = None
@@ -301,6 +302,7 @@ class _Run:
                 if in_ring is None:
                     assert self.journal_writer is not None
                     self.journal_writer.append(pending)
+                    self.ingress_journaled += 1
                 elif not in_ring.try_publish(pending):
                     if policy == "fail":
                         raise PipelineFailed(
@@ -421,9 +423,8 @@ class _Run:
             else:
                 start = self.journal_starts.get(name, 0)
                 write_pos = start + written[name]
-                jw = self.journal_writer
-                if self.plan.ingress[0][1] == name and jw is not None and not jw.closed:
-                    write_pos = jw.next_index
+                if self.plan.ingress[0][1] == name:
+                    write_pos += self.ingress_journaled
                 reads = [jreads[name].get(c, start) for c in range(len(lp.readers))]
                 path = str(journal_lane_dir(self.journal_dir, name))
             state["lanes"].append(lane_state_entry(
