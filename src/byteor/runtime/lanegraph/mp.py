@@ -57,11 +57,11 @@ _STATE_EVERY_S = 0.2
 class _RoleSupervisor(Supervisor):
     """The runtime supervisor, spawning LaneGraph role processes; liveness from the stats file."""
 
-    def __init__(self, stats: dict[str, RoleStats], inputs: dict[str, LaneReader | None],
+    def __init__(self, stats: dict[str, RoleStats], pending: dict[str, Callable[[], bool]],
                  env: dict[str, str], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stats = stats
-        self._first_input = inputs
+        self._has_work = pending
         self._env = env
 
     def _spawn(self, sp: StageProcess) -> None:
@@ -74,10 +74,8 @@ class _RoleSupervisor(Supervisor):
         sp.last_beat_change = time.monotonic()
 
     def _pending(self, sp: StageProcess) -> bool:
-        reader = self._first_input.get(sp.name)
-        if reader is None:
-            return False
-        return bool(reader.ring.gating(reader.cell) < reader.ring.cursor())
+        """Whether the role has input waiting (only then must it beat: idle roles may sleep)."""
+        return self._has_work[sp.name]()
 
     def _beat_of(self, sp: StageProcess) -> int | None:
         stats = self._stats[sp.name]
@@ -224,7 +222,7 @@ class _Run:
             self.rings[name] = ring
         ctx = _context_json(self.context)
         procs: list[StageProcess] = []
-        first_inputs: dict[str, LaneReader | None] = {}
+        pending: dict[str, Callable[[], bool]] = {}
         for rp in self.plan.roles:
             stats_path = str(root / "roles" / f"{rp.name}.stats")
             self.stats[rp.name] = RoleStats(stats_path, create=True)
@@ -237,17 +235,43 @@ class _Run:
             }
             label = f"role {rp.name!r}"
             procs.append(StageProcess(shard=0, index=len(procs), consumer=0, name=label, config=cfg))
-            ref = rp.inputs[0]
-            ring = self.rings.get(ref.lane)
-            first_inputs[label] = LaneReader(ring, ref.lane, ref.cell, self.wait) if ring else None
+            pending[label] = self._work_probe(rp.name)
         stats_by_proc = {f"role {name!r}": st for name, st in self.stats.items()}
         # role processes (and their restarts) import py: stages the way this process does
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.supervisor = _RoleSupervisor(stats_by_proc, first_inputs, env, [], procs,
+        self.supervisor = _RoleSupervisor(stats_by_proc, pending, env, [], procs,
                                           on_failure=lambda exc: None)
         self.procs = {rp.name: sp for rp, sp in zip(self.plan.roles, procs, strict=True)}
         self.supervisor.start()
         self.supervisor.run_in_thread()
+
+    def _work_probe(self, role: str) -> Callable[[], bool]:
+        rp = next(r for r in self.plan.roles if r.name == role)
+        rings = [(self.rings[ref.lane], ref.cell) for ref in rp.inputs if ref.lane in self.rings]
+        journals = [(k, ref.lane) for k, ref in enumerate(rp.inputs) if ref.lane not in self.rings]
+        stats = self.stats[role]
+
+        def has_work() -> bool:
+            if any(ring.gating(c) < ring.cursor() for ring, c in rings):
+                return True
+            for k, lane in journals:
+                pos = stats.journal_pos(k) or self.journal_starts[lane]
+                if self._journal_end(lane) > pos:
+                    return True
+            return False
+
+        return has_work
+
+    def _journal_end(self, lane: str) -> int:
+        """Records written to a journal lane so far (from the writers' counters, no disk scan)."""
+        end = self.journal_starts.get(lane, 0)
+        if self.plan.ingress[0][1] == lane:
+            end += self.ingress_journaled
+        for rp in self.plan.roles:
+            for k, out in enumerate(rp.outputs):
+                if out == lane:
+                    end += self.stats[rp.name].written(k)
+        return end
 
     # -- the run ------------------------------------------------------------------------------------
 
