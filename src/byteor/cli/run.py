@@ -323,6 +323,9 @@ class _Progress:
 
 def _install_signals(state: _RunState) -> Callable[[], None]:
     def handler(signum: int, _frame: FrameType | None) -> None:
+        if state.stop:
+            # A second signal while draining: stop at once (stages are killed, files removed; exit 130).
+            raise KeyboardInterrupt
         state.stop = True
         state.signal = signal.Signals(signum).name
         if state.reading:
@@ -408,10 +411,10 @@ def _run(args: argparse.Namespace) -> int:
                                 executor.publish(msg)
                                 if state.stop:
                                     break
+                        executor.close()  # drain: every published message reaches the output
                     except BaseException:
                         executor.abort()
                         raise
-                    executor.close()
             finally:
                 restore()
     finally:
