@@ -374,3 +374,16 @@ def test_ingress_into_a_journal_lane(runner: str, tmp_path: Path) -> None:
     assert list(JournalReader(tmp_path / "journal" / "j").records()) == data
     lanes = {lane["name"]: lane for lane in result.state["lanes"]}
     assert lanes["j"]["write_pos"] == 500 and lanes["j"]["read_pos"] == [500]
+
+
+def test_journal_egress_delivers_long_backlogs(runner: str, tmp_path: Path) -> None:
+    """More records than one poll returns (4096) reach a journal egress, none lost at the end."""
+    spec = lanegraph(
+        "jbig",
+        [{"name": "a", "kind": "events"}, {"name": "j", "kind": "journal", "slot_bytes": 16}],
+        [("in", "ingress", "a"), ("out", "egress", "j")],
+        [{"name": "w", "kind": "bridge", "inputs": ["a"], "outputs": ["j"]}],
+    )
+    data = msgs(12_000)
+    got, _ = run(spec, runner, data, tmp_path)
+    assert got["out"] == data
