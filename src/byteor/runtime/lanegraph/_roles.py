@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +10,7 @@ from typing import Any
 from ..._errors import PipelineFailed, SpecError, SpecIssue
 from ...spec.model import BytesKey, LaneGraphSpecV1, RoleV1, StageV1
 from ..registry import resolve_stage
+from ..sharding import shard_of
 from ..stage_api import DROP, ResolvedStage, StageContext
 from .plan import RolePlan
 
@@ -24,7 +22,6 @@ __all__ = [
     "default_lane_path",
     "oversize",
     "resolve_role_stage",
-    "stable_hash",
 ]
 
 #: Default roots: lanes in shared memory, journals on a real filesystem.
@@ -64,45 +61,29 @@ def journal_lane_dir(journal_dir: str, lane: str) -> Path:
     return Path(journal_dir) / lane
 
 
-def stable_hash(key: bytes) -> int:
-    """The router's stable hash of a key (same in every process and run; never Python's ``hash``)."""
-    return _resolve_hash()(key)
-
-
 class Router:
-    """Chooses the output index of each message: round robin, or stable hash of ``bytes:off:len``."""
+    """Chooses the output of each message: round robin, or the runtime's stable shard hash of the
+    ``bytes:<offset>:<len>`` window (:func:`byteor.runtime.sharding.shard_of`: CRC-32 modulo the
+    number of outputs, the same in every process and run), so a key always takes the same output."""
 
-    __slots__ = ("_hash", "_key", "_n", "_next")
+    __slots__ = ("_key", "_len", "_n", "_next", "_offset")
 
     def __init__(self, role: RoleV1, n_outputs: int) -> None:
         self._n = n_outputs
         self._next = 0
         self._key = role.route if isinstance(role.route, BytesKey) else None
-        self._hash: Callable[[bytes], int] = _resolve_hash()
+        self._offset = self._key.offset if self._key is not None else 0
+        self._len = self._key.length if self._key is not None else 0
 
     def choose(self, msg: bytes | memoryview) -> int:
         if self._key is None:
             return self._next
-        return self._hash(bytes(msg[self._key.offset : self._key.offset + self._key.length])) % self._n
+        return shard_of(msg, self._offset, self._len, self._n)
 
     def delivered(self) -> None:
         """Advance round robin (called once the chosen output took or dropped the message)."""
         if self._key is None:
             self._next = (self._next + 1) % self._n
-
-
-def _blake2b64(key: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
-
-
-def _resolve_hash() -> Callable[[bytes], int]:
-    """The SingleRing shard hash of the runtime (so routers and shards agree), resolved once."""
-    fn: Callable[[bytes], int] | None = None
-    try:
-        fn = getattr(importlib.import_module("byteor.runtime.sharding"), "stable_hash", None)
-    except ImportError:
-        fn = None
-    return fn if fn is not None else _blake2b64
 
 
 def resolve_role_stage(index: int, role: RoleV1, ctx: StageContext) -> ResolvedStage:
