@@ -14,6 +14,7 @@ from byteor import PipelineFailed, SpecError, UnsupportedSpecError, UsageError
 from byteor.lanes.journal import JournalReader
 from byteor.runtime.lanegraph import lane_snapshot, lanegraph_unsupported_reasons, run_lanegraph
 from byteor.runtime.lanegraph.state import STATE_FILE
+from byteor.runtime.sharding import shard_of
 from byteor.spec.model import LaneGraphSpecV1
 from lanegraph_helpers import lanegraph, run
 
@@ -101,6 +102,8 @@ def test_router_stable_hash_keeps_keys_together(runner: str, tmp_path: Path) -> 
     keys0 = {m[:2] for m in got.get("o0", [])}
     keys1 = {m[:2] for m in got.get("o1", [])}
     assert not keys0 & keys1 and len(keys0 | keys1) == 8
+    # the same hash as SingleRing sharding, so a key lands on the same branch as on the same shard
+    assert all(shard_of(k, 0, 2, 2) == 0 for k in keys0) and all(shard_of(k, 0, 2, 2) == 1 for k in keys1)
     for ep in ("o0", "o1"):  # per-key order kept
         for key in {m[:2] for m in got.get(ep, [])}:
             assert [m for m in got[ep] if m[:2] == key] == [m for m in data if m[:2] == key]
