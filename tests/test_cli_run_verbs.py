@@ -43,7 +43,7 @@ def chain(tmp_path: Path) -> Path:
 def ring_dir() -> Iterator[Path]:
     path = SHM / f"clitest-{uuid.uuid4().hex[:12]}"
     yield path
-    assert not path.exists() or not any(path.iterdir()), f"leftover ring files: {list(path.iterdir())}"
+    assert not path.exists(), f"leftover: {path} {list(path.iterdir())}"
 
 
 @pytest.fixture(params=["sp", "mp"])

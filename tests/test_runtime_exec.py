@@ -37,7 +37,7 @@ def mode(request: pytest.FixtureRequest) -> str:
 def ring_dir() -> Iterator[str]:
     path = SHM / f"test-{uuid.uuid4().hex[:12]}"
     yield str(path)
-    assert not path.exists() or not any(path.iterdir()), f"leftover files in {path}: {list(path.iterdir())}"
+    assert not path.exists(), f"leftover: {path} {list(path.iterdir())}"
 
 
 @pytest.fixture

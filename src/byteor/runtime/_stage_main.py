@@ -13,6 +13,7 @@ the reason from ``error_path``; anything else (a crash, a signal) is a death the
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -107,10 +108,12 @@ def main(argv: list[str]) -> int:
     wait = int(cfg["wait"])
     stage = StageV1(id=cfg["stage_id"], op=cfg["op"], delta=cfg.get("delta"),
                     resolver_key=cfg.get("resolver_key"))
-    ring = attach_ring(cfg["ring"], expect_hash=bytes.fromhex(cfg["hash_hex"]))
-    hb = ring.register_participant(ROLE_STAGE_BASE + int(cfg["index"]), os.getpid())
     resolved = None
+    ring = None
+    hb = -1
     try:
+        ring = attach_ring(cfg["ring"], expect_hash=bytes.fromhex(cfg["hash_hex"]))
+        hb = ring.register_participant(ROLE_STAGE_BASE + int(cfg["index"]), os.getpid())
         ring.recover(c)
         resolved = resolve_stage(stage, int(cfg["index"]), _context(cfg["context"]))
         if resolved.builtin is not None and cfg.get("native", True):
@@ -121,18 +124,17 @@ def main(argv: list[str]) -> int:
             _python_loop(ring, _native, c, resolved, wait=wait, hb=hb)
     except (ByteorError, Exception) as exc:
         msg = f"stage {int(cfg['index'])} {stage.id!r} failed: {type(exc).__name__}: {exc}"
-        try:
-            with open(cfg["error_path"], "w", encoding="utf-8") as fh:
-                fh.write(msg)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), open(cfg["error_path"], "w", encoding="utf-8") as fh:
+            fh.write(msg)
         sys.stderr.write(f"byteor: {msg}\n")
         return EXIT_STAGE_FAILED
     finally:
         if resolved is not None and resolved.close is not None:
             resolved.close()
-    ring.unregister_participant(hb)
-    ring.close()
+        if ring is not None:
+            if hb >= 0:
+                ring.unregister_participant(hb, True)
+            ring.close()
     return 0
 
 

@@ -105,6 +105,7 @@ class MpExecutor:
         self._ctx = _context_json(context)
         self._rings: list[Any] = []
         self._created_dir = False
+        self._created: list[str] = []
         self._threads: list[threading.Thread] = []
         self._failure: BaseException | None = None
         self._aborted = threading.Event()
@@ -136,6 +137,7 @@ class MpExecutor:
                 self._reclaim_stale(path)
             ring = create_ring(path, self._capacity, self._slot_bytes, self._deps, self._hash_raw)
             self._rings.append(ring)
+            self._created.append(path)
 
     def _reclaim_stale(self, path: str) -> None:
         from ..shm import stale_files, unlink
@@ -344,13 +346,14 @@ class MpExecutor:
             with contextlib.suppress(Exception):
                 ring.close()
         self._rings = []
-        for path in self.paths:
+        for path in self._created:  # never another run's files (e.g. a ring found in use)
             with contextlib.suppress(FileNotFoundError):
                 unlink(path)
-        for k in range(self.spec.shards):
+        for k in range(len(self._created)):
             for i in range(len(self.spec.stages)):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.error"))
-        if self._created_dir:
+        ours = os.path.dirname(os.path.abspath(self.ring_dir)) == DEFAULT_RING_ROOT
+        if self._created_dir or (ours and self._created):
             with contextlib.suppress(OSError):
-                os.rmdir(self.ring_dir)
+                os.rmdir(self.ring_dir)  # only when empty
