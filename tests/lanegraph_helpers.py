@@ -76,3 +76,19 @@ def shout(slot: memoryview, length: int) -> int:
     """Appends one ``!`` to the message (the stage may grow it up to the slot size)."""
     slot[length] = 0x21
     return length + 1
+
+
+def hang_once(slot: memoryview, length: int) -> int:
+    """Hangs on its first message in the first process that runs it (marker file: $LG_HANG_MARKER),
+    then behaves as identity: a stuck role the supervisor must notice and restart."""
+    import os
+
+    marker = os.environ["LG_HANG_MARKER"]
+    if not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write(str(os.getpid()))
+        time.sleep(3600)
+    return length
+
+
+hang_once.byteor_modifies = False  # type: ignore[attr-defined]  # the registry reads this marker

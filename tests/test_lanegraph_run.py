@@ -390,3 +390,21 @@ def test_journal_egress_delivers_long_backlogs(runner: str, tmp_path: Path) -> N
     data = msgs(12_000)
     got, _ = run(spec, runner, data, tmp_path)
     assert got["out"] == data
+
+
+def test_mp_hung_role_is_killed_and_restarted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from byteor.runtime.lanegraph import mp as mp_runner
+
+    monkeypatch.setattr(mp_runner, "HEARTBEAT_TIMEOUT_S", 1.0)
+    monkeypatch.setenv("LG_HANG_MARKER", str(tmp_path / "hung-once"))
+    spec = lanegraph(
+        "hung",
+        [{"name": "a", "kind": "events", "capacity": 16}, {"name": "b", "kind": "events"}],
+        [("in", "ingress", "a"), ("out", "egress", "b")],
+        [{"name": "stuck", "kind": "stage", "inputs": ["a"], "outputs": ["b"], "op": "resolver",
+          "resolver_key": "py:lanegraph_helpers:hang_once"}],
+    )
+    data = msgs(200)
+    got, result = run(spec, "mp", data, tmp_path)
+    assert got["out"] == data
+    assert {r["name"]: r for r in result.state["roles"]}["stuck"]["restarts"] == 1

@@ -52,6 +52,8 @@ __all__ = ["run_mp"]
 _Egress = tuple[str, "LaneReader | None", "JournalSubscription | None", str]
 
 _STATE_EVERY_S = 0.2
+#: A role with input waiting and no heartbeat for this long is hung: killed and restarted.
+HEARTBEAT_TIMEOUT_S = 10.0
 
 
 class _RoleSupervisor(Supervisor):
@@ -240,7 +242,7 @@ class _Run:
         # role processes (and their restarts) import py: stages the way this process does
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.supervisor = _RoleSupervisor(stats_by_proc, pending, env, [], procs,
-                                          on_failure=lambda exc: None)
+                                          on_failure=lambda exc: None, heartbeat_timeout=HEARTBEAT_TIMEOUT_S)
         self.procs = {rp.name: sp for rp, sp in zip(self.plan.roles, procs, strict=True)}
         self.supervisor.start()
         self.supervisor.run_in_thread()
