@@ -161,19 +161,21 @@ def test_sp_on_the_examples(cli: CliRunner, examples: Path) -> None:
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
 
 
-def test_policy_refuses_side_effects_without_approval(cli: CliRunner, tmp_path: Path) -> None:
+def test_policy_refuses_side_effects_without_approval(cli: CliRunner, tmp_path: Path,
+                                                      mode_args: list[str]) -> None:
     spec = tmp_path / "post.kv"
     spec.write_text(CHAIN + "pipeline.stages.2.id=post\npipeline.stages.2.op=resolver\n"
                     "pipeline.stages.2.resolver_key=http_post:http://127.0.0.1:9/hook\n"
                     "pipeline.stages.2.depends_on.0=1\n")
-    r = cli("run", spec, "--sp", "--input-hex=00", "--env=prod")
+    r = cli("run", spec, *mode_args, "--input-hex=00", "--env=prod")
     assert r.returncode == 4
     assert "RequireApproval" in r.stderr and r.stdout == ""
-    r = cli("run", spec, "--sp", "--input-hex=00", "--env=prod", "--dry-run", "--json")
+    r = cli("run", spec, *mode_args, "--env=prod", "--dry-run", "--json", input="a\nb\n")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
-    assert summary["outputs"] == ["01"]
-    assert summary["side_effects"] and summary["side_effects"][0]["decision"] == "DryRunOnly"
+    assert summary["outputs"] == ["62", "63"]
+    assert [e["decision"] for e in summary["side_effects"]] == ["DryRunOnly", "DryRunOnly"]
+    assert summary["side_effects"][0]["action"] == "http_post"
 
 
 def _wait_for(pred: object, timeout: float = 60.0) -> None:

@@ -42,11 +42,18 @@ def _die_with_parent(parent_pid: int) -> None:
         sys.exit(1)
 
 
-def _context(raw: dict[str, Any]) -> Any:
+def _context(raw: dict[str, Any], events_path: str | None) -> Any:
+    """The resolver context; side-effect records go, one JSON line each, to ``events_path``, which the
+    supervisor's process reads back into the run's own recorder when the run ends."""
     from .stage_api import StageContext
 
     def recorder(event: dict[str, Any]) -> None:
-        sys.stderr.write("byteor stage: " + json.dumps(event, sort_keys=True) + "\n")
+        line = json.dumps(event, sort_keys=True) + "\n"
+        if events_path is None:
+            sys.stderr.write("byteor stage: " + line)
+            return
+        with open(events_path, "a", encoding="utf-8") as fh:
+            fh.write(line)
 
     return StageContext(posture=raw["posture"], dry_run=raw["dry_run"], spec_hash=raw["spec_hash"],
                         spec_dir=raw["spec_dir"], decisions=dict(raw["decisions"]),
@@ -115,7 +122,7 @@ def main(argv: list[str]) -> int:
         ring = attach_ring(cfg["ring"], expect_hash=bytes.fromhex(cfg["hash_hex"]))
         hb = ring.register_participant(ROLE_STAGE_BASE + int(cfg["index"]), os.getpid())
         ring.recover(c)
-        resolved = resolve_stage(stage, int(cfg["index"]), _context(cfg["context"]))
+        resolved = resolve_stage(stage, int(cfg["index"]), _context(cfg["context"], cfg.get("events_path")))
         if resolved.builtin is not None and cfg.get("native", True):
             name, delta = resolved.builtin
             op = _native.OP_ADD_U8 if name == "add_u8" else _native.OP_IDENTITY

@@ -19,6 +19,7 @@ published and exits 0, the egress delivers the rest, then the ring files are unl
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -103,6 +104,7 @@ class MpExecutor:
         self._deps = [*deps, (1 << n) - 1]
         self._stages = list(stages)
         self._ctx = _context_json(context)
+        self._recorder = context.recorder
         self._rings: list[Any] = []
         self._created_dir = False
         self._created: list[str] = []
@@ -163,6 +165,7 @@ class MpExecutor:
                         "stage_id": st.id, "op": st.op, "delta": st.delta, "resolver_key": st.resolver_key,
                         "wait": self._wait, "context": self._ctx, "native": rs.builtin is not None,
                         "error_path": os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.error"),
+                        "events_path": os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.events"),
                     }
                     procs.append(StageProcess(shard=k, index=i, consumer=i, name=name, config=cfg))
             self._supervisor = Supervisor(self._rings, procs, on_failure=self._on_failure,
@@ -339,6 +342,19 @@ class MpExecutor:
             t.join(timeout=10)
         self._cleanup()
 
+    def _collect_events(self, path: str) -> None:
+        """Hand the side-effect records a stage process wrote to the run's recorder."""
+        if self._recorder is None:
+            return
+        try:
+            with open(path, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except FileNotFoundError:
+            return
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                self._recorder(json.loads(line))
+
     def _cleanup(self) -> None:
         from ..shm import unlink
 
@@ -351,8 +367,11 @@ class MpExecutor:
                 unlink(path)
         for k in range(len(self._created)):
             for i in range(len(self.spec.stages)):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.error"))
+                base = os.path.join(self.ring_dir, f"shard-{k}.stage-{i}")
+                self._collect_events(base + ".events")
+                for suffix in (".error", ".events"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(base + suffix)
         ours = os.path.dirname(os.path.abspath(self.ring_dir)) == DEFAULT_RING_ROOT
         if self._created_dir or (ours and self._created):
             with contextlib.suppress(OSError):
