@@ -28,6 +28,7 @@ header (extra header bytes of the input are not carried over) and, in mapkv, key
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -119,9 +120,12 @@ class DataGuard:
             raise RuleError(why)
         self.expected_codec = CODEC_IDS[c.mode]
         self._plans: dict[int, _Plan | str] = {}
-        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        self.rule_applied = [0] * len(c.rules.rules)
-        self.rule_noop = [0] * len(c.rules.rules)
+        self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._rule_applied = [0] * len(c.rules.rules)
+        self._rule_noop = [0] * len(c.rules.rules)
+        self._messages = 0
+        self._native: Any = _native_plan(self, self.selected)
+        self._fast: Any = self._native.run if self._native is not None else None
         self._cost = {"samples": 0, "ns_total": 0, "ns_max": 0, "bytes_in": 0, "bytes_out": 0}
         self._scratch = bytearray()
         self._out = bytearray(c.capacity)
@@ -177,8 +181,8 @@ class DataGuard:
         """
         sample = self.config.cost_sample
         if sample:
-            seen = self.counts["seen"]
-            if seen % sample == 0:
+            self._messages += 1
+            if (self._messages - 1) % sample == 0:
                 t0 = time.perf_counter_ns()
                 result = self._run(msg, out)
                 dt = time.perf_counter_ns() - t0
@@ -194,7 +198,7 @@ class DataGuard:
         return self._run(msg, out)
 
     def _reject(self, reason: str) -> int:
-        counts = self.counts
+        counts = self._counts
         counts[reason] += 1
         counts["rejected"] += 1
         if self.config.on_reject == "forward_input":
@@ -204,7 +208,12 @@ class DataGuard:
         return DROP
 
     def _run(self, msg: bytes | bytearray | memoryview, out: bytearray | memoryview) -> int:
-        counts = self.counts
+        fast = self._fast
+        if fast is not None:
+            r: int = fast(msg, out)
+            if r != _FALLBACK:
+                return r
+        counts = self._counts
         counts["seen"] += 1
         c = self.config
         try:
@@ -274,7 +283,7 @@ class DataGuard:
 
     def _redact(self, h: Any, plan: _Plan, pairs: list[tuple[str, int, Value]],
                 out: bytearray | memoryview) -> int:
-        counts = self.counts
+        counts = self._counts
         rules = self.rules.rules
         by_key = plan.rules_by_key
         key = self.rules.hash_key
@@ -290,10 +299,10 @@ class DataGuard:
                 for i in idx:
                     new, status = apply_rule(rules[i], new, key)
                     if status == APPLIED:
-                        self.rule_applied[i] += 1
+                        self._rule_applied[i] += 1
                         changed = True
                     else:
-                        self.rule_noop[i] += 1
+                        self._rule_noop[i] += 1
                         counts["redact_noop"] += 1
                     if new is DROPPED:
                         break
@@ -329,7 +338,36 @@ class DataGuard:
         counts["out_forward_output"] += 1
         return total
 
-    # ---------------------------------------------------------------- report
+    # ---------------------------------------------------------------- counters / report
+
+    @property
+    def native(self) -> bool:
+        """Whether messages of the selected version run through the C kernel."""
+        return self._native is not None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The report counters so far (the Python path's plus the C kernel's)."""
+        out = dict(self._counts)
+        if self._native is not None:
+            for name, v in zip(COUNTERS, self._native.counts(), strict=True):
+                out[name] += v
+        return out
+
+    def _rule_totals(self) -> list[tuple[int, int]]:
+        pairs = list(zip(self._rule_applied, self._rule_noop, strict=True))
+        if self._native is not None:
+            pairs = [(a + c, b + d) for (a, b), (c, d) in zip(pairs, self._native.rule_counts(), strict=True)]
+        return pairs
+
+    @property
+    def rule_applied(self) -> list[int]:
+        return [a for a, _ in self._rule_totals()]
+
+    @property
+    def rule_noop(self) -> list[int]:
+        return [n for _, n in self._rule_totals()]
+
 
     def report(self) -> DataGuardReport:
         """The report KV v1 of everything processed so far."""
@@ -351,12 +389,55 @@ class DataGuard:
             rules=[r.text for r in self.rules.rules] if c.flow != "check" else [],
             hash_keyed=self.rules.hash_keyed and c.flow != "check",
             hash_key_env=self.rules.hash_key_env,
-            counts=dict(self.counts),
-            rule_counts=(list(zip(self.rule_applied, self.rule_noop, strict=True))
-                         if c.flow != "check" else []),
+            counts=self.counts,
+            rule_counts=self._rule_totals() if c.flow != "check" else [],
             cost_sample_every=c.cost_sample,
             cost=cost,
         )
+
+
+_FALLBACK = -3
+_ACTIONS = {"drop": 0, "replace_with": 1, "hash": 2, "mask": 3, "truncate": 4}
+@functools.cache
+def _plan_type() -> Any:
+    """The C kernel's plan type, looked up once (None when this build's extension lacks it)."""
+    try:
+        from .. import _native
+    except ImportError:  # a source tree without the built extension
+        return None
+    return getattr(_native, "DgPlan", None)
+
+
+def _native_plan(guard: DataGuard, schema: Schema) -> Any:
+    """The C plan for the selected version, or None (no kernel in this build, ``BYTEOR_DATAGUARD_NATIVE=0``,
+    more than 64 fields, or a field named by more than one rule: those run in Python)."""
+    plan_type = _plan_type()
+    if plan_type is None or os.environ.get("BYTEOR_DATAGUARD_NATIVE", "1") == "0":
+        return None
+    c = guard.config
+    rules = guard.rules
+    if len(schema.fields) > 64 or len(rules.rules) > 64 or any(len(v) > 1 for v in rules.by_field.values()):
+        return None
+    redacts = guard._redacts
+    fields = tuple(
+        (f.name.encode("utf-8"), TYPE_TAGS[f.type], f.required,
+         rules.by_field[f.name][0] if redacts and f.name in rules.by_field else -1)
+        for f in schema.fields)
+    rule_specs = []
+    for r in rules.rules:
+        as_int = int(r.value) if r.action == "replace_with" and _is_int(r.value) else None
+        as_bool = {"true": 1, "false": 0}.get(r.value, -1) if r.action == "replace_with" else -1
+        rule_specs.append((_ACTIONS[r.action], r.value.encode("utf-8"), as_int, as_bool, r.prefix, r.suffix,
+                           r.mask_char.encode("utf-8"), r.n))
+    return plan_type(CODEC_IDS[c.mode], c.schema_id, c.msg_type, schema.msg_version, c.mode == "row",
+                     guard._checks, redacts, c.on_reject == "forward_input", c.capacity, fields,
+                     tuple(rule_specs), rules.hash_key)
+
+
+def _is_int(text: str) -> bool:
+    body = text[1:] if text.startswith("-") else text
+    return body.isdigit() and body.isascii() and (body == "0" or not body.startswith("0")) \
+        and -(2**63) <= int(text) < 2**63
 
 
 class _Incompatible(Exception):
