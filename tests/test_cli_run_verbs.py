@@ -260,3 +260,15 @@ def test_run_help_lists_options(cli: CliRunner) -> None:
     for opt in ("--sp", "--input-hex", "--input-format", "--output-file", "--ring-path", "--wait", "--dry-run",
                 "--approval-key-set", "--json"):
         assert opt in r.stdout
+
+
+def test_stage_prints_do_not_corrupt_stdout(cli: CliRunner, tmp_path: Path, mode_args: list[str]) -> None:
+    mod = f"noisy_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{mod}.py").write_text("def noisy(slot, n):\n    print('hello from a stage')\n    return n\n")
+    spec = tmp_path / "noisy.kv"
+    spec.write_text(CHAIN + f"pipeline.stages.2.id=n\npipeline.stages.2.op=resolver\n"
+                    f"pipeline.stages.2.resolver_key=py:{mod}:noisy\npipeline.stages.2.depends_on.0=1\n")
+    r = cli("run", spec, *mode_args, env={"PYTHONPATH": str(tmp_path)}, input="a\nb\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "62\n63\n"
+    assert r.stderr.count("hello from a stage") == 2

@@ -382,7 +382,8 @@ def _run(args: argparse.Namespace) -> int:
             restore = _install_signals(state)
             try:
                 progress = _Progress(sp_stats) if one_shot is None else contextlib.nullcontext()
-                with progress, contextlib.suppress(_StopInput):
+                # stdout carries the output messages: a stage's own prints go to stderr, as in MP
+                with progress, contextlib.redirect_stdout(sys.stderr), contextlib.suppress(_StopInput):
                     for msg in inputs:
                         route(msg)
                         result = process(msg)

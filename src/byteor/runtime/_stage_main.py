@@ -65,6 +65,7 @@ def _python_loop(ring: Any, native: Any, c: int, stage: Any, *, wait: int, hb: i
     from .stage_api import DROP
 
     fn, modifies = stage.fn, stage.modifies
+    stage_slot = ring.stage_slot
     dropped = native.DROPPED_LENGTH
     slot_bytes = ring.slot_bytes
     nxt = ring.next_for(c)
@@ -88,7 +89,7 @@ def _python_loop(ring: Any, native: Any, c: int, stage: Any, *, wait: int, hb: i
                     raise ValueError(f"returned {new!r}; expected a length in 0..{slot_bytes} or DROP")
                 ring.modify_commit(c, seq, new)
             else:
-                new = fn(ring.slot(seq), length)
+                new = fn(stage_slot(seq), length)
                 if new == DROP:
                     ring.set_length(seq, dropped)
                 ring.release(c, seq)  # read-only stages (side effects): at most one repeat after a crash

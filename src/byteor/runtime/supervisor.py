@@ -76,7 +76,8 @@ class Supervisor:
     def _spawn(self, sp: StageProcess) -> None:
         sp.config["parent_pid"] = os.getpid()
         argv = [sys.executable, "-m", "byteor.runtime._stage_main", json.dumps(sp.config)]
-        sp.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True)
+        # A stage's own prints go to stderr: stdout carries the pipeline's output.
+        sp.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=_stderr_fd(), close_fds=True)
         sp.last_beat = -1
         sp.last_beat_change = time.monotonic()
 
@@ -201,6 +202,13 @@ class Supervisor:
             if self.all_finished():
                 return
             self._halt.wait(self.poll_interval)
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced by a non-file object
+        return subprocess.DEVNULL
 
 
 def _describe_rc(rc: int) -> str:
