@@ -93,6 +93,7 @@ def _python_loop(ring: Any, native: Any, c: int, stage: Any, *, wait: int, hb: i
                 if new == DROP:
                     ring.set_length(seq, dropped)
                 ring.release(c, seq)  # read-only stages (side effects): at most one repeat after a crash
+            ring.heartbeat(hb)  # per message: a slow but healthy stage is never taken for a hung one
         if modifies:
             ring.release(c, avail)  # recover() after a crash resumes from the redo record's done seq
         ring.heartbeat(hb)

@@ -83,7 +83,7 @@ class MpExecutor:
 
     def __init__(self, spec: SingleRingSpecV1, stages: Sequence[ResolvedStage], *, spec_hash: str,
                  sink: BatchSink, context: StageContext, ring_path: str | None = None,
-                 wait: str = "backoff", heartbeat_timeout: float = 10.0, max_restarts: int = 5,
+                 wait: str = "backoff", heartbeat_timeout: float = 30.0, max_restarts: int = 5,
                  restart_window: float = 60.0) -> None:
         if wait not in WAITS:
             raise UsageError(f"--wait must be one of {'|'.join(WAITS)}, got {wait!r}")

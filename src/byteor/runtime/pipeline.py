@@ -48,7 +48,7 @@ class Pipeline:
     @classmethod
     def open(cls, spec: PipelineSpecV1 | str | os.PathLike[str], *, sp: bool = False,
              context: StageContext | None = None, ring_path: str | None = None, wait: str = "backoff",
-             on_output: OutputFn | None = None, heartbeat_timeout: float = 10.0,
+             on_output: OutputFn | None = None, heartbeat_timeout: float = 30.0,
              max_restarts: int = 5) -> Pipeline:
         """Validate, resolve every stage once, and start the executor.
 

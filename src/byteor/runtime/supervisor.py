@@ -58,9 +58,10 @@ class Supervisor:
 
     def __init__(self, rings: list[Any], stages: list[StageProcess], *,
                  on_failure: Callable[[PipelineFailed], None], max_restarts: int = 5,
-                 restart_window: float = 60.0, heartbeat_timeout: float = 10.0,
+                 restart_window: float = 60.0, heartbeat_timeout: float = 30.0,
                  poll_interval: float = 0.05) -> None:
         self.rings = rings
+        self._n_cells = int(rings[0].n_consumers) if rings else 0
         self.stages = stages
         self.max_restarts = max_restarts
         self.restart_window = restart_window
@@ -133,8 +134,15 @@ class Supervisor:
             self._on_failure(self.failure)
 
     def _pending(self, sp: StageProcess) -> bool:
+        """Whether the stage has work it could do now: its barrier (the cursor and every stage it
+        depends on) is past its gating. A stage stuck behind a hung dependency is not hung itself."""
         ring = self.rings[sp.shard]
-        return bool(ring.gating(sp.consumer) < ring.cursor())
+        barrier = int(ring.cursor())
+        mask = int(ring.deps[sp.consumer])
+        for d in range(self._n_cells):
+            if mask >> d & 1:
+                barrier = min(barrier, int(ring.gating(d)))
+        return int(ring.gating(sp.consumer)) < barrier
 
     def _beat_of(self, sp: StageProcess) -> int | None:
         assert sp.proc is not None
