@@ -17,6 +17,7 @@ import pytest
 from byteor import PipelineFailed, SpecError, decode_kv
 from byteor.runtime import Pipeline
 from byteor.runtime.sharding import Router
+from byteor.shm import take_snapshot
 from byteor.spec.model import SingleRingSpecV1
 
 SHM = Path("/dev/shm/byteor")
@@ -209,9 +210,16 @@ BACKPRESSURE = """
 def test_backpressure_slow_last_stage_overwrites_nothing(mode: str, ring_dir: str, stage_module: str) -> None:
     spec = spec_of(BACKPRESSURE.format(mod=stage_module))
     sent = [bytes([i & 0x7F, i >> 7, 9]) for i in range(600)]
+    fills: list[int] = []
     with open_pipe(spec, mode, ring_dir) as p:
-        for m in sent:
-            p.publish(m)
+        producer = threading.Thread(target=lambda: [p.publish(m) for m in sent])
+        producer.start()
+        while producer.is_alive() and mode == "mp":
+            fills.append(take_snapshot(f"{ring_dir}/shard-0.ring").fill)
+        producer.join()
+    if mode == "mp":
+        assert max(fills) == spec.capacity  # the producer really ran into the slow stage
+        assert all(f <= spec.capacity for f in fills)
     outs = list(p.outputs())
     assert outs == [bytes([((m[0] + 1) + 1) & 0xFF, (m[1] + 1) & 0xFF, 10]) for m in sent]
 
