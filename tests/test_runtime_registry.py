@@ -14,6 +14,7 @@ from byteor.runtime import Pipeline
 from byteor.runtime.registry import known_families, resolve_stage, resolve_stages
 from byteor.runtime.stage_api import ResolvedStage, StageContext
 from byteor.runtime.support import unsupported_reasons
+from byteor.spec.families import entry_point_families
 from byteor.spec.model import SingleRingSpecV1, StageV1
 
 CTX = StageContext()
@@ -31,8 +32,7 @@ def test_builtins_carry_their_native_kernel() -> None:
 
 @pytest.fixture(scope="module")
 def stage_pkg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real module plus a dist-info declaring ``byteor.stages`` entry points, on sys.path and PYTHONPATH
-    (module-scoped: the spec validator caches the entry-point families it has seen)."""
+    """A real module plus a dist-info declaring ``byteor.stages`` entry points, on sys.path and PYTHONPATH."""
     tmp_path = tmp_path_factory.mktemp("stages")
     mod = f"regstages_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{mod}.py").write_text(textwrap.dedent(f"""
@@ -66,7 +66,9 @@ def stage_pkg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(tmp_path))
         mp.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+        entry_point_families.cache_clear()  # the validator caches the installed families
         yield mod
+    entry_point_families.cache_clear()
 
 
 def test_py_family(stage_pkg: str) -> None:

@@ -27,7 +27,8 @@ import importlib
 from collections.abc import Callable
 from importlib import metadata
 
-from .._errors import ByteorError, PolicyRefused, SpecError, SpecIssue
+from .._errors import PolicyRefused, SpecError, SpecIssue
+from ..spec.families import BUILTIN_FAMILIES, ENTRY_POINT_GROUP, known_families
 from ..spec.model import SingleRingSpecV1, StageV1
 from .stage_api import ResolvedStage, StageContext, StageFn
 
@@ -43,9 +44,6 @@ __all__ = [
     "resolve_stages",
 ]
 
-ENTRY_POINT_GROUP = "byteor.stages"
-#: Families this module knows without entry points.
-BUILTIN_FAMILIES = ("py", "http_post", "exec", "dataguard")
 
 Factory = Callable[[str, StageContext], ResolvedStage]
 
@@ -70,10 +68,6 @@ def _entry_points() -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def known_families() -> tuple[str, ...]:
-    """Every resolver family this build can resolve: the builtin ones, then entry points (sorted)."""
-    extra = sorted(n for n in _entry_points() if n not in BUILTIN_FAMILIES)
-    return (*BUILTIN_FAMILIES, *extra)
 
 
 def _resolve_py(arg: str) -> ResolvedStage:
@@ -82,8 +76,8 @@ def _resolve_py(arg: str) -> ResolvedStage:
         raise ValueError(f"expected py:<module>:<function>, got py:{arg}")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # any failure while importing user code is a resolution failure
+        raise ValueError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, func_name, None)
     if fn is None or not callable(fn):
         raise ValueError(f"module {module_name!r} has no callable {func_name!r}")
@@ -147,7 +141,7 @@ def resolve_stage(stage: StageV1, index: int, ctx: StageContext) -> ResolvedStag
         raise
     except SpecError as exc:
         raise SpecError(SpecIssue(locator, f"stage {stage.id!r}: {exc}")) from None
-    except (ValueError, ByteorError) as exc:
+    except Exception as exc:  # a factory's own failure: the stage cannot run, say which and why
         raise SpecError(SpecIssue(locator, f"stage {stage.id!r} cannot be resolved: {exc}")) from None
 
 
