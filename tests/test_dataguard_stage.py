@@ -194,15 +194,7 @@ def test_dataguard_stage_in_a_single_process_pipeline(tmp_path: Path) -> None:
     _check_every_message_redacted(outputs, report, 200)
 
 
-MP_BLOCKED = (
-    "at runtime commit 33ffd13 `byteor run` (multi-process) hangs with any Python resolver stage "
-    "(py:mod:fn as well as dataguard:<profile>) after the stage has processed every message; "
-    "the lead removes this mark once the runtime fix lands"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(reason=MP_BLOCKED, run=False, strict=False)
 def test_dataguard_stage_in_a_multi_process_pipeline_redacts_every_message(tmp_path: Path) -> None:
     if importlib.util.find_spec("byteor.runtime.mp") is None:
         pytest.skip("byteor.runtime.mp (the runtime helper's MP executor) is not in this build yet")
