@@ -42,7 +42,7 @@ def _die_with_parent(parent_pid: int) -> None:
         sys.exit(1)
 
 
-def _context(raw: dict[str, Any], events_path: str | None) -> Any:
+def _context(raw: dict[str, Any], events_path: str | None = None) -> Any:
     """The resolver context; side-effect records go, one JSON line each, to ``events_path``, which the
     supervisor's process reads back into the run's own recorder when the run ends."""
     from .stage_api import StageContext
