@@ -241,27 +241,28 @@ def _fmt(v: float | None, digits: int = 1) -> str:
 
 
 def print_table(title: str, results: Sequence[Result], ratio_to: Sequence[str] = ()) -> None:
-    """Print a rich table: throughput (median, range), latency, CPU, RSS, and one ratio column per
-    baseline named in ``ratio_to`` (a baseline row that was not measured gives ``-``)."""
+    """Print a rich table: throughput (median, and the min..max spread of the runs), one ratio
+    column per baseline named in ``ratio_to`` (``-`` when either side is not measured), latency
+    p50/p99/p99.9, CPU seconds per million messages, RSS, and the note."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     by_name = {r.name: r for r in results}
-    table = Table(title=title, title_justify="left")
-    table.add_column("name", style="bold")
-    table.add_column("msgs/s (median)", justify="right")
-    table.add_column("range", justify="right")
+    table = Table(title=escape(title), title_justify="left")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("msgs/s", justify="right", no_wrap=True)
+    table.add_column("spread", justify="right", no_wrap=True)
     for base in ratio_to:
-        table.add_column(f"vs {base}", justify="right")
-    table.add_column("p50 us", justify="right")
-    table.add_column("p99 us", justify="right")
-    table.add_column("p99.9 us", justify="right")
-    table.add_column("CPU s/M", justify="right")
-    table.add_column("RSS MB", justify="right")
-    table.add_column("note")
+        table.add_column(escape(f"vs {base}"), justify="right", no_wrap=True)
+    table.add_column("p50/p99/p99.9 us", justify="right", no_wrap=True)
+    table.add_column("CPU s/M", justify="right", no_wrap=True)
+    table.add_column("RSS MB", justify="right", no_wrap=True)
+    table.add_column("note", max_width=48)
     for r in results:
-        rng = "-" if r.range is None or r.msgs_per_s is None else (
-            f"{_fmt_rate(r.range[0])} .. {_fmt_rate(r.range[1])}")
+        spread = "-"
+        if r.range is not None and r.msgs_per_s:
+            spread = f"{100.0 * (r.range[1] - r.range[0]) / r.msgs_per_s:.0f}%"
         ratios = []
         for base in ratio_to:
             b = by_name.get(base)
@@ -269,9 +270,10 @@ def print_table(title: str, results: Sequence[Result], ratio_to: Sequence[str] =
                 ratios.append("-")
             else:
                 ratios.append(f"{r.msgs_per_s / b.msgs_per_s:.2f}x")
-        table.add_row(r.name, _fmt_rate(r.msgs_per_s), rng, *ratios, _fmt(r.p50_us), _fmt(r.p99_us),
-                      _fmt(r.p999_us), _fmt(r.cpu_s_per_m, 2), _fmt(r.rss_mb), r.note)
-    Console(width=max(160, shutil.get_terminal_size().columns)).print(table)
+        lat = "-" if r.p50_us is None else f"{_fmt(r.p50_us)} / {_fmt(r.p99_us)} / {_fmt(r.p999_us)}"
+        table.add_row(escape(r.name), _fmt_rate(r.msgs_per_s), spread, *ratios, lat, _fmt(r.cpu_s_per_m, 2),
+                      _fmt(r.rss_mb), escape(r.note))
+    Console(width=max(100, shutil.get_terminal_size((200, 40)).columns)).print(table)
 
 
 def write_json(path: str, results: Sequence[Result], extra: dict[str, Any] | None = None) -> None:

@@ -199,6 +199,17 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* Pause between two polls of a shared cell. Every poll pulls the cache line the publisher is
+ * writing into the shared state, so the publisher's next store must win it back: polling a hot
+ * line on every pause slows the publisher several-fold. The pause count doubles per poll, up to
+ * SPIN_PAUSE_CAP (about half a microsecond), so a waiter that just missed a message still sees
+ * the next one within ~1 us while a stream of messages is not throttled by its own consumer. */
+#define SPIN_PAUSE_CAP 32u
+static inline void spin_pause(uint32_t *pauses) {
+    for (uint32_t i = 0; i < *pauses; i++) cpu_relax();
+    if (*pauses < SPIN_PAUSE_CAP) *pauses *= 2;
+}
+
 /* Shared (not PRIVATE) futex: waiters live in different processes mapping the same file. */
 static void futex_wait_u32(void *addr, uint32_t expected, int64_t timeout_ns) {
     struct timespec ts;
@@ -262,11 +273,11 @@ static inline uint32_t low_word(int64_t v) { return (uint32_t)((uint64_t)v & 0xF
  * ============================================================================
  *
  * A waiter is stepped by a loop that re-checks its condition between steps:
- *   spin    : pause instruction; lowest latency, one core at 100% while waiting.
+ *   spin    : poll with pauses in between (see spin_pause); lowest latency, one core at 100%.
  *   yield   : sched_yield(); a core at 100% in the scheduler, but gives the CPU away.
- *   backoff : 256 pauses, then 64 yields, then nanosleep doubling 1 us .. 256 us (default);
- *             an idle waiter costs a few thousand wakeups per second.
- *   block   : 128 pauses, 32 yields, then FUTEX_WAIT on the lagging cell's low word (slices of
+ *   backoff : 32 spin polls (~15 us), then 64 yields, then nanosleep doubling 1 us .. 256 us
+ *             (default); an idle waiter costs a few thousand wakeups per second.
+ *   block   : 32 spin polls, 16 yields, then FUTEX_WAIT on the lagging cell's low word (slices of
  *             <= 100 ms);
  *             an idle waiter costs ~10 wakeups per second, a publisher pays one syscall only
  *             when some waiter sleeps.
@@ -282,6 +293,7 @@ typedef struct {
     int64_t deadline;      /* CLOCK_MONOTONIC ns, or -1 for none */
     int64_t next_check;    /* next signal check / clock read */
     uint32_t n;            /* steps so far */
+    uint32_t pauses;       /* pauses before the next poll (spin phases) */
     int64_t sleep_ns;
     PyThreadState *ts;     /* saved thread state while the GIL is released, or NULL */
 } waiter_t;
@@ -296,6 +308,7 @@ static void waiter_init(waiter_t *w, int strategy, int64_t timeout_ns, PyThreadS
     w->deadline = timeout_ns >= 0 ? now + timeout_ns : -1;
     w->next_check = now + SIGNAL_CHECK_NS;
     w->n = 0;
+    w->pauses = 1;
     w->sleep_ns = 1000;
     w->ts = ts;
 }
@@ -321,22 +334,22 @@ static int waiter_step(waiter_t *w, seq_line_t *cell, int64_t seen) {
     uint32_t n = w->n++;
     switch (w->strategy) {
     case WAIT_SPIN:
-        cpu_relax();
-        if ((n & 1023u) == 1023u) return waiter_tick(w, 0);
+        spin_pause(&w->pauses);
+        if ((n & 255u) == 255u) return waiter_tick(w, 0);
         return STEP_OK;
     case WAIT_YIELD:
         sched_yield();
         if ((n & 63u) == 63u) return waiter_tick(w, 0);
         return STEP_OK;
     case WAIT_BLOCK:
-        if (n < 160 || cell == NULL) {
-            if (n < 128) cpu_relax();
-            else if (n < 160) sched_yield();
+        if (n < 48 || cell == NULL) {
+            if (n < 32) spin_pause(&w->pauses);
+            else if (n < 48) sched_yield();
             else {
                 struct timespec ts = {0, 200000};
                 nanosleep(&ts, NULL);
             }
-            if ((n & 63u) == 63u) return waiter_tick(w, 0);
+            if ((n & 15u) == 15u) return waiter_tick(w, 0);
             return STEP_OK;
         } else {
             int64_t slice = BLOCK_SLICE_NS;
@@ -356,12 +369,12 @@ static int waiter_step(waiter_t *w, seq_line_t *cell, int64_t seen) {
         }
     case WAIT_BACKOFF:
     default:
-        if (n < 256) {
-            cpu_relax();
-            if ((n & 255u) == 255u) return waiter_tick(w, 0);
+        if (n < 32) {
+            spin_pause(&w->pauses);
+            if ((n & 15u) == 15u) return waiter_tick(w, 0);
             return STEP_OK;
         }
-        if (n < 256 + 64) {
+        if (n < 32 + 64) {
             sched_yield();
             return (n & 15u) == 15u ? waiter_tick(w, 0) : STEP_OK;
         } else {
@@ -406,6 +419,7 @@ typedef struct {
     uint32_t scratch_stride;
     /* producer-local state (single producer) */
     int64_t next_seq;         /* next sequence this producer writes */
+    int sp_fast;              /* open single-producer ring: publish() may take the inline fast path */
     int64_t gating_cache;     /* last observed min gating */
     /* buffer export of a sub-range (set just before PyMemoryView_FromObject) */
     unsigned char *export_ptr;
@@ -600,7 +614,10 @@ static void ring_bind(RingObject *r) {
     r->redo = (redo_line_t *)(void *)(r->base + OFF_REDO);
     r->scratch = r->base + OFF_SCRATCH;
     r->scratch_stride = (uint32_t)round_up(r->slot_bytes, CACHE_LINE);
-    r->next_seq = atomic_load_explicit(&r->claim->seq, memory_order_acquire) + 1;
+    int64_t claimed = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
+    int64_t published = atomic_load_explicit(&r->published->seq, memory_order_acquire);
+    r->next_seq = (claimed > published ? claimed : published) + 1;
+    r->sp_fast = !(r->flags & FLAG_MULTI_PRODUCER);
     r->gating_cache = -1;
 }
 
@@ -612,6 +629,7 @@ static RingObject *ring_alloc(PyObject *path) {
     r->closed = 0;
     r->exports = 0;
     r->busy = 0;
+    r->sp_fast = 0;
     r->export_ptr = NULL;
     Py_INCREF(path);
     r->path = path;
@@ -872,6 +890,7 @@ done:
 
 static PyObject *Ring_close(RingObject *r, PyObject *Py_UNUSED(ignored)) {
     r->closed = 1;
+    r->sp_fast = 0;
     ring_unmap(r);
     Py_RETURN_NONE;
 }
@@ -980,8 +999,7 @@ static int64_t producer_claim(RingObject *r, int64_t n, int wait, int64_t timeou
                 if (s != STEP_OK) return s;
             }
         }
-        r->next_seq = first + n;
-        atomic_store_explicit(&r->claim->seq, first + n - 1, memory_order_relaxed);
+        r->next_seq = first + n; /* the claim cell is only written by claim(): publish needs no extra store */
         return first;
     }
     /* multi-producer: CAS the shared claim cursor */
@@ -1064,6 +1082,20 @@ static inline int check_len(RingObject *r, Py_ssize_t len) {
 }
 
 static PyObject *Ring_publish(RingObject *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    /* fast path: single producer, bytes, room known from the cached gating minimum. It does exactly
+     * what the general path below does for this case, with nothing resolved twice. */
+    if (nargs == 1 && kwnames == NULL && r->sp_fast && PyBytes_CheckExact(args[0])) {
+        Py_ssize_t len = PyBytes_GET_SIZE(args[0]);
+        int64_t seq = r->next_seq;
+        if ((uint64_t)len <= r->slot_bytes && seq - r->capacity <= r->gating_cache) {
+            unsigned char *slot = slot_at(r, seq);
+            atomic_store_explicit(slot_len(slot), (uint32_t)len, memory_order_relaxed);
+            memcpy(slot + 8, PyBytes_AS_STRING(args[0]), (size_t)len);
+            r->next_seq = seq + 1;
+            cell_store_wake(r->published, seq);
+            return PyLong_FromLongLong(seq);
+        }
+    }
     if (ring_check(r) < 0) return NULL;
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError, "publish(data, wait=WAIT_BACKOFF, timeout_ns=-1)");
@@ -1214,12 +1246,14 @@ static PyObject *Ring_claim(RingObject *r, PyObject *const *args, Py_ssize_t nar
         raise_step(seq, "claim");
         return NULL;
     }
+    if (!(r->flags & FLAG_MULTI_PRODUCER)) atomic_store_explicit(&r->claim->seq, seq, memory_order_release);
     atomic_store_explicit(slot_len(slot_at(r, seq)), 0, memory_order_relaxed);
     return PyLong_FromLongLong(seq);
 }
 
 static int check_claimed(RingObject *r, int64_t seq) {
-    int64_t claimed = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
+    int64_t claimed = (r->flags & FLAG_MULTI_PRODUCER) ? atomic_load_explicit(&r->claim->seq, memory_order_acquire)
+                                                       : r->next_seq - 1;
     int64_t pub = atomic_load_explicit(&r->published->seq, memory_order_acquire);
     if (seq < 0 || seq > claimed || seq <= pub - r->capacity) {
         PyErr_Format(PyExc_ValueError, "sequence %lld is not a claimed slot", (long long)seq);
@@ -1284,6 +1318,13 @@ static PyObject *Ring_wait_for(RingObject *r, PyObject *const *args, Py_ssize_t 
     int64_t avail = barrier_of(r, (int)c, want, &cell, &seen);
     if (avail >= want) return PyLong_FromLongLong(avail);
     if (timeout == 0) return PyLong_FromLong(-1);
+    /* a few polls (~3 us) before paying for releasing and re-taking the GIL */
+    uint32_t pauses = 1;
+    for (int i = 0; i < 8 && wait != WAIT_YIELD; i++) {
+        spin_pause(&pauses);
+        avail = barrier_of(r, (int)c, want, &cell, &seen);
+        if (avail >= want) return PyLong_FromLongLong(avail);
+    }
     waiter_t w;
     PyThreadState *ts = ring_nogil_begin(r);
     waiter_init(&w, wait, timeout, ts);
@@ -1758,6 +1799,7 @@ static PyObject *Ring_snapshot(RingObject *r, PyObject *Py_UNUSED(ignored)) {
     if (ring_check(r) < 0) return NULL;
     int64_t cursor = atomic_load_explicit(&r->published->seq, memory_order_acquire);
     int64_t claim = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
+    if (claim < cursor) claim = cursor; /* single producer: the claim cell only moves with claim() */
     PyObject *gat = PyList_New(r->n_consumers);
     PyObject *lag = PyList_New(r->n_consumers);
     PyObject *parts = participants_list(r, 1);
