@@ -272,3 +272,17 @@ def test_stage_prints_do_not_corrupt_stdout(cli: CliRunner, tmp_path: Path, mode
     assert r.returncode == 0, r.stderr
     assert r.stdout == "62\n63\n"
     assert r.stderr.count("hello from a stage") == 2
+
+
+def test_failing_stage_exit_1_names_it(cli: CliRunner, tmp_path: Path, mode_args: list[str],
+                                       ring_dir: Path) -> None:
+    mod = f"failing_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{mod}.py").write_text("def bad(slot, n):\n    raise ValueError('no thanks')\n")
+    spec = tmp_path / "bad.kv"
+    spec.write_text(CHAIN + f"pipeline.stages.2.id=picky\npipeline.stages.2.op=resolver\n"
+                    f"pipeline.stages.2.resolver_key=py:{mod}:bad\npipeline.stages.2.depends_on.0=1\n")
+    r = cli("run", spec, *mode_args, env={"PYTHONPATH": str(tmp_path)}, input="a\nb\n")
+    assert r.returncode == 1
+    assert "stage 2 'picky' failed" in r.stderr and "no thanks" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not ring_dir.exists()
