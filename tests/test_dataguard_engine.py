@@ -216,6 +216,13 @@ def test_rule_that_does_not_fit_the_schema_fails_at_startup() -> None:
     guard("check", rules=["user_id:mask=1:1:*"])  # check never redacts: rules are not applied
 
 
+def test_rule_on_a_field_no_version_has_fails_at_startup() -> None:
+    with pytest.raises(RuleError, match=r"rule 'emial:hash': no registered version >= 2 .* has a field 'emial'"):
+        guard(rules=["email:mask=1:1:*", "emial:hash"])
+    guard(rules=["tier:replace_with=0"])  # only v3 has tier: still a field of a version >= 2
+    guard("check", rules=["emial:hash"])  # check never redacts
+
+
 def test_malformed_later_version_is_incompatible_not_fatal(tmp_path: Path) -> None:
     root = tmp_path / "reg"
     shutil.copytree(REGISTRY, root)

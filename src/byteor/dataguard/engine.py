@@ -115,7 +115,7 @@ class DataGuard:
         self.rules = c.rules
         self._redacts = c.flow != "check" and bool(c.rules.rules)
         self._checks = c.flow != "redact"
-        why = self._rules_misfit(self.selected)
+        why = self._rules_misfit(self.selected) or self._unknown_rule_field()
         if why:
             raise RuleError(why)
         self.expected_codec = CODEC_IDS[c.mode]
@@ -137,6 +137,26 @@ class DataGuard:
             return None
         types = {f.name: f.type for f in schema.fields}
         return self.rules.check_schema_types(types, f"schema {schema.path}")
+
+    def _unknown_rule_field(self) -> str | None:
+        """A rule naming a field no registered version >= required has (a typo would redact nothing)."""
+        if not self._redacts:
+            return None
+        c = self.config
+        known: set[str] = set()
+        for v in self.registry.versions(c.schema_id, c.msg_type):
+            if v >= c.required_version:
+                try:
+                    schema = self.registry.get(c.schema_id, c.msg_type, v)
+                except RegistryError:
+                    continue
+                if schema is not None:
+                    known.update(f.name for f in schema.fields)
+        for r in self.rules.rules:
+            if r.field not in known:
+                return (f"rule {r.text!r}: no registered version >= {c.required_version} of schema_id="
+                        f"{c.schema_id} msg_type={c.msg_type} has a field {r.field!r}")
+        return None
 
     def _plan(self, version: int) -> _Plan | str:
         """The compiled plan for a message version, or the rejection counter that version earns."""
