@@ -41,6 +41,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from .._errors import ArtifactError
+from .._schemas import SCHEMA_VERSIONS
 
 __all__ = [
     "COST_KEYS",
@@ -51,7 +52,7 @@ __all__ = [
     "write_report",
 ]
 
-REPORT_VERSION = 1
+REPORT_VERSION = SCHEMA_VERSIONS["dataguard_report"]
 COUNTERS = (
     "seen", "accepted", "rejected", "decode_err", "codec_mismatch", "schema_missing",
     "schema_incompatible", "redact_overflow", "out_drop", "out_forward_input", "out_forward_output",
@@ -165,7 +166,7 @@ def parse_report_kv(text: str, *, where: str = "dataguard report") -> DataGuardR
         kv[key] = value
     version = _int(kv, "report.v", where)
     if version > REPORT_VERSION:
-        raise ArtifactError(f"{where}: report.v={version} is newer than this reader (1)")
+        raise ArtifactError(f"{where}: report.v={version} is newer than this reader ({REPORT_VERSION})")
     kind = kv.pop("report.kind", None)
     if kind != "dataguard":
         raise ArtifactError(f"{where}: report.kind={kind!r}, expected dataguard")
