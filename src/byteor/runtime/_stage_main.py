@@ -62,41 +62,45 @@ def _context(raw: dict[str, Any], events_path: str | None = None) -> Any:
 
 
 def _python_loop(ring: Any, native: Any, c: int, stage: Any, *, wait: int, hb: int) -> None:
+    """Consume with a Python stage function until ``stop`` is set and everything is consumed.
+
+    Every ring method is bound once here; the per-message path does no lookups beyond locals.
+    """
     from .stage_api import DROP
 
     fn, modifies = stage.fn, stage.modifies
-    stage_slot = ring.stage_slot
+    wait_for, length_of, stage_slot = ring.wait_for, ring.length, ring.stage_slot
+    modify_begin, modify_commit = ring.modify_begin, ring.modify_commit
+    set_length, release, heartbeat = ring.set_length, ring.release, ring.heartbeat
     dropped = native.DROPPED_LENGTH
     slot_bytes = ring.slot_bytes
     nxt = ring.next_for(c)
     while True:
-        avail = ring.wait_for(c, nxt, wait, _POLL_NS)
+        avail = wait_for(c, nxt, wait, _POLL_NS)
         if avail < 0:
-            ring.heartbeat(hb)
+            heartbeat(hb)
             if ring.stop_requested() and nxt > ring.cursor():
                 return
             continue
         for seq in range(nxt, avail + 1):
-            length = ring.length(seq)
+            length = length_of(seq)
             if length == dropped:
                 continue
             if modifies:
-                scratch = ring.modify_begin(c, seq)
-                new = fn(scratch, length)
+                new = fn(modify_begin(c, seq), length)
                 if new == DROP:
                     new = dropped
                 elif not isinstance(new, int) or new < 0 or new > slot_bytes:
                     raise ValueError(f"returned {new!r}; expected a length in 0..{slot_bytes} or DROP")
-                ring.modify_commit(c, seq, new)
+                modify_commit(c, seq, new)
             else:
                 new = fn(stage_slot(seq), length)
                 if new == DROP:
-                    ring.set_length(seq, dropped)
-                ring.release(c, seq)  # read-only stages (side effects): at most one repeat after a crash
-            ring.heartbeat(hb)  # per message: a slow but healthy stage is never taken for a hung one
+                    set_length(seq, dropped)
+                release(c, seq)  # read-only stages (side effects): at most one repeat after a crash
+            heartbeat(hb)  # per message: a slow but healthy stage is never taken for a hung one
         if modifies:
-            ring.release(c, avail)  # recover() after a crash resumes from the redo record's done seq
-        ring.heartbeat(hb)
+            release(c, avail)  # after a crash, recover() resumes from the redo record's done seq
         nxt = avail + 1
 
 

@@ -281,6 +281,8 @@ class MpExecutor:
                 ring.release(c, avail)
                 ring.heartbeat(slot)
                 nxt = avail + 1
+        except BrokenPipeError as exc:  # the reader of our output went away (`| head`): the CLI exits quietly
+            self._on_failure(exc)
         except BaseException as exc:
             self._on_failure(PipelineFailed(f"egress of shard {k} failed: {type(exc).__name__}: {exc}"))
         finally:
