@@ -194,7 +194,6 @@ def test_dataguard_stage_in_a_single_process_pipeline(tmp_path: Path) -> None:
     _check_every_message_redacted(outputs, report, 200)
 
 
-@pytest.mark.slow
 def test_dataguard_stage_in_a_multi_process_pipeline_redacts_every_message(tmp_path: Path) -> None:
     if importlib.util.find_spec("byteor.runtime.mp") is None:
         pytest.skip("byteor.runtime.mp (the runtime helper's MP executor) is not in this build yet")
