@@ -374,7 +374,7 @@ def _run(args: argparse.Namespace) -> int:
             from ..runtime.sp import SpExecutor
 
             executor = SpExecutor(spec, stages)
-            route, process = executor.router.route, executor.process
+            process = executor.process
 
             def sp_stats() -> tuple[int, int, float | None]:
                 return executor.messages_in, executor.messages_out, None
@@ -385,7 +385,6 @@ def _run(args: argparse.Namespace) -> int:
                 # stdout carries the output messages: a stage's own prints go to stderr, as in MP
                 with progress, contextlib.redirect_stdout(sys.stderr), contextlib.suppress(_StopInput):
                     for msg in inputs:
-                        route(msg)
                         result = process(msg)
                         if result is not None:
                             out.write(result)
