@@ -103,3 +103,29 @@ def test_ring_in_use_is_not_taken_over(spec: SingleRingSpecV1, ring_dir: Path) -
             Pipeline.open(spec, ring_path=str(ring_dir), wait="block")
         first.publish(b"\x05")
     assert list(first.outputs()) == [b"\x07"]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_pipeline_with_block_wait_burns_almost_no_cpu(ring_dir: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = f"idle_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{mod}.py").write_text("def same(slot, n):\n    return n\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    spec = decode_kv(SPEC + f"pipeline.stages.2.id=py\npipeline.stages.2.op=resolver\n"
+                            f"pipeline.stages.2.resolver_key=py:{mod}:same\npipeline.stages.2.depends_on.0=1\n")
+    with Pipeline.open(spec, ring_path=str(ring_dir), wait="block") as p:
+        p.publish(b"\x00")
+        pids = p.stage_pids()
+        assert len(pids) == 3
+        deadline = time.monotonic() + 30
+        while len(list(p.outputs())) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        before = sum(_cpu_seconds(pid) for pid in pids)
+        time.sleep(1.0)
+        used = sum(_cpu_seconds(pid) for pid in pids) - before
+    assert used < 0.2, f"idle stage processes used {used:.2f} CPU-seconds in one second"
