@@ -84,10 +84,19 @@ class GuardConfig:
 class _Plan:
     """One message version, compiled: field tags by key, required names, rule indices by key."""
 
-    __slots__ = ("fields", "required", "row", "rules_by_key", "tags")
+    __slots__ = ("fields", "key_prefix", "names", "required", "row", "rules_by_key", "tags")
 
     def __init__(self, schema: Schema, rules: RuleSet) -> None:
         self.tags: dict[str, int] = {f.name: TYPE_TAGS[f.type] for f in schema.fields}
+        #: UTF-8 key bytes -> name, so known keys are never decoded per message
+        self.names: dict[bytes, str] = {f.name.encode("utf-8"): f.name for f in schema.fields}
+        #: name -> varint(len) + UTF-8 key, what mapkv output writes before a value
+        self.key_prefix: dict[str, bytes] = {}
+        for f in schema.fields:
+            data = f.name.encode("utf-8")
+            buf = bytearray()
+            write_varint(buf, len(data))
+            self.key_prefix[f.name] = bytes(buf + data)
         self.required: frozenset[str] = frozenset(f.name for f in schema.fields if f.required)
         self.row: tuple[tuple[str, int], ...] = tuple((f.name, TYPE_TAGS[f.type]) for f in schema.fields)
         self.rules_by_key = rules.by_field
@@ -248,7 +257,7 @@ class DataGuard:
         plan = self._plans.get(h.msg_version) or self._plan(h.msg_version)
         if isinstance(plan, str):
             return self._reject(plan)
-        payload = memoryview(msg)[h.header_len:h.header_len + h.payload_len]
+        payload = bytes(msg[h.header_len:h.header_len + h.payload_len])
         try:
             pairs = self._decode(plan, payload)
         except CodecError:
@@ -258,7 +267,7 @@ class DataGuard:
         if self._checks:
             tags = plan.tags
             present = set()
-            for key, tag, _ in pairs:
+            for key, tag, _, _ in pairs:
                 want = tags.get(key)
                 if want is None or want != tag:
                     return self._reject("schema_incompatible")
@@ -271,61 +280,94 @@ class DataGuard:
             return FORWARD_INPUT
         return self._redact(h, plan, pairs, out)
 
-    def _decode(self, plan: _Plan, buf: memoryview) -> list[tuple[str, int, Value]]:
-        pairs: list[tuple[str, int, Value]] = []
+    def _decode(self, plan: _Plan, buf: bytes) -> list[_Pair]:
+        """Every (name, tag, value, raw content bytes or None) of the payload, in wire order."""
+        pairs: list[_Pair] = []
+        size = len(buf)
         if self.config.mode == "row":
             pos = 0
             for name, want in plan.row:
-                tag, value, pos = _read_tagged(buf, pos)
+                tag, value, raw, pos = _read_tagged(buf, pos, size)
                 if tag != want:
                     raise _Incompatible
-                pairs.append((name, tag, value))
+                pairs.append((name, tag, value, raw))
         else:
             count, pos = read_varint(buf, 0)
+            names = plan.names
             seen: set[str] = set()
             for _ in range(count):
-                n, pos = read_varint(buf, pos)
+                if pos < size and buf[pos] < 0x80:
+                    n = buf[pos]
+                    pos += 1
+                else:
+                    n, pos = read_varint(buf, pos)
                 end = pos + n
-                if end > len(buf):
+                if end > size:
                     raise CodecError("key runs past the payload end")
-                try:
-                    key = bytes(buf[pos:end]).decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise CodecError("key is not UTF-8") from exc
+                kb = buf[pos:end]
+                key = names.get(kb)
+                if key is None:
+                    try:
+                        key = kb.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise CodecError("key is not UTF-8") from exc
                 if key in seen:
                     raise CodecError("duplicate key")
                 seen.add(key)
-                tag, value, pos = _read_tagged(buf, end)
-                pairs.append((key, tag, value))
-        if pos != len(buf):
+                tag, value, raw, pos = _read_tagged(buf, end, size)
+                pairs.append((key, tag, value, raw))
+        if pos != size:
             raise CodecError("trailing bytes")
         return pairs
 
-    def _redact(self, h: Any, plan: _Plan, pairs: list[tuple[str, int, Value]],
-                out: bytearray | memoryview) -> int:
+    def _redact(self, h: Any, plan: _Plan, pairs: list[_Pair], out: bytearray | memoryview) -> int:
         counts = self._counts
         rules = self.rules.rules
         by_key = plan.rules_by_key
+        key_prefix = plan.key_prefix
         key = self.rules.hash_key
         row = self.config.mode == "row"
         changed = False
         body = self._scratch
         del body[:]
         kept = 0
-        for name, tag, value in pairs:
+        prefix = b""
+        for name, tag, value, raw in pairs:
+            if not row:
+                known = key_prefix.get(name)
+                if known is None:  # a key the schema lacks (redact flow): encode it here
+                    data = name.encode("utf-8")
+                    pb = bytearray()
+                    write_varint(pb, len(data))
+                    known = bytes(pb + data)
+                prefix = known
             idx = by_key.get(name)
-            new: Any = value
-            if idx is not None:
-                for i in idx:
-                    new, status = apply_rule(rules[i], new, key)
-                    if status == APPLIED:
-                        self._rule_applied[i] += 1
-                        changed = True
+            if idx is None:
+                if not row:
+                    body += prefix
+                if raw is not None:  # string/bytes: the validated content bytes as they came
+                    body.append(tag)
+                    n = len(raw)
+                    if n < 0x80:
+                        body.append(n)
                     else:
-                        self._rule_noop[i] += 1
-                        counts["redact_noop"] += 1
-                    if new is DROPPED:
-                        break
+                        write_varint(body, n)
+                    body += raw
+                else:
+                    write_value(body, value, tag)
+                kept += 1
+                continue
+            new: Any = value
+            for i in idx:
+                new, status = apply_rule(rules[i], new, key)
+                if status == APPLIED:
+                    self._rule_applied[i] += 1
+                    changed = True
+                else:
+                    self._rule_noop[i] += 1
+                    counts["redact_noop"] += 1
+                if new is DROPPED:
+                    break
             if new is DROPPED:
                 if not row:
                     continue
@@ -333,9 +375,7 @@ class DataGuard:
             if row:
                 write_value(body, new, tag)
             else:
-                data = name.encode("utf-8")
-                write_varint(body, len(data))
-                body += data
+                body += prefix
                 write_value(body, new)
             kept += 1
         if not changed:
@@ -343,9 +383,9 @@ class DataGuard:
             counts["out_forward_input"] += 1
             return FORWARD_INPUT
         if not row:
-            prefix = bytearray()
-            write_varint(prefix, kept)
-            body[0:0] = prefix
+            head = bytearray()
+            write_varint(head, kept)
+            body[0:0] = head
         total = V1_HEADER_LEN + len(body)
         if len(body) > MAX_PAYLOAD_LEN or total > min(len(out), self.config.capacity):
             counts["redact_overflow"] += 1
@@ -460,30 +500,42 @@ def _is_int(text: str) -> bool:
         and -(2**63) <= int(text) < 2**63
 
 
+#: One decoded field: name, tag, value, and the content bytes of a string/bytes value.
+_Pair = tuple[str, int, Value, bytes | None]
+
+
 class _Incompatible(Exception):
     """Internal: a row value's tag is not its field's type."""
 
 
-def _read_tagged(buf: memoryview, pos: int) -> tuple[int, Value, int]:
-    tag, pos = read_varint(buf, pos)
+def _read_tagged(buf: bytes, pos: int, size: int) -> tuple[int, Value, bytes | None, int]:
+    """``(tag, value, raw content bytes for string/bytes else None, next position)``."""
+    if pos < size and buf[pos] < 0x80:
+        tag = buf[pos]
+        pos += 1
+    else:
+        tag, pos = read_varint(buf, pos)
     if tag in (TAG_STRING, TAG_BYTES):
-        n, pos = read_varint(buf, pos)
+        if pos < size and buf[pos] < 0x80:
+            n = buf[pos]
+            pos += 1
+        else:
+            n, pos = read_varint(buf, pos)
         end = pos + n
-        if end > len(buf):
+        if end > size:
             raise CodecError("value runs past the payload end")
-        raw = bytes(buf[pos:end])
+        raw = buf[pos:end]
         if tag == TAG_BYTES:
-            return tag, raw, end
+            return tag, raw, raw, end
         try:
-            return tag, raw.decode("utf-8"), end
+            return tag, raw.decode("utf-8"), raw, end
         except UnicodeDecodeError as exc:
             raise CodecError("string is not UTF-8") from exc
     if tag == TAG_INT:
         u, pos = read_varint(buf, pos)
-        return tag, unzigzag(u), pos
+        return tag, unzigzag(u), None, pos
     if tag == TAG_BOOL:
-        if pos >= len(buf) or buf[pos] > 1:
+        if pos >= size or buf[pos] > 1:
             raise CodecError("bad bool")
-        return tag, buf[pos] == 1, pos + 1
+        return tag, buf[pos] == 1, None, pos + 1
     raise CodecError(f"unknown tag {tag}")
-
