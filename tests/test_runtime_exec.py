@@ -64,6 +64,12 @@ def stage_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
         def truncate2(slot, length):
             return min(length, 2)
+
+        TABLE = bytes((b + 5) & 0xFF for b in range(256))
+
+        def add5(slot, length):
+            slot[:length] = slot[:length].tobytes().translate(TABLE)
+            return length
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
@@ -300,6 +306,50 @@ def test_sigkill_stage_mid_stream_loses_nothing(ring_dir: str, op0: str, op1: st
     assert p.stats()["restarts"] == {f"stage {victim} 's{victim}'": 1}
     assert len(outs) == n
     assert outs == [plus(m, delta) for m in sent]
+
+
+def test_sigkill_python_modifying_stage_three_times(ring_dir: str, stage_module: str) -> None:
+    """A Python stage writing through modify_begin/modify_commit, killed three times mid-stream:
+    every message is changed exactly once (the redo record makes each change crash-atomic)."""
+    spec = spec_of(f"""
+        pipeline.name=pykill
+        pipeline.target=SingleRing
+        pipeline.ring.capacity=64
+        pipeline.ring.slot_bytes=8
+        pipeline.stages.0.id=s0
+        pipeline.stages.1.id=s1
+        pipeline.stages.1.op=resolver
+        pipeline.stages.1.resolver_key=py:{stage_module}:add5
+        pipeline.stages.1.depends_on.0=0
+        pipeline.stages.2.id=s2
+        pipeline.stages.2.op=add_u8
+        pipeline.stages.2.delta=1
+        pipeline.stages.2.depends_on.0=1
+    """)
+    n = 60_000
+    outs: list[bytes] = []
+    sent = [i.to_bytes(4, "little") for i in range(n)]
+    p = Pipeline.open(spec, ring_path=ring_dir, wait="block", on_output=lambda _s, d: outs.append(d))
+    try:
+        producer = threading.Thread(target=lambda: [p.publish_many(sent[i:i + 128]) for i in range(0, n, 128)])
+        producer.start()
+        deadline = time.monotonic() + 120
+        for k in (1, 2, 3):
+            while len(outs) < k * n // 5 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            pids = p.stage_pids()
+            assert len(pids) == 3
+            os.kill(pids[1], signal.SIGKILL)
+            while pids[1] in p.stage_pids() and time.monotonic() < deadline:
+                time.sleep(0.001)
+        producer.join(120)
+        assert not producer.is_alive()
+        p.close()
+    except BaseException:
+        p.abort()
+        raise
+    assert p.stats()["restarts"] == {"stage 1 's1'": 3}
+    assert outs == [plus(m, 6) for m in sent]
 
 
 def test_stage_that_keeps_dying_stops_pipeline(ring_dir: str, stage_module: str) -> None:
