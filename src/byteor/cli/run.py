@@ -137,7 +137,7 @@ def _one_shot(args: argparse.Namespace) -> list[bytes] | None:
     if args.input_hex is not None:
         return [_parse_hex(args.input_hex, "--input-hex")]
     if args.input_ascii is not None:
-        return [args.input_ascii.encode("utf-8")]
+        return [args.input_ascii.encode("utf-8", "surrogateescape")]  # undecodable argv bytes round-trip
     return None
 
 
