@@ -28,9 +28,9 @@
  *     192  16 x 32 participants: u32 state (0 free, 1 running, 2 exited), u32 role, u32 pid,
  *                  u32 reserved, u64 heartbeat CLOCK_MONOTONIC ns, u64 registered unix ns
  *     704  pad to 768
- *     768  line   producer claim cursor:    i64 seq, u32 futex waiters   [64 bytes]
- *     832  line   producer published cursor: i64 seq, u32 futex waiters  [64 bytes]
- *     896  8 x line  gating sequence per consumer: i64 seq, u32 waiters  [8 x 64 bytes]
+ *     768  line   producer claim cursor:    i64 seq, u32 sleepers flag   [64 bytes]
+ *     832  line   producer published cursor: i64 seq, u32 sleepers flag  [64 bytes]
+ *     896  8 x line  gating sequence per consumer: i64 seq, u32 sleepers flag  [8 x 64 bytes]
  *     1408 8 x line  redo record per consumer: i64 marker seq, i64 done seq, u32 length  [8 x 64]
  *     1920 n_consumers x round64(slot_bytes) scratch slots (one per consumer)
  *     data offset = 1920 + n_consumers * round64(slot_bytes)
@@ -141,7 +141,7 @@ typedef struct {
 
 typedef struct {
     _Atomic int64_t seq; /* futex waits on the low 32 bits (little-endian: the first word) */
-    _Atomic uint32_t waiters;
+    _Atomic uint32_t waiters; /* 1: a waiter may be asleep on this cell (set by it, cleared by the waker) */
     char pad[CACHE_LINE - 12];
 } seq_line_t;
 
@@ -223,8 +223,9 @@ static void futex_wake_all(void *addr) { syscall(SYS_futex, addr, FUTEX_WAKE, IN
 /*
  * Waking sleepers without a full fence on the hot path.
  *
- * A publisher stores a cell, then reads the cell's `waiters` count and calls FUTEX_WAKE only when it
- * is non-zero; a waiter increments `waiters`, re-reads the cell and sleeps only if it is unchanged.
+ * A publisher stores a cell, then reads the cell's `waiters` flag and, only when it is set, clears
+ * it and calls FUTEX_WAKE (so one sleep costs one wake, not one per publish until the sleeper
+ * runs); a waiter sets the flag, re-reads the cell and sleeps only if it is unchanged.
  * That Dekker handshake needs a StoreLoad barrier on both sides. A full fence (an x86 `xchg`) on
  * every publish waits for the cache line to come back from the consumer's core, which costs more
  * than the rest of publish. So the barrier is made asymmetric: every process that loads this module
@@ -250,10 +251,14 @@ static inline void cell_store_wake(seq_line_t *cell, int64_t v) {
     if (g_membarrier) {
         atomic_store_explicit(&cell->seq, v, memory_order_release);
         atomic_signal_fence(memory_order_seq_cst);
-        if (atomic_load_explicit(&cell->waiters, memory_order_relaxed) != 0) futex_wake_all((void *)&cell->seq);
+        if (atomic_load_explicit(&cell->waiters, memory_order_relaxed) != 0 &&
+            atomic_exchange_explicit(&cell->waiters, 0, memory_order_relaxed) != 0)
+            futex_wake_all((void *)&cell->seq);
     } else {
         atomic_store_explicit(&cell->seq, v, memory_order_seq_cst);
-        if (atomic_load_explicit(&cell->waiters, memory_order_seq_cst) != 0) futex_wake_all((void *)&cell->seq);
+        if (atomic_load_explicit(&cell->waiters, memory_order_seq_cst) != 0 &&
+            atomic_exchange_explicit(&cell->waiters, 0, memory_order_seq_cst) != 0)
+            futex_wake_all((void *)&cell->seq);
     }
 }
 
@@ -277,8 +282,8 @@ static inline uint32_t low_word(int64_t v) { return (uint32_t)((uint64_t)v & 0xF
  *   yield   : sched_yield(); a core at 100% in the scheduler, but gives the CPU away.
  *   backoff : 32 spin polls (~15 us), then 64 yields, then nanosleep doubling 1 us .. 256 us
  *             (default); an idle waiter costs a few thousand wakeups per second.
- *   block   : 32 spin polls, 16 yields, then FUTEX_WAIT on the lagging cell's low word (slices of
- *             <= 100 ms);
+ *   block   : 32 spin polls, yields for 200 us, then FUTEX_WAIT on the lagging cell's low word
+ *             (slices of <= 100 ms);
  *             an idle waiter costs ~10 wakeups per second, a publisher pays one syscall only
  *             when some waiter sleeps.
  * With the GIL released, every ~50 ms of waiting the loop briefly takes the GIL back to run
@@ -287,6 +292,7 @@ static inline uint32_t low_word(int64_t v) { return (uint32_t)((uint64_t)v & 0xF
 
 #define SIGNAL_CHECK_NS 50000000LL
 #define BLOCK_SLICE_NS 100000000LL
+#define BLOCK_YIELD_NS 200000LL
 
 typedef struct {
     int strategy;
@@ -295,6 +301,7 @@ typedef struct {
     uint32_t n;            /* steps so far */
     uint32_t pauses;       /* pauses before the next poll (spin phases) */
     int64_t sleep_ns;
+    int64_t yield_until;   /* block: yield (do not sleep) until this CLOCK_MONOTONIC ns */
     PyThreadState *ts;     /* saved thread state while the GIL is released, or NULL */
 } waiter_t;
 
@@ -310,6 +317,7 @@ static void waiter_init(waiter_t *w, int strategy, int64_t timeout_ns, PyThreadS
     w->n = 0;
     w->pauses = 1;
     w->sleep_ns = 1000;
+    w->yield_until = 0;
     w->ts = ts;
 }
 
@@ -342,15 +350,16 @@ static int waiter_step(waiter_t *w, seq_line_t *cell, int64_t seen) {
         if ((n & 63u) == 63u) return waiter_tick(w, 0);
         return STEP_OK;
     case WAIT_BLOCK:
-        if (n < 48 || cell == NULL) {
-            if (n < 32) spin_pause(&w->pauses);
-            else if (n < 48) sched_yield();
-            else {
-                struct timespec ts = {0, 200000};
-                nanosleep(&ts, NULL);
-            }
-            if ((n & 15u) == 15u) return waiter_tick(w, 0);
-            return STEP_OK;
+        if (n < 32) {
+            spin_pause(&w->pauses);
+            return (n & 15u) == 15u ? waiter_tick(w, 0) : STEP_OK;
+        }
+        if (n == 32) w->yield_until = mono_ns() + BLOCK_YIELD_NS;
+        if (cell == NULL || mono_ns() < w->yield_until) {
+            /* waking a sleeper costs the publisher a syscall (and, in a VM, an IPI): keep yielding
+             * for a short while first so a stream with brief gaps never puts the stage to sleep */
+            sched_yield();
+            return (n & 15u) == 15u ? waiter_tick(w, 0) : STEP_OK;
         } else {
             int64_t slice = BLOCK_SLICE_NS;
             int64_t now = mono_ns();
@@ -360,11 +369,11 @@ static int waiter_step(waiter_t *w, seq_line_t *cell, int64_t seen) {
             }
             if (w->ts != NULL && w->next_check - now < slice) slice = w->next_check - now;
             if (slice < 1000) slice = 1000;
-            atomic_fetch_add_explicit(&cell->waiters, 1, memory_order_seq_cst);
+            atomic_store_explicit(&cell->waiters, 1, memory_order_seq_cst);
             if (!waiter_barrier() && slice > 1000000) slice = 1000000;
             if (atomic_load_explicit(&cell->seq, memory_order_seq_cst) == seen)
                 futex_wait_u32((void *)&cell->seq, low_word(seen), slice);
-            atomic_fetch_sub_explicit(&cell->waiters, 1, memory_order_seq_cst);
+            /* no clear here: the waker cleared it, or another sleeper may still need it */
             return waiter_tick(w, 1);
         }
     case WAIT_BACKOFF:
@@ -1061,7 +1070,8 @@ static void producer_publish(RingObject *r, int64_t first, int64_t last) {
             hi++;
         if (atomic_compare_exchange_strong_explicit(&r->published->seq, &cur, hi, memory_order_seq_cst,
                                                     memory_order_seq_cst)) {
-            if (atomic_load_explicit(&r->published->waiters, memory_order_seq_cst) != 0)
+            if (atomic_load_explicit(&r->published->waiters, memory_order_seq_cst) != 0 &&
+                atomic_exchange_explicit(&r->published->waiters, 0, memory_order_seq_cst) != 0)
                 futex_wake_all((void *)&r->published->seq);
         }
     }
