@@ -24,6 +24,7 @@ from ._errors import (
     UsageError,
 )
 from ._version import distribution_version
+from .runtime import Pipeline
 from .spec import (
     BytesKey,
     CompileReportV1,
@@ -67,6 +68,7 @@ __all__ = [
     "LaneGraphPlanV2",
     "LaneGraphSpecV1",
     "LaneV1",
+    "Pipeline",
     "PipelineFailed",
     "PipelinePlanV2",
     "PipelineSpecV1",
