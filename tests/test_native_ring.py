@@ -381,3 +381,56 @@ def test_participants_table(ring_dir: Path) -> None:
         with pytest.raises(RuntimeError, match="full"):
             r.register_participant(3, os.getpid())
     os.unlink(p)
+
+
+def test_a_signal_handler_interrupts_a_wait(ring_dir: Path) -> None:
+    """Waits release the GIL but still run Python signal handlers (Ctrl-C works)."""
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    p = str(ring_dir / "sig.ring")
+    r = N.Ring.create(p, 4, 8, [0], H)
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        for wait in (N.WAIT_SPIN, N.WAIT_BACKOFF, N.WAIT_BLOCK):
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(Interrupted):
+                r.wait_for(0, 0, wait, 30_000_000_000)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(Interrupted):
+                r.run_builtin(0, N.OP_IDENTITY, 0, wait)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    r.close()
+    os.unlink(p)
+
+
+def test_close_while_another_thread_waits(ring_dir: Path) -> None:
+    p = str(ring_dir / "cw.ring")
+    r = N.Ring.create(p, 4, 8, [0], H)
+    out: list[int] = []
+    t = threading.Thread(target=lambda: out.append(r.wait_for(0, 0, N.WAIT_BLOCK, 20_000_000_000)))
+    t.start()
+    # wait until the thread sleeps on the published cursor (its sleepers flag, layout offset 832 + 8)
+    import mmap
+    import time
+
+    with open(p, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as mm:
+        deadline = time.monotonic() + 30
+        while struct.unpack_from("<I", mm, 840)[0] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    r.close()  # the waiting call keeps the mapping until it returns
+    assert r.closed
+    other = N.Ring.attach(p)
+    other.publish(b"late")
+    t.join(30)
+    assert out == [0]
+    other.close()
+    os.unlink(p)
