@@ -34,7 +34,7 @@ setup(
         Extension(
             "byteor._native",
             sources=["src/byteor/_native/core.c"],
-            depends=["src/byteor/_native/journal.c"],
+            depends=["src/byteor/_native/journal.c", "src/byteor/_native/dataguard.c"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
             undef_macros=undef_macros,

@@ -136,3 +136,29 @@ class Ring:
         """cursor, claim, gating, lag, fill, capacity, slot_bytes, n_consumers, participants
         (slot, role, pid, heartbeat ns, state), stop, spec_hash, created_ns, multi_producer,
         now_mono_ns, creator_pid. Reads only."""
+
+# --- DataGuard kernel (dataguard.c): check + redact one USM1 message in one pass ---------------------
+
+class DgPlan:
+    """A compiled DataGuard plan; byteor.dataguard.engine builds it from a GuardConfig."""
+
+    def __init__(
+        self,
+        expected_codec: int,
+        schema_id: int,
+        msg_type: int,
+        msg_version: int,
+        row: bool,
+        check: bool,
+        redact: bool,
+        forward_on_reject: bool,
+        capacity: int,
+        fields: tuple[tuple[bytes, int, bool, int], ...],
+        rules: tuple[tuple[int, bytes, int | None, int, int, int, bytes, int], ...],
+        hash_key: bytes | None,
+        /,
+    ) -> None: ...
+    def run(self, src: Buffer, out: Buffer, /) -> int:
+        """Process one message from ``src`` into ``out``; the new length, or a negative outcome code."""
+    def counts(self) -> tuple[int, ...]: ...
+    def rule_counts(self) -> tuple[tuple[int, int], ...]: ...

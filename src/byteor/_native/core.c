@@ -72,6 +72,7 @@
 #include <unistd.h>
 
 #include "journal.c" /* journal lanes: the append/scan hot path (owned by the LaneGraph work) */
+#include "dataguard.c" /* DataGuard: check + redact of one USM1 message in one pass */
 
 #define BYTEOR_NATIVE_ABI 1
 
@@ -1973,6 +1974,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&RingType);
     if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0) goto fail;
     if (byteor_journal_init(m) < 0) goto fail;
+    if (byteor_dataguard_init(m) < 0) goto fail;
     struct {
         const char *name;
         long long value;
