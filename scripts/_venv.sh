@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
+python -m pip install -q --upgrade pip 'setuptools>=77' wheel
 extras="${1:-}"
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
