@@ -17,6 +17,7 @@ What a benchmark gets from here:
 * ``print_table(title, results, ratio_to=[...])`` -- a rich table with one ratio column per named
   baseline (``x mp.Queue``, ``% of c_ring``); rows that were not measured show their note.
 * ``write_json(path, results, extra=None)`` -> ``{"machine": machine_info(), "results": [...]}``.
+* ``markdown_table(results, ratio_to=[...])`` -> the same table as Markdown, for ``docs/``.
 * ``machine_info()`` -- CPU model, cores, load average, kernel, Python, byteor version, time.
 * ``unlink_quietly(path)`` and ``bench_dir()`` (a private directory under /dev/shm, removed at exit).
 
@@ -49,6 +50,7 @@ __all__ = [
     "Stat",
     "bench_dir",
     "machine_info",
+    "markdown_table",
     "parser",
     "peak_rss_mb",
     "percentiles_us",
@@ -274,6 +276,31 @@ def print_table(title: str, results: Sequence[Result], ratio_to: Sequence[str] =
         table.add_row(escape(r.name), _fmt_rate(r.msgs_per_s), spread, *ratios, lat, _fmt(r.cpu_s_per_m, 2),
                       _fmt(r.rss_mb), escape(r.note))
     Console(width=max(100, shutil.get_terminal_size((200, 40)).columns)).print(table)
+
+
+def markdown_table(results: Sequence[Result], ratio_to: Sequence[str] = ()) -> str:
+    """The rows of :func:`print_table` as a Markdown table (for pasting into ``docs/``)."""
+    by_name = {r.name: r for r in results}
+    head = ["name", "msgs/s", "spread", *(f"vs {b}" for b in ratio_to), "p50 / p99 / p99.9 us", "CPU s/M",
+            "RSS MB", "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h not in ("name", "note") else "---"
+                                                           for h in head) + "|"]
+    for r in results:
+        spread = "-"
+        if r.range is not None and r.msgs_per_s:
+            spread = f"{100.0 * (r.range[1] - r.range[0]) / r.msgs_per_s:.0f}%"
+        ratios = []
+        for base in ratio_to:
+            b = by_name.get(base)
+            if r.msgs_per_s is None or b is None or not b.msgs_per_s:
+                ratios.append("-")
+            else:
+                ratios.append(f"{r.msgs_per_s / b.msgs_per_s:.2f}x")
+        lat = "-" if r.p50_us is None else f"{_fmt(r.p50_us)} / {_fmt(r.p99_us)} / {_fmt(r.p999_us)}"
+        cells = [f"`{r.name}`", _fmt_rate(r.msgs_per_s), spread, *ratios, lat, _fmt(r.cpu_s_per_m, 3),
+                 _fmt(r.rss_mb), r.note.replace("|", "/")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_json(path: str, results: Sequence[Result], extra: dict[str, Any] | None = None) -> None:

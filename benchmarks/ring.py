@@ -47,6 +47,7 @@ from benchmarks._common import (
     Meter,
     Result,
     bench_dir,
+    markdown_table,
     parser,
     percentiles_us,
     print_table,
@@ -66,6 +67,7 @@ CAPACITY = 65536
 BLOCK = [bytes((i + j) % 256 for j in range(MSG_BYTES)) for i in range(BATCH)]
 CTX = mp.get_context("fork")  # consumers inherit the imported modules; nothing is pickled
 HASH = hashlib.sha256(b"benchmarks.ring").digest()
+RATIO_TO = ["mp.Queue", "py_ring", "c_ring", "py_call_limit"]
 WAITS = {"spin": N.WAIT_SPIN, "yield": N.WAIT_YIELD, "backoff": N.WAIT_BACKOFF, "block": N.WAIT_BLOCK}
 
 
@@ -702,7 +704,7 @@ int main(int argc, char **argv) {
     int lat = strcmp(argv[1], "lat") == 0;
     int64_t n = atoll(argv[2]);
     double rate = argc > 3 ? atof(argv[3]) : 0;
-    ring_t *r = mmap(NULL, sizeof(ring_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ring_t *r = mmap(NULL, sizeof(ring_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (r == MAP_FAILED) return 1;
     atomic_store(&r->head, 0); atomic_store(&r->tail, 0);
     pid_t pid = fork();
@@ -948,6 +950,7 @@ def bench_byteor(sizes: Sizes) -> list[Result]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("byteor SingleRing vs Python IPC peers: 64-byte messages across processes")
+    p.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown (for docs/performance.md)")
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     steps: list[tuple[str, Callable[[Sizes], Result | list[Result]]]] = [
@@ -971,12 +974,16 @@ def main(argv: list[str] | None = None) -> int:
         results.extend(out if isinstance(out, list) else [out])
     print_table(f"ring: {MSG_BYTES}-byte messages, producer -> consumer process "
                 f"({'quick' if args.quick else 'full'} run; latency at {sizes.lat_rate} msg/s offered)",
-                results, ratio_to=["mp.Queue", "py_ring", "c_ring", "py_call_limit"])
+                results, ratio_to=RATIO_TO)
     goals = goal_checks(results)
     for line in goals:
         print(line)
     if args.json:
         write_json(args.json, results, extra={"goals": goals, "sizes": sizes.__dict__})
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as fh:
+            fh.write(markdown_table(results, RATIO_TO))
+            fh.write("\n" + "\n".join(f"- {g}" for g in goals) + "\n")
     return 0
 
 
