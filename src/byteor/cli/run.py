@@ -24,6 +24,9 @@ from types import FrameType
 from typing import IO, Any
 
 from .._errors import PolicyRefused, UnsupportedSpecError, UsageError
+from ..ops.runtime_config import RuntimeConfig
+from ..runtime._events import EventLog
+from ..runtime._tuning import TuningPlan, knobs_json, tune_this_process
 from ..runtime.stage_api import StageContext
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from ._common import (
@@ -42,7 +45,10 @@ __all__ = ["configure", "run"]
 INPUT_FORMATS = ("lines", "hex", "len32")
 OUTPUT_FORMATS = ("hex", "ascii", "raw", "lines")
 WAITS = ("spin", "yield", "backoff", "block")
+PROFILES = ("default", "low-latency", "isolated-core")
+FSYNCS = ("none", "segment", "always")
 SIDE_EFFECT_FAMILIES = ("http_post", "exec")
+AUDIT_FALLBACK_ROOT = "/var/tmp/byteor"
 
 
 # ==================================================================================================
@@ -72,9 +78,23 @@ def configure(parser: argparse.ArgumentParser, verb_name: str) -> None:
     parser.add_argument("--ring-path", metavar="DIR",
                         help="directory of the ring files (default /dev/shm/byteor/<name>-<hash8>/)")
     parser.add_argument("--lane-path", metavar="DIR", help="LaneGraph: directory of the lane files and state")
-    parser.add_argument("--wait", choices=WAITS, default="backoff",
+    parser.add_argument("--wait", choices=WAITS, default=None,
                         help="how waiting stages wait: spin, yield, backoff (default), "
-                             "block (futex: an idle pipeline uses no CPU)")
+                             "block (futex: an idle pipeline uses no CPU); overrides the profile's")
+    parser.add_argument("--tuning", choices=PROFILES, default=None,
+                        help="tuning profile applied in every runtime process: default, low-latency "
+                             "(spin, pinned, mlockall), isolated-core (+ isolated CPU, SCHED_FIFO); each "
+                             "knob is reported Applied/Degraded/Failed on stderr and in runtime_config.txt")
+    parser.add_argument("--config", metavar="FILE",
+                        help="runtime_config.txt (key=value): runtime.tuning, runtime.wait, runtime.env, "
+                             "runtime.ring_path, runtime.lane_path, runtime.journal_dir, "
+                             "runtime.journal_fsync, ...; defaults for the options not given here")
+    parser.add_argument("--journal-dir", metavar="DIR",
+                        help="LaneGraph: where journal lanes live (default $BYTEOR_JOURNAL_DIR/<name>-<hash8>, "
+                             "else /var/tmp/byteor/<name>-<hash8>/journal)")
+    parser.add_argument("--fsync", choices=FSYNCS, default=None,
+                        help="LaneGraph journal durability: none, segment, always "
+                             "(default $BYTEOR_JOURNAL_FSYNC, else none)")
     add_env_option(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="suppress every side effect and record it instead")
@@ -82,6 +102,12 @@ def configure(parser: argparse.ArgumentParser, verb_name: str) -> None:
                         help="approval credential (default: approval.cred next to the spec)")
     parser.add_argument("--approval-key-set", metavar="FILE",
                         help="signing key set (default: signing_keys.json next to the spec)")
+    parser.add_argument("--policy-file", metavar="FILE",
+                        help="operator policy file overriding the default decision table")
+    parser.add_argument("--policy-audit", metavar="FILE",
+                        help="where the policy audit record of a run with side-effect stages goes "
+                             "(default: policy_audit-<hash8>.json next to the spec, else "
+                             "/var/tmp/byteor/<name>-<hash8>/policy_audit.json)")
     add_json_option(parser)
 
 
@@ -260,22 +286,55 @@ def _side_effect_families(spec: PipelineSpecV1) -> set[str]:
     return {f for f in fams if f in SIDE_EFFECT_FAMILIES}
 
 
-def _context(args: argparse.Namespace, loaded: LoadedSpec,
-             events: list[dict[str, Any]]) -> tuple[StageContext, Any]:
-    """The resolver context; through the policy gate when the spec has side-effect stages."""
+def _context(args: argparse.Namespace, loaded: LoadedSpec, events: EventLog, *,
+             lane_path: str | None, wait: str | None) -> tuple[StageContext, Any]:
+    """The resolver context; through the policy gate when the spec has side-effect stages.
+
+    With side-effect stages the policy audit record (JSON v1, ``enforced: true``, with every
+    decision) is written before anything runs, also when the gate refuses (exit 4)."""
     env = posture(args)
     spec_dir = os.path.dirname(os.path.abspath(loaded.path))
     if not _side_effect_families(loaded.spec):
         return StageContext(posture=env, dry_run=args.dry_run, spec_hash=loaded.hash, spec_dir=spec_dir), None
     try:
-        from ..policy.gate import gate_run
+        from ..policy.audit import policy_audit_record
+        from ..policy.gate import evaluate_run
     except ImportError:
         raise PolicyRefused("policy engine unavailable in this build: refusing to run a spec with "
                             "side-effect stages ungated") from None
-    gate = gate_run(loaded.spec, spec_path=loaded.path, spec_hash=loaded.hash, posture=env,
-                    dry_run=args.dry_run, approval=args.approval, key_set=args.approval_key_set,
-                    recorder=events.append)
+    gate = evaluate_run(loaded.spec, spec_path=loaded.path, spec_hash=loaded.hash, posture=env,
+                        dry_run=args.dry_run, approval=args.approval, key_set=args.approval_key_set,
+                        policy_file=args.policy_file, recorder=events)
+    record = policy_audit_record(loaded.path, mode=env, enforced=True, lane_path=lane_path, wait=wait,
+                                 decisions=gate.decisions)
+    args.policy_audit_written = _write_audit(args, loaded, record)
+    if gate.refused:
+        raise PolicyRefused(gate.refusal_message() + f"\n  (policy audit record: {args.policy_audit_written})")
     return gate.context, gate
+
+
+def default_policy_audit_path(loaded: LoadedSpec) -> str:
+    """``policy_audit-<hash8>.json`` next to the spec when that directory is writable, else
+    ``/var/tmp/byteor/<name>-<hash8>/policy_audit.json``: never inside the ring/lane directory,
+    which is removed when the run ends."""
+    hash8 = loaded.hash.removeprefix("sha256:")[:8]
+    spec_dir = os.path.dirname(os.path.abspath(loaded.path))
+    if os.access(spec_dir, os.W_OK | os.X_OK):
+        return os.path.join(spec_dir, f"policy_audit-{hash8}.json")
+    return os.path.join(AUDIT_FALLBACK_ROOT, f"{loaded.spec.name}-{hash8}", "policy_audit.json")
+
+
+def _write_audit(args: argparse.Namespace, loaded: LoadedSpec, record: dict[str, Any]) -> str:
+    from ..policy.audit import write_policy_audit
+
+    path = args.policy_audit or default_policy_audit_path(loaded)
+    try:
+        write_policy_audit(path, record)
+    except OSError as exc:
+        what = "--policy-audit" if args.policy_audit else "policy audit record"
+        raise UsageError(f"{what} {path}: cannot write: {exc.strerror or exc}; a run with side-effect "
+                         "stages needs its audit record (pass --policy-audit=FILE)") from None
+    return path
 
 
 # ==================================================================================================
@@ -342,19 +401,58 @@ def _install_signals(state: _RunState) -> Callable[[], None]:
     return restore
 
 
+def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
+    """``--config=FILE`` (bad file: exit 2 naming line and key); its values become the defaults of
+    the options not given on the command line (command line > config file > environment > default)."""
+    from ..ops.runtime_config import RuntimeConfig, read_runtime_config
+
+    if args.config is None:
+        return RuntimeConfig()
+    cfg = read_runtime_config(args.config)
+    for attr, value in (("env", cfg.env), ("ring_path", cfg.ring_path), ("lane_path", cfg.lane_path),
+                        ("journal_dir", cfg.journal_dir), ("fsync", cfg.journal_fsync)):
+        if getattr(args, attr) is None and value is not None:
+            setattr(args, attr, value)
+    return cfg
+
+
+def _tuning_plan(args: argparse.Namespace, cfg: RuntimeConfig, processes: int) -> TuningPlan:
+    """The profile every runtime process applies; ``--wait`` overrides the profile's wait."""
+    from dataclasses import replace
+
+    profile = args.tuning or cfg.tuning
+    config = replace(cfg, tuning=profile, wait=args.wait or cfg.wait, effective={})
+    return TuningPlan(profile, config, spinning_peers=processes)
+
+
+def _tune_sp(plan: TuningPlan, record_to: str | None) -> None:
+    """The ``--sp`` process is the runtime process: tune it once, before the loop."""
+    _wait, report = tune_this_process(plan.to_json(record_to), "sp")
+    if report is not None:
+        plan.effective["sp"] = knobs_json(report)
+
+
 def _run(args: argparse.Namespace) -> int:
     one_shot = _one_shot(args)  # bad --input-hex: exit 2 before anything else
     loaded = load_spec(args)
+    cfg = _runtime_config(args)
     spec = loaded.spec
-    events: list[dict[str, Any]] = []
+    events = EventLog()
     if isinstance(spec, LaneGraphSpecV1):
-        return _run_lanegraph(args, loaded, one_shot, events)
+        return _run_lanegraph(args, loaded, one_shot, events, cfg)
     from ..runtime.support import unsupported_reasons
 
     reasons = unsupported_reasons(spec, sp=args.sp)
     if reasons:
         raise UnsupportedSpecError("; ".join(reasons))
-    ctx, gate = _context(args, loaded, events)
+    tuning = _tuning_plan(args, cfg, 1 if args.sp else len(spec.stages) * spec.shards + 1)
+    wait = tuning.wait()
+    ring_dir: str | None = None
+    if not args.sp:
+        from ..runtime.mp import default_ring_dir
+
+        ring_dir = args.ring_path or default_ring_dir(spec, loaded.hash)
+    ctx, gate = _context(args, loaded, events, lane_path=ring_dir, wait=None if args.sp else wait)
     from ..runtime.registry import close_stages, resolve_stages
 
     stages = resolve_stages(spec, ctx)  # every stage once, before anything runs (exit 3 on failure)
@@ -373,6 +471,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.sp:
             from ..runtime.sp import SpExecutor
 
+            _tune_sp(tuning, None)
             executor = SpExecutor(spec, stages)
             process = executor.process
 
@@ -396,7 +495,7 @@ def _run(args: argparse.Namespace) -> int:
             from ..runtime.mp import MpExecutor
 
             executor = MpExecutor(spec, stages, spec_hash=loaded.hash, sink=out.write_batch, context=ctx,
-                                  ring_path=args.ring_path, wait=args.wait)
+                                  ring_path=ring_dir, wait=wait, tuning=tuning)
 
             def mp_stats() -> tuple[int, int, float | None]:
                 return executor.messages_in, executor.messages_out, executor.fill()
@@ -425,24 +524,35 @@ def _run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - t0
     summary: dict[str, Any] = {
         "spec": loaded.path, "spec_hash": loaded.hash, "target": "SingleRing",
-        "executor": "sp" if args.sp else "mp", "shards": spec.shards,
-        "wait": None if args.sp else args.wait,
+        "executor": "sp" if args.sp else "mp", "shards": spec.shards, "ring_path": ring_dir,
+        "wait": None if args.sp else wait,
         "messages_in": executor.messages_in, "messages_out": out.count, "dropped": executor.dropped,
         "elapsed_s": round(elapsed, 6), "stopped_by": state.signal,
         "restarts": {} if args.sp else executor.restarts(),
-        "side_effects": events, "policy": gate.to_json() if gate is not None else None,
     }
+    summary.update(_common_summary(args, tuning, events, gate))
     if out.collected is not None:
         summary["outputs"] = out.collected
     _finish(args, summary, one_shot is not None)
     return 0
 
 
+def _common_summary(args: argparse.Namespace, tuning: TuningPlan, events: EventLog, gate: Any) -> dict[str, Any]:
+    return {
+        "tuning": {"profile": tuning.profile, "roles": dict(tuning.effective)},
+        "side_effects": events.records,  # dry-run records (the first 10,000); performed ones are counted
+        "side_effect_counts": events.summary(),
+        "policy": gate.to_json() if gate is not None else None,
+        "policy_audit": getattr(args, "policy_audit_written", None),
+    }
+
+
 def _finish(args: argparse.Namespace, summary: dict[str, Any], one_shot: bool) -> None:
     if args.json:
         emit_json(summary)
         return
-    if one_shot and not summary["side_effects"]:
+    counts = summary["side_effect_counts"]
+    if one_shot and not counts["total"]:
         return
     rate = summary["messages_out"] / summary["elapsed_s"] if summary["elapsed_s"] > 0 else 0.0
     line = (f"byteor run: {summary['messages_in']:,} in, {summary['messages_out']:,} out, "
@@ -450,22 +560,38 @@ def _finish(args: argparse.Namespace, summary: dict[str, Any], one_shot: bool) -
             f"executor {summary['executor']}")
     if summary.get("shards", 1) > 1:
         line += f", {summary['shards']} shards"
+    if summary["tuning"]["profile"] is not None:
+        line += f", tuning {summary['tuning']['profile']}"
     if summary.get("restarts"):
         line += ", restarts " + ", ".join(f"{k}: {v}" for k, v in summary["restarts"].items())
     if summary.get("stopped_by"):
         line += f"; stopped by {summary['stopped_by']} (drained)"
-    if summary["side_effects"]:
-        line += f"; {len(summary['side_effects'])} side effect(s) recorded"
+    if counts["total"]:
+        by = counts["by_decision"]
+        line += f"; {counts['total']:,} side effect(s): " + ", ".join(f"{n:,} {d}" for d, n in by.items())
+        if counts["records_omitted"]:
+            line += f" ({counts['records_kept']:,} dry-run records kept, {counts['records_omitted']:,} counted only)"
+    if summary.get("policy_audit"):
+        line += f"; policy audit {summary['policy_audit']}"
     print(line, file=sys.stderr)
 
 
 def _run_lanegraph(args: argparse.Namespace, loaded: LoadedSpec, one_shot: list[bytes] | None,
-                   events: list[dict[str, Any]]) -> int:
+                   events: EventLog, cfg: RuntimeConfig) -> int:
     try:
         from ..runtime.lanegraph import run_lanegraph
+        from ..runtime.lanegraph._roles import default_lane_path
+        from ..runtime.lanegraph.plan import plan_lanegraph
     except ImportError:
         raise UnsupportedSpecError("LaneGraph execution is not supported by this build") from None
-    ctx, gate = _context(args, loaded, events)
+    spec = loaded.spec
+    assert isinstance(spec, LaneGraphSpecV1)
+    lane_path = args.lane_path or args.ring_path
+    n_roles = len(plan_lanegraph(spec).roles)
+    tuning = _tuning_plan(args, cfg, 1 if args.sp else n_roles + 1)
+    wait = tuning.wait()
+    audit_lane = lane_path if args.sp else (lane_path or default_lane_path(spec, loaded.hash))
+    ctx, gate = _context(args, loaded, events, lane_path=audit_lane, wait=None if args.sp else wait)
     out = _Output(args)
     state = _RunState()
     fh: IO[bytes] | None = None
@@ -485,10 +611,13 @@ def _run_lanegraph(args: argparse.Namespace, loaded: LoadedSpec, one_shot: list[
                     if state.stop:
                         return
 
-        result = run_lanegraph(loaded.spec, sp=args.sp, inputs=guarded(),
+        if args.sp:
+            _tune_sp(tuning, None)
+        result = run_lanegraph(spec, sp=args.sp, inputs=guarded(),
                                outputs=lambda _endpoint, data: out.write(data),
-                               lane_path=args.lane_path or args.ring_path, wait=args.wait, context=ctx,
-                               spec_hash=loaded.hash)
+                               lane_path=lane_path, wait=wait, context=ctx, spec_hash=loaded.hash,
+                               journal_dir=args.journal_dir, fsync=args.fsync,
+                               tuning=None if args.sp else tuning)
     finally:
         restore()
         if fh is not None and fh is not sys.stdin.buffer:
@@ -496,11 +625,13 @@ def _run_lanegraph(args: argparse.Namespace, loaded: LoadedSpec, one_shot: list[
         out.close()
     summary: dict[str, Any] = {
         "spec": loaded.path, "spec_hash": loaded.hash, "target": "LaneGraph",
-        "executor": "sp" if args.sp else "mp", "messages_in": result.messages_in,
+        "executor": "sp" if args.sp else "mp", "wait": None if args.sp else wait,
+        "lane_path": audit_lane, "journal_dir": result.state.get("journal_dir"),
+        "messages_in": result.messages_in,
         "messages_out": out.count, "dropped": sum(result.drops.values()), "drops": result.drops,
         "elapsed_s": round(time.monotonic() - t0, 6), "stopped_by": state.signal,
-        "side_effects": events, "policy": gate.to_json() if gate is not None else None,
     }
+    summary.update(_common_summary(args, tuning, events, gate))
     if out.collected is not None:
         summary["outputs"] = out.collected
     _finish(args, summary, one_shot is not None)
@@ -515,11 +646,14 @@ def _run_lanegraph(args: argparse.Namespace, loaded: LoadedSpec, one_shot: list[
 def _snapshot(args: argparse.Namespace) -> int:
     if bool(args.ring_path) == bool(args.lane_path):
         raise UsageError("snapshot needs exactly one of --ring-path=PATH or --lane-path=DIR")
+    from ..runtime._tuning import read_tuning
+
     if args.lane_path:
-        return _lane_snapshot(args)
+        return _lane_snapshot(args, read_tuning(args.lane_path))
     from ..runtime.snapshot import render_snapshots, ring_snapshots
 
     snaps = ring_snapshots(args.ring_path)
+    tuning = read_tuning(args.ring_path)
     if args.out:
         if len(snaps) != 1:
             raise UsageError(f"--out writes one ring's snapshot; {args.ring_path} holds {len(snaps)} rings")
@@ -527,24 +661,45 @@ def _snapshot(args: argparse.Namespace) -> int:
 
         write_ring_snapshot(args.out, snaps[0])
     if args.json:
-        emit_json({"rings": [s.to_json() for s in snaps]})
+        emit_json({"rings": [s.to_json() for s in snaps], "tuning": tuning})
     else:
         console = stdout_console()
         for renderable in render_snapshots(snaps):
             console.print(renderable)
+        if tuning is not None:
+            console.print(_tuning_table(tuning))
     return 0
 
 
-def _lane_snapshot(args: argparse.Namespace) -> int:
+def _tuning_table(tuning: dict[str, list[dict[str, str]]]) -> Any:
+    """The effective tuning recorded in runtime_config.txt: one row per role and knob."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="tuning (runtime_config.txt)")
+    for col in ("role", "knob", "requested", "applied", "state", "reason"):
+        table.add_column(col)
+    styles = {"Applied": "green", "Degraded": "yellow", "Failed": "red"}
+    for role, knobs in sorted(tuning.items()):
+        for k in knobs:
+            state = k["state"]
+            table.add_row(Text(role), Text(k["knob"]), Text(k["requested"]), Text(k["applied"]),
+                          Text(state, style=styles.get(state, "")), Text(k["reason"]))
+    return table
+
+
+def _lane_snapshot(args: argparse.Namespace, tuning: dict[str, list[dict[str, str]]] | None) -> int:
     try:
         from ..runtime.lanegraph import lane_snapshot, render_state
     except ImportError:
         raise UnsupportedSpecError("LaneGraph snapshots are not supported by this build") from None
     state = lane_snapshot(args.lane_path)
     if args.json:
-        emit_json(state)
+        emit_json({**state, "tuning": tuning} if tuning is not None else state)
     else:
         console = stdout_console()
         for renderable in render_state(state):
             console.print(renderable)
+        if tuning is not None:
+            console.print(_tuning_table(tuning))
     return 0

@@ -43,22 +43,24 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _context(raw: dict[str, Any], events_path: str | None = None) -> Any:
-    """The resolver context; side-effect records go, one JSON line each, to ``events_path``, which the
-    supervisor's process reads back into the run's own recorder when the run ends."""
+    """The resolver context; side-effect records go to a bounded
+    :class:`~byteor.runtime._events.FileEventRecorder` on ``events_path`` (performed actions are
+    counted, dry-run records written, at most 10,000), which the supervisor's process merges into the
+    run's own recorder when the run ends. Close ``ctx.recorder`` (when it has ``close``) at exit."""
+    from ._events import FileEventRecorder
     from .stage_api import StageContext
-
-    def recorder(event: dict[str, Any]) -> None:
-        line = json.dumps(event, sort_keys=True) + "\n"
-        if events_path is None:
-            sys.stderr.write("byteor stage: " + line)
-            return
-        with open(events_path, "a", encoding="utf-8") as fh:
-            fh.write(line)
 
     return StageContext(posture=raw["posture"], dry_run=raw["dry_run"], spec_hash=raw["spec_hash"],
                         spec_dir=raw["spec_dir"], decisions=dict(raw["decisions"]),
-                        recorder=recorder if raw.get("record") else None,
+                        recorder=FileEventRecorder(events_path) if raw.get("record") else None,
                         dead_letter_dir=raw.get("dead_letter_dir"), extra=dict(raw.get("extra", {})))
+
+
+def close_recorder(ctx: Any) -> None:
+    """Flush the counts of a context made by :func:`_context` (no-op for other recorders)."""
+    close = getattr(getattr(ctx, "recorder", None), "close", None)
+    if close is not None:
+        close()
 
 
 def _python_loop(ring: Any, native: Any, c: int, stage: Any, *, wait: int, hb: int) -> None:
@@ -115,6 +117,7 @@ def main(argv: list[str]) -> int:
     from .._errors import ByteorError
     from ..shm import attach_ring
     from ..spec.model import StageV1
+    from ._tuning import tune_this_process
     from .registry import resolve_stage
 
     c = int(cfg["consumer"])
@@ -123,12 +126,18 @@ def main(argv: list[str]) -> int:
                     resolver_key=cfg.get("resolver_key"))
     resolved = None
     ring = None
+    ctx = None
     hb = -1
     try:
+        # once per process, before anything runs: profile knobs, logged and recorded
+        tuned, _report = tune_this_process(cfg.get("tuning"), cfg.get("tuning_role", cfg["stage_id"]))
+        if tuned is not None:
+            wait = int(getattr(_native, "WAIT_" + tuned.upper()))
         ring = attach_ring(cfg["ring"], expect_hash=bytes.fromhex(cfg["hash_hex"]))
         hb = ring.register_participant(ROLE_STAGE_BASE + int(cfg["index"]), os.getpid())
         ring.recover(c)
-        resolved = resolve_stage(stage, int(cfg["index"]), _context(cfg["context"], cfg.get("events_path")))
+        ctx = _context(cfg["context"], cfg.get("events_path"))
+        resolved = resolve_stage(stage, int(cfg["index"]), ctx)
         if resolved.builtin is not None and cfg.get("native", True):
             name, delta = resolved.builtin
             op = _native.OP_ADD_U8 if name == "add_u8" else _native.OP_IDENTITY
@@ -144,6 +153,7 @@ def main(argv: list[str]) -> int:
     finally:
         if resolved is not None and resolved.close is not None:
             resolved.close()
+        close_recorder(ctx)
         if ring is not None:
             if hb >= 0:
                 ring.unregister_participant(hb, True)

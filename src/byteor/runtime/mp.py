@@ -29,7 +29,9 @@ from .. import _native
 from .._errors import PipelineFailed, ShmError, UsageError
 from ..spec.model import SingleRingSpecV1
 from ..spec.semantics import effective_deps
+from ._events import EventLog
 from ._stage_main import ROLE_EGRESS, ROLE_PRODUCER, ROLE_STAGE_BASE
+from ._tuning import RUNTIME_CONFIG_FILE, TuningPlan, read_tuning, remove_runtime_config
 from .sharding import BytesLike, Router
 from .stage_api import ResolvedStage, StageContext
 from .supervisor import StageProcess, Supervisor
@@ -84,7 +86,7 @@ class MpExecutor:
     def __init__(self, spec: SingleRingSpecV1, stages: Sequence[ResolvedStage], *, spec_hash: str,
                  sink: BatchSink, context: StageContext, ring_path: str | None = None,
                  wait: str = "backoff", heartbeat_timeout: float = 30.0, max_restarts: int = 5,
-                 restart_window: float = 60.0) -> None:
+                 restart_window: float = 60.0, tuning: TuningPlan | None = None) -> None:
         if wait not in WAITS:
             raise UsageError(f"--wait must be one of {'|'.join(WAITS)}, got {wait!r}")
         self.spec = spec
@@ -117,6 +119,9 @@ class MpExecutor:
         self._max_restarts = max_restarts
         self._restart_window = restart_window
         self._closed = False
+        self._tuning = tuning
+        #: role -> knob states the stage processes recorded (read at cleanup, before the file goes)
+        self.tuning_record: dict[str, list[dict[str, str]]] | None = None
         self.messages_in = 0
         self.messages_out = 0
         self.dropped = 0
@@ -166,7 +171,10 @@ class MpExecutor:
                         "wait": self._wait, "context": self._ctx, "native": rs.builtin is not None,
                         "error_path": os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.error"),
                         "events_path": os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.events"),
+                        "tuning_role": st.id + (f"-shard{k}" if self.spec.shards > 1 else ""),
                     }
+                    if self._tuning is not None:
+                        cfg["tuning"] = self._tuning.to_json(os.path.join(self.ring_dir, RUNTIME_CONFIG_FILE))
                     procs.append(StageProcess(shard=k, index=i, consumer=i, name=name, config=cfg))
             self._supervisor = Supervisor(self._rings, procs, on_failure=self._on_failure,
                                           max_restarts=self._max_restarts,
@@ -348,6 +356,9 @@ class MpExecutor:
         """Hand the side-effect records a stage process wrote to the run's recorder."""
         if self._recorder is None:
             return
+        if isinstance(self._recorder, EventLog):
+            self._recorder.merge_file(path)
+            return
         try:
             with open(path, encoding="utf-8") as fh:
                 lines = fh.read().splitlines()
@@ -355,7 +366,9 @@ class MpExecutor:
             return
         for line in lines:
             with contextlib.suppress(ValueError):
-                self._recorder(json.loads(line))
+                event = json.loads(line)
+                if "counts" not in event:
+                    self._recorder(event)
 
     def _cleanup(self) -> None:
         from ..shm import unlink
@@ -374,6 +387,12 @@ class MpExecutor:
                 for suffix in (".error", ".events"):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(base + suffix)
+        if self._created:  # the record of our stage processes (never another run's)
+            with contextlib.suppress(Exception):
+                self.tuning_record = read_tuning(self.ring_dir)
+            if self._tuning is not None and self.tuning_record:
+                self._tuning.effective.update(self.tuning_record)
+            remove_runtime_config(self.ring_dir)
         ours = os.path.dirname(os.path.abspath(self.ring_dir)) == DEFAULT_RING_ROOT
         if self._created_dir or (ours and self._created):
             with contextlib.suppress(OSError):

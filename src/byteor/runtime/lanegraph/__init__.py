@@ -19,6 +19,7 @@ from ..._errors import ArtifactError, UnsupportedSpecError, UsageError
 from ...lanes.journal import FSYNC_POSTURES
 from ...spec.kv import spec_hash as compute_spec_hash
 from ...spec.model import LaneGraphSpecV1, PipelineSpecV1
+from .._tuning import TuningPlan
 from ..stage_api import StageContext
 from ._roles import LaneGraphResult, default_journal_dir, default_lane_path
 from .plan import LaneGraphPlan, lanegraph_unsupported_reasons, plan_lanegraph
@@ -52,13 +53,16 @@ def run_lanegraph(
     journal_dir: str | None = None,
     fsync: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    tuning: TuningPlan | None = None,
 ) -> LaneGraphResult:
     """Run a LaneGraph spec over ``inputs``; each egress message goes to ``outputs(endpoint, msg)``.
 
     ``lane_path``: directory of the shared-memory lane files and of ``lane_graph_state.json``
     (default ``/dev/shm/byteor/<name>-<hash8>/``); ``journal_dir``: where journal lanes live (default
     ``$BYTEOR_JOURNAL_DIR/<name>-<hash8>``, else ``/var/tmp/byteor/<name>-<hash8>/journal``); ``fsync``:
-    the journal posture (default ``$BYTEOR_JOURNAL_FSYNC``, else ``none``). ``sp=True`` runs
+    the journal posture (default ``$BYTEOR_JOURNAL_FSYNC``, else ``none``); ``tuning``: the profile
+    every role process applies (:func:`byteor.runtime._tuning.tune_this_process`; the MP runner
+    fills ``tuning.effective`` with what they recorded). ``sp=True`` runs
     every role in the calling thread (lane files are not created; the state file is written only when
     ``lane_path`` is given).
 
@@ -90,7 +94,7 @@ def run_lanegraph(
 
     return run_mp(spec, plan, inputs=inputs, outputs=outputs, context=ctx, journal_dir=jdir, fsync=fsync,
                   spec_hash=shash, lane_path=lane_path or default_lane_path(spec, shash), wait=wait,
-                  progress=progress)
+                  progress=progress, tuning=tuning)
 
 
 def lane_snapshot(lane_path: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import LaneReader, LaneSpec, LaneWriter, attach_lane
 from ...spec.kv import decode_kv
 from ...spec.model import LaneGraphSpecV1
-from .._stage_main import EXIT_STAGE_FAILED, _context, _die_with_parent
+from .._stage_main import EXIT_STAGE_FAILED, _context, _die_with_parent, close_recorder
 from ..stage_api import DROP
 from ._roles import Router, journal_lane_dir, resolve_role_stage, role_index
 from ._stats import RoleStats
@@ -100,8 +100,9 @@ class _Role:
         self.stats = RoleStats(cfg["stats_path"])
         self.stats.set_pid(os.getpid())
         self.stage = None
+        self.ctx: Any = None
         if self.plan.kind == "stage":
-            ctx = _context(cfg["context"])
+            ctx = self.ctx = _context(cfg["context"], cfg.get("events_path"))
             self.stage = resolve_role_stage(role_index(spec, self.plan), self.plan.role, ctx)
         self.closers: list[Callable[[], None]] = []
         self.ring_inputs: list[LaneReader | None] = []
@@ -256,6 +257,7 @@ class _Role:
     def close(self) -> None:
         if self.stage is not None and self.stage.close is not None:
             self.stage.close()
+        close_recorder(self.ctx)
         for close in reversed(self.closers):
             close()
         self.stats.close()
@@ -267,6 +269,13 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which drains
     role: _Role | None = None
     try:
+        from ... import _native
+        from .._tuning import tune_this_process
+
+        # once per process, before anything runs: profile knobs, logged and recorded
+        tuned, _report = tune_this_process(cfg.get("tuning"), cfg["role"])
+        if tuned is not None:
+            cfg["wait"] = int(getattr(_native, "WAIT_" + tuned.upper()))
         role = _Role(cfg)
         role.run()
     except Exception as exc:

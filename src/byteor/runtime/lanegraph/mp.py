@@ -38,6 +38,8 @@ from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import LaneReader, create_lane, lane_file
 from ...spec.kv import canonical_bytes
 from ...spec.model import LaneGraphSpecV1
+from .._events import EventLog
+from .._tuning import RUNTIME_CONFIG_FILE, TuningPlan, read_tuning, remove_runtime_config
 from ..mp import _context_json
 from ..stage_api import StageContext
 from ..supervisor import StageProcess, Supervisor
@@ -159,8 +161,10 @@ def run_mp(
     lane_path: str,
     wait: str,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    tuning: TuningPlan | None = None,
 ) -> LaneGraphResult:
-    """Run ``plan`` with one process per role (module docstring). Returns the final state."""
+    """Run ``plan`` with one process per role (module docstring). Returns the final state; its
+    ``tuning`` holds the knob states the role processes recorded (when ``tuning`` was given)."""
     for rp in plan.roles:
         if rp.kind == "stage":  # resolve once here too: a bad key fails before any process starts
             resolved = resolve_role_stage(role_index(spec, rp), rp.role, context)
@@ -173,7 +177,7 @@ def run_mp(
             raise ShmError(f"{lane_file(lane_path, name, lp.kind)} exists: another run uses this lane path, "
                            "or a stopped run left it behind (remove it, or pass another --lane-path)")
     run = _Run(spec, plan, context=context, journal_dir=journal_dir, fsync=fsync, spec_hash=spec_hash,
-               lane_path=lane_path, wait=wait)
+               lane_path=lane_path, wait=wait, tuning=tuning)
     try:
         return run.execute(inputs, outputs, progress)
     finally:
@@ -182,7 +186,8 @@ def run_mp(
 
 class _Run:
     def __init__(self, spec: LaneGraphSpecV1, plan: LaneGraphPlan, *, context: StageContext, journal_dir: str,
-                 fsync: str, spec_hash: str, lane_path: str, wait: str) -> None:
+                 fsync: str, spec_hash: str, lane_path: str, wait: str,
+                 tuning: TuningPlan | None = None) -> None:
         self.spec = spec
         self.plan = plan
         self.context = context
@@ -204,6 +209,8 @@ class _Run:
         self.journal_starts: dict[str, int] = {}
         self.pump: _InputPump | None = None
         self.egress_journal_pos: dict[str, int] = {}
+        self.tuning = tuning
+        self.events_paths: list[str] = []
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -229,12 +236,17 @@ class _Run:
             stats_path = str(root / "roles" / f"{rp.name}.stats")
             self.stats[rp.name] = RoleStats(stats_path, create=True)
             self.created.append(stats_path)
+            events_path = str(root / "roles" / f"{rp.name}.events")
             cfg = {
                 "lane_path": self.lane_path, "role": rp.name, "wait": self.wait, "spec_hash": self.spec_hash,
                 "journal_dir": self.journal_dir, "fsync": self.fsync, "journal_starts": self.journal_starts,
                 "context": ctx, "stats_path": stats_path,
                 "error_path": str(root / "roles" / f"{rp.name}.error"),
+                "events_path": events_path,
             }
+            self.events_paths.append(events_path)
+            if self.tuning is not None:
+                cfg["tuning"] = self.tuning.to_json(str(root / RUNTIME_CONFIG_FILE))
             label = f"role {rp.name!r}"
             procs.append(StageProcess(shard=0, index=len(procs), consumer=0, name=label, config=cfg))
             pending[label] = self._work_probe(rp.name)
@@ -372,7 +384,15 @@ class _Run:
         self._check_failure()
         result.state = self.state()
         result.drops = {lane["name"]: lane["drops"] for lane in result.state["lanes"]}
+        self._read_tuning()
         return result
+
+    def _read_tuning(self) -> None:
+        """Keep what the role processes recorded in runtime_config.txt (before cleanup removes it)."""
+        if self.tuning is None or self.tuning.effective:
+            return
+        with contextlib.suppress(Exception):
+            self.tuning.effective.update(read_tuning(self.lane_path) or {})
 
     def _idle(self, egress: list[_Egress]) -> None:
         """Wait briefly for something to do (at most ~1 ms; the input pump may bring a message)."""
@@ -489,6 +509,15 @@ class _Run:
         for path in self.created:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        recorder = self.context.recorder
+        for path in self.events_paths:  # side-effect records of the role processes
+            if isinstance(recorder, EventLog):
+                recorder.merge_file(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if self.supervisor is not None:  # our role processes wrote it (never another run's)
+            self._read_tuning()
+            remove_runtime_config(self.lane_path)
         root = Path(self.lane_path)
         with contextlib.suppress(FileNotFoundError):
             (root / STATE_FILE).unlink()
