@@ -201,15 +201,18 @@ static inline void cpu_relax(void) {
 }
 
 /* Pause between two polls of a shared cell. Every poll pulls the cache line the publisher is
- * writing into the shared state, so the publisher's next store must win it back: polling a hot
- * line on every pause slows the publisher several-fold. The pause count doubles per poll, up to
- * SPIN_PAUSE_CAP (about half a microsecond), so a waiter that just missed a message still sees
- * the next one within ~1 us while a stream of messages is not throttled by its own consumer. */
+ * writing into the shared state, so the publisher's next store must win it back. The pause count
+ * doubles per poll up to a cap: WAIT_SPIN caps it at SPIN_PAUSE_CAP_SPIN (a poll every ~50 ns:
+ * latency first); the spin phases of backoff and block cap it at SPIN_PAUSE_CAP (~0.8 us between
+ * polls), so a waiter that is about to yield or sleep anyway does not keep stealing the line. */
 #define SPIN_PAUSE_CAP 32u
-static inline void spin_pause(uint32_t *pauses) {
+#define SPIN_PAUSE_CAP_SPIN 2u
+static inline void spin_pause_to(uint32_t *pauses, uint32_t cap) {
     for (uint32_t i = 0; i < *pauses; i++) cpu_relax();
-    if (*pauses < SPIN_PAUSE_CAP) *pauses *= 2;
+    if (*pauses < cap) *pauses *= 2;
 }
+
+static inline void spin_pause(uint32_t *pauses) { spin_pause_to(pauses, SPIN_PAUSE_CAP); }
 
 /* Shared (not PRIVATE) futex: waiters live in different processes mapping the same file. */
 static void futex_wait_u32(void *addr, uint32_t expected, int64_t timeout_ns) {
@@ -279,7 +282,7 @@ static inline uint32_t low_word(int64_t v) { return (uint32_t)((uint64_t)v & 0xF
  * ============================================================================
  *
  * A waiter is stepped by a loop that re-checks its condition between steps:
- *   spin    : poll with pauses in between (see spin_pause); lowest latency, one core at 100%.
+ *   spin    : poll every ~50 ns (see spin_pause_to); lowest latency, one core at 100%.
  *   yield   : sched_yield(); a core at 100% in the scheduler, but gives the CPU away.
  *   backoff : 32 spin polls (~15 us), then 64 yields, then nanosleep doubling 1 us .. 256 us
  *             (default); an idle waiter costs a few thousand wakeups per second.
@@ -343,7 +346,7 @@ static int waiter_step(waiter_t *w, seq_line_t *cell, int64_t seen) {
     uint32_t n = w->n++;
     switch (w->strategy) {
     case WAIT_SPIN:
-        spin_pause(&w->pauses);
+        spin_pause_to(&w->pauses, SPIN_PAUSE_CAP_SPIN);
         if ((n & 255u) == 255u) return waiter_tick(w, 0);
         return STEP_OK;
     case WAIT_YIELD:
@@ -1332,7 +1335,7 @@ static PyObject *Ring_wait_for(RingObject *r, PyObject *const *args, Py_ssize_t 
     /* a few polls (~3 us) before paying for releasing and re-taking the GIL */
     uint32_t pauses = 1;
     for (int i = 0; i < 8 && wait != WAIT_YIELD; i++) {
-        spin_pause(&pauses);
+        spin_pause_to(&pauses, wait == WAIT_SPIN ? SPIN_PAUSE_CAP_SPIN : SPIN_PAUSE_CAP);
         avail = barrier_of(r, (int)c, want, &cell, &seen);
         if (avail >= want) return PyLong_FromLongLong(avail);
     }
