@@ -434,3 +434,33 @@ def test_close_while_another_thread_waits(ring_dir: Path) -> None:
     assert out == [0]
     other.close()
     os.unlink(p)
+
+
+def test_publish_returns_plain_ints_even_when_kept(ring_dir: Path) -> None:
+    """publish() reuses its result int only when the caller dropped it; kept results never change."""
+    import mmap
+
+    p = str(ring_dir / "ints.ring")
+    r = N.Ring.create(p, 1 << 12, 8, [0], H)
+    kept = []
+    for i in range(3000):
+        s = r.publish(b"x")
+        assert s == i and type(s) is int and hash(s) == hash(i) and str(s) == str(i)
+        if i % 97 == 0:
+            kept.append(s)
+        if i % 1024 == 1023:
+            r.release(0, s)
+    assert kept == list(range(0, 3000, 97))
+    r.close()
+    # sequences past 2**30 (two 30-bit digits) and past 2**60: move every cursor there and attach
+    for start in (2**31 + 5, 2**61 + 3):
+        with open(p, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as mm:
+            for off in (768, 832, 896):  # claim, published, gating[0]
+                struct.pack_into("<q", mm, off, start)
+        a = N.Ring.attach(p)
+        got = [a.publish(b"y") for _ in range(3)]
+        assert got == [start + 1, start + 2, start + 3]
+        assert [hash(g) for g in got] == [hash(start + k) for k in (1, 2, 3)]
+        assert a.read_bytes(start + 2) == b"y"
+        a.close()
+    os.unlink(p)
