@@ -31,6 +31,9 @@ from ._stage_main import EXIT_STAGE_FAILED
 
 __all__ = ["StageProcess", "Supervisor"]
 
+#: Minimum time a child that has not registered yet may take with work waiting before it counts as hung.
+STARTUP_GRACE_S = 5.0
+
 
 @dataclass
 class StageProcess:
@@ -54,12 +57,19 @@ class Supervisor:
 
     ``rings[shard]`` are the parent's attached rings (used to read participants and gating).
     ``on_failure(exc)`` is called once when the pipeline must stop.
+
+    Other kinds of child (LaneGraph roles) plug in with ``main_module`` (run as ``python -m
+    main_module CONFIG_JSON``), ``env`` (the children's environment, default this process's) and
+    ``probe(sp) -> (pending, heartbeat)``: whether the child has work waiting now, and its current
+    heartbeat counter (None when unknown). With a ``probe`` the children are not ring participants.
     """
 
     def __init__(self, rings: list[Any], stages: list[StageProcess], *,
                  on_failure: Callable[[PipelineFailed], None], max_restarts: int = 5,
                  restart_window: float = 60.0, heartbeat_timeout: float = 30.0,
-                 poll_interval: float = 0.05) -> None:
+                 poll_interval: float = 0.05, main_module: str = "byteor.runtime._stage_main",
+                 env: dict[str, str] | None = None,
+                 probe: Callable[[StageProcess], tuple[bool, int | None]] | None = None) -> None:
         self.rings = rings
         self._n_cells = int(rings[0].n_consumers) if rings else 0
         self.stages = stages
@@ -68,6 +78,9 @@ class Supervisor:
         self.heartbeat_timeout = heartbeat_timeout
         self.poll_interval = poll_interval
         self._on_failure = on_failure
+        self._main_module = main_module
+        self._env = env
+        self._probe = probe
         self.failure: PipelineFailed | None = None
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,9 +89,10 @@ class Supervisor:
 
     def _spawn(self, sp: StageProcess) -> None:
         sp.config["parent_pid"] = os.getpid()
-        argv = [sys.executable, "-m", "byteor.runtime._stage_main", json.dumps(sp.config)]
+        argv = [sys.executable, "-m", self._main_module, json.dumps(sp.config)]
         # A stage's own prints go to stderr: stdout carries the pipeline's output.
-        sp.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=_stderr_fd(), close_fds=True)
+        sp.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=_stderr_fd(), close_fds=True,
+                                   env=self._env)
         sp.last_beat = -1
         sp.last_beat_change = time.monotonic()
 
@@ -136,6 +150,8 @@ class Supervisor:
     def _pending(self, sp: StageProcess) -> bool:
         """Whether the stage has work it could do now: its barrier (the cursor and every stage it
         depends on) is past its gating. A stage stuck behind a hung dependency is not hung itself."""
+        if self._probe is not None:
+            return self._probe(sp)[0]
         ring = self.rings[sp.shard]
         barrier = int(ring.cursor())
         mask = int(ring.deps[sp.consumer])
@@ -146,17 +162,27 @@ class Supervisor:
 
     def _beat_of(self, sp: StageProcess) -> int | None:
         assert sp.proc is not None
+        if self._probe is not None:
+            return self._probe(sp)[1]
         for _slot, _role, pid, beat, _state in self.rings[sp.shard].participant_slots():
             if pid == sp.proc.pid:
                 return int(beat)
         return None
 
     def _drop_participant(self, sp: StageProcess, pid: int) -> None:
+        if self._probe is not None:
+            return  # not ring participants: nothing to unregister
         ring = self.rings[sp.shard]
         for slot, _role, ppid, _beat, _state in ring.participant_slots():
             if ppid == pid:
                 with contextlib.suppress(ValueError, IndexError, OSError):
                     ring.unregister_participant(slot, True)
+
+    def _limit(self, beat: int | None) -> float:
+        """How long a child with work waiting may go without a beat. One that has not registered
+        yet (``beat`` None: still importing, tuning, attaching) gets at least
+        :data:`STARTUP_GRACE_S`, so a slow start on a loaded host is not taken for a hang."""
+        return self.heartbeat_timeout if beat is not None else max(self.heartbeat_timeout, STARTUP_GRACE_S)
 
     def _check(self, sp: StageProcess) -> None:
         proc = sp.proc
@@ -170,9 +196,9 @@ class Supervisor:
                 sp.last_beat, sp.last_beat_change = beat, now
             elif not self._pending(sp):
                 sp.last_beat_change = now
-            elif now - sp.last_beat_change > self.heartbeat_timeout:
+            elif now - sp.last_beat_change > (limit := self._limit(beat)):
                 sys.stderr.write(f"byteor: {sp.name} (pid {proc.pid}) has not beaten for "
-                                 f"{self.heartbeat_timeout:.0f} s with work waiting; killing it\n")
+                                 f"{limit:.1f} s with work waiting; killing it\n")
                 proc.kill()
                 proc.wait(timeout=10)
                 rc = -9

@@ -21,9 +21,7 @@ stage exception) stops the run with :class:`~byteor.PipelineFailed` naming the l
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -56,38 +54,6 @@ _Egress = tuple[str, "LaneReader | None", "JournalSubscription | None", str]
 _STATE_EVERY_S = 0.2
 #: A role with input waiting and no heartbeat for this long is hung: killed and restarted.
 HEARTBEAT_TIMEOUT_S = 10.0
-
-
-class _RoleSupervisor(Supervisor):
-    """The runtime supervisor, spawning LaneGraph role processes; liveness from the stats file."""
-
-    def __init__(self, stats: dict[str, RoleStats], pending: dict[str, Callable[[], bool]],
-                 env: dict[str, str], *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._stats = stats
-        self._has_work = pending
-        self._env = env
-
-    def _spawn(self, sp: StageProcess) -> None:
-        sp.config["parent_pid"] = os.getpid()
-        sp.proc = subprocess.Popen(
-            [sys.executable, "-m", "byteor.runtime.lanegraph._role_main", json.dumps(sp.config)],
-            stdin=subprocess.DEVNULL, close_fds=True, env=self._env,
-        )
-        sp.last_beat = -1
-        sp.last_beat_change = time.monotonic()
-
-    def _pending(self, sp: StageProcess) -> bool:
-        """Whether the role has input waiting (only then must it beat: idle roles may sleep)."""
-        return self._has_work[sp.name]()
-
-    def _beat_of(self, sp: StageProcess) -> int | None:
-        stats = self._stats[sp.name]
-        assert sp.proc is not None
-        return stats.heartbeat if stats.pid == sp.proc.pid else None
-
-    def _drop_participant(self, sp: StageProcess, pid: int) -> None:
-        return None  # roles are not ring participants: liveness lives in their stats file
 
 
 class _InputPump:
@@ -199,7 +165,7 @@ class _Run:
         self.rings: dict[str, Any] = {}
         self.created: list[str] = []
         self.stats: dict[str, RoleStats] = {}
-        self.supervisor: _RoleSupervisor | None = None
+        self.supervisor: Supervisor | None = None
         self.journal_writer: JournalWriter | None = None
         self.subs: list[JournalSubscription] = []
         self.stopped: set[str] = set()
@@ -251,10 +217,19 @@ class _Run:
             procs.append(StageProcess(shard=0, index=len(procs), consumer=0, name=label, config=cfg))
             pending[label] = self._work_probe(rp.name)
         stats_by_proc = {f"role {name!r}": st for name, st in self.stats.items()}
+
+        def probe(sp: StageProcess) -> tuple[bool, int | None]:
+            """Input waiting (only then must a role beat: idle roles may sleep), and the heartbeat
+            of the role's stats file when the current process wrote it."""
+            stats = stats_by_proc[sp.name]
+            beat = stats.heartbeat if sp.proc is not None and stats.pid == sp.proc.pid else None
+            return pending[sp.name](), beat
+
         # role processes (and their restarts) import py: stages the way this process does
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.supervisor = _RoleSupervisor(stats_by_proc, pending, env, [], procs,
-                                          on_failure=lambda exc: None, heartbeat_timeout=HEARTBEAT_TIMEOUT_S)
+        self.supervisor = Supervisor([], procs, on_failure=lambda exc: None,
+                                     heartbeat_timeout=HEARTBEAT_TIMEOUT_S,
+                                     main_module="byteor.runtime.lanegraph._role_main", env=env, probe=probe)
         self.procs = {rp.name: sp for rp, sp in zip(self.plan.roles, procs, strict=True)}
         self.supervisor.start()
         self.supervisor.run_in_thread()
