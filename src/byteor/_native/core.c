@@ -288,7 +288,7 @@ static inline uint32_t low_word(int64_t v) { return (uint32_t)((uint64_t)v & 0xF
  *             256 us (default); an idle waiter costs a few thousand wakeups per second. The yield
  *             phase keeps a stage awake through the short gaps of a busy stream: sleeping there
  *             costs a Python producer a third of its rate.
- *   block   : 32 spin polls, yields for 200 us, then FUTEX_WAIT on the lagging cell's low word
+ *   block   : 32 spin polls, yields for 20 us, then FUTEX_WAIT on the lagging cell's low word
  *             (slices of <= 100 ms);
  *             an idle waiter costs ~10 wakeups per second, a publisher pays one syscall only
  *             when some waiter sleeps.
@@ -298,7 +298,7 @@ static inline uint32_t low_word(int64_t v) { return (uint32_t)((uint64_t)v & 0xF
 
 #define SIGNAL_CHECK_NS 50000000LL
 #define BLOCK_SLICE_NS 100000000LL
-#define BLOCK_YIELD_NS 200000LL
+#define BLOCK_YIELD_NS 20000LL
 #define BACKOFF_YIELD_NS 200000LL
 
 typedef struct {
@@ -363,8 +363,9 @@ static int waiter_step(waiter_t *w, seq_line_t *cell, int64_t seen) {
         }
         if (n == 32) w->yield_until = mono_ns() + BLOCK_YIELD_NS;
         if (cell == NULL || mono_ns() < w->yield_until) {
-            /* waking a sleeper costs the publisher a syscall (and, in a VM, an IPI): keep yielding
-             * for a short while first so a stream with brief gaps never puts the stage to sleep */
+            /* waking a sleeper costs the publisher a syscall (and, in a VM, an IPI): yield for a
+             * moment first, so the brief gaps of a stream do not put the stage to sleep; kept short
+             * because block is the strategy that must cost nothing between sparse messages */
             sched_yield();
             return (n & 15u) == 15u ? waiter_tick(w, 0) : STEP_OK;
         } else {
