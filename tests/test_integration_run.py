@@ -415,3 +415,23 @@ def test_lanegraph_role_side_effects_are_counted(cli: CliRunner, http_target: Ht
     summary = json.loads(r.stdout)
     assert [e["decision"] for e in summary["side_effects"]] == ["DryRunOnly"] * n
     assert len(http_target.recorder.posts()) == n
+
+
+def test_lanegraph_role_prints_go_to_stderr(cli: CliRunner, shm_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "noisy_stage.py").write_text(
+        "def shout(slot, n):\n    print('hello from a role')\n    return n\n")
+    spec = tmp_path / "noisy.kv"
+    spec.write_text("\n".join([
+        "pipeline.name=noisy", "pipeline.target=LaneGraph",
+        "pipeline.lanes.0.name=a", "pipeline.lanes.0.kind=events",
+        "pipeline.lanes.1.name=b", "pipeline.lanes.1.kind=events",
+        "pipeline.endpoints.0.name=in", "pipeline.endpoints.0.direction=ingress", "pipeline.endpoints.0.lane=a",
+        "pipeline.endpoints.1.name=out", "pipeline.endpoints.1.direction=egress", "pipeline.endpoints.1.lane=b",
+        "pipeline.roles.0.name=s", "pipeline.roles.0.kind=stage", "pipeline.roles.0.inputs.0=a",
+        "pipeline.roles.0.outputs.0=b", "pipeline.roles.0.op=resolver",
+        "pipeline.roles.0.resolver_key=py:noisy_stage:shout",
+    ]) + "\n")
+    r = cli("run", spec, f"--lane-path={shm_dir}", input="x\n", env={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "78\n"  # stdout carries only the output messages
+    assert "hello from a role" in r.stderr
