@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .doctor import Check, DoctorOptions, DoctorReport, probe_tuning, run_doctor, spec_shm_bytes
+from typing import TYPE_CHECKING, Any
+
 from .runtime_config import (
     KnobState,
     RuntimeConfig,
@@ -12,6 +13,22 @@ from .runtime_config import (
     write_runtime_config,
 )
 from .tuning import PROFILES, TuningReport, apply_profile, plan_profile, record_tuning, tune_process
+
+if TYPE_CHECKING:
+    from .doctor import Check, DoctorOptions, DoctorReport, probe_tuning, run_doctor, spec_shm_bytes
+
+_DOCTOR_NAMES = frozenset({"Check", "DoctorOptions", "DoctorReport", "probe_tuning", "run_doctor", "spec_shm_bytes"})
+
+
+def __getattr__(name: str) -> Any:
+    # doctor pulls in the policy modules (and httpx); tuned runtime processes import this package at
+    # start-up and never need it, so it is loaded on first use only.
+    if name in _DOCTOR_NAMES:
+        from . import doctor
+
+        return getattr(doctor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PROFILES",
