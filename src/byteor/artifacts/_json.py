@@ -11,15 +11,13 @@ have none for ``spec_validation.json``, ``runtime.json`` and ``environment.json`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from .._errors import ArtifactError
+from .._fileio import write_bytes_atomic
 from .._schemas import SCHEMA_VERSIONS
 
 __all__ = [
@@ -39,23 +37,6 @@ MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 def dumps_artifact(obj: Mapping[str, Any]) -> bytes:
     """Stable JSON text: two-space indent, insertion order kept, UTF-8, one trailing newline."""
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``rename`` (readers never see half)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def write_bytes_exclusive(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:

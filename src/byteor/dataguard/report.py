@@ -37,10 +37,10 @@ Invariants: ``seen = accepted + rejected``;
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 from .._errors import ArtifactError
+from .._fileio import write_text_atomic
 from .._schemas import SCHEMA_VERSIONS
 
 __all__ = [
@@ -122,18 +122,7 @@ def render_report_kv(r: DataGuardReport) -> str:
 
 def write_report(path: str | os.PathLike[str], r: DataGuardReport) -> None:
     """Write the report atomically (a temporary file in the same directory, then rename)."""
-    p = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(p))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".dataguard-report-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(render_report_kv(r))
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, render_report_kv(r), make_dirs=True)
 
 
 def _int(kv: dict[str, str], key: str, where: str) -> int:

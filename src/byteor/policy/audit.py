@@ -22,12 +22,11 @@ decision, reason}`` for the side-effecting stages, when the caller computed them
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from typing import Any
 
 from .._errors import ArtifactError, SpecError, UsageError
+from .._fileio import write_text_atomic
 from .._schemas import SCHEMA_VERSIONS
 from .._version import DISTRIBUTION, distribution_version
 
@@ -96,18 +95,7 @@ def _one_line(exc: Exception) -> str:
 def write_policy_audit(path: str, record: dict[str, Any]) -> None:
     """Write the record as JSON (atomic: temp file + rename). Checks the shape first."""
     _check(record, where="policy audit record")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".policy_audit.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n", make_dirs=True)
 
 
 def read_policy_audit(path: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .._errors import UsageError
+from .._fileio import write_text_atomic
 from ._util import b64url_decode, b64url_encode, format_rfc3339, parse_rfc3339, utc_now
 
 __all__ = [
@@ -211,17 +211,7 @@ def fetch_keys(config: RefreshConfig, *, timeout: float = REFRESH_TIMEOUT_S) -> 
 def write_key_cache(path: str, keys: KeySet) -> None:
     """Write the cache envelope atomically (temp file + rename) with ``source="refreshed"``."""
     doc = {"source": "refreshed", "last_refresh_at": keys.last_refresh_at, "keys": keys.to_json()}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".signing_keys.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
 def load_runtime_keys(spec_dir: str, key_set: str | None,

@@ -25,12 +25,12 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ArtifactError, SpecError, SpecIssue
+from .._fileio import write_text_atomic
 from .builders import make_stage, parse_bytes_key
 from .kv import _pairs, decode_kv, spec_hash
 from .model import (
@@ -223,19 +223,7 @@ class CompileReportV1:
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write the report as JSON (atomically: a temp file in the same directory, then rename)."""
-        target = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(target))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".compile-report.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_json(), fh, indent=2)
-                fh.write("\n")
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_text_atomic(path, json.dumps(self.to_json(), indent=2) + "\n", make_dirs=True)
 
 
 def spec_to_json(spec: PipelineSpecV1) -> dict[str, Any]:
