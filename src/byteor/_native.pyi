@@ -162,3 +162,22 @@ class DgPlan:
         """Process one message from ``src`` into ``out``; the new length, or a negative outcome code."""
     def counts(self) -> tuple[int, ...]: ...
     def rule_counts(self) -> tuple[tuple[int, int], ...]: ...
+
+# journal lanes (src/byteor/_native/journal.c; layout in docs/lanegraph.md)
+JOURNAL_HEADER_BYTES: Final[int]
+JOURNAL_FLAG_COMMITTED: Final[int]
+
+class JournalSegment:
+    """Append/scan records of one mapped journal segment (holds the buffer until :meth:`release`)."""
+
+    def __init__(self, buffer: Buffer, offset: int = 64) -> None: ...
+    def append(self, data: Buffer) -> int:
+        """Offset of the committed record, or -1 when it does not fit."""
+    def reserve(self, n: int) -> int:
+        """Offset of a reserved, uncommitted record of ``n`` bytes, or -1."""
+    def commit(self, offset: int) -> None: ...
+    def scan(self, offset: int) -> tuple[int, int, int]:
+        """(status, length, next_offset): 1 committed, 0 nothing committed here, -1 corrupt header."""
+    def release(self) -> None: ...
+    @property
+    def offset(self) -> int: ...
