@@ -1616,6 +1616,21 @@ static int check_part_slot(long slot) {
     return 0;
 }
 
+/* After a small batch, let the producer write a few more messages before this consumer pulls the
+ * cursor's cache line away from it again. A consumer that re-polls right after every two or three
+ * messages makes nearly every producer store wait for that line: measured here, a Python producer
+ * publishing into a builtin stage ran at 41 M msgs/s without the gap and 62-66 M/s with it. Only a
+ * message arriving during the gap waits (at most ~0.8 us, ~0.2 us for WAIT_SPIN); a lone message
+ * is seen at once, since the consumer is already waiting for it. */
+#define BATCH_GAP_SMALL 64
+#define BATCH_GAP_PAUSES 32
+#define BATCH_GAP_PAUSES_SPIN 8
+static inline void batch_gap(int64_t batch, int wait) {
+    if (batch >= BATCH_GAP_SMALL) return;
+    int pauses = wait == WAIT_SPIN ? BATCH_GAP_PAUSES_SPIN : BATCH_GAP_PAUSES;
+    for (int i = 0; i < pauses; i++) cpu_relax();
+}
+
 static PyObject *Ring_run_builtin(RingObject *r, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"c", "op", "delta", "wait", "heartbeat_slot", NULL};
     int c, op, delta, wait = WAIT_BACKOFF, hb = -1;
@@ -1664,6 +1679,7 @@ static PyObject *Ring_run_builtin(RingObject *r, PyObject *args, PyObject *kwds)
         }
         cell_store_wake(&r->gating[c], avail);
         heartbeat_store(r, hb);
+        batch_gap(avail - next + 1, wait);
         next = avail + 1;
     }
     ring_nogil_end(r, ts);
@@ -1701,6 +1717,7 @@ static PyObject *Ring_count_sink(RingObject *r, PyObject *args, PyObject *kwds) 
         }
         cell_store_wake(&r->gating[c], avail);
         heartbeat_store(r, hb);
+        batch_gap(avail - next + 1, wait);
         next = avail + 1;
     }
     ring_nogil_end(r, ts);
