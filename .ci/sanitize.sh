@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # sanitize.sh: build byteor._native with AddressSanitizer + UndefinedBehaviorSanitizer in a scratch
 # copy of the sources (the working tree's extension is never touched) and run the native tests
+# (ring, journal and DataGuard kernels)
 # against that build, with the sanitizer runtimes preloaded into python and every child process.
 # Any ASan report or UBSan diagnostic fails the run. Uses the project venv's python (or $PYTHON).
 set -euo pipefail
@@ -41,5 +42,6 @@ case "$where" in
 esac
 
 cd "$WORK"
-timeout 600 "$PY" -m pytest -q -p no:cacheprovider tests/test_native_*.py "$@"
+timeout 600 "$PY" -m pytest -q -p no:cacheprovider tests/test_native_*.py tests/test_journal_format.py \
+  tests/test_dataguard_native.py "$@"
 echo "==> sanitized native tests passed"

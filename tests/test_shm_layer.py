@@ -132,3 +132,26 @@ def test_never_uses_multiprocessing_shared_memory() -> None:
         text = f.read_text()
         assert "import multiprocessing" not in text and "from multiprocessing" not in text, f
     assert N.ABI_VERSION >= 1
+
+
+def test_pid_alive_counts_a_zombie_as_dead() -> None:
+    import os
+    import subprocess
+    import time
+
+    from byteor.shm import pid_alive
+
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    # Not reaped yet: the child stays a zombie until wait(); wait for it to exit.
+    while time.monotonic() < deadline:
+        with open(f"/proc/{child.pid}/stat", "rb") as fh:
+            if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                break
+        time.sleep(0.01)
+    else:
+        raise AssertionError("child never became a zombie")
+    assert not pid_alive(child.pid)
+    child.wait()
+    assert not pid_alive(child.pid)
+    assert pid_alive(os.getpid())

@@ -94,7 +94,11 @@ def unlink(path: str | os.PathLike[str]) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (another user's process counts as alive)."""
+    """Whether a process with this pid is alive (another user's process counts as alive).
+
+    A zombie (exited, not yet reaped) is dead: after a crash, orphaned stage processes can stay
+    zombies for good where PID 1 does not reap, and counting them alive would hide stale rings.
+    """
     if pid <= 0:
         return False
     try:
@@ -103,7 +107,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
 def ring_files_under(directory: str | os.PathLike[str]) -> list[str]:
