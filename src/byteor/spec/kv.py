@@ -224,6 +224,11 @@ class _Decoder:
     def bad(self, key: str, message: str, line: int | None) -> None:
         self.issues.append(SpecIssue(key, message, line))
 
+    def missing(self, key: str, line: int | None) -> None:
+        """A required key is absent; one present with a bad value is already reported, not missing."""
+        if not any(issue.key == key for issue in self.issues):
+            self.bad(key, "missing required key", line)
+
     # -- text to lines -----------------------------------------------------------------------------
 
     def split(self, data: bytes) -> list[_Line]:
@@ -346,7 +351,7 @@ class _Decoder:
 
     def _required_scalar(self, scalars: dict[str, tuple[Any, int]], key: str) -> Any:
         if key not in scalars:
-            self.bad(key, "missing required key", None)
+            self.missing(key, None)
             return ""
         return scalars[key][0]
 
@@ -374,7 +379,7 @@ class _Decoder:
                 return None
             return value
         if required and applies:
-            self.bad(f"{prefix}.{field}", "missing required key", element.first_line)
+            self.missing(f"{prefix}.{field}", element.first_line)
         return default if applies else None
 
     def _op_fields(self, prefix: str, e: _Element, *, is_stage: bool = True,

@@ -1,0 +1,97 @@
+"""Acceptance-audit additions for the spec layer (issue 3): the A2/A1 cases the rule tables in
+``test_spec_validate.py`` / ``test_spec_kv.py`` did not have (unknown lane kind, role kind, endpoint
+direction and ``on_full`` values, duplicate role names, a zero-length router key, an empty egress
+name), each naming its key with exit 3, and a bad enum value is reported once, never also as
+"missing"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from byteor import SpecDecodeError
+from byteor.cli import main
+from byteor.spec import decode_kv, validate_v1
+
+LG = """pipeline.name=graph
+pipeline.target=LaneGraph
+pipeline.lanes.0.name=in
+pipeline.lanes.0.kind=events
+pipeline.lanes.1.name=out
+pipeline.lanes.1.kind=events
+pipeline.endpoints.0.name=src
+pipeline.endpoints.0.direction=ingress
+pipeline.endpoints.0.lane=in
+pipeline.endpoints.1.name=dst
+pipeline.endpoints.1.direction=egress
+pipeline.endpoints.1.lane=out
+pipeline.roles.0.name=work
+pipeline.roles.0.kind=stage
+pipeline.roles.0.inputs.0=in
+pipeline.roles.0.outputs.0=out
+"""
+
+TAP = (
+    "pipeline.lanes.2.name=j\npipeline.lanes.2.kind=journal\n"
+    "pipeline.lanes.3.name=k\npipeline.lanes.3.kind=journal\n"
+)
+
+# (case id, spec text, key named, 1-based line of a decode error or None for a validation rule)
+CASES: list[tuple[str, str, str, int | None]] = [
+    ("lane-kind-unknown", LG.replace("lanes.1.kind=events", "lanes.1.kind=pipe"), "pipeline.lanes.1.kind", 6),
+    ("role-kind-unknown", LG.replace("roles.0.kind=stage", "roles.0.kind=worker"), "pipeline.roles.0.kind", 14),
+    (
+        "direction-unknown",
+        LG.replace("endpoints.1.direction=egress", "endpoints.1.direction=sideways"),
+        "pipeline.endpoints.1.direction",
+        11,
+    ),
+    ("on-full-unknown", LG + "pipeline.on_full=explode\n", "pipeline.on_full", 17),
+    ("lane-on-full-unknown", LG + "pipeline.lanes.0.on_full=maybe\n", "pipeline.lanes.0.on_full", 17),
+    (
+        "role-name-duplicate",
+        LG + TAP + "pipeline.roles.1.name=work\npipeline.roles.1.kind=bridge\n"
+        "pipeline.roles.1.inputs.0=j\npipeline.roles.1.outputs.0=k\n",
+        "pipeline.roles.1.name",
+        None,
+    ),
+    (
+        "router-key-zero-length",
+        LG + TAP + "pipeline.roles.1.name=r\npipeline.roles.1.kind=router\npipeline.roles.1.route=bytes:0:0\n"
+        "pipeline.roles.1.inputs.0=out\npipeline.roles.1.outputs.0=j\npipeline.roles.1.outputs.1=k\n",
+        "pipeline.roles.1.route",
+        None,
+    ),
+    (
+        "egress-empty",
+        "pipeline.name=a\npipeline.target=SingleRing\npipeline.egress=\npipeline.stages.0.id=x\n",
+        "pipeline.egress",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "line"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_rule_or_decode_error_names_its_key(
+    text: str, key: str, line: int | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if line is not None:
+        with pytest.raises(SpecDecodeError) as err:
+            decode_kv(text)
+        # reported once, on its own line, as a bad value (not also as a missing key)
+        assert [(i.line, "missing" in i.message) for i in err.value.issues if i.key == key] == [(line, False)]
+    else:
+        assert key in [i.key for i in validate_v1(decode_kv(text))]
+    path = tmp_path / "spec.kv"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == 3
+    captured = capsys.readouterr()
+    assert f"`{key}`" in captured.err and "Traceback" not in captured.err and captured.out == ""
+
+
+def test_a_really_missing_field_is_still_reported_as_missing() -> None:
+    text = LG.replace("pipeline.lanes.1.kind=events\n", "")
+    with pytest.raises(SpecDecodeError) as err:
+        decode_kv(text)
+    assert [(i.key, i.message) for i in err.value.issues] == [("pipeline.lanes.1.kind", "missing required key")]
