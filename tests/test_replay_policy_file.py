@@ -35,6 +35,7 @@ def test_policy_dry_run_only_wins_over_an_approval(bundle: Path, server: _Server
     code, err = _approved_execute(bundle, byteor, tmp_path, policy, out)
     assert _received(server) == [] and not (tmp_path / "exec-sink.txt").exists()
     assert code == 0 and "Traceback" not in err, err
+    assert "made 4 action(s) DryRunOnly: they were recorded, not performed" in err, err
     # executed as a dry run: every would-be action recorded as DryRunOnly
     audit = read_replay_audit(out)
     assert audit.policy.mode == "execute" and audit.policy.approval_provided

@@ -77,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_replay(req, progress=progress if tty else None)
     audit = result.audit
+    suppressed = sum(1 for a in audit.actions if a.decision == "DryRunOnly")
+    if audit.policy.mode == "execute" and suppressed:
+        # The policy may narrow execute to a dry run (DryRunOnly is a decision, not a refusal); say so
+        # on stderr so nobody mistakes an exit 0 for delivered side effects.
+        print(f"replay: execute mode asked, but the policy for {audit.policy.env} made {suppressed} "
+              "action(s) DryRunOnly: they were recorded, not performed", file=sys.stderr)
     if args.json:
         emit_json(
             {"audit_path": str(result.audit_path), "outputs": len(result.outputs), "audit": audit.to_json()}
