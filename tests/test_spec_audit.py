@@ -6,6 +6,8 @@ name), each naming its key with exit 3, and a bad enum value is reported once, n
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from byteor import SpecDecodeError
 from byteor.cli import main
 from byteor.spec import decode_kv, validate_v1
+from conftest import BIN
 
 LG = """pipeline.name=graph
 pipeline.target=LaneGraph
@@ -95,3 +98,18 @@ def test_a_really_missing_field_is_still_reported_as_missing() -> None:
     with pytest.raises(SpecDecodeError) as err:
         decode_kv(text)
     assert [(i.key, i.message) for i in err.value.issues] == [("pipeline.lanes.1.kind", "missing required key")]
+
+
+SCRIPTS = ("byteor", "byteor-runtime", "byteor-edgeplane", "byteor-actiongraph", "byteor-dataguard")
+
+
+def test_approval_hash_help_explains_it_in_every_script() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BYTEOR_")}
+    procs = [subprocess.Popen([str(BIN / s), "approval", "hash", "--help"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for s in SCRIPTS]
+    for script, proc in zip(SCRIPTS, procs, strict=True):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (script, err)
+        assert "approval hash" in out.splitlines()[0], out
+        text = " ".join(out.split())
+        assert "sha256:<lowercase hex> of the canonical KV" in text and "Exit codes" in text, (script, out)

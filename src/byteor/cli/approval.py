@@ -33,7 +33,12 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def configure(parser: argparse.ArgumentParser, verb: str) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p_hash = sub.add_parser("hash", help="print the spec hash (sha256:<hex> of the canonical KV)")
+    p_hash = sub.add_parser(
+        "hash", help="print the spec hash (sha256:<hex> of the canonical KV)",
+        description="Print the spec hash alone on one line: sha256:<lowercase hex> of the canonical KV "
+                    "(`describe --canonical`). It is the identity of a pipeline version that approvals, "
+                    "audits, snapshots and bundles bind to. Exit codes: 0 printed, 2 no spec or missing "
+                    "file, 3 the spec cannot be decoded.")
     add_spec_option(p_hash)
 
     p_key = sub.add_parser("keygen", help="make an Ed25519 signing key pair")
