@@ -6,6 +6,7 @@ name), each naming its key with exit 3, and a bad enum value is reported once, n
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from byteor import SpecDecodeError
 from byteor.cli import main
 from byteor.spec import decode_kv, validate_v1
-from conftest import BIN
+from conftest import BIN, CliRunner
 
 LG = """pipeline.name=graph
 pipeline.target=LaneGraph
@@ -113,3 +114,16 @@ def test_approval_hash_help_explains_it_in_every_script() -> None:
         assert "approval hash" in out.splitlines()[0], out
         text = " ".join(out.split())
         assert "sha256:<lowercase hex> of the canonical KV" in text and "Exit codes" in text, (script, out)
+
+
+def test_capabilities_features_and_compatibility_native_abi(cli: CliRunner) -> None:
+    import byteor._native as native
+
+    caps = json.loads(cli("capabilities", "--json").stdout)
+    assert caps["features"]["native_extension"] is True and caps["features"]["native_journal"] is True
+    assert isinstance(caps["features"]["graphviz_render"], bool)
+    assert "features" in cli("capabilities").stdout
+    compat = json.loads(cli("compatibility", "--json").stdout)
+    assert compat["native_abi"] == native.ABI_VERSION
+    text = cli("compatibility").stdout
+    assert "native ABI" in text and str(native.ABI_VERSION) in text
