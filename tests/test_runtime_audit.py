@@ -136,3 +136,18 @@ def test_progress_line_on_a_tty_and_ctrl_c_drains(mode: str, ring_dir: Path, tmp
     assert proc.returncode == 0, bytes(buf)
     assert b"stopped by SIGINT (drained)" in buf
     assert out.read_bytes() == b"".join(bytes((b + 1) & 0xFF for b in b"line%d" % i) + b"\n" for i in range(100))
+
+
+@pytest.mark.parametrize("wait", ["spin", "yield", "backoff", "block"])
+def test_every_wait_strategy_delivers_everything_across_processes(wait: str, ring_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    spec = tmp_path / "chain.kv"
+    spec.write_text(CHAIN)
+    msgs = [b"w%d" % i for i in range(2000)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BYTEOR_")}
+    r = subprocess.run([str(BIN / "byteor"), "run", str(spec), f"--ring-path={ring_dir}", f"--wait={wait}",
+                        "--output=lines"], input=b"".join(m + b"\n" for m in msgs), capture_output=True,
+                       env=env, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"".join(bytes((b + 1) & 0xFF for b in m) + b"\n" for m in msgs)
+    assert b"executor mp" in r.stderr
