@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from byteor import SpecDecodeError
 from byteor.cli import main
 from byteor.spec import decode_kv, validate_v1
-from conftest import BIN, CliRunner
+from conftest import BIN, EXAMPLES, CliRunner
 
 LG = """pipeline.name=graph
 pipeline.target=LaneGraph
@@ -127,3 +128,37 @@ def test_capabilities_features_and_compatibility_native_abi(cli: CliRunner) -> N
     assert compat["native_abi"] == native.ABI_VERSION
     text = cli("compatibility").stdout
     assert "native ABI" in text and str(native.ABI_VERSION) in text
+
+
+def test_dot_render_hands_the_dot_text_to_graphviz(cli: CliRunner, tmp_path: Path) -> None:
+    """No graphviz on this machine: a stand-in ``dot`` program on PATH records how byteor calls it
+    (format flag, output path, the DOT text on stdin) and fails on request, so the render path and
+    its error message are exercised here too (the real renderer is graphviz's business)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "dot-call.json"
+    fake = bindir / "dot"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "args = sys.argv[1:]\n"
+        "text = sys.stdin.read()\n"
+        f"open({str(log)!r}, 'w').write(json.dumps({{'args': args, 'stdin': text}}))\n"
+        "if 'fail' in args[-1]:\n"
+        "    sys.stderr.write('Error: syntax error in line 1\\n')\n"
+        "    sys.exit(1)\n"
+        "open(args[args.index('-o') + 1], 'w').write('<svg/>')\n"
+    )
+    fake.chmod(0o755)
+    env = {"PATH": f"{bindir}{os.pathsep}{BIN}"}
+    spec = EXAMPLES / "diamond.kv"
+    plain = cli("dot", str(spec))
+    out = tmp_path / "g.png"
+    r = cli("dot", str(spec), f"--render={out}", env=env)
+    assert r.returncode == 0, r.stderr
+    call = json.loads(log.read_text())
+    assert call["args"] == ["-Tpng", "-o", str(out)] and call["stdin"] == plain.stdout
+    assert out.read_text() == "<svg/>"
+    r = cli("dot", str(spec), f"--render={tmp_path / 'fail.svg'}", env=env)
+    assert r.returncode == 2 and "graphviz `dot` failed: Error: syntax error" in r.stderr
+    assert "Traceback" not in r.stderr
