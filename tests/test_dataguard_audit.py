@@ -66,3 +66,31 @@ def test_dataguard_script_runs_a_row_mode_pipeline(mode: str, tmp_path: Path) ->
     assert (c["codec_mismatch"], c["decode_err"]) == (1, 1)
     assert c["seen"] == c["accepted"] + c["rejected"]
     assert report.rule_counts == [(n, 0), (n, 0)]
+
+
+def test_dataguard_run_mode_overrides_the_profile(tmp_path: Path) -> None:
+    """``byteor-dataguard run --mode=row`` decides the codec, whatever the profile says."""
+    dgs.write_profile(tmp_path / "dataguard", name="rows", schema_id=9, msg_type=4, required_version=1,
+                      mode="mapkv", rules=["name:mask=1:0:*"])
+    spec = tmp_path / "spec.kv"
+    spec.write_text(SPEC, encoding="utf-8")
+    src = tmp_path / "in.hex"
+    src.write_text("".join(row_env(i).hex() + "\n" for i in range(5)), encoding="ascii")
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BYTEOR_")}
+    report_path = tmp_path / "dataguard" / "reports" / "rows.kv"
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "byteor-dataguard"), "run", str(spec), "--sp", *extra, f"--input={src}",
+                               "--input-format=hex", f"--output-file={tmp_path / 'out.hex'}"],
+                              capture_output=True, text=True, env=full_env, timeout=120, check=False)
+
+    # The profile's own mode does not match the registry's row codec: refused at startup (exit 3).
+    as_profile = run()
+    assert as_profile.returncode == 3 and "codec is 'row' but the run's mode is 'mapkv'" in as_profile.stderr
+    overridden = run("--mode=row")
+    assert overridden.returncode == 0, overridden.stderr
+    counts = parse_report_kv(report_path.read_text(encoding="utf-8")).counts
+    assert (counts["accepted"], counts["codec_mismatch"], counts["out_forward_output"]) == (5, 0, 5)
+    bad = subprocess.run([str(BIN / "byteor-dataguard"), "run", str(spec), "--sp", "--mode=json",
+                          "--input-ascii=x"], capture_output=True, text=True, env=full_env, timeout=60, check=False)
+    assert bad.returncode == 2 and "--mode" in bad.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import signal
 import struct
@@ -61,6 +62,10 @@ def configure(parser: argparse.ArgumentParser, verb_name: str) -> None:
         _configure_snapshot(parser)
         return
     add_spec_option(parser)
+    if parser.prog.startswith("byteor-dataguard"):
+        parser.add_argument("--mode", choices=("mapkv", "row"), default=None,
+                            help="payload codec of every dataguard:<profile> stage, overriding the "
+                                 "profile's `mode` (default: the profile's)")
     parser.add_argument("--sp", action="store_true",
                         help="run in this one process, stages in index order (deterministic bring-up)")
     src = parser.add_argument_group("input (one of)")
@@ -294,8 +299,12 @@ def _context(args: argparse.Namespace, loaded: LoadedSpec, events: EventLog, *,
     decision) is written before anything runs, also when the gate refuses (exit 4)."""
     env = posture(args)
     spec_dir = os.path.dirname(os.path.abspath(loaded.path))
+    extra: dict[str, Any] = {}
+    if getattr(args, "mode", None):
+        extra["dataguard_mode"] = args.mode
     if not _side_effect_families(loaded.spec):
-        return StageContext(posture=env, dry_run=args.dry_run, spec_hash=loaded.hash, spec_dir=spec_dir), None
+        return StageContext(posture=env, dry_run=args.dry_run, spec_hash=loaded.hash, spec_dir=spec_dir,
+                            extra=extra), None
     try:
         from ..policy.audit import policy_audit_record
         from ..policy.gate import evaluate_run
@@ -310,6 +319,8 @@ def _context(args: argparse.Namespace, loaded: LoadedSpec, events: EventLog, *,
     args.policy_audit_written = _write_audit(args, loaded, record)
     if gate.refused:
         raise PolicyRefused(gate.refusal_message() + f"\n  (policy audit record: {args.policy_audit_written})")
+    if extra:
+        return dataclasses.replace(gate.context, extra={**gate.context.extra, **extra}), gate
     return gate.context, gate
 
 

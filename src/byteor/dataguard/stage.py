@@ -63,8 +63,10 @@ def profile_path(profile: str, ctx: StageContext) -> str:
     return os.path.join(str(base), f"{profile}.json")
 
 
-def load_profile(path: str) -> tuple[GuardConfig, str]:
-    """Read a profile file into the engine's config and the report path (relative paths resolved)."""
+def load_profile(path: str, *, mode: str | None = None) -> tuple[GuardConfig, str]:
+    """Read a profile file into the engine's config and the report path (relative paths resolved).
+
+    ``mode`` (``byteor-dataguard run --mode``) overrides the profile's payload codec."""
     try:
         with open(path, "rb") as fh:
             raw: Any = json.loads(fh.read().decode("utf-8"))
@@ -94,7 +96,7 @@ def load_profile(path: str) -> tuple[GuardConfig, str]:
     def rel(p: str) -> str:
         return p if os.path.isabs(p) else os.path.join(base, p)
 
-    mode = need("mode", str)
+    mode = need("mode", str) if mode is None else mode
     flow = need("flow", str, "fused")
     on_reject = need("on_reject", str, "drop")
     for key, value, allowed in (("mode", mode, tuple(CODEC_IDS)), ("flow", flow, FLOWS),
@@ -129,7 +131,8 @@ def resolve_dataguard(key: str, ctx: StageContext) -> ResolvedStage:
     if family != "dataguard" or not profile:
         raise DataGuardError(f"stage key {key!r} is not dataguard:<profile>")
     path = profile_path(profile, ctx)
-    config, report_path = load_profile(path)
+    override = ctx.extra.get("dataguard_mode")
+    config, report_path = load_profile(path, mode=str(override) if override else None)
     try:
         guard = DataGuard(config)
     except (RegistryError, RuleError) as exc:
