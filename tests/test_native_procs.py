@@ -243,6 +243,39 @@ def test_block_wait_burns_no_cpu_when_idle(ring_dir: Path) -> None:
     os.unlink(path)
 
 
+SINK = """
+import sys
+from byteor import _native as N
+r = N.Ring.attach(sys.argv[1])
+msgs, nbytes = r.count_sink(int(sys.argv[2]), int(sys.argv[3]))
+print(msgs, nbytes, flush=True)
+"""
+
+
+@pytest.mark.parametrize("wait", [N.WAIT_BACKOFF, N.WAIT_BLOCK])
+def test_oversubscribed_fanout_delivers_everything(ring_dir: Path, wait: int) -> None:
+    # more waiting subscribers than CPUs, and a small ring so the producer waits too: the waiters'
+    # contended path (yield that switched -> sleep / futex, no spin phase) must still see every message
+    cells = min(8, (os.cpu_count() or 1) + 2)
+    path = ring_dir / "fan.ring"
+    r = N.Ring.create(str(path), 64, 16, [0] * cells, H)
+    kids = [spawn(SINK, path, c, wait) for c in range(cells)]
+    n, batch = 40_000, [b"x" * 10] * 40
+    for i in range(n // len(batch)):
+        r.publish_many(batch, wait, 30_000_000_000)
+        if i % 250 == 0:
+            r.publish(b"y" * 3, wait, 30_000_000_000)  # a lone message between batches
+    extra = len(range(0, n // len(batch), 250))
+    r.request_stop()
+    for k in kids:
+        out, err = k.communicate(timeout=60)
+        assert k.returncode == 0, err
+        assert out.split() == [str(n + extra), str(10 * n + 3 * extra)]
+    assert all(r.gating(c) == n + extra - 1 for c in range(cells))
+    r.close()
+    os.unlink(path)
+
+
 def test_multi_producer_keeps_each_producers_order(ring_dir: Path) -> None:
     path = ring_dir / "mp.ring"
     r = N.Ring.create(str(path), 64, 8, [0], H, multi_producer=True)
