@@ -446,8 +446,12 @@ static int waiter_step(waiter_t *w, seq_line_t *cell, int64_t seen) {
             if (yield_probe()) w->yield_until = 0;
             return (n & 15u) == 15u ? waiter_tick(w, 0) : STEP_OK;
         } else {
-            if (t_contended && w->sleep_ns < CONTENDED_SLEEP_NS) w->sleep_ns = CONTENDED_SLEEP_NS;
-            struct timespec ts = {0, (long)w->sleep_ns};
+            /* the floor does not feed the doubling: a waiter that stays idle keeps sleeping
+             * CONTENDED_SLEEP_NS until the normal ladder passes it, instead of jumping to 256 us
+             * (which left stages of a chain asleep while their input piled up) */
+            int64_t d = w->sleep_ns;
+            if (t_contended && d < CONTENDED_SLEEP_NS) d = CONTENDED_SLEEP_NS;
+            struct timespec ts = {0, (long)d};
             nanosleep(&ts, NULL);
             if (w->sleep_ns < 256000) w->sleep_ns *= 2;
             return waiter_tick(w, 1);
