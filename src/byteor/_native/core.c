@@ -331,16 +331,60 @@ static inline long thread_nivcsw(void) {
     return ru.ru_nivcsw;
 }
 
-/* Yield once and learn whether anything else wanted this CPU (see "Oversubscription" above): the
- * yield was contended when it switched to another thread (this thread's involuntary context
- * switch count moved: two waiters yielding to each other return fast, yet neither should keep
- * yielding) or took longer than CONTENDED_YIELD_NS. Returns 1 when contended. */
-static inline int yield_probe(void) {
+/* Runnable threads on the whole machine right now (the 4th field of /proc/loadavg, "R/T"), or -1.
+ * Read with pread on one descriptor per process (procfs regenerates the text at offset 0). */
+static _Atomic int g_loadavg_fd = -2;
+
+static long machine_runnable(void) {
+    int fd = atomic_load_explicit(&g_loadavg_fd, memory_order_relaxed);
+    if (fd == -2) {
+        int nfd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+        int expected = -2;
+        if (!atomic_compare_exchange_strong(&g_loadavg_fd, &expected, nfd)) {
+            if (nfd >= 0) close(nfd);
+        }
+        fd = atomic_load_explicit(&g_loadavg_fd, memory_order_relaxed);
+    }
+    if (fd < 0) return -1;
+    char buf[128];
+    ssize_t got = pread(fd, buf, sizeof buf - 1, 0);
+    if (got <= 0) return -1;
+    buf[got] = 0;
+    const char *p = buf;
+    for (int field = 0; field < 3 && p; field++) {
+        p = strchr(p, ' ');
+        if (p) p++;
+    }
+    if (!p) return -1;
+    long v = 0;
+    while (*p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
+    return *p == '/' ? v : -1;
+}
+
+static long g_online_cpus = 0;
+
+/* Yield once and learn whether the machine is oversubscribed (see "Oversubscription" above). The
+ * yield is contended when it switched to another thread (this thread's involuntary context switch
+ * count moved: two waiters yielding to each other return fast, yet neither should keep yielding)
+ * or took longer than CONTENDED_YIELD_NS, *and* the machine has more runnable threads than CPUs.
+ * or the ring has more participants (consumer cells + a producer) than the machine has CPUs.
+ * The second test matters: the scheduler sometimes places a waiter on the CPU of the thread it
+ * waits for while the other CPU idles; a waiter that then slept would look idle to the load
+ * balancer and never be moved (measured: a 1-subscriber fanout stuck at a quarter of its rate),
+ * while one that stays runnable gets migrated. Returns 1 when contended. */
+static inline int yield_probe(uint32_t participants) {
     long sw0 = thread_nivcsw();
     int64_t t0 = mono_ns();
     sched_yield();
     long sw1 = thread_nivcsw();
-    t_contended = (sw0 >= 0 && sw1 != sw0) || mono_ns() - t0 > CONTENDED_YIELD_NS;
+    int switched = (sw0 >= 0 && sw1 != sw0) || mono_ns() - t0 > CONTENDED_YIELD_NS;
+    if (switched) {
+        if (g_online_cpus <= 0) g_online_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        long runnable = machine_runnable();
+        switched = runnable < 0 || g_online_cpus <= 0 || runnable > g_online_cpus ||
+                   (long)participants > g_online_cpus;
+    }
+    t_contended = switched;
     return t_contended;
 }
 
@@ -351,6 +395,7 @@ typedef struct {
     uint32_t n;            /* steps so far */
     uint32_t pauses;       /* pauses before the next poll (spin phases) */
     uint32_t spin;         /* spin polls of this wait (0 while the thread is contended) */
+    uint32_t participants; /* threads the waited-on ring keeps busy (0: unknown) */
     int64_t sleep_ns;
     int64_t yield_until;   /* block: yield (do not sleep) until this CLOCK_MONOTONIC ns */
     PyThreadState *ts;     /* saved thread state while the GIL is released, or NULL */
@@ -368,6 +413,7 @@ static void waiter_init(waiter_t *w, int strategy, int64_t timeout_ns, PyThreadS
     w->n = 0;
     w->pauses = 1;
     w->spin = SPIN_POLLS;
+    w->participants = 0;
     w->sleep_ns = 1000;
     w->yield_until = 0;
     w->ts = ts;
@@ -413,7 +459,7 @@ static int waiter_step(waiter_t *w, seq_line_t *cell, int64_t seen) {
              * moment first, so the brief gaps of a stream do not put the stage to sleep; kept short
              * because block is the strategy that must cost nothing between sparse messages. A
              * contended yield ends this phase: the CPU is wanted by others (oversubscribed). */
-            if (yield_probe()) w->yield_until = 0;
+            if (yield_probe(w->participants)) w->yield_until = 0;
             return (n & 15u) == 15u ? waiter_tick(w, 0) : STEP_OK;
         } else {
             int64_t slice = BLOCK_SLICE_NS;
@@ -443,7 +489,7 @@ static int waiter_step(waiter_t *w, seq_line_t *cell, int64_t seen) {
         if (mono_ns() < w->yield_until) {
             /* a contended yield ends the yield phase: sleep instead of taking CPU time from the
              * producer this waiter is waiting for */
-            if (yield_probe()) w->yield_until = 0;
+            if (yield_probe(w->participants)) w->yield_until = 0;
             return (n & 15u) == 15u ? waiter_tick(w, 0) : STEP_OK;
         } else {
             /* the floor does not feed the doubling: a waiter that stays idle keeps sleeping
@@ -574,6 +620,7 @@ static inline int64_t barrier_of(RingObject *r, int c, int64_t want, seq_line_t 
 /* Wait (GIL released; ts = saved state) until consumer c may read `want`. Returns the barrier (>= want),
  * STEP_TIMEOUT, WAIT_STOPPED (stop set and nothing at `want` is published) or STEP_ERROR. */
 static int64_t ring_wait_barrier(RingObject *r, int c, int64_t want, waiter_t *w) {
+    w->participants = r->n_consumers + 1;
     for (;;) {
         seq_line_t *cell;
         int64_t seen = 0;
@@ -588,6 +635,7 @@ static int64_t ring_wait_barrier(RingObject *r, int c, int64_t want, waiter_t *w
 
 /* Wait until every consumer has released `need` (the producer may then write need + capacity). */
 static int ring_wait_room(RingObject *r, int64_t need, waiter_t *w) {
+    w->participants = r->n_consumers + 1;
     for (;;) {
         seq_line_t *lag = NULL;
         int64_t seen = 0, m = INT64_MAX;
