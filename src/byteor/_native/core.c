@@ -298,14 +298,15 @@ static inline uint32_t low_word(int64_t v) { return (uint32_t)((uint64_t)v & 0xF
  * four subscribers on two cores), a spinning or yielding waiter takes CPU time from the thread it
  * is waiting for. A waiter sees this directly: sched_yield() returns at once when nothing else
  * wants this CPU (~1 us) and only after another thread has run when something does. A yield that
- * switched to another thread marks the calling thread "contended" (a thread-local hint,
+ * switched to another thread, while the machine has more runnable threads than CPUs or the ring
+ * more participants than CPUs (yield_probe), marks the calling thread "contended" (a thread-local hint,
  * since it is a property of the machine's load, not of one ring): the yield phase ends at once
  * (backoff sleeps, block goes to the futex), and the next waits of that thread skip the spin
  * phase and start with a single yield, which re-probes; a yield that returns at once clears the
  * hint and the full spin and yield phases come back. A contended backoff waiter sleeps at least
  * CONTENDED_SLEEP_NS, then consumes in one large batch what was published meanwhile, so the
  * producer keeps its CPU. Measured with `python -m benchmarks.lanes` (1 producer + 4 subscribers
- * on 2 cores), fanout_4/fanout_1 went from a median of 0.35 to 0.68 with backoff.
+ * on 2 cores), fanout_4/fanout_1 went from a median of 0.43 to 0.58 with backoff.
  * With the GIL released, every ~50 ms of waiting the loop briefly takes the GIL back to run
  * Python signal handlers (so Ctrl-C works); a handler that raises ends the wait with its error.
  */
@@ -318,7 +319,8 @@ static inline uint32_t low_word(int64_t v) { return (uint32_t)((uint64_t)v & 0xF
 /* A contended backoff waiter sleeps at least this long: each wakeup costs two context switches and
  * preempts whoever runs on that CPU (often the producer), so it should find a batch worth that
  * (~25 k messages at 250 M msgs/s); measured here with fanout to 4 subscribers on 2 cores, the
- * median fanout_4/fanout_1 went 0.52 -> 0.68 against sleeping the timer-slack minimum (~55 us). */
+ * median fanout_4/fanout_1 was 0.52 when sleeping only the timer-slack minimum (~55 us), ~0.6 with
+ * this floor. */
 #define CONTENDED_SLEEP_NS 100000LL
 #define SPIN_POLLS 32u
 
