@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+SHM = Path("/dev/shm/byteor")
 
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -41,3 +43,11 @@ def cli() -> CliRunner:
 @pytest.fixture
 def examples() -> Path:
     return EXAMPLES
+
+
+@pytest.fixture
+def ring_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh ring/lane directory under /dev/shm/byteor; the test fails if anything is left in it."""
+    path = SHM / f"t-{request.node.module.__name__.removeprefix('test_')[:12]}-{uuid.uuid4().hex[:12]}"
+    yield path
+    assert not path.exists(), f"leftover: {path} {list(path.iterdir())}"

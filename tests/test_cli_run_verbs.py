@@ -9,15 +9,12 @@ import struct
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from byteor.shm import take_snapshot
 from conftest import BIN, CliRunner
-
-SHM = Path("/dev/shm/byteor")
 
 CHAIN = """\
 pipeline.name=clichain
@@ -37,13 +34,6 @@ def chain(tmp_path: Path) -> Path:
     path = tmp_path / "chain.kv"
     path.write_text(CHAIN)
     return path
-
-
-@pytest.fixture
-def ring_dir() -> Iterator[Path]:
-    path = SHM / f"clitest-{uuid.uuid4().hex[:12]}"
-    yield path
-    assert not path.exists(), f"leftover: {path} {list(path.iterdir())}"
 
 
 @pytest.fixture(params=["sp", "mp"])

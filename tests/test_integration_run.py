@@ -8,8 +8,7 @@ import json
 import os
 import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from test_policy_support import HttpTarget, http_target, write_lanegraph_spec, w
 
 __all__ = ["http_target"]  # the fixture, imported for its name
 
-SHM = Path("/dev/shm/byteor")
 
 CHAIN = """\
 pipeline.name=intchain
@@ -43,14 +41,6 @@ def chain(tmp_path: Path) -> Path:
     path = tmp_path / "chain.kv"
     path.write_text(CHAIN)
     return path
-
-
-@pytest.fixture
-def shm_dir() -> Iterator[Path]:
-    """A fresh ring/lane directory under /dev/shm; nothing may be left in it after the test."""
-    path = SHM / f"inttest-{uuid.uuid4().hex[:12]}"
-    yield path
-    assert not path.exists(), f"leftover: {path} {list(path.iterdir())}"
 
 
 def _env() -> dict[str, str]:
@@ -79,9 +69,9 @@ def _knob_table(roles: dict[str, list[dict[str, str]]], role: str) -> dict[str, 
 
 
 @pytest.mark.parametrize("profile", ["default", "low-latency", "isolated-core"])
-def test_mp_stages_apply_the_profile_and_log_every_knob(cli: CliRunner, chain: Path, shm_dir: Path,
+def test_mp_stages_apply_the_profile_and_log_every_knob(cli: CliRunner, chain: Path, ring_dir: Path,
                                                         profile: str) -> None:
-    r = cli("run", chain, f"--ring-path={shm_dir}", f"--tuning={profile}", "--json", input="x\ny\n")
+    r = cli("run", chain, f"--ring-path={ring_dir}", f"--tuning={profile}", "--json", input="x\ny\n")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["outputs"] == ["79", "7a"]
@@ -105,8 +95,8 @@ def test_mp_stages_apply_the_profile_and_log_every_knob(cli: CliRunner, chain: P
             assert (wait["applied"], wait["state"]) == ("backoff", "Degraded") and wait["reason"]
 
 
-def test_explicit_wait_overrides_the_profile(cli: CliRunner, chain: Path, shm_dir: Path) -> None:
-    r = cli("run", chain, f"--ring-path={shm_dir}", "--tuning=low-latency", "--wait=block", "--json",
+def test_explicit_wait_overrides_the_profile(cli: CliRunner, chain: Path, ring_dir: Path) -> None:
+    r = cli("run", chain, f"--ring-path={ring_dir}", "--tuning=low-latency", "--wait=block", "--json",
             input="a\n")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
@@ -114,10 +104,10 @@ def test_explicit_wait_overrides_the_profile(cli: CliRunner, chain: Path, shm_di
     assert _knob_table(summary["tuning"]["roles"], "b")["wait"]["applied"] == "block"
 
 
-def test_no_profile_is_quiet_and_still_recorded(cli: CliRunner, chain: Path, shm_dir: Path) -> None:
-    r = cli("run", chain, f"--ring-path={shm_dir}", "--input-hex=00")
+def test_no_profile_is_quiet_and_still_recorded(cli: CliRunner, chain: Path, ring_dir: Path) -> None:
+    r = cli("run", chain, f"--ring-path={ring_dir}", "--input-hex=00")
     assert (r.returncode, r.stdout, r.stderr) == (0, "01\n", "")
-    r = cli("run", chain, f"--ring-path={shm_dir}", "--wait=yield", "--json", input="a\n")
+    r = cli("run", chain, f"--ring-path={ring_dir}", "--wait=yield", "--json", input="a\n")
     summary = json.loads(r.stdout)
     assert summary["tuning"]["profile"] is None
     assert _knob_table(summary["tuning"]["roles"], "a")["wait"]["applied"] == "yield"
@@ -132,13 +122,13 @@ def test_sp_process_is_tuned(cli: CliRunner, chain: Path) -> None:
     assert "tuning profile=low-latency role=sp " in r.stderr
 
 
-def test_snapshot_shows_the_tuning_of_a_live_run_and_clean_exit_removes_it(chain: Path, shm_dir: Path,
+def test_snapshot_shows_the_tuning_of_a_live_run_and_clean_exit_removes_it(chain: Path, ring_dir: Path,
                                                                          cli: CliRunner) -> None:
-    proc = subprocess.Popen([str(BIN / "byteor"), "run", str(chain), f"--ring-path={shm_dir}",
+    proc = subprocess.Popen([str(BIN / "byteor"), "run", str(chain), f"--ring-path={ring_dir}",
                              "--tuning=low-latency", "--wait=block"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     try:
-        record = shm_dir / "runtime_config.txt"
+        record = ring_dir / "runtime_config.txt"
 
         def both_recorded() -> bool:
             try:
@@ -148,12 +138,12 @@ def test_snapshot_shows_the_tuning_of_a_live_run_and_clean_exit_removes_it(chain
 
         _wait_for(both_recorded)
         assert read_runtime_config(record).tuning == "low-latency"
-        r = cli("snapshot", f"--ring-path={shm_dir}", "--json")
+        r = cli("snapshot", f"--ring-path={ring_dir}", "--json")
         assert r.returncode == 0, r.stderr
         snap = json.loads(r.stdout)
         assert set(snap["tuning"]) == {"a", "b"} and len(snap["rings"]) == 1
         _knob_table(snap["tuning"], "a")
-        r = cli("snapshot", f"--ring-path={shm_dir / 'shard-0.ring'}")
+        r = cli("snapshot", f"--ring-path={ring_dir / 'shard-0.ring'}")
         assert r.returncode == 0, r.stderr
         assert "tuning (runtime_config.txt)" in r.stdout and "cpu_pinning" in r.stdout
         out, err = proc.communicate(b"hi\n", timeout=60)
@@ -163,7 +153,7 @@ def test_snapshot_shows_the_tuning_of_a_live_run_and_clean_exit_removes_it(chain
             proc.wait(timeout=10)
     assert proc.returncode == 0, err
     assert out == b"696a\n"
-    assert not shm_dir.exists()  # runtime_config.txt and its .lock went with the rings
+    assert not ring_dir.exists()  # runtime_config.txt and its .lock went with the rings
 
 
 def test_snapshot_of_a_ring_without_record_has_null_tuning(cli: CliRunner, tmp_path: Path) -> None:
@@ -186,16 +176,16 @@ def test_snapshot_of_a_ring_without_record_has_null_tuning(cli: CliRunner, tmp_p
 # ==================================================================================================
 
 
-def test_config_values_are_defaults_for_options_not_given(cli: CliRunner, chain: Path, shm_dir: Path,
+def test_config_values_are_defaults_for_options_not_given(cli: CliRunner, chain: Path, ring_dir: Path,
                                                           tmp_path: Path) -> None:
     cfg = tmp_path / "runtime_config.txt"
     cfg.write_text(f"# operator settings\nconfig.v=1\nruntime.tuning=low-latency\nruntime.wait=yield\n"
-                   f"runtime.ring_path={shm_dir}\n")
+                   f"runtime.ring_path={ring_dir}\n")
     r = cli("run", chain, f"--config={cfg}", "--json", input="a\n")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert (summary["ring_path"], summary["wait"], summary["tuning"]["profile"]) == (
-        str(shm_dir), "yield", "low-latency")
+        str(ring_dir), "yield", "low-latency")
     r = cli("run", chain, f"--config={cfg}", "--tuning=default", "--wait=block", "--json", input="a\n")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
@@ -249,16 +239,16 @@ def _hash8(spec: Path) -> str:
 
 
 def test_every_side_effect_run_writes_the_policy_audit(cli: CliRunner, http_target: HttpTarget,
-                                                       tmp_path: Path, shm_dir: Path) -> None:
+                                                       tmp_path: Path, ring_dir: Path) -> None:
     spec = write_spec(tmp_path, f"http_post:{http_target.base}/audit")
     default = tmp_path / f"policy_audit-{_hash8(spec)}.json"
-    r = cli("run", spec, f"--ring-path={shm_dir}", "--wait=block", "--json", input="a\nb\n")
+    r = cli("run", spec, f"--ring-path={ring_dir}", "--wait=block", "--json", input="a\nb\n")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["policy_audit"] == str(default)
     rec = read_policy_audit(str(default))
     assert (rec["ok"], rec["enforced"], rec["mode"], rec["wait"], rec["lane_path"]) == (
-        True, True, "dev", "block", str(shm_dir))
+        True, True, "dev", "block", str(ring_dir))
     assert [d["decision"] for d in rec["decisions"]] == ["Allow"]
     assert rec["spec"]["name"] == "actions"
 
@@ -306,9 +296,9 @@ def test_policy_file_reaches_the_gate(cli: CliRunner, http_target: HttpTarget, t
 
 @pytest.mark.parametrize("mode", ["sp", "mp"])
 def test_performed_posts_are_counted_not_printed_and_dry_runs_kept(
-        cli: CliRunner, http_target: HttpTarget, tmp_path: Path, shm_dir: Path, mode: str) -> None:
+        cli: CliRunner, http_target: HttpTarget, tmp_path: Path, ring_dir: Path, mode: str) -> None:
     spec = write_spec(tmp_path, f"http_post:{http_target.base}/many")
-    args = ["--sp"] if mode == "sp" else [f"--ring-path={shm_dir}", "--wait=block"]
+    args = ["--sp"] if mode == "sp" else [f"--ring-path={ring_dir}", "--wait=block"]
     n = 40
     body = "".join(f"m{i}\n" for i in range(n))
     r = cli("run", spec, *args, "--json", input=body)
@@ -335,10 +325,10 @@ def test_performed_posts_are_counted_not_printed_and_dry_runs_kept(
 
 
 @pytest.mark.parametrize("mode", ["sp", "mp"])
-def test_lanegraph_journal_dir_and_fsync_options(cli: CliRunner, shm_dir: Path, tmp_path: Path,
+def test_lanegraph_journal_dir_and_fsync_options(cli: CliRunner, ring_dir: Path, tmp_path: Path,
                                                  mode: str) -> None:
     journal = tmp_path / "journal"
-    args = ["--sp"] if mode == "sp" else [f"--lane-path={shm_dir}"]
+    args = ["--sp"] if mode == "sp" else [f"--lane-path={ring_dir}"]
     r = cli("run", EXAMPLES / "lanegraph.kv", *args, f"--journal-dir={journal}", "--fsync=always", "--json",
             input="a\nb\nc\n")
     assert r.returncode == 0, r.stderr
@@ -356,9 +346,9 @@ def test_lanegraph_journal_dir_and_fsync_options(cli: CliRunner, shm_dir: Path, 
     assert json.loads(r.stdout)["journal_dir"] == str(other) and any(other.rglob("*"))
 
 
-def test_lanegraph_roles_are_tuned_and_lane_dir_is_removed(cli: CliRunner, shm_dir: Path,
+def test_lanegraph_roles_are_tuned_and_lane_dir_is_removed(cli: CliRunner, ring_dir: Path,
                                                            tmp_path: Path) -> None:
-    r = cli("run", EXAMPLES / "lanegraph.kv", f"--lane-path={shm_dir}", f"--journal-dir={tmp_path / 'j'}",
+    r = cli("run", EXAMPLES / "lanegraph.kv", f"--lane-path={ring_dir}", f"--journal-dir={tmp_path / 'j'}",
             "--tuning=low-latency", "--json", input="a\n")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
@@ -367,27 +357,27 @@ def test_lanegraph_roles_are_tuned_and_lane_dir_is_removed(cli: CliRunner, shm_d
     for role in roles:
         _knob_table(roles, role)
         assert f"role={role} " in r.stderr
-    # shm_dir fixture: runtime_config.txt, its .lock and the role files are gone
+    # ring_dir fixture: runtime_config.txt, its .lock and the role files are gone
 
 
-def test_lanegraph_snapshot_shows_tuning_while_running(shm_dir: Path, tmp_path: Path, cli: CliRunner) -> None:
-    proc = subprocess.Popen([str(BIN / "byteor"), "run", str(EXAMPLES / "lanegraph.kv"), f"--lane-path={shm_dir}",
+def test_lanegraph_snapshot_shows_tuning_while_running(ring_dir: Path, tmp_path: Path, cli: CliRunner) -> None:
+    proc = subprocess.Popen([str(BIN / "byteor"), "run", str(EXAMPLES / "lanegraph.kv"), f"--lane-path={ring_dir}",
                              f"--journal-dir={tmp_path / 'j'}", "--tuning=default", "--wait=block"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     try:
         def recorded() -> bool:
             try:
-                return set(read_runtime_config(shm_dir / "runtime_config.txt").effective) == {
-                    "bump", "to-journal"} and (shm_dir / "lane_graph_state.json").exists()
+                return set(read_runtime_config(ring_dir / "runtime_config.txt").effective) == {
+                    "bump", "to-journal"} and (ring_dir / "lane_graph_state.json").exists()
             except Exception:
                 return False
 
         _wait_for(recorded)
-        r = cli("snapshot", f"--lane-path={shm_dir}", "--json")
+        r = cli("snapshot", f"--lane-path={ring_dir}", "--json")
         assert r.returncode == 0, r.stderr
         snap = json.loads(r.stdout)
         assert set(snap["tuning"]) == {"bump", "to-journal"} and snap["lanes"]
-        r = cli("snapshot", f"--lane-path={shm_dir}")
+        r = cli("snapshot", f"--lane-path={ring_dir}")
         assert "tuning (runtime_config.txt)" in r.stdout
         out, err = proc.communicate(b"q\n", timeout=60)
     finally:
@@ -399,25 +389,25 @@ def test_lanegraph_snapshot_shows_tuning_while_running(shm_dir: Path, tmp_path: 
 
 
 def test_lanegraph_role_side_effects_are_counted(cli: CliRunner, http_target: HttpTarget, tmp_path: Path,
-                                                 shm_dir: Path) -> None:
+                                                 ring_dir: Path) -> None:
     spec = write_lanegraph_spec(tmp_path, f"http_post:{http_target.base}/lg")
     n = 25
     body = "".join(f"r{i}\n" for i in range(n))
-    r = cli("run", spec, f"--lane-path={shm_dir}", "--json", input=body)
+    r = cli("run", spec, f"--lane-path={ring_dir}", "--json", input=body)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert len(http_target.recorder.posts()) == n
     assert summary["side_effect_counts"]["by_decision"] == {"Allow": n}
     assert "byteor stage:" not in r.stderr
     rec = read_policy_audit(summary["policy_audit"])
-    assert rec["lane_path"] == str(shm_dir) and [d["decision"] for d in rec["decisions"]] == ["Allow"]
-    r = cli("run", spec, f"--lane-path={shm_dir}", "--dry-run", "--json", input=body)
+    assert rec["lane_path"] == str(ring_dir) and [d["decision"] for d in rec["decisions"]] == ["Allow"]
+    r = cli("run", spec, f"--lane-path={ring_dir}", "--dry-run", "--json", input=body)
     summary = json.loads(r.stdout)
     assert [e["decision"] for e in summary["side_effects"]] == ["DryRunOnly"] * n
     assert len(http_target.recorder.posts()) == n
 
 
-def test_lanegraph_role_prints_go_to_stderr(cli: CliRunner, shm_dir: Path, tmp_path: Path) -> None:
+def test_lanegraph_role_prints_go_to_stderr(cli: CliRunner, ring_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "noisy_stage.py").write_text(
         "def shout(slot, n):\n    print('hello from a role')\n    return n\n")
     spec = tmp_path / "noisy.kv"
@@ -431,7 +421,7 @@ def test_lanegraph_role_prints_go_to_stderr(cli: CliRunner, shm_dir: Path, tmp_p
         "pipeline.roles.0.outputs.0=b", "pipeline.roles.0.op=resolver",
         "pipeline.roles.0.resolver_key=py:noisy_stage:shout",
     ]) + "\n")
-    r = cli("run", spec, f"--lane-path={shm_dir}", input="x\n", env={"PYTHONPATH": str(tmp_path)})
+    r = cli("run", spec, f"--lane-path={ring_dir}", input="x\n", env={"PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     assert r.stdout == "78\n"  # stdout carries only the output messages
     assert "hello from a role" in r.stderr

@@ -12,8 +12,6 @@ import subprocess
 import textwrap
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,8 +20,6 @@ from byteor import decode_kv
 from byteor.runtime import Pipeline
 from byteor.spec.model import SingleRingSpecV1
 from conftest import BIN
-
-SHM = Path("/dev/shm/byteor")
 
 UNORDERED = """
     pipeline.name=rr
@@ -36,13 +32,6 @@ UNORDERED = """
     pipeline.stages.0.op=add_u8
     pipeline.stages.0.delta=1
 """
-
-
-@pytest.fixture
-def ring_dir() -> Iterator[Path]:
-    path = SHM / f"audit-{uuid.uuid4().hex[:12]}"
-    yield path
-    assert not path.exists(), f"leftover: {path} {list(path.iterdir())}"
 
 
 @pytest.mark.parametrize("mode", ["sp", "mp"])

@@ -9,7 +9,6 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,6 @@ from byteor.runtime import Pipeline
 from byteor.runtime.sharding import Router
 from byteor.shm import take_snapshot
 from byteor.spec.model import SingleRingSpecV1
-
-SHM = Path("/dev/shm/byteor")
 
 
 def spec_of(text: str) -> SingleRingSpecV1:
@@ -35,10 +32,9 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def ring_dir() -> Iterator[str]:
-    path = SHM / f"test-{uuid.uuid4().hex[:12]}"
-    yield str(path)
-    assert not path.exists(), f"leftover: {path} {list(path.iterdir())}"
+def ring_dir(ring_dir: Path) -> str:
+    """The shared fresh /dev/shm directory (conftest), as the str the executors take."""
+    return str(ring_dir)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,13 +37,6 @@ def spec() -> SingleRingSpecV1:
     s = decode_kv(SPEC)
     assert isinstance(s, SingleRingSpecV1)
     return s
-
-
-@pytest.fixture
-def ring_dir() -> Iterator[Path]:
-    path = Path(f"/dev/shm/byteor/suptest-{uuid.uuid4().hex[:12]}")
-    yield path
-    assert not path.exists(), f"leftover: {path} {list(path.iterdir())}"
 
 
 def test_hung_stage_is_killed_and_restarted(spec: SingleRingSpecV1, ring_dir: Path) -> None:
