@@ -84,6 +84,17 @@ class _Validator:
         if not isinstance(value, str) or value == "":
             self.bad(key, f"{what} must be non-empty")
 
+    def unique_name(self, array: str, i: int, value: object, what: str, seen: dict[str, int]) -> None:
+        """``pipeline.<array>.<i>.name`` is non-empty and not used by an earlier element of the array."""
+        key = f"pipeline.{array}.{i}.name"
+        self.name(key, value, f"{what} name")
+        if not isinstance(value, str) or not value:
+            return
+        if value in seen:
+            self.bad(key, f"duplicate {what} name {value!r} (first at pipeline.{array}.{seen[value]}.name)")
+        else:
+            seen[value] = i
+
     def common(self, spec: PipelineSpecV1) -> None:
         name = getattr(spec, "name", None)
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
@@ -186,12 +197,7 @@ class _Validator:
             self.bad("pipeline.lanes", "a LaneGraph spec needs at least one lane")
         for i, lane in enumerate(spec.lanes):
             p = f"pipeline.lanes.{i}"
-            self.name(f"{p}.name", lane.name, "lane name")
-            if lane.name in lane_index:
-                self.bad(f"{p}.name", f"duplicate lane name {lane.name!r} (first at pipeline.lanes."
-                                      f"{lane_index[lane.name]}.name)")
-            elif lane.name:
-                lane_index[lane.name] = i
+            self.unique_name("lanes", i, lane.name, "lane", lane_index)
             if not self.enum(f"{p}.kind", lane.kind, LANE_KINDS):
                 continue
             kinds.setdefault(lane.name, lane.kind)
@@ -235,12 +241,7 @@ class _Validator:
         seen_ep: dict[str, int] = {}
         for i, ep in enumerate(spec.endpoints):
             p = f"pipeline.endpoints.{i}"
-            self.name(f"{p}.name", ep.name, "endpoint name")
-            if ep.name in seen_ep:
-                self.bad(f"{p}.name", f"duplicate endpoint name {ep.name!r} (first at pipeline.endpoints."
-                                      f"{seen_ep[ep.name]}.name)")
-            elif ep.name:
-                seen_ep[ep.name] = i
+            self.unique_name("endpoints", i, ep.name, "endpoint", seen_ep)
             direction_ok = self.enum(f"{p}.direction", ep.direction, ENDPOINT_DIRECTIONS)
             if lane_ref(f"{p}.lane", ep.lane) and direction_ok:
                 if ep.direction == "ingress":
@@ -253,12 +254,7 @@ class _Validator:
         edges: dict[str, list[tuple[str, int]]] = defaultdict(list)  # lane -> [(lane, role index)]
         for i, role in enumerate(spec.roles):
             p = f"pipeline.roles.{i}"
-            self.name(f"{p}.name", role.name, "role name")
-            if role.name in seen_role:
-                self.bad(f"{p}.name", f"duplicate role name {role.name!r} (first at pipeline.roles."
-                                      f"{seen_role[role.name]}.name)")
-            elif role.name:
-                seen_role[role.name] = i
+            self.unique_name("roles", i, role.name, "role", seen_role)
             if not self.enum(f"{p}.kind", role.kind, ROLE_KINDS):
                 continue
             n_in, n_out = len(role.inputs), len(role.outputs)
