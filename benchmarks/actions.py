@@ -34,9 +34,9 @@ from rich.console import Console
 from rich.table import Table
 
 from byteor import load_spec_file, spec_hash
+from byteor._formats import b64url_encode
 from byteor.actions import resolve_action
 from byteor.policy import issue_credential, load_key_set, verify_credential
-from byteor.policy._util import b64url_encode
 from byteor.policy.gate import gate_run
 
 

@@ -27,11 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from byteor._stage import StageContext
 from byteor.dataguard import codecs, envelope
 from byteor.dataguard.engine import DataGuard, GuardConfig, _plan_type
 from byteor.dataguard.rules import RuleSet, parse_rules
 from byteor.dataguard.stage import resolve_dataguard
-from byteor.runtime.stage_api import StageContext
 
 from ._common import Result, bench_dir, parser, print_table, repeat, write_json
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from byteor import ActionFailed, PolicyRefused, load_spec_file, spec_hash
+from byteor._stage import StageContext
 from byteor.actions import DeadLetterJournal, parse_exec_key, resolve_action
 from byteor.policy.gate import RunGate, gate_run
-from byteor.runtime.stage_api import StageContext
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from byteor import ActionFailed, PolicyRefused, load_spec_file, spec_hash
+from byteor._stage import ResolvedStage, StageContext
 from byteor.actions import DeadLetterJournal, resolve_action, url_admitted
 from byteor.actions.http_post import allowlist_from_env, parse_target_url
 from byteor.policy.gate import RunGate, gate_run
-from byteor.runtime.stage_api import ResolvedStage, StageContext
 from test_policy_support import HttpTarget, http_target, write_lanegraph_spec, write_spec
 
 __all__ = ["http_target"]

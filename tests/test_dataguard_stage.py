@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from byteor import DataGuardError
+from byteor._stage import DROP, StageContext
 from byteor.dataguard import codecs, envelope
 from byteor.dataguard.errors import RegistryError, RuleError
 from byteor.dataguard.report import parse_report_kv
 from byteor.dataguard.stage import resolve_dataguard
-from byteor.runtime.stage_api import DROP, StageContext
 
 REGISTRY = Path(__file__).parent / "vectors" / "dataguard" / "registry"
 BIN = Path(sys.executable).parent

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from byteor import ApprovalError, PolicyRefused, load_spec_file, spec_hash
+from byteor._formats import b64url_decode, b64url_encode
 from byteor.policy import CHECKS, load_key_set, verify_credential
-from byteor.policy._util import b64url_decode, b64url_encode
 from byteor.policy.approvals import encode_payload
 from byteor.policy.gate import gate_run
 from test_policy_support import Signer, new_signer, write_key_set, write_spec

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byteor import ApprovalError
+from byteor._formats import b64url_decode, b64url_encode
 from byteor.actions import parse_target_url, url_admitted
 from byteor.actions.http_post import allowlist_from_env
 from byteor.policy import KeySet, load_key_set, verify_credential
-from byteor.policy._util import b64url_decode, b64url_encode
 from test_policy_support import new_signer, write_key_set
 
 H = "sha256:" + "ab" * 32

@@ -20,8 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from byteor._formats import b64url_encode
 from byteor.policy import issue_credential
-from byteor.policy._util import b64url_encode
 
 
 @dataclass

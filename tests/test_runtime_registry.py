@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from byteor import PolicyRefused, SpecError, decode_kv
+from byteor._stage import ResolvedStage, StageContext
 from byteor.runtime import Pipeline
 from byteor.runtime.registry import known_families, resolve_stage, resolve_stages
-from byteor.runtime.stage_api import ResolvedStage, StageContext
 from byteor.runtime.support import unsupported_reasons
 from byteor.spec.families import entry_point_families
 from byteor.spec.model import SingleRingSpecV1, StageV1
@@ -36,7 +36,7 @@ def stage_pkg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp_path = tmp_path_factory.mktemp("stages")
     mod = f"regstages_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{mod}.py").write_text(textwrap.dedent(f"""
-        from byteor.runtime.stage_api import ResolvedStage
+        from byteor._stage import ResolvedStage
 
         def upper(slot, n):
             slot[:n] = bytes(slot[:n]).upper()

@@ -7,9 +7,11 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._errors import ActionFailed, ByteorError, PolicyRefused, SpecError, UsageError
+from .._errors import ActionFailed, ByteorError, PolicyRefused, SpecError
+from .._stage import ResolvedStage, StageContext
+from ..policy.admission import action_family as family_of
+from ..policy.admission import admission
 from ..policy.decisions import ALLOW, DRY_RUN_ONLY
-from ..runtime.stage_api import ResolvedStage, StageContext
 from . import exec_action, http_post
 from .deadletter import DeadLetterJournal, DeadLetterRecord
 from .exec_action import ExecAction
@@ -22,45 +24,6 @@ log = logging.getLogger("byteor.actions")
 Action = HttpPostAction | ExecAction
 #: Where failed actions go when the context names no dead-letter directory: next to the spec.
 DEAD_LETTER_DIRNAME = "dead-letter"
-
-
-def family_of(key: str) -> str | None:
-    if key.startswith(http_post.PREFIX):
-        return "http_post"
-    if key.startswith(exec_action.PREFIX):
-        return "exec"
-    return None
-
-
-def admission(key: str, env: Mapping[str, str] | None = None) -> str | None:
-    """Why ``key`` is refused before any policy applies (a Deny reason), or ``None`` when admitted.
-
-    A malformed key (not http(s), userinfo, dot segments, NUL, empty program) and a target the
-    allowlist does not admit are both refusals: the stage may never run, whatever the posture.
-    Raises :class:`~byteor.UsageError` when an allowlist variable itself is malformed.
-    """
-    env = os.environ if env is None else env
-    fam = family_of(key)
-    try:
-        if fam == "http_post":
-            target = http_post.parse_target_url(key[len(http_post.PREFIX):])
-            allow = http_post.allowlist_from_env(env)
-            if not http_post.url_admitted(target, allow):
-                return f"{target.display} is not admitted by {http_post.ALLOWLIST_ENV}"
-            return None
-        if fam == "exec":
-            cmd = exec_action.parse_exec_key(key)
-            programs = exec_action.exec_allowlist(env)
-            if programs is None:
-                return f"exec is disabled: {exec_action.ALLOWLIST_ENV} is not set"
-            if cmd.program not in programs:
-                return f"program {cmd.program!r} is not listed in {exec_action.ALLOWLIST_ENV}"
-            return None
-    except UsageError:  # a malformed allowlist variable is the operator's usage error (exit 2)
-        raise
-    except ValueError as exc:
-        return str(exc)
-    return "not an action stage key (expected http_post:<url> or exec:PROGRAM|ARG|...)"
 
 
 def build_action(key: str, env: Mapping[str, str] | None = None) -> Action:

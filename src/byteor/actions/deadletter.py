@@ -28,8 +28,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._errors import ActionFailed, ArtifactError, PipelineFailed
+from .._formats import format_rfc3339, utc_now
 from ..lanes.journal import JournalReader, JournalWriter
-from ..policy._util import format_rfc3339, utc_now
 
 __all__ = ["DEAD_LETTER_VERSION", "MAX_RECORD_BYTES", "RECORDS_LANE", "REDRIVEN_LANE", "DeadLetterJournal",
            "DeadLetterRecord"]

@@ -21,9 +21,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from .._errors import ActionFailed, UsageError
+from ..policy.admission import EXEC_ALLOWLIST_ENV, EXEC_PREFIX, ExecCmd, exec_allowlist, parse_exec_key
 from .retry import RetryConfig, env_number
 
 __all__ = [
@@ -37,44 +37,12 @@ __all__ = [
     "parse_exec_key",
 ]
 
-PREFIX = "exec:"
-ALLOWLIST_ENV = "BYTEOR_EXEC_ALLOWLIST"
+PREFIX = EXEC_PREFIX
+ALLOWLIST_ENV = EXEC_ALLOWLIST_ENV
 TIMEOUT_ENV = "BYTEOR_EXEC_TIMEOUT"
 DEFAULT_TIMEOUT_S = 5.0
 _TRANSIENT = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 _HIDDEN_ENV = ("BYTEOR_AGENT_API_KEY",)
-
-
-@dataclass(frozen=True, slots=True)
-class ExecCmd:
-    program: str
-    args: tuple[str, ...]
-
-    @property
-    def argv(self) -> list[str]:
-        return [self.program, *self.args]
-
-
-def parse_exec_key(key: str) -> ExecCmd:
-    """``exec:PROGRAM|ARG|...`` to :class:`ExecCmd`; ``ValueError`` on an empty key, a NUL or an
-    empty program."""
-    body = key[len(PREFIX):] if key.startswith(PREFIX) else key
-    if not body:
-        raise ValueError("exec stage key names no program")
-    if "\x00" in body:
-        raise ValueError("exec stage key contains a NUL character")
-    program, *args = body.split("|")
-    if not program:
-        raise ValueError("exec stage key has an empty program")
-    return ExecCmd(program, tuple(args))
-
-
-def exec_allowlist(env: Mapping[str, str] | None = None) -> frozenset[str] | None:
-    """The allowed PROGRAM strings, or ``None`` when ``BYTEOR_EXEC_ALLOWLIST`` is unset or empty
-    (exec disabled). Entries are compared exactly, after trimming the spaces around each comma."""
-    env = os.environ if env is None else env
-    entries = frozenset(e.strip() for e in env.get(ALLOWLIST_ENV, "").split(",") if e.strip())
-    return entries or None
 
 
 class ExecAction:

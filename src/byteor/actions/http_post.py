@@ -6,26 +6,27 @@ dot segments), the allowlist (``BYTEOR_HTTP_POST_ALLOWLIST``), the timeout
 hashes the bytes for ``Idempotency-Key: sha256:<hex>`` and posts them on one pooled keep-alive
 ``httpx.Client``.
 
-Allowlist entries are URLs matched on the *parsed* target: same scheme, same host (exact, case
-folded), same effective port, and the target path equal to the entry's path or below it at a ``/``
-boundary. So ``https://a.example.com`` admits ``https://a.example.com/x`` but neither
-``https://a.example.com.evil.net`` nor ``https://a.example.com:8443``, and ``https://h/api`` does
-not admit ``https://h/apix``.
+The URL and the allowlist are parsed and matched by :mod:`byteor.policy.admission`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
 from .._errors import ActionFailed, UsageError
+from ..policy.admission import (
+    HTTP_POST_ALLOWLIST_ENV,
+    HTTP_POST_PREFIX,
+    TargetUrl,
+    allowlist_from_env,
+    parse_target_url,
+    url_admitted,
+)
 from .retry import RetryConfig, env_number
 
 __all__ = [
@@ -41,99 +42,12 @@ __all__ = [
     "url_admitted",
 ]
 
-PREFIX = "http_post:"
-ALLOWLIST_ENV = "BYTEOR_HTTP_POST_ALLOWLIST"
+PREFIX = HTTP_POST_PREFIX
+ALLOWLIST_ENV = HTTP_POST_ALLOWLIST_ENV
 TIMEOUT_ENV = "BYTEOR_HTTP_POST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 10.0
 #: Response bodies are read (and discarded) up to this many bytes.
 MAX_RESPONSE_BYTES = 64 * 1024
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_DOT_SEGMENT = re.compile(r"^(\.|%2e){1,2}$", re.IGNORECASE)
-_BAD_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
-
-
-@dataclass(frozen=True, slots=True)
-class TargetUrl:
-    """A parsed http(s) URL: what allowlists compare. ``url`` is the original text."""
-
-    url: str
-    scheme: str
-    host: str
-    port: int
-    path: str
-    has_query: bool
-
-    @property
-    def display(self) -> str:
-        """The URL for logs and errors: the query (which may carry a token) is never shown."""
-        return self.url.split("?", 1)[0] + ("?<redacted>" if self.has_query else "")
-
-
-def parse_target_url(url: str, *, what: str = "http_post URL") -> TargetUrl:
-    """Parse and check an http(s) URL; ``ValueError`` saying what is wrong (never echoing a query)."""
-    if _BAD_CHARS.search(url):
-        raise ValueError(f"{what} contains whitespace, a control character or a backslash")
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        raise ValueError(f"{what} must start with http:// or https://")
-    if "@" in parts.netloc:
-        raise ValueError(f"{what} must not carry userinfo (user@host)")
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise ValueError(f"{what} has no host")
-    try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
-    except ValueError:
-        raise ValueError(f"{what} has an invalid port") from None
-    path = parts.path or "/"
-    if any(_DOT_SEGMENT.match(seg) for seg in path.split("/")):
-        raise ValueError(f"{what} path has . or .. segments")
-    # Defence against parser differentials: the HTTP client must see the same origin we checked.
-    try:
-        seen = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError):
-        raise ValueError(f"{what} is not a valid URL") from None
-    if (seen.scheme, seen.host.lower(), seen.port or _DEFAULT_PORTS[scheme]) != (scheme, host, port):
-        raise ValueError(f"{what} is ambiguous (parsers disagree on its origin)")
-    return TargetUrl(url, scheme, host, port, path, bool(parts.query))
-
-
-def allowlist_from_env(env: Mapping[str, str] | None = None) -> tuple[TargetUrl, ...] | None:
-    """The parsed allowlist, or ``None`` when the variable is unset or empty (everything admitted).
-    A malformed entry is a :class:`UsageError` naming the variable and the entry's position."""
-    env = os.environ if env is None else env
-    raw = env.get(ALLOWLIST_ENV, "")
-    entries = [e.strip() for e in raw.split(",") if e.strip()]
-    if not entries:
-        return None
-    out = []
-    for i, entry in enumerate(entries):
-        try:
-            parsed = parse_target_url(entry, what=f"{ALLOWLIST_ENV} entry {i + 1}")
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        if parsed.has_query or "#" in entry:
-            raise UsageError(f"{ALLOWLIST_ENV} entry {i + 1} must not have a query or fragment")
-        out.append(parsed)
-    return tuple(out)
-
-
-def _path_within(path: str, prefix: str) -> bool:
-    base = prefix.rstrip("/")
-    return base in ("", path) or path.startswith(base + "/")
-
-
-def url_admitted(target: TargetUrl, allowlist: tuple[TargetUrl, ...] | None) -> bool:
-    """Whether ``target`` is admitted: no allowlist admits all; else one entry must match exactly on
-    scheme, host and port, with the path at or below the entry's path on a ``/`` boundary."""
-    if allowlist is None:
-        return True
-    return any(
-        target.scheme == e.scheme and target.host == e.host and target.port == e.port
-        and _path_within(target.path, e.path)
-        for e in allowlist
-    )
 
 
 def idempotency_key(data: bytes | memoryview) -> str:

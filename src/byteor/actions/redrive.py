@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ActionFailed
+from .._stage import StageContext
 from ..policy.decisions import ALLOW, DRY_RUN_ONLY
-from ..runtime.stage_api import StageContext
 from ._resolve import Action, build_action
 from .deadletter import DeadLetterJournal
 

@@ -6,7 +6,7 @@ Every reader checks the artifact's schema version and rejects a newer major with
 
 from __future__ import annotations
 
-from ._json import check_version, read_json_object, write_json
+from .._json import check_version, read_json_object, write_json
 from .bundle import (
     CONDITIONAL_FILES,
     MANIFEST,

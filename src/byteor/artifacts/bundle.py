@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ArtifactError, UsageError
-from ._json import check_version, read_json_object, require, write_json
-from ._optional import optional_attr
+from .._json import check_version, read_json_object, require, write_json
+from ..policy.audit import read_policy_audit
 from .environment import EnvironmentRecord, read_environment
 from .small import RuntimeInfo, SpecValidation, read_runtime, read_spec_validation
 
@@ -151,12 +151,6 @@ class IncidentBundle:
 
 
 def _read_policy_audit(path: Path) -> dict[str, Any]:
-    read_policy_audit = optional_attr("byteor.policy.audit", "read_policy_audit")
-    if read_policy_audit is None:
-        obj = read_json_object(path, artifact="policy_audit")
-        check_version(obj, artifact="policy_audit", field="policy_version", path=str(path))
-        require(obj, "ok", bool, path=str(path))
-        return obj
     rec: dict[str, Any] = dict(read_policy_audit(str(path)))
     return rec
 

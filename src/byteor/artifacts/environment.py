@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ArtifactError, UsageError
-from ._json import check_version, read_json_object, require, write_json
+from .._json import check_version, read_json_object, require, write_json
 
 __all__ = [
     "REDACTED",

@@ -17,14 +17,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .._errors import ArtifactError, ByteorError, SpecError, UsageError
-from .._version import DISTRIBUTION, distribution_version
+from .._json import read_json_object, write_json
+from ..dataguard.rules import load_rules_file, redact_json_artifact
+from ..policy.audit import policy_audit_record, write_policy_audit
+from ..runtime.lanegraph.state import read_state, write_state
+from ..shm import write_ring_snapshot_file
 from ..spec.kv import canonical_bytes, decode_kv, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
-from ._json import read_json_object, write_json
-from ._optional import optional_attr
+from ..spec.validate import check_v1
 from .bundle import JOURNALS_DIR, ManifestEntry, check_out_dir, copy_tree, tar_bundle, write_manifest
 from .environment import capture_environment, capture_process_environment, write_environment
 from .small import SpecValidation, write_runtime, write_spec_validation
@@ -119,11 +121,8 @@ def _validate(spec_path: str, raw: bytes) -> tuple[PipelineSpecV1 | None, SpecVa
         spec = decode_kv(raw, path=spec_path)
     except SpecError as exc:
         return None, SpecValidation(False, error="; ".join(exc.lines()))
-    check = optional_attr("byteor.spec.validate", "check_v1")
-    if check is None:
-        return spec, SpecValidation(False, error="decoded, but validate_v1 is not available in this build")
     try:
-        check(spec, path=spec_path)
+        check_v1(spec, path=spec_path)
     except SpecError as exc:
         return spec, SpecValidation(False, error="; ".join(exc.lines()))
     return spec, SpecValidation(True, description=describe_spec(spec))
@@ -138,52 +137,18 @@ def _policy_audit(
     wait: str | None,
     lane_path: str | None,
 ) -> str | None:
-    """Write policy_audit.json; None, or a note when the policy package could not build it."""
-    record_fn = optional_attr("byteor.policy.audit", "policy_audit_record")
-    write_fn = optional_attr("byteor.policy.audit", "write_policy_audit")
-    fallback_why = "this build has no byteor.policy.audit"
-    if record_fn is not None and write_fn is not None:
-        try:
-            rec = record_fn(req.spec_path, mode=req.posture, enforced=False, lane_path=lane_path, wait=wait)
-        except ModuleNotFoundError as exc:  # a partial build: record why, still write the seed record
-            fallback_why = f"byteor.policy.audit failed: {exc}"
-        else:
-            write_fn(str(path), rec)
-            return None
-    # This build has no policy package: the seed-001 record, built from what is known here.
-    rec2: dict[str, Any] = {
-        "ok": spec is not None,
-        "policy_version": 1,
-        "mode": req.posture,
-        "enforced": False,
-        "stage_failure_policy": "stop_pipeline",
-        "spec_path": req.spec_path,
-        "lane_path": lane_path,
-        "wait": wait,
-        "runtime_crate": {"name": DISTRIBUTION, "version": distribution_version()},
-    }
-    summary = optional_attr("byteor.spec.summary", "spec_summary")
-    if spec is not None:
-        rec2["spec"] = (
-            summary(spec)
-            if summary is not None
-            else {"model": spec.target, "name": spec.name, "hash": spec_hash(spec)}
-        )
-    else:
-        rec2["error"] = validation.error
-    write_json(path, rec2)
-    return f"policy_audit.json built by byteor.artifacts ({fallback_why})"
+    """Write policy_audit.json (the record ``byteor policy-audit`` writes; not enforced: nothing ran)."""
+    rec = policy_audit_record(req.spec_path, mode=req.posture, enforced=False, lane_path=lane_path, wait=wait)
+    write_policy_audit(str(path), rec)
+    return None
 
 
 def _ring_snapshot(ring_path: str, dest: Path) -> str | None:
     """Write single_ring_snapshot.json from the ring files at ``ring_path``; None or why not."""
     if not os.path.exists(ring_path):
         return f"ring path {ring_path} does not exist"
-    writer = optional_attr("byteor.shm", "write_ring_snapshot_file")
-    if writer is None:
-        return "this build has no ring snapshot writer (byteor.shm)"
     try:
-        writer(ring_path, str(dest))
+        write_ring_snapshot_file(ring_path, str(dest))
     except ByteorError as exc:
         return f"cannot snapshot {ring_path}: {exc}"
     return None
@@ -192,10 +157,6 @@ def _ring_snapshot(ring_path: str, dest: Path) -> str | None:
 def _lane_state(lane_path: str, dest: Path) -> str | None:
     if not os.path.exists(lane_path):
         return f"lane path {lane_path} does not exist"
-    read_state = optional_attr("byteor.runtime.lanegraph.state", "read_state")
-    write_state = optional_attr("byteor.runtime.lanegraph.state", "write_state")
-    if read_state is None or write_state is None:
-        return "this build has no lane graph state reader (byteor.runtime.lanegraph.state)"
     try:
         state = read_state(lane_path)
     except ArtifactError as exc:
@@ -226,16 +187,10 @@ def _find_journal(lane: str, req: BundleRequest, spec: PipelineSpecV1 | None) ->
 
 
 def _apply_redact_rules(rules_path: str, root: Path) -> None:
-    load = optional_attr("byteor.dataguard", "load_rules_file")
-    apply = optional_attr("byteor.dataguard", "redact_json_artifact")
-    if load is None or apply is None:
-        raise UsageError(
-            "--redact-rules needs the DataGuard rules API (byteor.dataguard), which this build does not have"
-        )
-    rules = load(rules_path)
+    rules = load_rules_file(rules_path)
     for path in sorted(root.glob("*.json")):
         obj = read_json_object(path, artifact="bundle file")
-        write_json(path, apply(obj, rules))
+        write_json(path, redact_json_artifact(obj, rules))
 
 
 def _publish(root: Path, out: Path) -> Path:

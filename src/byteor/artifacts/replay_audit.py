@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ArtifactError
-from ._json import check_version, read_json_object, require, write_json
+from .._json import check_version, read_json_object, require, write_json
 
 __all__ = [
     "ACTION_FIELDS",

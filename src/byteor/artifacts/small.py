@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ArtifactError
+from .._json import check_version, read_json_object, require, write_json
 from .._version import DISTRIBUTION, distribution_version
-from ._json import check_version, read_json_object, require, write_json
 
 __all__ = [
     "RuntimeInfo",

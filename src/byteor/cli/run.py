@@ -25,10 +25,10 @@ from types import FrameType
 from typing import IO, Any
 
 from .._errors import PolicyRefused, UnsupportedSpecError, UsageError
+from .._stage import StageContext
 from ..ops.runtime_config import RuntimeConfig
 from ..runtime._events import EventLog
 from ..runtime._tuning import TuningPlan, knobs_json, tune_this_process
-from ..runtime.stage_api import StageContext
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from ._common import (
     LoadedSpec,

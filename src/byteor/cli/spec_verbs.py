@@ -376,13 +376,6 @@ def _compile(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _native() -> Any:
-    try:
-        return importlib.import_module("byteor._native")
-    except ImportError:
-        return None
-
-
 def _adapters() -> tuple[list[str], str]:
     """Adapter names from ``byteor.adapters`` if this build has it, and where the list came from."""
     try:
@@ -408,6 +401,7 @@ def _adapters() -> tuple[list[str], str]:
 
 
 def _capabilities_data() -> dict[str, Any]:
+    from .. import _native as native
     from ..spec.families import BUILTIN_FAMILIES, entry_point_families
     from ..spec.model import (
         LANE_KINDS,
@@ -419,12 +413,11 @@ def _capabilities_data() -> dict[str, Any]:
         STAGE_OPS,
     )
 
-    native = _native()
-    waits = sorted(n[len("WAIT_"):].lower() for n in dir(native) if n.startswith("WAIT_")) if native else []
+    waits = sorted(n[len("WAIT_"):].lower() for n in dir(native) if n.startswith("WAIT_"))
     adapters, adapters_source = _adapters()
     features = {
-        "native_extension": native is not None,
-        "native_journal": native is not None and hasattr(native, "JournalSegment"),
+        "native_extension": True,
+        "native_journal": True,
         "graphviz_render": shutil.which("dot") is not None,
     }
     return {
@@ -481,14 +474,15 @@ def _resolver_keys(spec: PipelineSpecV1) -> list[tuple[str, str]]:
 
 
 def _compatibility(args: argparse.Namespace) -> int:
+    from .. import _native as native
     from .._schemas import SCHEMA_VERSIONS
+    from ..runtime.support import unsupported_reasons
     from ..spec.families import resolvable
 
-    native = _native()
     data: dict[str, Any] = {
         "spec_format": {"name": "spec.kv", "version": SCHEMA_VERSIONS.get("spec_kv", 1)},
         "schema_versions": dict(SCHEMA_VERSIONS),
-        "native_abi": getattr(native, "ABI_VERSION", None) if native else None,
+        "native_abi": native.ABI_VERSION,
     }
     given = getattr(args, "spec", None) or getattr(args, "spec_pos", None) or os.environ.get("BYTEOR_SPEC")
     code = 0
@@ -512,18 +506,8 @@ def _compatibility(args: argparse.Namespace) -> int:
                 why = resolvable(rk)
                 if why is not None:
                     reasons.append(f"not resolvable: {why} at `{key}`")
-            try:
-                support = importlib.import_module("byteor.runtime.support")
-            except ImportError:
-                spec_block["executor_check"] = "skipped: this build has no byteor.runtime.support"
-            else:
-                fn = getattr(support, "unsupported_reasons", None)
-                if fn is None:
-                    spec_block["executor_check"] = ("skipped: byteor.runtime.support has no "
-                                                    "unsupported_reasons")
-                elif not issues:
-                    reasons += [f"unsupported: {r}" for r in fn(spec)]
-                    spec_block["executor_check"] = "byteor.runtime.support.unsupported_reasons"
+            if not issues:
+                reasons += [f"unsupported: {r}" for r in unsupported_reasons(spec)]
         spec_block["can_run"] = not reasons
         spec_block["reasons"] = reasons
         data["spec"] = spec_block

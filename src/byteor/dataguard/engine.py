@@ -28,12 +28,12 @@ header (extra header bytes of the input are not carried over) and, in mapkv, key
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _native
 from .codecs import (
     TAG_BOOL,
     TAG_BYTES,
@@ -458,21 +458,10 @@ class DataGuard:
 
 _FALLBACK = -3
 _ACTIONS = {"drop": 0, "replace_with": 1, "hash": 2, "mask": 3, "truncate": 4}
-@functools.cache
-def _plan_type() -> Any:
-    """The C kernel's plan type, looked up once (None when this build's extension lacks it)."""
-    try:
-        from .. import _native
-    except ImportError:  # a source tree without the built extension
-        return None
-    return getattr(_native, "DgPlan", None)
-
-
 def _native_plan(guard: DataGuard, schema: Schema) -> Any:
-    """The C plan for the selected version, or None (no kernel in this build, ``BYTEOR_DATAGUARD_NATIVE=0``,
-    more than 64 fields, or a field named by more than one rule: those run in Python)."""
-    plan_type = _plan_type()
-    if plan_type is None or os.environ.get("BYTEOR_DATAGUARD_NATIVE", "1") == "0":
+    """The C plan for the selected version, or None (``BYTEOR_DATAGUARD_NATIVE=0``, more than 64
+    fields, or a field named by more than one rule: those run in Python)."""
+    if os.environ.get("BYTEOR_DATAGUARD_NATIVE", "1") == "0":
         return None
     c = guard.config
     rules = guard.rules
@@ -489,7 +478,7 @@ def _native_plan(guard: DataGuard, schema: Schema) -> Any:
         as_bool = {"true": 1, "false": 0}.get(r.value, -1) if r.action == "replace_with" else -1
         rule_specs.append((_ACTIONS[r.action], r.value.encode("utf-8"), as_int, as_bool, r.prefix, r.suffix,
                            r.mask_char.encode("utf-8"), r.n))
-    return plan_type(CODEC_IDS[c.mode], c.schema_id, c.msg_type, schema.msg_version, c.mode == "row",
+    return _native.DgPlan(CODEC_IDS[c.mode], c.schema_id, c.msg_type, schema.msg_version, c.mode == "row",
                      guard._checks, redacts, c.on_reject == "forward_input", c.capacity, fields,
                      tuple(rule_specs), rules.hash_key)
 

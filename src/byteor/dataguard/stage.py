@@ -37,7 +37,7 @@ import re
 import time
 from typing import Any
 
-from ..runtime.stage_api import DROP, ResolvedStage, StageContext
+from .._stage import DROP, ResolvedStage, StageContext
 from .engine import FLOWS, FORWARD_INPUT, MAX_ENVELOPE, ON_REJECT, DataGuard, GuardConfig
 from .envelope import CODEC_IDS
 from .errors import DataGuardError, RegistryError, RuleError

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from .. import _native
 from .._errors import ArtifactError, PipelineFailed, UsageError
 
 __all__ = [
@@ -242,15 +243,7 @@ class _PySegment:
         self._buf.release()
 
 
-def _native_segment_type() -> Any:
-    try:
-        from .. import _native
-    except ImportError:  # pragma: no cover - the extension is always built in place
-        return None
-    return getattr(_native, "JournalSegment", None)
-
-
-_NATIVE_SEGMENT = _native_segment_type()
+_NATIVE_SEGMENT = _native.JournalSegment
 
 
 def native_available() -> bool:

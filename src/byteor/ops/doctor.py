@@ -12,14 +12,11 @@ not fit in ``/dev/shm``'s free space is always a failure.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import resource
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -332,35 +329,14 @@ def _fs_type(path: str) -> str | None:
     return fstype
 
 
-def _stale_files_from_shm(directory: str) -> list[str] | None:
-    try:
-        shm = importlib.import_module("byteor.shm")
-    except ImportError:
-        return None
-    fn: Callable[[str], Any] | None = getattr(shm, "stale_files", None)
-    if fn is None:
-        return None
-    return [os.fspath(p) for p in fn(directory)]
-
-
 def check_stale(opts: DoctorOptions) -> Check:
     d = Path(opts.byteor_shm_dir)
     if not d.exists():
         return Check("stale_shm", "pass", f"{d} does not exist: no byteor files")
     files = sorted(p for p in d.rglob("*") if p.is_file())
-    stale = _stale_files_from_shm(str(d))
-    if stale is None:
-        if not files:
-            return Check("stale_shm", "pass", f"{d}: no byteor files")
-        now = time.time()
-        oldest = max(now - p.stat().st_mtime for p in files)
-        return Check(
-            "stale_shm",
-            "warn",
-            f"{d}: {len(files)} byteor file(s), oldest modified {oldest:.0f} s ago; liveness "
-            "of their participants not checked (byteor.shm.stale_files unavailable)",
-            "check with `byteor snapshot --ring-path=...`; remove files of pipelines that are gone",
-        )
+    from ..shm import stale_files
+
+    stale = [os.fspath(p) for p in stale_files(str(d))]
     if not stale:
         return Check("stale_shm", "pass", f"{d}: {len(files)} byteor file(s), none stale")
     shown = ", ".join(stale[:3]) + (" ..." if len(stale) > 3 else "")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._errors import UsageError
-from ..artifacts._json import write_bytes_atomic
+from .._json import write_bytes_atomic
 
 __all__ = [
     "KNOBS",

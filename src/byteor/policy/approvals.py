@@ -27,8 +27,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .._errors import ApprovalError, UsageError
+from .._formats import b64url_decode, b64url_encode, format_rfc3339, parse_rfc3339, utc_now
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1
-from ._util import b64url_decode, b64url_encode, format_rfc3339, parse_rfc3339, utc_now
 from .keys import KeySet
 
 __all__ = [

@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from .._errors import ApprovalError, PolicyRefused, UsageError
-from ..runtime.stage_api import StageContext
+from .._stage import StageContext
 from ..spec.model import PipelineSpecV1
+from .admission import admission
 from .approvals import VerifiedApproval, read_credential, required_capabilities, side_effect_stages
 from .approvals import verify_credential as _verify
 from .decisions import DENY, REFUSING, REPLAY_MODES, REQUIRE_APPROVAL, PolicyTable, decide, policy_table
@@ -84,8 +85,6 @@ def evaluate_run(spec: PipelineSpecV1, *, spec_path: str, spec_hash: str, postur
                  policy_file: str | None = None, recorder: Callable[[dict[str, Any]], None] | None = None,
                  dead_letter_dir: str | None = None, now: datetime | None = None) -> RunGate:
     """Compute every decision without refusing (``policy`` and ``policy-audit`` show the result)."""
-    from ..actions import admission
-
     if replay_mode is not None and replay_mode not in REPLAY_MODES:
         raise UsageError(f"replay mode must be one of {'|'.join(REPLAY_MODES)}, got {replay_mode!r}")
     table = policy_table(policy_file)

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .._errors import UsageError
 from .._fileio import write_text_atomic
-from ._util import b64url_decode, b64url_encode, format_rfc3339, parse_rfc3339, utc_now
+from .._formats import b64url_decode, b64url_encode, format_rfc3339, parse_rfc3339, utc_now
 
 __all__ = [
     "KEY_CACHE_FILE",

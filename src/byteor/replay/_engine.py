@@ -39,7 +39,8 @@ from .._errors import (
     UnsupportedSpecError,
     UsageError,
 )
-from ..artifacts._optional import optional_attr
+from .._stage import DROP, ResolvedStage, StageContext, StageFn
+from ..actions import resolve_action
 from ..artifacts.bundle import IncidentBundle, extract_bundle_tar, read_incident_bundle
 from ..artifacts.replay_audit import (
     ReplayAudit,
@@ -49,10 +50,14 @@ from ..artifacts.replay_audit import (
     ReplayAuditPolicy,
     write_replay_audit,
 )
+from ..lanes.journal import JournalReader
+from ..policy.gate import evaluate_run, gate_run
 from ..policy.replay import ReplayBudget, ReplayLimits
-from ..runtime.stage_api import DROP, ResolvedStage, StageContext, StageFn
+from ..runtime.registry import resolve_key
+from ..runtime.sharding import shard_of
 from ..spec.kv import decode_kv, spec_hash
 from ..spec.model import BytesKey, LaneGraphSpecV1, PipelineSpecV1, RoleV1, SingleRingSpecV1
+from ..spec.validate import check_v1
 
 __all__ = ["MODES", "ReplayRequest", "ReplayResult", "ReplayStopped", "run_replay", "select_records"]
 
@@ -109,11 +114,8 @@ class Selection:
             yield bytes(record)
 
 
-def _reader(journal_dir: str) -> Any:
-    reader_cls = optional_attr("byteor.lanes.journal", "JournalReader")
-    if reader_cls is None:
-        raise UnsupportedSpecError("replay needs the journal reader (byteor.lanes.journal)")
-    return reader_cls(journal_dir)
+def _reader(journal_dir: str) -> JournalReader:
+    return JournalReader(journal_dir)
 
 
 def select_records(journal_dir: str | os.PathLike[str], last_n: int) -> Selection:
@@ -203,18 +205,12 @@ class _Resolver:
                 role, input_lane, output_lane, key, _identity, family, _target(key, family), decision=decision
             )
             if self.mode == "execute" and decision == "Allow":
-                resolve = optional_attr("byteor.actions", "resolve_action")
-                if resolve is None:
-                    raise UnsupportedSpecError("execute-mode replay needs byteor.actions")
-                resolved: ResolvedStage = resolve(key, self.ctx)
+                resolved: ResolvedStage = resolve_action(key, self.ctx)
                 if resolved.close is not None:
                     self.closers.append(resolved.close)
                 step.fn = resolved.fn
                 step.perform = True
             return step
-        resolve_key = optional_attr("byteor.runtime.registry", "resolve_key")
-        if resolve_key is None:
-            raise SpecError(SpecIssue(where, f"resolver key {key!r}: this build has no stage registry"))
         try:
             resolved = resolve_key(key, self.ctx)
         except SpecError as exc:
@@ -280,7 +276,6 @@ class _Graph:
         self.readers: dict[str, list[_Node]] = {}
         self.egress = {e.lane for e in spec.endpoints if e.direction == "egress"}
         self.slot_bytes = {lane.name: lane.slot_bytes for lane in spec.lanes}
-        self.hash = optional_attr("byteor.runtime.lanegraph._roles", "stable_hash")
         for i, role in enumerate(spec.roles):
             step = None
             if role.kind == "stage":
@@ -291,11 +286,6 @@ class _Graph:
                     op=role.op,
                     delta=role.delta,
                     key=role.resolver_key,
-                )
-            elif role.kind == "router" and isinstance(role.route, BytesKey) and self.hash is None:
-                raise UnsupportedSpecError(
-                    f"pipeline.roles.{i}.route: keyed routers need the LaneGraph "
-                    "runtime's stable hash (byteor.runtime.lanegraph)"
                 )
             node = _Node(role, step)
             for lane in role.inputs:
@@ -316,8 +306,7 @@ class _Graph:
                     self.deliver(role.outputs[0], bytes(slot[:n]), runner, out, depth + 1)
             elif role.kind == "router":
                 if isinstance(role.route, BytesKey):
-                    assert self.hash is not None
-                    idx = int(self.hash(role.route.extract(msg))) % len(role.outputs)
+                    idx = shard_of(msg, role.route.offset, role.route.length, len(role.outputs))
                 else:
                     idx = node.rr % len(role.outputs)
                     node.rr += 1
@@ -358,9 +347,7 @@ def _check_request(req: ReplayRequest) -> ReplayLimits:
 def _spec_of(bundle: IncidentBundle) -> tuple[PipelineSpecV1, str]:
     path = str(bundle.path / "spec.kv")
     spec = decode_kv(bundle.spec_kv, path=path)
-    check = optional_attr("byteor.spec.validate", "check_v1")
-    if check is not None:
-        check(spec, path=path)
+    check_v1(spec, path=path)
     shash = spec_hash(spec)
     if bundle.manifest is not None and bundle.manifest.get("spec_sha256") not in (None, shash):
         raise ArtifactError(
@@ -392,10 +379,7 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
         selection = select_records(journal_dir, req.last_n)
         spec_path = str(bundle.path / "spec.kv")
         dead_letter = os.path.splitext(os.path.abspath(req.out))[0] + ".dead-letter"
-        gate_mod = "byteor.policy.gate"
-        gate_fn = optional_attr(gate_mod, "gate_run" if req.mode == "execute" else "evaluate_run")
-        if gate_fn is None:
-            raise PolicyRefused("policy engine unavailable: replay refuses to run side-effect stages ungated")
+        gate_fn = gate_run if req.mode == "execute" else evaluate_run
         gate = gate_fn(
             spec,
             spec_path=spec_path,

@@ -47,8 +47,8 @@ def _context(raw: dict[str, Any], events_path: str | None = None) -> Any:
     :class:`~byteor.runtime._events.FileEventRecorder` on ``events_path`` (performed actions are
     counted, dry-run records written, at most 10,000), which the supervisor's process merges into the
     run's own recorder when the run ends. Close ``ctx.recorder`` (when it has ``close``) at exit."""
+    from .._stage import StageContext
     from ._events import FileEventRecorder
-    from .stage_api import StageContext
 
     return StageContext(posture=raw["posture"], dry_run=raw["dry_run"], spec_hash=raw["spec_hash"],
                         spec_dir=raw["spec_dir"], decisions=dict(raw["decisions"]),
@@ -68,7 +68,7 @@ def _python_loop(ring: Any, native: Any, c: int, stage: Any, *, wait: int, hb: i
 
     Every ring method is bound once here; the per-message path does no lookups beyond locals.
     """
-    from .stage_api import DROP
+    from .._stage import DROP
 
     fn, modifies = stage.fn, stage.modifies
     wait_for, length_of, stage_slot = ring.wait_for, ring.length, ring.stage_slot

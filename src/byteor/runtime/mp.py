@@ -27,13 +27,13 @@ from typing import Any
 
 from .. import _native
 from .._errors import PipelineFailed, ShmError, UsageError
+from .._stage import ResolvedStage, StageContext
 from ..spec.model import SingleRingSpecV1
 from ..spec.semantics import effective_deps
 from ._events import EventLog
 from ._stage_main import ROLE_EGRESS, ROLE_PRODUCER, ROLE_STAGE_BASE
 from ._tuning import RUNTIME_CONFIG_FILE, TuningPlan, read_tuning, remove_runtime_config
 from .sharding import BytesLike, Router
-from .stage_api import ResolvedStage, StageContext
 from .supervisor import StageProcess, Supervisor
 
 __all__ = ["DEFAULT_RING_ROOT", "WAITS", "BatchSink", "MpExecutor", "default_ring_dir", "ring_files"]

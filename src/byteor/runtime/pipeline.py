@@ -20,12 +20,12 @@ from types import TracebackType
 from typing import Any
 
 from .._errors import UnsupportedSpecError
+from .._stage import ResolvedStage, StageContext
 from ..spec.kv import load_spec_file, spec_hash
 from ..spec.model import PipelineSpecV1, SingleRingSpecV1
 from .registry import close_stages, resolve_stages
 from .sharding import BytesLike
 from .sp import SpExecutor
-from .stage_api import ResolvedStage, StageContext
 
 __all__ = ["OutputFn", "Pipeline"]
 

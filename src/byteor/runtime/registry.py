@@ -28,9 +28,11 @@ from collections.abc import Callable
 from importlib import metadata
 
 from .._errors import PolicyRefused, SpecError, SpecIssue
+from .._stage import ResolvedStage, StageContext, StageFn
+from ..actions import resolve_action
+from ..dataguard.stage import resolve_dataguard
 from ..spec.families import BUILTIN_FAMILIES, ENTRY_POINT_GROUP, known_families
 from ..spec.model import SingleRingSpecV1, StageV1
-from .stage_api import ResolvedStage, StageContext, StageFn
 
 __all__ = [
     "BUILTIN_FAMILIES",
@@ -85,18 +87,6 @@ def _resolve_py(arg: str) -> ResolvedStage:
     return ResolvedStage(key=f"py:{arg}", fn=fn, modifies=modifies, family="py", target=arg)
 
 
-def _lazy_factory(module: str, attr: str, what: str) -> Factory:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise ValueError(f"{what} stages are not available in this build ({module}: {exc})") from None
-    factory = getattr(mod, attr, None)
-    if factory is None:
-        raise ValueError(f"{what} stages are not available in this build ({module} has no {attr})")
-    resolved: Factory = factory
-    return resolved
-
-
 def resolve_key(key: str, ctx: StageContext) -> ResolvedStage:
     """Resolve one resolver key. Raises ValueError (no locator) or a ByteorError from the family."""
     family, sep, arg = key.partition(":")
@@ -105,9 +95,9 @@ def resolve_key(key: str, ctx: StageContext) -> ResolvedStage:
     if family == "py":
         return _resolve_py(arg)
     if family in ("http_post", "exec"):
-        return _lazy_factory("byteor.actions", "resolve_action", family)(key, ctx)
+        return resolve_action(key, ctx)
     if family == "dataguard":
-        return _lazy_factory("byteor.dataguard.stage", "resolve_dataguard", "dataguard")(key, ctx)
+        return resolve_dataguard(key, ctx)
     ep = _entry_points().get(family)
     if ep is None:
         raise ValueError(f"unknown resolver family {family!r} (known: {', '.join(known_families())})")

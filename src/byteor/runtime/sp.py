@@ -2,7 +2,7 @@
 
 Each message is copied into one slot-sized buffer and runs through the stages in index order: the
 reference semantics of design A2 that every executor must reproduce. A stage returns the new length
-or :data:`~byteor.runtime.stage_api.DROP`; a dropped message skips the remaining stages and egress.
+or :data:`~byteor.DROP`; a dropped message skips the remaining stages and egress.
 With ``shards=N`` each message is routed by the same :class:`~byteor.runtime.sharding.Router` as the
 multi-process executor, so both put every message on the same shard.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from .._errors import ByteorError, PipelineFailed, UsageError
+from .._stage import DROP, ResolvedStage
 from ..spec.model import SingleRingSpecV1
 from .sharding import BytesLike, Router
-from .stage_api import DROP, ResolvedStage
 
 __all__ = ["SpExecutor"]
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from .. import _native
 from .._errors import ArtifactError, ShmError
+from .._json import check_version, read_json_object, require, write_json
 from .._schemas import SCHEMA_VERSIONS
-from ..artifacts._json import check_version, read_json_object, require, write_json
 from ._files import attach_ring, pid_alive
 
 __all__ = [

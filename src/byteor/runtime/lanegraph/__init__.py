@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..._errors import ArtifactError, UnsupportedSpecError, UsageError
+from ..._stage import StageContext
 from ...lanes.journal import FSYNC_POSTURES
 from ...spec.kv import spec_hash as compute_spec_hash
 from ...spec.model import LaneGraphSpecV1, PipelineSpecV1
 from .._tuning import TuningPlan
-from ..stage_api import StageContext
 from ._roles import LaneGraphResult, default_journal_dir, default_lane_path
 from .plan import LaneGraphPlan, lanegraph_unsupported_reasons, plan_lanegraph
 from .state import STATE_FILE, read_state, render_state, write_state

@@ -26,12 +26,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._errors import PipelineFailed
+from ..._stage import DROP
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import LaneReader, LaneSpec, LaneWriter, attach_lane
 from ...spec.kv import decode_kv
 from ...spec.model import LaneGraphSpecV1
 from .._stage_main import EXIT_STAGE_FAILED, _context, _die_with_parent, close_recorder
-from ..stage_api import DROP
 from ._roles import Router, journal_lane_dir, resolve_role_stage, role_index
 from ._stats import RoleStats
 from .plan import LanePlan, plan_lanegraph

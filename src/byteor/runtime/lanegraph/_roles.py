@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..._errors import PipelineFailed, SpecError, SpecIssue
+from ..._stage import DROP, ResolvedStage, StageContext
 from ...spec.model import BytesKey, LaneGraphSpecV1, RoleV1, StageV1
 from ..registry import resolve_stage
 from ..sharding import shard_of
-from ..stage_api import DROP, ResolvedStage, StageContext
 from .plan import RolePlan
 
 __all__ = [

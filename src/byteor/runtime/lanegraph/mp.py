@@ -32,6 +32,7 @@ from typing import Any
 
 from ... import _native
 from ..._errors import PipelineFailed, ShmError
+from ..._stage import StageContext
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import LaneReader, create_lane, lane_file
 from ...spec.kv import canonical_bytes
@@ -39,7 +40,6 @@ from ...spec.model import LaneGraphSpecV1
 from .._events import EventLog
 from .._tuning import RUNTIME_CONFIG_FILE, TuningPlan, read_tuning, remove_runtime_config
 from ..mp import _context_json
-from ..stage_api import StageContext
 from ..supervisor import StageProcess, Supervisor
 from ._role_main import lane_spec, stop_marker
 from ._roles import LaneGraphResult, journal_lane_dir, resolve_role_stage, role_index

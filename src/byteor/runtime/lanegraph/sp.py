@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from ..._errors import PipelineFailed
+from ..._stage import DROP, ResolvedStage, StageContext
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.memory import MemoryLane
 from ...spec.model import LaneGraphSpecV1
-from ..stage_api import DROP, ResolvedStage, StageContext
 from ._roles import (
     LaneGraphResult,
     Router,

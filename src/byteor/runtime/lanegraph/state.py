@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..._errors import ArtifactError
+from ..._json import check_version, read_json_object, require, write_json
 from ..._schemas import SCHEMA_VERSIONS
-from ...artifacts._json import check_version, read_json_object, require, write_json
 
 __all__ = [
     "STATE_FILE",

@@ -16,9 +16,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .._errors import ArtifactError
-from .._fileio import write_bytes_atomic
-from .._schemas import SCHEMA_VERSIONS
+from ._errors import ArtifactError
+from ._fileio import write_bytes_atomic
+from ._schemas import SCHEMA_VERSIONS
 
 __all__ = [
     "check_version",
