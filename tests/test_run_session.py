@@ -5,6 +5,7 @@ messages while a run goes on; a bad input is reported after everything before it
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -174,3 +175,44 @@ def test_positions_are_committed_in_order_only_after_egress(tmp_path: Path, ring
         session.run(source)
     assert source.committed == sorted(source.committed) and source.committed[-1] == 10_000
     assert len(sink.items) == 10_000
+
+
+@pytest.mark.parametrize("mode", ["mp", "lanegraph-mp"])
+def test_a_running_session_describes_itself_to_observers(mode: str, tmp_path: Path, ring_dir: Path,
+                                                          cli: Any) -> None:
+    """session_state.json beside the rings or lanes: identity, counters and edges, gone at the end."""
+    spec = tmp_path / "observed.kv"
+    spec.write_text(chain_spec_text(mode, ["identity"], name="observed"))
+    out = tmp_path / "out.txt"
+    proc = subprocess.Popen([str(BIN / "byteor"), "run", str(spec), *mode_cli_args(mode, ring_dir),
+                             f"--output-file={out}"], stdin=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env={"PATH": str(BIN)})
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"a\nb\nc\n")
+        proc.stdin.flush()
+        state_file = ring_dir / "session_state.json"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if state_file.exists():
+                r = cli("snapshot", f"--{'lane' if mode.startswith('lanegraph') else 'ring'}-path={ring_dir}", "--json")
+                session = json.loads(r.stdout)["session"] if r.returncode == 0 else None
+                if session and session["messages_out"] == 3:
+                    break
+            time.sleep(0.1)
+        assert session is not None and session["messages_out"] == 3
+        assert (session["name"], session["pid"], session["posture"]) == ("observed", proc.pid, "dev")
+        assert session["spec_hash"] == spec_hash(load_spec_file(spec))
+        assert [s["name"] for s in session["sources"]] == ["stdin"]
+        assert [s["name"] for s in session["sinks"]] == [str(out)]
+        text = cli("snapshot", f"--{'lane' if mode.startswith('lanegraph') else 'ring'}-path={ring_dir}")
+        assert "observed" in text.stdout and "stdin" in text.stdout
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        assert not state_file.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()

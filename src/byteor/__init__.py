@@ -59,6 +59,7 @@ from .spec import (
 __version__ = distribution_version()
 
 __all__ = [
+    "DROP",
     "ActionFailed",
     "AdapterError",
     "ApprovalError",
@@ -67,7 +68,6 @@ __all__ = [
     "ByteorError",
     "BytesKey",
     "CompileReportV1",
-    "DROP",
     "DataGuardError",
     "EndpointV1",
     "LaneGraphBuilder",

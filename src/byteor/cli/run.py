@@ -26,6 +26,7 @@ from ..edges import INPUT_FORMATS, OUTPUT_FORMATS, CollectSink, FileSink, FileSo
 from ..edges.framing import parse_hex
 from ..ops.runtime_config import RuntimeConfig, read_runtime_config
 from ..runtime.session import WAITS, RunOptions, RunSession
+from ..runtime.session_state import read_session_state
 from ._common import add_env_option, add_json_option, add_spec_option, emit_json, posture, spec_path, stdout_console
 
 __all__ = ["configure", "run"]
@@ -301,6 +302,7 @@ def _snapshot(args: argparse.Namespace) -> int:
 
     snaps = ring_snapshots(args.ring_path)
     tuning = read_tuning(args.ring_path)
+    session = read_session_state(args.ring_path)
     if args.out:
         if len(snaps) != 1:
             raise UsageError(f"--out writes one ring's snapshot; {args.ring_path} holds {len(snaps)} rings")
@@ -308,14 +310,35 @@ def _snapshot(args: argparse.Namespace) -> int:
 
         write_ring_snapshot(args.out, snaps[0])
     if args.json:
-        emit_json({"rings": [s.to_json() for s in snaps], "tuning": tuning})
+        emit_json({"rings": [s.to_json() for s in snaps], "tuning": tuning, "session": session})
     else:
         console = stdout_console()
+        if session is not None:
+            console.print(_session_table(session))
         for renderable in render_snapshots(snaps):
             console.print(renderable)
         if tuning is not None:
             console.print(_tuning_table(tuning))
     return 0
+
+
+def _session_table(session: dict[str, Any]) -> Any:
+    """The run's identity and its edges (session_state.json), one row per source and sink."""
+    from rich.table import Table
+    from rich.text import Text
+
+    title = (f"{session['name']} {session['spec_hash'][:15]}  {session['target']} {session['executor']}  "
+             f"posture {session['posture']}  pid {session['pid']}  in {session['messages_in']:,}  "
+             f"out {session['messages_out']:,}  dropped {session['dropped']:,}")
+    table = Table(title=title, title_justify="left")
+    for col in ("edge", "endpoint", "name", "details"):
+        table.add_column(col)
+    for kind in ("sources", "sinks"):
+        for entry in session[kind]:
+            details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("endpoint", "name"))
+            table.add_row(Text(kind[:-1]), Text(str(entry.get("endpoint", ""))), Text(str(entry.get("name", ""))),
+                          Text(details))
+    return table
 
 
 def _tuning_table(tuning: dict[str, list[dict[str, str]]]) -> Any:
@@ -339,10 +362,16 @@ def _lane_snapshot(args: argparse.Namespace, tuning: dict[str, list[dict[str, st
     from ..runtime.lanegraph import lane_snapshot, render_state
 
     state = lane_snapshot(args.lane_path)
+    session = read_session_state(args.lane_path)
     if args.json:
-        emit_json({**state, "tuning": tuning} if tuning is not None else state)
+        out = {**state, "tuning": tuning} if tuning is not None else dict(state)
+        if session is not None:
+            out["session"] = session
+        emit_json(out)
     else:
         console = stdout_console()
+        if session is not None:
+            console.print(_session_table(session))
         for renderable in render_state(state):
             console.print(renderable)
         if tuning is not None:

@@ -69,8 +69,9 @@ def _python_loop(ring: Any, native: Any, c: int, call: StageCall, name: str, *, 
                     release(c, seq - 1)
                 raise _StageError(describe_failure(name, seq, exc)) from exc
             heartbeat(hb)  # per message: a slow but healthy stage is never taken for a hung one
-        if writes:
-            release(c, avail)  # after a crash, recover() resumes from the redo record's done seq
+        # Writing forms: after a crash, recover() resumes from the redo record's done seq. Every form:
+        # messages dropped before this stage were skipped above and are released here with the rest.
+        release(c, avail)
         nxt = avail + 1
 
 

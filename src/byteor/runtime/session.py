@@ -56,6 +56,7 @@ from .lanegraph._roles import default_journal_dir, default_lane_path, resolve_ro
 from .lanegraph.plan import LaneGraphPlan, plan_lanegraph
 from .lanegraph.state import STATE_FILE, write_state
 from .registry import MAIN_PATH_KEY, close_stages, resolve_stage
+from .session_state import session_state_path, write_session_state
 from .support import unsupported_reasons
 
 __all__ = ["AUDIT_FALLBACK_ROOT", "RunOptions", "RunSession", "StageSite", "default_policy_audit_path"]
@@ -65,6 +66,8 @@ WAITS = ("spin", "yield", "backoff", "block")
 #: How long one offer may wait for room before the session serves its other duties.
 _OFFER_TIMEOUT_S = 0.02
 _IDLE_WAIT_S = 0.005
+#: How often the session refreshes session_state.json for observers.
+_STATE_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,9 @@ class RunSession:
         self._closed = False
         self._state: dict[str, Any] | None = None
         self._final: dict[str, Any] | None = None
+        self._feeds: list[_Feed] = []
+        self._started_ms = 0
+        self._state_at = 0.0
 
     # -- construction steps ---------------------------------------------------------------------------
 
@@ -375,7 +381,9 @@ class RunSession:
             self.engine = self._engine(outputs)
             self._outputs = outputs
             self._t0 = time.monotonic()
+            self._started_ms = int(time.time() * 1000)
             self.engine.start()
+            self._publish_state()
         except BaseException:
             for sink in opened:
                 sink.close()
@@ -449,6 +457,8 @@ class RunSession:
             done += engine.offer(e, items[done:] if done else items, _OFFER_TIMEOUT_S * 5)
             if done < n:
                 engine.tick()
+        if time.monotonic() - self._state_at >= _STATE_EVERY_S:
+            self._publish_state()
 
     def run(self, sources: Source | Mapping[str, Source], *, stop: threading.Event | None = None) -> None:
         """Feed the engine from ``sources`` (one source, or ingress endpoint name -> source) until
@@ -468,6 +478,8 @@ class RunSession:
             for feed in feeds:
                 feed.source.open()
                 opened.append(feed.source)
+            self._feeds = feeds
+            self._publish_state()
             input_error = self._pump(feeds, stop)
             self.drain()
         finally:
@@ -524,6 +536,8 @@ class RunSession:
             if now - last_flush >= interval:
                 last_flush = now
                 self._flush_and_commit()
+            if now - self._state_at >= _STATE_EVERY_S:
+                self._publish_state()
             if not active:
                 return None
             if not moved:
@@ -532,6 +546,39 @@ class RunSession:
                     waiting[0].source.wait(_IDLE_WAIT_S)
                 else:
                     time.sleep(0.0005)
+
+    @property
+    def _state_dir(self) -> str | None:
+        """Where session_state.json goes: the ring or lane directory, while the engine has one."""
+        if self.engine is None or self.ring_path is None or not os.path.isdir(self.ring_path):
+            return None
+        return self.ring_path
+
+    def _publish_state(self) -> None:
+        self._state_at = time.monotonic()
+        directory = self._state_dir
+        if directory is None:
+            return
+        counts = self._counts()
+        sinks = self._outputs.sinks if self._outputs is not None else {}
+        state = {
+            "name": self.spec.name, "spec_hash": self.spec_hash, "target": self.spec.target,
+            "executor": "sp" if self.options.sp else "mp", "posture": self.options.posture, "pid": os.getpid(),
+            "started_unix_ms": self._started_ms, "updated_unix_ms": int(time.time() * 1000),
+            "ring_path": self.ring_path, "journal_dir": self.journal_dir,
+            "messages_in": counts["messages_in"], "messages_out": counts["messages_out"],
+            "dropped": counts["dropped"],
+            "sources": [{"endpoint": self.ingress[f.endpoint], **f.source.describe()} for f in self._feeds],
+            "sinks": [{"endpoint": name, **sink.describe()} for name, sink in sinks.items()],
+        }
+        with contextlib.suppress(OSError):  # observers are best effort; the run goes on
+            write_session_state(directory, state)
+
+    def _remove_state(self) -> None:
+        directory = self._state_dir
+        if directory is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(session_state_path(directory))
 
     def _flush_and_commit(self, everything: bool = False) -> None:
         """Flush the sinks; commit every queued batch that is out of the pipeline."""
@@ -603,6 +650,7 @@ class RunSession:
                     if self._state is None:
                         self._state = self._final_state()
                     self._final = self._engine_counts(engine)
+                self._remove_state()
                 self.engine = None
                 engine.close()
         finally:
