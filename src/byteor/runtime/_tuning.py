@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..obs.events import emit
 from ..ops.runtime_config import RuntimeConfig, decode_runtime_config, encode_runtime_config
 from ..ops.tuning import TuningReport
 
@@ -67,13 +67,14 @@ def tune_this_process(raw: dict[str, Any] | None, role: str) -> tuple[str | None
     config = decode_runtime_config(raw["config"], path="runtime config")
     quiet = profile is None
 
-    def log(line: str) -> None:
-        if not quiet or " state=Applied" not in line:
-            sys.stderr.write(f"byteor: {line}\n")
-
     report = tune_process(profile, role=role, config=config,
                           spinning_peers=raw.get("spinning_peers") if profile is not None else None,
-                          record_to=raw.get("record_to"), log=log)
+                          record_to=raw.get("record_to"))
+    for knob, line in zip(report.knobs, report.log_lines(), strict=True):
+        applied = knob.state == "Applied"
+        emit("tuning.knob", line, level="info" if applied else "warning", text=not (quiet and applied),
+             profile=report.profile, role=role, knob=knob.knob, requested=knob.requested, applied=knob.applied,
+             state=knob.state, reason=knob.reason)
     return (report.wait if profile is not None else None), report
 
 
