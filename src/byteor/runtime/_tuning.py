@@ -72,7 +72,8 @@ def tune_this_process(raw: dict[str, Any] | None, role: str) -> tuple[str | None
                           record_to=raw.get("record_to"))
     for knob, line in zip(report.knobs, report.log_lines(), strict=True):
         applied = knob.state == "Applied"
-        emit("tuning.knob", line, level="info" if applied else "warning", text=not (quiet and applied),
+        level = "warning" if not applied else "debug" if quiet else "info"  # no profile asked: routine
+        emit("tuning.knob", line, level=level,
              profile=report.profile, role=role, knob=knob.knob, requested=knob.requested, applied=knob.applied,
              state=knob.state, reason=knob.reason)
     return (report.wait if profile is not None else None), report
