@@ -19,7 +19,7 @@ Shape (``observe_v`` 1)::
     observe_v, path, taken_unix_ms, pipeline, spec_hash, target, executor, alive,
     session: session_state | null, messages_in, messages_out, dropped,
     rings: [single_ring_snapshot objects] (SingleRing), lanes / roles (lane_graph_state, LaneGraph),
-    stages: [{stage, shard, kind, state, pid, restarts, processed, lag, up}],
+    stages: [{stage, shard, kind, state, pid, restarts, processed, lag, up, inputs (roles)}],
     counters: [counters rows], journals: [{lane, path, bytes, segments, records}],
     actions: [{stage, shard, performed, failed, dead_lettered, dry_run}],
     dataguard: [{stage, shard, <report counter>: n, ...}],
@@ -275,8 +275,10 @@ class Observer:
                 lane = lanes.get(lane_name)
                 if lane is not None and cell < len(lane["read_pos"]):
                     lag += max(0, lane["write_pos"] - lane["read_pos"][cell])
-            out.append(_stage_entry(role["name"], 0, "role", row, processed=role["messages_in"], lag=lag,
-                                    pid=role["pid"], restarts=role["restarts"]))
+            entry = _stage_entry(role["name"], 0, "role", row, processed=role["messages_in"], lag=lag,
+                                 pid=role["pid"], restarts=role["restarts"])
+            entry["inputs"] = [lane for lane, _cell in inputs.get(role["name"], [])]
+            out.append(entry)
         return out
 
 
