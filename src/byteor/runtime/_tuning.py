@@ -33,6 +33,8 @@ class TuningPlan:
     config: RuntimeConfig = field(default_factory=RuntimeConfig)
     #: processes of the pipeline that may spin (stage/role processes + the producer process)
     spinning_peers: int | None = None
+    #: the tuning role of every stage/role process, in placement order: CPUs are balanced across them
+    roles: tuple[str, ...] = ()
     #: filled by the runner when the run ends: role -> knob states the processes recorded
     effective: dict[str, list[dict[str, str]]] = field(default_factory=dict, compare=False)
 
@@ -52,7 +54,7 @@ class TuningPlan:
 
     def to_json(self, record_to: str | None) -> dict[str, Any]:
         return {"profile": self.profile, "config": encode_runtime_config(replace(self.config, effective={})),
-                "spinning_peers": self.spinning_peers, "record_to": record_to}
+                "spinning_peers": self.spinning_peers, "record_to": record_to, "roles": list(self.roles)}
 
 
 def tune_this_process(raw: dict[str, Any] | None, role: str) -> tuple[str | None, TuningReport | None]:
@@ -69,7 +71,7 @@ def tune_this_process(raw: dict[str, Any] | None, role: str) -> tuple[str | None
 
     report = tune_process(profile, role=role, config=config,
                           spinning_peers=raw.get("spinning_peers") if profile is not None else None,
-                          record_to=raw.get("record_to"))
+                          record_to=raw.get("record_to"), roles=raw.get("roles") or None)
     for knob, line in zip(report.knobs, report.log_lines(), strict=True):
         applied = knob.state == "Applied"
         level = "warning" if not applied else "debug" if quiet else "info"  # no profile asked: routine

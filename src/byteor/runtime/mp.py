@@ -43,7 +43,7 @@ from ._tuning import RUNTIME_CONFIG_FILE, TuningPlan, read_tuning, remove_runtim
 from .sharding import BytesLike, Router
 from .supervisor import StageProcess, Supervisor, wait_quiet
 
-__all__ = ["DEFAULT_RING_ROOT", "WAITS", "BatchSink", "MpExecutor", "default_ring_dir", "ring_files"]
+__all__ = ["DEFAULT_RING_ROOT", "WAITS", "BatchSink", "MpExecutor", "default_ring_dir", "ring_files", "tuning_role"]
 
 DEFAULT_RING_ROOT = "/dev/shm/byteor"
 WAITS: dict[str, int] = {
@@ -66,6 +66,11 @@ def default_ring_dir(spec: SingleRingSpecV1, spec_hash: str) -> str:
 
 def ring_files(ring_dir: str, shards: int) -> list[str]:
     return [os.path.join(ring_dir, f"shard-{k}.ring") for k in range(shards)]
+
+
+def tuning_role(stage_id: str, shard: int, shards: int) -> str:
+    """The name a stage process tunes (and records its knobs) under: its id, ``-shard<k>`` when sharded."""
+    return stage_id + (f"-shard{shard}" if shards > 1 else "")
 
 
 def stage_roles(n_stages: int) -> dict[int, str]:
@@ -187,7 +192,7 @@ class MpExecutor:
                         "wait": self._wait, "context": self._ctx, "native": rs.builtin is not None,
                         "error_path": os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.error"),
                         "events_path": os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.events"),
-                        "tuning_role": st.id + (f"-shard{k}" if self.spec.shards > 1 else ""),
+                        "tuning_role": tuning_role(st.id, k, self.spec.shards),
                         "counters": [counters.counters_path(self.ring_dir), self._stage_row(k, i)],
                     }
                     if self._tuning is not None:

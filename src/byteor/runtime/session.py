@@ -288,13 +288,17 @@ class RunSession:
         """The profile every runtime process applies; ``wait`` overrides the profile's wait."""
         opts = self.options
         if isinstance(self.spec, SingleRingSpecV1):
-            processes = len(self.spec.stages) * self.spec.shards + 1
+            from .mp import tuning_role
+
+            shards = self.spec.shards
+            roles = tuple(tuning_role(st.id, k, shards) for k in range(shards) for st in self.spec.stages)
         else:
             assert self.plan is not None
-            processes = len(self.plan.roles) + 1
+            roles = tuple(rp.name for rp in self.plan.roles)
         profile = opts.tuning or opts.config.tuning
         config = dataclasses.replace(opts.config, tuning=profile, wait=opts.wait or opts.config.wait, effective={})
-        return TuningPlan(profile, config, spinning_peers=1 if opts.sp else processes)
+        return TuningPlan(profile, config, spinning_peers=1 if opts.sp else len(roles) + 1,
+                          roles=() if opts.sp else roles)
 
     def _ring_path(self) -> str | None:
         """Where the shared-memory files go (None for ``--sp``, except a LaneGraph state file)."""
