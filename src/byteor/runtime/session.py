@@ -50,6 +50,7 @@ from ..edges.base import Sink, Source
 from ..lanes.journal import FSYNC_POSTURES
 from ..obs import events
 from ..obs.metrics import parse_listen
+from ..obs.redact import mask_value
 from ..ops.runtime_config import RuntimeConfig
 from ..policy.approvals import side_effect_stages
 from ..policy.audit import policy_audit_record, write_policy_audit
@@ -647,8 +648,9 @@ class RunSession:
             "ring_path": self.ring_path, "journal_dir": self.journal_dir,
             "messages_in": counts["messages_in"], "messages_out": counts["messages_out"],
             "dropped": counts["dropped"], "metrics": self.metrics_address, "policy": self._policy_state(),
-            "sources": [{"endpoint": self.ingress[f.endpoint], **f.source.describe()} for f in self._feeds],
-            "sinks": [{"endpoint": name, **sink.describe()} for name, sink in sinks.items()],
+            # masked here too: a describe() that names a URI with credentials never reaches the file
+            "sources": mask_value([{"endpoint": self.ingress[f.endpoint], **f.source.describe()} for f in self._feeds]),
+            "sinks": mask_value([{"endpoint": name, **sink.describe()} for name, sink in sinks.items()]),
         }
         with contextlib.suppress(OSError):  # observers are best effort; the run goes on
             write_session_state(directory, state)
