@@ -12,7 +12,6 @@ and reads the reason from the error file; anything else is a death the superviso
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
@@ -74,7 +73,10 @@ def enter_child(cfg: dict[str, Any]) -> None:
 
 
 def write_error(path: str, message: str) -> None:
-    """Leave the reason of a stage failure where the supervisor reads it, and on stderr."""
-    with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as fh:
-        fh.write(message)
-    sys.stderr.write(f"byteor: {message}\n")
+    """Leave the reason of a stage failure where the supervisor reads it (the parent reports it
+    once); on stderr only when that file cannot be written."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(message)
+    except OSError:
+        sys.stderr.write(f"byteor: {message}\n")
