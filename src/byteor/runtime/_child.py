@@ -12,7 +12,6 @@ and reads the reason from the error file; anything else is a death the superviso
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
@@ -78,8 +77,11 @@ def enter_child(cfg: dict[str, Any]) -> None:
 
 
 def write_error(path: str, message: str) -> None:
-    """Leave the reason of a stage failure where the supervisor reads it, and report it
-    (event ``stage.error``)."""
-    with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as fh:
-        fh.write(message)
-    emit("stage.error", message, level="error")
+    """Leave the reason of a stage failure where the supervisor reads it (the parent reports it
+    once, event ``stage.failed``); reported here (event ``stage.error``) only when that file cannot
+    be written."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(message)
+    except OSError:
+        emit("stage.error", message, level="error")
