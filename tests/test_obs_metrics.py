@@ -18,8 +18,9 @@ RunPipeline = Callable[..., RunningPipeline]
 def test_metrics_count_messages_stages_and_rings(run_pipeline: RunPipeline, examples: Path) -> None:
     run = run_pipeline(examples / "chain.kv", "--log-format=json")
     run.send([f"m{i}" for i in range(50)])
-    samples = wait_until(lambda: (s := run.scrape()) and sample(s, "byteor_messages_out_total") == 50 and s,
-                         "50 messages out")
+    # the supervisor marks a stage running at its next look after the stage registered (every 50 ms)
+    samples = wait_until(lambda: (s := run.scrape()) and sample(s, "byteor_messages_out_total") == 50
+                         and sample(s, "byteor_ready") == 1 and s, "50 messages out, every stage running")
     assert sample(samples, "byteor_messages_in_total", pipeline="chain") == 50
     assert sample(samples, "byteor_messages_dropped_total") == 0
     for stage in ("read", "bump", "emit"):
@@ -83,7 +84,8 @@ def test_lanegraph_metrics_show_lanes_roles_and_journals(run_pipeline: RunPipeli
     run = run_pipeline(examples / "lanegraph.kv", f"--journal-dir={tmp_path / 'journal'}")
     run.send([f"x{i}" for i in range(40)])
     samples = wait_until(lambda: (s := run.scrape()) and sample(s, "byteor_messages_out_total") == 40
-                         and sample(s, "byteor_lane_written_total", lane="audit") == 40 and s,
+                         and sample(s, "byteor_lane_written_total", lane="audit") == 40
+                         and sample(s, "byteor_ready") == 1 and s,
                          "40 messages through the graph and into the journal")
     assert sample(samples, "byteor_messages_in_total") == 40
     assert sample(samples, "byteor_stage_processed_total", stage="bump") == 40
