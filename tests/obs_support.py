@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 BIN = Path(sys.executable).parent
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -61,6 +62,12 @@ def sample(samples: Samples, name: str, **labels: str) -> float | None:
     found = [v for (n, lab), v in samples.items() if n == name and set(labels.items()) <= set(lab)]
     assert len(found) <= 1, f"{name} {labels}: {len(found)} samples"
     return found[0] if found else None
+
+
+def dashboard_exprs() -> list[str]:
+    """Every PromQL expression of the Grafana dashboard in ``deploy/grafana``."""
+    dash = json.loads((DEPLOY / "grafana" / "byteor-dashboard.json").read_text())
+    return [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
 
 
 def free_port() -> int:

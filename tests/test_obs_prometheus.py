@@ -9,7 +9,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from obs_support import Prometheus, RunningPipeline, http_get, sample, wait_until
+from obs_support import Prometheus, RunningPipeline, dashboard_exprs, http_get, sample, wait_until
 
 REGISTRY = Path(__file__).parent / "vectors" / "dataguard" / "registry"
 
@@ -42,6 +42,12 @@ def test_prometheus_scrapes_counts_and_lag_across_a_stage_kill(
     # counters never went back: Prometheus saw no counter reset over the whole run
     assert prom.value('resets(byteor_stage_processed_total{stage="bump"}[5m])') == 0
     assert prom.value("resets(byteor_messages_out_total[5m])") == 0
+    # every query of the Grafana dashboard is valid PromQL here, and the pipeline's panels have data
+    answered = {e: prom.query(e.replace("$pipeline", "chain")) for e in dashboard_exprs()}
+    sel = '{pipeline=~"$pipeline"}'
+    for expr in (f"rate(byteor_messages_out_total{sel}[1m])", f"byteor_stage_lag_messages{sel}",
+                 f"byteor_ring_fill_ratio{sel}", f"increase(byteor_stage_restarts_total{sel}[1h])"):
+        assert answered[expr], expr
     rc, out, err = run.finish()
     assert rc == 0, err
     assert len(out.splitlines()) == 150
