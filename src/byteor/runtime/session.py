@@ -248,6 +248,7 @@ class RunSession:
         self._started_ms = 0
         self._state_at = 0.0
         self._metrics: Any = None
+        self._draining = False
         #: where ``/metrics`` listens once started (``HOST:PORT``, the port resolved)
         self.metrics_address: str | None = None
 
@@ -685,8 +686,10 @@ class RunSession:
         """No more input: everything taken reaches the sinks; positions are committed."""
         if self.engine is None or self._closed:
             return
-        events.emit("run.draining", f"{self.spec.name}: no more input; draining", text=False,
-                    messages_in=self._counts()["messages_in"])
+        if not self._draining:
+            self._draining = True
+            events.emit("run.draining", f"{self.spec.name}: no more input; draining", text=False,
+                        messages_in=self._counts()["messages_in"])
         try:
             self.engine.drain()
             self._elapsed = time.monotonic() - self._t0
