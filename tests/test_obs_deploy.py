@@ -65,3 +65,13 @@ def test_dashboard_queries_only_exported_metrics() -> None:
                  "byteor_ring_fill_ratio", "byteor_lane_fill_ratio", "byteor_actions_failed_total",
                  "byteor_dataguard_rejected_total", "byteor_adapter_connected", "byteor_ready"):
         assert name in used, name
+
+
+def test_observability_page_names_every_metric_and_event() -> None:
+    page = (DEPLOY.parent / "docs" / "observability.md").read_text()
+    for name, *_ in METRICS:
+        assert f"`{name}`" in page, name
+    for event in ("run.started", "metrics.listening", "policy.decision", "stage.started", "stage.running",
+                  "stage.restarted", "stage.hung", "stage.failed", "stage.exited", "tuning.knob", "action.failed",
+                  "run.draining", "run.finished", "run.summary"):
+        assert f"`{event}`" in page, event
