@@ -191,11 +191,9 @@ def render(obs: dict[str, Any], r: dict[str, Any]) -> Any:
         parts_table = Table(title="participants", title_justify="left")
         for col in ("shard", "role", "pid", "alive", "heartbeat age"):
             parts_table.add_column(col)
-        for k, ring in enumerate(obs["rings"]):
-            for p in ring["participants"]:
-                role = "producer" if p["role"] == 1 else "egress" if p["role"] == 2 else f"stage {p['role'] - 16}"
-                parts_table.add_row(str(k), role, str(p["pid"]), "yes" if p["alive"] else Text("NO", style="red"),
-                                    f"{p['heartbeat_age_ms']:.0f} ms")
+        for p in obs["participants"]:
+            parts_table.add_row(str(p["shard"]), Text(p["role"]), str(p["pid"]),
+                                "yes" if p["alive"] else Text("NO", style="red"), f"{p['heartbeat_age_ms']:.0f} ms")
         parts.append(parts_table)
     if obs.get("lanes"):
         lanes = Table(title="lanes", title_justify="left")

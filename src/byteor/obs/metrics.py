@@ -54,7 +54,7 @@ METRICS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("byteor_ring_capacity_messages", "gauge", ("shard",), "slots of a SingleRing ring"),
     ("byteor_ring_fill_ratio", "gauge", ("shard",), "ring fill / capacity (0..1)"),
     ("byteor_participant_heartbeat_age_seconds", "gauge", ("shard", "role"),
-     "time since a ring participant (producer, stage i, egress) last beat"),
+     "time since a ring participant (producer, egress, a stage by its id) last beat"),
     ("byteor_lane_fill_messages", "gauge", ("lane",), "messages written to a lane and not read by its slowest reader"),
     ("byteor_lane_capacity_messages", "gauge", ("lane",), "slots of a ring lane (journal lanes: 0, unbounded)"),
     ("byteor_lane_fill_ratio", "gauge", ("lane",), "lane fill / capacity (ring lanes only)"),
@@ -163,10 +163,9 @@ def families(obs: dict[str, Any]) -> list[Any]:
         f.add("gauge", "byteor_ring_fill_messages", {"shard": k}, ring["fill"])
         f.add("gauge", "byteor_ring_capacity_messages", {"shard": k}, ring["capacity"])
         f.add("gauge", "byteor_ring_fill_ratio", {"shard": k}, ring["fill"] / ring["capacity"])
-        for p in ring["participants"]:
-            role = _participant(p["role"])
-            f.add("gauge", "byteor_participant_heartbeat_age_seconds", {"shard": k, "role": role},
-                  p["heartbeat_age_ms"] / 1000.0)
+    for p in obs.get("participants", []):
+        f.add("gauge", "byteor_participant_heartbeat_age_seconds", {"shard": p["shard"], "role": p["role"]},
+              p["heartbeat_age_ms"] / 1000.0)
     for lane in obs.get("lanes", []):
         who = {"lane": lane["name"]}
         f.add("gauge", "byteor_lane_fill_messages", who, lane["fill"])
@@ -212,15 +211,6 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
-
-
-def _participant(role: int) -> str:
-    # the SingleRing runtime's participant role ids (runtime._stage_main): 1 producer, 2 egress, 16+i stage i
-    if role == 1:
-        return "producer"
-    if role == 2:
-        return "egress"
-    return f"stage {role - 16}" if role >= 16 else f"role {role}"
 
 
 class _Collector:

@@ -20,6 +20,7 @@ Shape (``observe_v`` 1)::
     session: session_state | null, messages_in, messages_out, dropped,
     rings: [single_ring_snapshot objects] (SingleRing), lanes / roles (lane_graph_state, LaneGraph),
     stages: [{stage, shard, kind, state, pid, restarts, processed, lag, up, inputs (roles)}],
+    participants: [{shard, role (producer, egress, a stage id), pid, alive, heartbeat_age_ms}],
     counters: [counters rows], journals: [{lane, path, bytes, segments, records}],
     actions: [{stage, shard, performed, failed, dead_lettered, dry_run}],
     dataguard: [{stage, shard, <report counter>: n, ...}],
@@ -38,6 +39,7 @@ from .._errors import ArtifactError, ShmError, UsageError
 from ..obs import counters as ctr
 from ..obs.redact import mask_value
 from ..shm import RingSnapshot, attach_ring, pid_alive, take_snapshot
+from ._stage_main import ROLE_STAGE_BASE
 from .lanegraph.state import STATE_FILE, read_state
 from .session_state import SESSION_STATE_FILE, read_session_state
 
@@ -245,6 +247,7 @@ class Observer:
                 obs[key] = None
         obs["stages"] = (self._role_stages(obs, rows) if target == "LaneGraph"
                          else _ring_stages(rings, [r for r in rows if r["kind"] == "stage"]))
+        obs["participants"] = _participants(rings, obs["stages"])
         obs["counters"] = mask_value(rows)
         obs["journals"] = _journals(obs.get("lanes", []))
         obs["actions"] = [{"stage": r["name"], "shard": r["shard"], "performed": r["actions_performed"],
@@ -310,6 +313,23 @@ def _ring_stages(rings: list[RingSnapshot], rows: list[dict[str, Any]]) -> list[
             row = shard_rows[cell.index] if cell.index < len(shard_rows) else {}
             name = row.get("name") or f"stage {cell.index}"
             out.append(_stage_entry(str(name), k, "stage", row, processed=cell.gating + 1, lag=cell.lag))
+    return out
+
+
+def _participants(rings: list[RingSnapshot], stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every ring's participants, named: ``producer``, ``egress``, or the stage's id."""
+    from .snapshot import role_name
+
+    out = []
+    for k, snap in enumerate(rings):
+        per_shard = [s["stage"] for s in stages if s["kind"] == "stage" and s["shard"] == k]
+        for p in snap.participants:
+            name = role_name(p.role)
+            index = p.role - ROLE_STAGE_BASE
+            if p.role >= ROLE_STAGE_BASE and index < len(per_shard):
+                name = per_shard[index]
+            out.append({"shard": k, "role": name, "pid": p.pid, "alive": p.alive,
+                        "heartbeat_age_ms": p.heartbeat_age_ms})
     return out
 
 
