@@ -11,6 +11,7 @@ from pathlib import Path
 
 from byteor.obs.metrics import METRICS, parse_listen
 from obs_support import RunningPipeline, http_get, sample, wait_until
+from policy_support import HttpTarget, write_spec
 
 RunPipeline = Callable[..., RunningPipeline]
 
@@ -143,3 +144,20 @@ def test_parse_listen_accepts_hosts_and_ipv6() -> None:
     assert parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
     assert parse_listen("[::1]:0") == ("::1", 0)
     assert parse_listen("localhost:80") == ("localhost", 80)
+
+
+def test_performed_side_effects_are_counted(run_pipeline: RunPipeline, http_target: HttpTarget,
+                                            tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, f"http_post:{http_target.base}/hook", name="posting")
+    run = run_pipeline(spec)
+    run.send(["a", "b", "c", "d"])
+    samples = wait_until(lambda: (s := run.scrape()) and sample(s, "byteor_messages_out_total") == 4 and s,
+                         "4 messages out")
+    assert sample(samples, "byteor_actions_performed_total", stage="act1") == 4
+    assert sample(samples, "byteor_actions_failed_total", stage="act1") == 0
+    assert sample(samples, "byteor_actions_dead_lettered_total", stage="act1") == 0
+    assert sample(samples, "byteor_policy_decisions_total", stage="act1", outcome="Allow") == 4
+    assert sample(samples, "byteor_policy_stage_decision", stage="act1", decision="Allow") == 1
+    assert len(http_target.recorder.posts()) == 4
+    rc, _out, err = run.finish()
+    assert rc == 0, err
