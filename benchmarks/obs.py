@@ -149,12 +149,13 @@ def _scrape_target() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser("metrics on vs off for representative ring and lane rows (same run)")
+    ap.add_argument("--runs", type=int, default=None, help="runs per row and setting (default 5, --quick 1)")
     args = ap.parse_args(argv)
     # each timed run lasts a second or more: a scrape a second is then a real share of it, and one
     # scheduler hiccup on this 2-core machine does not decide the ratio
     n_ring = 500_000 if args.quick else 6_000_000
     n_lane = 5_000_000 if args.quick else 100_000_000
-    runs = 1 if args.quick else 5
+    runs = args.runs or (1 if args.quick else 5)
     results: list[Result] = []
     results += overhead_rows("ring.publish_many", lambda m: ring_row(n_ring, 1, m), runs)
     results += overhead_rows("ring.chain3", lambda m: ring_row(n_ring, 3, m), runs)
