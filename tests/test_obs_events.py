@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,18 @@ def test_json_log_lines_carry_no_secret(tmp_path: Path) -> None:
                           timeout=60)
     assert "tok-4f1e9c2b7a" not in proc.stderr and "bob" not in proc.stderr
     assert json.loads(proc.stderr)["uri"] == "kafka://<redacted>@127.0.0.1:9/t"
+
+
+def test_runtime_config_log_format_makes_the_run_speak_json(cli: Callable[..., subprocess.CompletedProcess[str]],
+                                                            examples: Path, tmp_path: Path, ring_dir: Path) -> None:
+    cfg = tmp_path / "runtime_config.txt"
+    cfg.write_text("runtime.log_format=json\n")
+    proc = cli("run", examples / "chain.kv", f"--config={cfg}", "--input-ascii=hi", "--output=ascii",
+               f"--ring-path={ring_dir}")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ij\n"
+    events = [json.loads(line)["event"] for line in proc.stderr.splitlines()]
+    assert "run.started" in events and "run.finished" in events and "stage.exited" in events
+    cfg.write_text("runtime.log_format=xml\n")
+    bad = cli("run", examples / "chain.kv", f"--config={cfg}", "--input-ascii=hi")
+    assert bad.returncode == 2 and "runtime.log_format" in bad.stderr and "line 1" in bad.stderr
