@@ -72,8 +72,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "journal.c" /* journal lanes: the append/scan hot path (owned by the LaneGraph work) */
-#include "dataguard.c" /* DataGuard: check + redact of one USM1 message in one pass */
+#include "native.h" /* the module-init hooks of journal.c and dataguard.c (their own translation units) */
 
 #define BYTEOR_NATIVE_ABI 1
 

@@ -1,8 +1,8 @@
 /*
  * byteor._native journal: the hot path of journal lanes (append with two-phase commit, reader scan).
  *
- * Included by core.c (`#include "journal.c"` + `byteor_journal_init(m)`), or built on its own with
- * -DBYTEOR_JOURNAL_STANDALONE as the module `_byteor_journal` (tests only).
+ * A translation unit of byteor._native (core.c's module init calls `byteor_journal_init(m)`), or
+ * built on its own with -DBYTEOR_JOURNAL_STANDALONE as the module `_byteor_journal` (tests only).
  *
  * Files, segments, rollover, fsync and recovery live in Python (byteor.lanes.journal); this file only
  * touches one mapped segment. Segment layout (little-endian; documented byte by byte in
@@ -20,10 +20,7 @@
  * (3) leaves {length, 0}: readers stop there; the Python writer zeroes it when it reopens.
  */
 
-#ifdef BYTEOR_JOURNAL_STANDALONE
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#endif
+#include "native.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -233,7 +230,7 @@ static PyTypeObject JournalSegmentType = {
  * Module hook
  * ============================================================================ */
 
-static int byteor_journal_init(PyObject *module) {
+int byteor_journal_init(PyObject *module) {
     if (PyType_Ready(&JournalSegmentType) < 0) return -1;
     Py_INCREF(&JournalSegmentType);
     if (PyModule_AddObject(module, "JournalSegment", (PyObject *)&JournalSegmentType) < 0) {
