@@ -79,7 +79,11 @@ class Ring:
         """Publish without waiting; False (nothing written) when the ring is full."""
     def publish_many(self, items: Sequence[Buffer], wait: int = ..., timeout_ns: int = -1) -> int:
         """Publish every item (checked first: nothing is published if one is too long); batches claim
-        what fits and store the cursor once per batch. Returns the last sequence."""
+        what fits and store the cursor once per batch. Returns the last sequence.
+
+        The items are the ones in ``items`` when the call starts: before its first wait on a full
+        ring (GIL released) it keeps its own references, so another thread or a signal handler may
+        change the list meanwhile. ValueError if the ring is closed while it waits."""
     def claim(self, wait: int = ..., timeout_ns: int = -1) -> int:
         """Reserve the next slot for writing in place (see :meth:`slot`, :meth:`commit`)."""
     def slot(self, seq: int) -> memoryview:

@@ -405,6 +405,7 @@ typedef struct {
 #define STEP_OK 0
 #define STEP_TIMEOUT -1
 #define STEP_ERROR -3
+#define STEP_CLOSED -4 /* close() ran (another thread, a signal handler) while the call waited */
 
 static void waiter_init(waiter_t *w, int strategy, int64_t timeout_ns, PyThreadState *ts) {
     w->strategy = strategy;
@@ -1122,6 +1123,7 @@ static int64_t producer_claim(RingObject *r, int64_t n, int wait, int64_t timeou
                 s = ring_wait_room(r, need, &w);
                 ring_nogil_end(r, w.ts);
                 if (s != STEP_OK) return s;
+                if (r->base == NULL) return STEP_CLOSED;
             }
         }
         r->next_seq = first + n; /* the claim cell is only written by claim(): publish needs no extra store */
@@ -1161,7 +1163,10 @@ static int64_t producer_claim(RingObject *r, int64_t n, int wait, int64_t timeou
             break;
         }
     }
-    if (waiting) ring_nogil_end(r, w.ts);
+    if (waiting) {
+        ring_nogil_end(r, w.ts);
+        if (r->base == NULL && result >= 0) result = STEP_CLOSED; /* the claimed slots are gone */
+    }
     return result;
 }
 
@@ -1195,6 +1200,7 @@ static void producer_publish(RingObject *r, int64_t first, int64_t last) {
 
 static int raise_step(int64_t s, const char *what) {
     if (s == STEP_TIMEOUT) PyErr_Format(PyExc_TimeoutError, "%s: timed out waiting for the slowest consumer", what);
+    if (s == STEP_CLOSED) PyErr_Format(PyExc_ValueError, "%s: the ring was closed while waiting", what);
     /* STEP_ERROR: the signal handler's exception is already set */
     return -1;
 }
@@ -1348,6 +1354,7 @@ static PyObject *Ring_publish_many(RingObject *r, PyObject *const *args, Py_ssiz
     }
     int64_t last = r->next_seq - 1;
     Py_ssize_t i = 0;
+    int snapshot = 0;
     while (i < n) {
         /* claim what fits now (at least one slot, waiting only when the ring is full) */
         int64_t want = n - i;
@@ -1360,7 +1367,29 @@ static PyObject *Ring_publish_many(RingObject *r, PyObject *const *args, Py_ssiz
             }
             if (room >= 1 && room < want) want = room;
         }
-        int64_t first = producer_claim(r, want, wait, timeout, 0);
+        int64_t first = producer_claim(r, want, wait, timeout, 1);
+        if (first == STEP_TIMEOUT) {
+            /* The claim must wait, which releases the GIL (and runs signal handlers): another thread
+             * or a handler may then change or clear the caller's list, freeing its item array. Before
+             * the first wait, take a tuple of the items (its own references); the common path that
+             * never waits copies nothing. */
+            if (!snapshot) {
+                PyObject *t = PyTuple_New(n);
+                if (t == NULL) {
+                    Py_DECREF(seq);
+                    return NULL;
+                }
+                for (Py_ssize_t k = 0; k < n; k++) {
+                    Py_INCREF(items[k]);
+                    PyTuple_SET_ITEM(t, k, items[k]);
+                }
+                Py_DECREF(seq);
+                seq = t;
+                items = PySequence_Fast_ITEMS(seq);
+                snapshot = 1;
+            }
+            first = producer_claim(r, want, wait, timeout, 0);
+        }
         if (first < 0) {
             Py_DECREF(seq);
             raise_step(first, "publish_many");
