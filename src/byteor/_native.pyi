@@ -1,6 +1,6 @@
 """Type stubs for byteor._native (hand-written; keep in step with src/byteor/_native/core.c)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final
 
@@ -21,6 +21,12 @@ PARTICIPANT_FREE: Final[int]
 PARTICIPANT_RUNNING: Final[int]
 PARTICIPANT_EXITED: Final[int]
 HEADER_MIN_BYTES: Final[int]
+#: Stage forms of :meth:`Ring.run_stage`: f(msg) -> bytes | None; f(msg) read-only (None drops);
+#: f(slot, length) -> length | DROP on a writable scratch view; f(slot, length) on a read-only view.
+FORM_MAP: Final[int]
+FORM_FILTER: Final[int]
+FORM_INPLACE: Final[int]
+FORM_READONLY: Final[int]
 
 class AttachError(ValueError):
     """A ring file is foreign, truncated, of another layout version, or has another spec hash."""
@@ -124,6 +130,26 @@ class Ring:
         everything published is consumed; returns the last processed sequence."""
     def count_sink(self, c: int, wait: int = ..., *, heartbeat_slot: int = -1) -> tuple[int, int]:
         """Consume and release until stop + drained; returns (messages, bytes), dropped excluded."""
+    def run_stage(self, c: int, fn: Callable[..., Any], form: int, wait: int = ..., *, heartbeat_slot: int = -1,
+                  side_effect: bool = False) -> int:
+        """Run a Python stage function as consumer ``c`` until stop is set and everything published is
+        consumed; returns the last processed sequence.
+
+        The core walks the available sequences and calls ``fn`` once per message in ``form``
+        (FORM_MAP ``fn(msg: bytes) -> bytes-like | None``, FORM_FILTER ``fn(msg) -> None`` drops,
+        FORM_INPLACE ``fn(slot, length) -> new length | -1`` on a writable view of the consumer's
+        scratch, FORM_READONLY ``fn(slot, length) -> length | -1`` on a read-only view of the slot).
+        MAP and INPLACE write through the crash-atomic redo record (a stage killed at any instruction
+        and restarted changes each message exactly once); the gating cell is released and the
+        heartbeat written once per batch, or after every message with ``side_effect``. Views are
+        made once, not per message: a view kept past the call stays valid memory but later shows
+        another message. A bad return raises TypeError/ValueError; the function's own exception
+        propagates. Either way the exception gets ``failed_seq`` (the failing message's sequence),
+        which stays unconsumed; everything before it is released."""
+    def drain(self, c: int, max_n: int, wait: int = ..., timeout_ns: int = -1) -> tuple[list[bytes], int, int]:
+        """Wait (GIL released) until consumer ``c`` may read, then take up to ``max_n`` messages at once
+        and release them: (copies of the messages, messages skipped as dropped, last sequence
+        released). ``([], 0, -1)`` on timeout, or when stop is set and everything was consumed."""
     def request_stop(self) -> None:
         """Set the stop word and wake every sleeper (call after the last publish: consumers drain)."""
     def clear_stop(self) -> None: ...

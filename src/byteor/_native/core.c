@@ -1860,6 +1860,453 @@ static PyObject *Ring_count_sink(RingObject *r, PyObject *args, PyObject *kwds) 
 }
 
 /* ============================================================================
+ * Python stage functions called by native loops (the four stage forms)
+ * ============================================================================
+ *
+ * A stage function is classified once, by the caller, into a form:
+ *   MAP      f(msg) -> bytes-like (the new message) | None (drop); msg is a bytes copy
+ *   FILTER   f(msg) -> None (drop) | anything (keep unchanged); msg is a bytes copy
+ *   INPLACE  f(slot, length) -> new length 0..limit | DROP (-1); slot is a writable view of the
+ *            consumer's scratch (the whole slot size) holding the message in [:length]
+ *   READONLY f(slot, length) -> length | DROP; slot is a read-only view of the slot itself
+ * Nothing is made per message that can be made once: the INPLACE view is made once per scratch;
+ * the READONLY view is made once and pointed at each slot in turn (its buffer pointer is moved;
+ * a view the function keeps past its call stays valid memory, since it keeps the mapping alive,
+ * but shows whatever slot the loop looks at later); the MAP/FILTER bytes object is rewritten in
+ * place while nobody but the loop holds it (a function that keeps it gets a fresh one next time),
+ * like seq_result's int; the length int is reused while the length repeats.
+ */
+
+#define FORM_MAP 0
+#define FORM_FILTER 1
+#define FORM_INPLACE 2
+#define FORM_READONLY 3
+
+#define CALL_KEEP 0   /* the message stays as it is */
+#define CALL_NEW 1    /* the new message is in the scratch, *out_len bytes */
+#define CALL_DROP 2
+#define CALL_ERROR -1 /* a Python exception is set */
+
+/* CPython 3.11..3.13 lay out bytes as {var head, ob_shash, ob_sval}: a bytes object nobody else
+ * holds may be rewritten (its cached hash reset). Other versions allocate one per message. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_LIMITED_API)
+#define STAGE_REUSE_BYTES 1
+#else
+#define STAGE_REUSE_BYTES 0
+#endif
+
+typedef struct {
+    PyObject *fn;
+    int form;
+    uint32_t limit;         /* longest message the function may produce (its view's length) */
+    unsigned char *scratch; /* MAP: where a returned message is copied; INPLACE: what the view shows */
+    PyObject *view;         /* INPLACE: writable view of the scratch; READONLY: the moving read-only view */
+    PyObject *view_owner;   /* what the view is exported from, to remake it if the function released it:
+                             * a Ring (a view of view_len bytes at the view's pointer) or any buffer */
+    Py_ssize_t view_len;
+    PyObject *msg;          /* MAP/FILTER: the bytes object handed to the function */
+    Py_ssize_t msg_cap;
+    PyObject *len_obj;      /* the last length int passed */
+    long len_val;
+} stagecall_t;
+
+static int check_form(int form) {
+    if (form < FORM_MAP || form > FORM_READONLY) {
+        PyErr_Format(PyExc_ValueError, "unknown stage form %d (FORM_MAP..FORM_READONLY)", form);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *stagecall_make_view(stagecall_t *sc, unsigned char *ptr) {
+    if (Py_IS_TYPE(sc->view_owner, &RingType))
+        return make_view((RingObject *)sc->view_owner, ptr, sc->view_len, sc->form == FORM_READONLY);
+    return PyMemoryView_FromObject(sc->view_owner);
+}
+
+/* `scratch` (limit bytes) backs MAP results and the INPLACE view. `owner` exports the views: for
+ * INPLACE a Ring (whose consumer scratch `scratch` is) or a writable buffer object holding `scratch`;
+ * for READONLY the Ring whose slots the view shows (first at `ro_ptr`). */
+static int stagecall_init(stagecall_t *sc, PyObject *fn, int form, uint32_t limit, unsigned char *scratch,
+                          PyObject *owner, unsigned char *ro_ptr) {
+    memset(sc, 0, sizeof *sc);
+    sc->fn = fn;
+    sc->form = form;
+    sc->limit = limit;
+    sc->scratch = scratch;
+    sc->len_val = -1;
+    if (form == FORM_INPLACE || form == FORM_READONLY) {
+        Py_INCREF(owner);
+        sc->view_owner = owner;
+        sc->view_len = form == FORM_INPLACE ? (Py_ssize_t)limit : (Py_ssize_t)((RingObject *)owner)->slot_bytes;
+        sc->view = stagecall_make_view(sc, form == FORM_INPLACE ? scratch : ro_ptr);
+        if (sc->view == NULL) return -1;
+    }
+    return 0;
+}
+
+/* The view to pass for a message at `ptr` (READONLY: the slot; INPLACE: the scratch), remade when
+ * the function released the previous one. Borrowed reference, or NULL with an exception. */
+static PyObject *stagecall_view(stagecall_t *sc, unsigned char *ptr) {
+    PyMemoryViewObject *mv = (PyMemoryViewObject *)sc->view;
+    if (mv->flags & _Py_MEMORYVIEW_RELEASED) {
+        PyObject *fresh = stagecall_make_view(sc, ptr);
+        if (fresh == NULL) return NULL;
+        Py_SETREF(sc->view, fresh);
+        return fresh;
+    }
+    if (sc->form == FORM_READONLY) {
+        mv->view.buf = ptr;
+        mv->hash = -1;
+    }
+    return sc->view;
+}
+
+static void stagecall_clear(stagecall_t *sc) {
+    Py_CLEAR(sc->view);
+    Py_CLEAR(sc->view_owner);
+    Py_CLEAR(sc->msg);
+    Py_CLEAR(sc->len_obj);
+}
+
+/* The bytes object holding src[0..len) (a reference owned by sc), or NULL with an exception. */
+static PyObject *stagecall_bytes(stagecall_t *sc, const unsigned char *src, uint32_t len) {
+#if STAGE_REUSE_BYTES
+    PyObject *m = sc->msg;
+    if (m != NULL && Py_REFCNT(m) == 1 && (Py_ssize_t)len <= sc->msg_cap) {
+        char *p = PyBytes_AS_STRING(m);
+        memcpy(p, src, len);
+        p[len] = 0;
+        Py_SET_SIZE(m, (Py_ssize_t)len);
+        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wdeprecated-declarations\"")
+        ((PyBytesObject *)m)->ob_shash = -1;
+        _Pragma("GCC diagnostic pop")
+        return m;
+    }
+    /* kept by the function (or too small): a fresh one, with room to grow while it is reused */
+    Py_ssize_t cap = (Py_ssize_t)len;
+    if (m != NULL && Py_REFCNT(m) == 1 && sc->msg_cap * 2 > cap) cap = sc->msg_cap * 2;
+    if (cap > (Py_ssize_t)sc->limit && (Py_ssize_t)len <= (Py_ssize_t)sc->limit) cap = (Py_ssize_t)sc->limit;
+    if (cap < 2) cap = 2; /* sizes 0 and 1 would return CPython's shared singletons */
+    Py_CLEAR(sc->msg);
+    m = PyBytes_FromStringAndSize(NULL, cap);
+    if (m == NULL) return NULL;
+    sc->msg = m;
+    sc->msg_cap = cap;
+    char *p = PyBytes_AS_STRING(m);
+    memcpy(p, src, len);
+    p[len] = 0;
+    Py_SET_SIZE(m, (Py_ssize_t)len);
+    return m;
+#else
+    Py_XSETREF(sc->msg, PyBytes_FromStringAndSize((const char *)src, (Py_ssize_t)len));
+    return sc->msg;
+#endif
+}
+
+static PyObject *stagecall_len(stagecall_t *sc, uint32_t len) {
+    if ((long)len != sc->len_val || sc->len_obj == NULL) {
+        PyObject *o = PyLong_FromUnsignedLong(len);
+        if (o == NULL) return NULL;
+        Py_XSETREF(sc->len_obj, o);
+        sc->len_val = (long)len;
+    }
+    return sc->len_obj;
+}
+
+/* Call the stage function on the message src[0..len). Returns CALL_KEEP, CALL_NEW (new message in
+ * sc->scratch, *out_len bytes), CALL_DROP, or CALL_ERROR with an exception set. */
+static int stagecall_run(stagecall_t *sc, unsigned char *src, uint32_t len, uint32_t *out_len) {
+    PyObject *args[3] = {NULL, NULL, NULL};
+    PyObject *ret;
+    switch (sc->form) {
+    case FORM_MAP:
+    case FORM_FILTER: {
+        PyObject *m = stagecall_bytes(sc, src, len);
+        if (m == NULL) return CALL_ERROR;
+        args[1] = m;
+        ret = PyObject_Vectorcall(sc->fn, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (ret == NULL) return CALL_ERROR;
+        if (ret == Py_None) {
+            Py_DECREF(ret);
+            return CALL_DROP;
+        }
+        if (sc->form == FORM_FILTER || ret == m) { /* the same bytes object: nothing changed */
+            Py_DECREF(ret);
+            return CALL_KEEP;
+        }
+        const char *p;
+        Py_ssize_t n;
+        Py_buffer v;
+        int has_view = 0;
+        if (PyBytes_CheckExact(ret)) {
+            p = PyBytes_AS_STRING(ret);
+            n = PyBytes_GET_SIZE(ret);
+        } else if (PyObject_CheckBuffer(ret)) {
+            if (PyObject_GetBuffer(ret, &v, PyBUF_SIMPLE) < 0) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "returned a non-contiguous %.100s; a map stage returns "
+                             "C-contiguous bytes, bytearray or memoryview, or None", Py_TYPE(ret)->tp_name);
+                Py_DECREF(ret);
+                return CALL_ERROR;
+            }
+            has_view = 1;
+            p = (const char *)v.buf;
+            n = v.len;
+        } else {
+            PyErr_Format(PyExc_TypeError, "returned %.100s; a map stage returns bytes, bytearray, memoryview "
+                         "or None", Py_TYPE(ret)->tp_name);
+            Py_DECREF(ret);
+            return CALL_ERROR;
+        }
+        if ((uint64_t)n > sc->limit) {
+            PyErr_Format(PyExc_ValueError, "returned %zd bytes, more than slot_bytes=%u", n, sc->limit);
+            if (has_view) PyBuffer_Release(&v);
+            Py_DECREF(ret);
+            return CALL_ERROR;
+        }
+        memcpy(sc->scratch, p, (size_t)n);
+        *out_len = (uint32_t)n;
+        if (has_view) PyBuffer_Release(&v);
+        Py_DECREF(ret);
+        return CALL_NEW;
+    }
+    case FORM_INPLACE: {
+        PyObject *lo = stagecall_len(sc, len);
+        PyObject *view = lo != NULL ? stagecall_view(sc, sc->scratch) : NULL;
+        if (view == NULL) return CALL_ERROR;
+        memcpy(sc->scratch, src, len);
+        args[1] = view;
+        args[2] = lo;
+        ret = PyObject_Vectorcall(sc->fn, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (ret == NULL) return CALL_ERROR;
+        if (!PyLong_CheckExact(ret)) {
+            PyErr_Format(PyExc_TypeError, "returned %.100s; an in-place stage returns a length in 0..%u or DROP",
+                         Py_TYPE(ret)->tp_name, sc->limit);
+            Py_DECREF(ret);
+            return CALL_ERROR;
+        }
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(ret, &overflow);
+        if (!overflow && n == -1) {
+            Py_DECREF(ret);
+            return CALL_DROP;
+        }
+        if (overflow || n < 0 || n > (long long)sc->limit) {
+            PyErr_Format(PyExc_ValueError, "returned %R; expected a length in 0..%u or DROP", ret, sc->limit);
+            Py_DECREF(ret);
+            return CALL_ERROR;
+        }
+        Py_DECREF(ret);
+        *out_len = (uint32_t)n;
+        return CALL_NEW;
+    }
+    default: { /* FORM_READONLY */
+        PyObject *lo = stagecall_len(sc, len);
+        PyObject *view = lo != NULL ? stagecall_view(sc, src) : NULL;
+        if (view == NULL) return CALL_ERROR;
+        args[1] = view;
+        args[2] = lo;
+        ret = PyObject_Vectorcall(sc->fn, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (ret == NULL) return CALL_ERROR;
+        int overflow = 0;
+        long long n = PyLong_CheckExact(ret) ? PyLong_AsLongLongAndOverflow(ret, &overflow) : -2;
+        if (!overflow && (n == (long long)len || n == -1)) {
+            Py_DECREF(ret);
+            return n == -1 ? CALL_DROP : CALL_KEEP;
+        }
+        PyErr_Format(PyExc_ValueError, "returned %R; a read-only stage returns its length (%u) or DROP", ret, len);
+        Py_DECREF(ret);
+        return CALL_ERROR;
+    }
+    }
+}
+
+/* Attach the failing message's sequence to the pending exception (best effort: the exception
+ * propagates either way). */
+static void set_failed_seq(int64_t seq) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL) {
+        PyObject *s = PyLong_FromLongLong(seq);
+        if (s == NULL || PyObject_SetAttrString(value, "failed_seq", s) < 0) PyErr_Clear();
+        Py_XDECREF(s);
+        if (tb != NULL) PyException_SetTraceback(value, tb);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+/* Messages processed between two releases of the gating cell (and heartbeats): large enough to
+ * amortise them, small enough that a slow stage still beats and lets the producer go on. */
+#define STAGE_MAX_BATCH 4096
+/* A long batch of a slow function still beats and runs signal handlers: every this many messages. */
+#define STAGE_TICK_EVERY 64
+
+static PyObject *Ring_run_stage(RingObject *r, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"c", "fn", "form", "wait", "heartbeat_slot", "side_effect", NULL};
+    int c, form, wait = WAIT_BACKOFF, hb = -1, side_effect = 0;
+    PyObject *fn;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOi|i$ip", kwlist, &c, &fn, &form, &wait, &hb, &side_effect))
+        return NULL;
+    if (ring_check(r) < 0 || check_consumer(r, c) < 0 || check_wait(wait) < 0 || check_part_slot(hb) < 0 ||
+        check_form(form) < 0)
+        return NULL;
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "run_stage: fn must be callable, not %.100s", Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    const int writes = form == FORM_MAP || form == FORM_INPLACE;
+    unsigned char *scr = scratch_of(r, c);
+    stagecall_t sc;
+    int rc = stagecall_init(&sc, fn, form, r->slot_bytes, scr, (PyObject *)r, slot_payload(r, r->slots));
+    if (rc < 0) {
+        stagecall_clear(&sc);
+        return NULL;
+    }
+    Py_INCREF(fn);
+    Py_INCREF(r);
+    r->busy++; /* the mapping outlives the loop even if close() runs meanwhile (the GIL comes and goes) */
+    if (writes) ring_recover(r, c);
+    int64_t next = atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1;
+    int64_t result = 0;
+    int failed = 0;
+    heartbeat_store(r, hb);
+    for (;;) {
+        seq_line_t *cell;
+        int64_t seen;
+        int64_t avail = barrier_of(r, c, next, &cell, &seen);
+        if (avail < next) {
+            waiter_t w;
+            PyThreadState *ts = PyEval_SaveThread();
+            waiter_init(&w, wait, -1, ts);
+            avail = ring_wait_barrier(r, c, next, &w);
+            PyEval_RestoreThread(w.ts);
+            if (avail == WAIT_STOPPED) {
+                result = next - 1;
+                break;
+            }
+            if (avail < 0) { /* a signal handler raised */
+                failed = 1;
+                break;
+            }
+        }
+        if (avail - next >= STAGE_MAX_BATCH) avail = next + STAGE_MAX_BATCH - 1;
+        for (int64_t s = next; s <= avail; s++) {
+            unsigned char *slot = slot_at(r, s);
+            uint32_t len = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+            if (len != DROPPED_LENGTH) {
+                if (len > r->slot_bytes) len = r->slot_bytes;
+                uint32_t out_len = 0;
+                int outcome = stagecall_run(&sc, slot_payload(r, slot), len, &out_len);
+                if (outcome == CALL_ERROR) {
+                    /* everything before s is done; s stays unconsumed (not lost) */
+                    if (s - 1 > atomic_load_explicit(&r->gating[c].seq, memory_order_relaxed))
+                        cell_store_wake(&r->gating[c], s - 1);
+                    set_failed_seq(s);
+                    failed = 1;
+                    break;
+                }
+                if (outcome == CALL_NEW)
+                    redo_apply(r, c, s, out_len);
+                else if (outcome == CALL_DROP) {
+                    if (writes)
+                        redo_apply(r, c, s, DROPPED_LENGTH);
+                    else /* read-only: marking it dropped is idempotent, no redo needed */
+                        atomic_store_explicit(slot_len(slot), DROPPED_LENGTH, memory_order_relaxed);
+                }
+            }
+            if (side_effect) cell_store_wake(&r->gating[c], s); /* at most one repeat after a crash */
+            if (((s - next) & (STAGE_TICK_EVERY - 1)) == STAGE_TICK_EVERY - 1) {
+                heartbeat_store(r, hb);
+                if (PyErr_CheckSignals() < 0) {
+                    cell_store_wake(&r->gating[c], s);
+                    failed = 1;
+                    break;
+                }
+            }
+        }
+        if (failed) break;
+        if (!side_effect) cell_store_wake(&r->gating[c], avail);
+        heartbeat_store(r, hb);
+        next = avail + 1;
+    }
+    stagecall_clear(&sc);
+    r->busy--;
+    if (r->closed) ring_unmap(r);
+    Py_DECREF(r);
+    Py_DECREF(fn);
+    if (failed) return NULL;
+    return PyLong_FromLongLong(result);
+}
+
+/* ============================================================================
+ * Batched egress: every available message in one call
+ * ============================================================================ */
+
+static PyObject *Ring_drain(RingObject *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "drain(c, max_n, wait=WAIT_BACKOFF, timeout_ns=-1)");
+        return NULL;
+    }
+    long c = PyLong_AsLong(args[0]);
+    if (c == -1 && PyErr_Occurred()) return NULL;
+    long long max_n = PyLong_AsLongLong(args[1]);
+    if (max_n == -1 && PyErr_Occurred()) return NULL;
+    int wait = WAIT_BACKOFF;
+    int64_t timeout = -1;
+    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout) < 0) return NULL;
+    if (check_consumer(r, c) < 0) return NULL;
+    if (max_n < 1) {
+        PyErr_Format(PyExc_ValueError, "drain: max_n must be >= 1, got %lld", max_n);
+        return NULL;
+    }
+    int64_t next = atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1;
+    seq_line_t *cell;
+    int64_t seen;
+    int64_t avail = barrier_of(r, (int)c, next, &cell, &seen);
+    if (avail < next && timeout != 0) {
+        waiter_t w;
+        PyThreadState *ts = ring_nogil_begin(r);
+        waiter_init(&w, wait, timeout, ts);
+        avail = ring_wait_barrier(r, (int)c, next, &w);
+        ring_nogil_end(r, w.ts);
+        if (avail == STEP_ERROR) return NULL;
+        if (r->base == NULL) {
+            PyErr_SetString(PyExc_ValueError, "drain: the ring was closed while waiting");
+            return NULL;
+        }
+    }
+    if (avail < next) return Py_BuildValue("([]iL)", 0, (long long)-1);
+    if (avail - next >= max_n) avail = next + max_n - 1;
+    PyObject *list = PyList_New(avail - next + 1);
+    if (list == NULL) return NULL;
+    Py_ssize_t k = 0;
+    long long dropped = 0;
+    for (int64_t s = next; s <= avail; s++) {
+        unsigned char *slot = slot_at(r, s);
+        uint32_t len = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+        if (len == DROPPED_LENGTH) {
+            dropped++;
+            continue;
+        }
+        if (len > r->slot_bytes) len = r->slot_bytes;
+        PyObject *b = PyBytes_FromStringAndSize((const char *)slot_payload(r, slot), (Py_ssize_t)len);
+        if (b == NULL) {
+            Py_SET_SIZE(list, k);
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, k++, b);
+    }
+    Py_SET_SIZE(list, k); /* the dropped ones left no item */
+    cell_store_wake(&r->gating[c], avail);
+    PyObject *out = Py_BuildValue("(NLL)", list, dropped, (long long)avail);
+    return out;
+}
+
+/* ============================================================================
  * Stop, participants, snapshot
  * ============================================================================ */
 
@@ -2115,6 +2562,10 @@ static PyMethodDef Ring_methods[] = {
      "run_builtin(c, op, delta, wait=WAIT_BACKOFF, *, heartbeat_slot=-1) -> last seq"},
     {"count_sink", (PyCFunction)(void (*)(void))Ring_count_sink, METH_VARARGS | METH_KEYWORDS,
      "count_sink(c, wait=WAIT_BACKOFF, *, heartbeat_slot=-1) -> (messages, bytes)"},
+    {"run_stage", (PyCFunction)(void (*)(void))Ring_run_stage, METH_VARARGS | METH_KEYWORDS,
+     "run_stage(c, fn, form, wait=WAIT_BACKOFF, *, heartbeat_slot=-1, side_effect=False) -> last seq"},
+    {"drain", (PyCFunction)(void (*)(void))Ring_drain, FASTKW,
+     "drain(c, max_n, wait=WAIT_BACKOFF, timeout_ns=-1) -> (messages, dropped, last seq)"},
     {"request_stop", (PyCFunction)Ring_request_stop, METH_NOARGS, "set the stop word and wake every waiter"},
     {"clear_stop", (PyCFunction)Ring_clear_stop, METH_NOARGS, "clear the stop word"},
     {"stop_requested", (PyCFunction)Ring_stop_requested, METH_NOARGS, "stop_requested() -> bool"},
@@ -2179,6 +2630,8 @@ PyMODINIT_FUNC PyInit__native(void) {
         {"MAX_PARTICIPANTS", MAX_PARTICIPANTS}, {"PARTICIPANT_FREE", PART_FREE},
         {"PARTICIPANT_RUNNING", PART_RUNNING},  {"PARTICIPANT_EXITED", PART_EXITED},
         {"HEADER_MIN_BYTES", OFF_SCRATCH},
+        {"FORM_MAP", FORM_MAP},             {"FORM_FILTER", FORM_FILTER},
+        {"FORM_INPLACE", FORM_INPLACE},     {"FORM_READONLY", FORM_READONLY},
     };
     for (size_t i = 0; i < sizeof(consts) / sizeof(consts[0]); i++) {
         PyObject *v = PyLong_FromLongLong(consts[i].value);
