@@ -37,7 +37,7 @@ setup(
         Extension(
             "byteor._native",
             sources=["src/byteor/_native/core.c", "src/byteor/_native/journal.c",
-                     "src/byteor/_native/dataguard.c"],
+                     "src/byteor/_native/dataguard.c", "src/byteor/_native/framing.c"],
             depends=["src/byteor/_native/native.h"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,

@@ -568,3 +568,26 @@ def test_close_while_publish_waits_raises_instead_of_writing(ring_dir: Path) -> 
     assert other.cursor() == 3
     other.close()
     os.unlink(p)
+
+
+def test_the_stub_names_everything_the_module_exports() -> None:
+    """_native.pyi is hand-written: every public name of the module and of its classes is in it."""
+    import ast
+
+    stub = ast.parse((Path(N.__file__).parent / "_native.pyi").read_text(encoding="utf-8"))
+    top: set[str] = set()
+    members: dict[str, set[str]] = {}
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef):
+            top.add(node.name)
+            members[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+        elif isinstance(node, ast.FunctionDef):
+            top.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            top.add(node.target.id)
+    public = {n for n in dir(N) if not n.startswith("_")}
+    assert public - top == set(), "in the module, not in the stub"
+    assert top - public == set(), "in the stub, not in the module"
+    for cls, names in members.items():
+        have = {n for n in vars(getattr(N, cls)) if not n.startswith("_")}  # its own, not inherited
+        assert have - names == set(), f"{cls}: in the class, not in the stub"

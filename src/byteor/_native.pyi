@@ -211,3 +211,70 @@ class JournalSegment:
     def release(self) -> None: ...
     @property
     def offset(self) -> int: ...
+
+# --- file edges and codecs (framing.c, core.c): framed input into rings, framed output from a ring ----
+
+def crc32(data: Buffer, value: int = 0, /) -> int:
+    """``zlib.crc32``: the shard and route hash the native edges and roles compute."""
+def utf8_replace(data: Buffer, /) -> bytes:
+    """``data.decode("utf-8", "replace").encode("utf-8")``: the ``ascii`` output framing."""
+
+class Ingest:
+    """Framed input from a file descriptor into one ring or N shard rings, parsed in C.
+
+    ``framing``: ``lines`` (one message per line, the ``\\n`` stripped; a last line without one is a
+    message), ``hex`` (one message per line as hex digits, whitespace ignored, blank lines skipped),
+    ``len32`` (u32 little-endian length, then the bytes). ``route``: ``single`` (one ring),
+    ``round_robin``, or ``key`` (CRC-32 of ``msg[key_offset:key_offset+key_len]`` modulo the number of
+    rings), exactly as :class:`byteor.runtime.sharding.Router`. Malformed input raises ``error``
+    (default ValueError) naming ``label`` and the 1-based line, the byte offset or the message index,
+    after every message before it was published. The descriptor is not closed."""
+
+    def __init__(self, fd: int, framing: str, rings: Sequence[Ring], *, route: str = "single",
+                 key_offset: int = 0, key_len: int = 0, wait: int = ..., label: str = "--input",
+                 error: type[BaseException] = ..., chunk_bytes: int = 1 << 20) -> None: ...
+    def run(self) -> int:
+        """Read, parse and publish (GIL released; waits while a ring is full) until end of input or
+        :meth:`stop`; returns the messages published so far. The Ingest is the rings' producer
+        meanwhile. Python signal handlers run about every 50 ms; one that raises ends ``run``."""
+    def stop(self) -> None:
+        """End :meth:`run` at the next message (from another thread or a signal handler)."""
+    @property
+    def messages(self) -> int: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def lines(self) -> int: ...
+    @property
+    def per_ring(self) -> tuple[int, ...]: ...
+
+class Egress:
+    """Framed output of ring cell ``c`` into a file descriptor, encoded in C.
+
+    ``framing``: ``hex`` (lowercase hex + ``\\n``), ``lines`` (the bytes + ``\\n``), ``ascii`` (UTF-8,
+    invalid sequences replaced, + ``\\n``), ``raw`` (the bytes as they are), ``len32`` (u32
+    little-endian length before each message: what ``Ingest(..., "len32")`` reads back). Writes go
+    through a buffer written whenever the ring is idle and at least every ``flush_interval_ns`` while
+    messages flow; the cell is released only up to what was written (:attr:`last_seq`). Dropped
+    messages are skipped and counted. The descriptor is not closed."""
+
+    def __init__(self, fd: int, framing: str, ring: Ring, c: int, *, wait: int = ...,
+                 label: str = "--output-file", flush_interval_ns: int = 200_000_000,
+                 buffer_bytes: int = 1 << 20) -> None: ...
+    def run(self) -> int:
+        """Consume, encode and write (GIL released) until the ring is stopped and drained, or
+        :meth:`stop`; returns the messages written. A write error raises OSError naming ``label``
+        (BrokenPipeError when the reader went away: SIGPIPE is held off, never fatal)."""
+    def stop(self) -> None:
+        """Write what is encoded and end :meth:`run` (from another thread or a signal handler)."""
+    @property
+    def messages(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def bytes_written(self) -> int: ...
+    @property
+    def last_seq(self) -> int:
+        """The last sequence whose message is written out (and released); -1 before the first."""

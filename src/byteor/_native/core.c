@@ -2307,6 +2307,964 @@ static PyObject *Ring_drain(RingObject *r, PyObject *const *args, Py_ssize_t nar
 }
 
 /* ============================================================================
+ * File edges: framed input from a file descriptor into rings, framed output from a ring into a
+ * file descriptor, parsed and encoded here with the GIL released
+ * ============================================================================
+ *
+ * Ingest(fd, framing, rings, ...).run() reads the descriptor in large chunks and publishes every
+ * message it parses (framings lines / hex / len32, codecs in framing.c) into one ring or into N
+ * shard rings routed like byteor.runtime.sharding.Router (single, round robin, or CRC-32 of the
+ * bytes:offset:len window modulo N). Egress(fd, framing, ring, c, ...).run() consumes cell c and
+ * writes every message framed (hex / lines / ascii / raw / len32) through a buffer that is written
+ * whenever the ring is idle and at least every flush_interval_ns while messages flow; the cell is
+ * released only up to what has been written, and last_seq tells the caller which messages left.
+ * Both end on stop() (from another thread, or from a Python signal handler) and run Python signal
+ * handlers about every 50 ms. While run() runs, the Ingest is its rings' producer and the Egress its
+ * cell's consumer: nothing else may publish into / consume from them meanwhile.
+ */
+
+#include <poll.h>
+#include <sys/eventfd.h>
+
+#define FRAME_LINES 0
+#define FRAME_HEX 1
+#define FRAME_LEN32 2
+#define FRAME_RAW 3
+#define FRAME_ASCII 4
+
+#define ROUTE_SINGLE 0
+#define ROUTE_ROUND_ROBIN 1
+#define ROUTE_KEY 2
+
+#define EDGE_EOF 1     /* Ingest: end of input; Egress: the ring is stopped and drained */
+#define EDGE_STOPPED 2 /* stop() */
+#define EDGE_FAIL -1   /* described in the edge's error fields; raised once the GIL is back */
+#define EDGE_PYERR -3  /* a Python exception is set (a signal handler raised) */
+
+#define EDGE_POLL_MS 50
+/* Messages published between two stores of a ring's cursor (and between two clock reads). */
+#define INGEST_PUBLISH_EVERY 256
+
+static const char *const FRAME_NAMES[] = {"lines", "hex", "len32", "raw", "ascii"};
+
+static int frame_code(PyObject *name, int output) {
+    const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (s != NULL)
+        for (int i = 0; i < (output ? 5 : 3); i++)
+            if (strcmp(s, FRAME_NAMES[i]) == 0) return i;
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError, "unknown %s framing %R (one of %s)", output ? "output" : "input", name,
+                 output ? "hex, ascii, raw, lines, len32" : "lines, hex, len32");
+    return -1;
+}
+
+/* Run Python signal handlers (taking the GIL for the moment). -1 when a handler raised. */
+static int edge_signals(PyThreadState **ts) {
+    PyEval_RestoreThread(*ts);
+    int r = PyErr_CheckSignals();
+    *ts = PyEval_SaveThread();
+    return r;
+}
+
+typedef struct {
+    int fd;
+    int stop_fd;          /* eventfd written by stop(): wakes a poll on the data descriptor */
+    _Atomic int stop;
+    int running;
+    PyObject *label;      /* names the option in error messages ("--input") */
+    PyObject *error_type; /* raised for malformed input */
+    int err;              /* EDGE_FAIL detail: one of EERR_* */
+    long long err_a, err_b, err_c, err_d;
+    int err_errno;
+} edge_t;
+
+static int edge_init(edge_t *e, int fd, PyObject *label, PyObject *error_type) {
+    e->fd = fd;
+    e->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (e->stop_fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    atomic_store(&e->stop, 0);
+    e->running = 0;
+    Py_INCREF(label);
+    e->label = label;
+    Py_INCREF(error_type);
+    e->error_type = error_type;
+    e->err = 0;
+    return 0;
+}
+
+static void edge_clear(edge_t *e) {
+    if (e->stop_fd >= 0) close(e->stop_fd);
+    e->stop_fd = -1;
+    Py_CLEAR(e->label);
+    Py_CLEAR(e->error_type);
+}
+
+static inline int edge_stopped(edge_t *e) { return atomic_load_explicit(&e->stop, memory_order_acquire) != 0; }
+
+static void edge_stop(edge_t *e) {
+    atomic_store_explicit(&e->stop, 1, memory_order_release);
+    uint64_t one = 1;
+    if (e->stop_fd >= 0) (void)!write(e->stop_fd, &one, sizeof one);
+}
+
+/* Wait until fd is ready for `events` (or stop() is called), running signal handlers every
+ * EDGE_POLL_MS. EDGE_OK when ready, EDGE_STOPPED, EDGE_PYERR. */
+static int edge_poll(edge_t *e, short events, PyThreadState **ts) {
+    for (;;) {
+        if (edge_stopped(e)) return EDGE_STOPPED;
+        struct pollfd p[2] = {{e->fd, events, 0}, {e->stop_fd, POLLIN, 0}};
+        int n = poll(p, 2, EDGE_POLL_MS);
+        if (n < 0 && errno != EINTR) return 0; /* let the read/write report the descriptor's error */
+        if (edge_signals(ts) < 0) return EDGE_PYERR;
+        if (n > 0 && p[0].revents) return 0;
+    }
+}
+
+/* ---- Ingest ---------------------------------------------------------------------------------- */
+
+#define EERR_LINE_TOO_LONG 1  /* a: line, b: length (-1 unknown), c: slot_bytes */
+#define EERR_HEX_CHAR 2       /* a: line, b: the byte */
+#define EERR_HEX_ODD 3        /* a: line, b: digits */
+#define EERR_LEN32_PREFIX 4   /* a: byte offset */
+#define EERR_LEN32_BODY 5     /* a: byte offset, b: announced, c: present */
+#define EERR_LEN32_BIG 6      /* a: message index, b: byte offset, c: announced, d: slot_bytes */
+#define EERR_READ 7           /* err_errno */
+#define EERR_WRITE 8          /* err_errno */
+#define EERR_HEX_LINE_HUGE 9  /* a: line, b: buffer bytes */
+
+typedef struct {
+    PyObject_HEAD
+    edge_t e;
+    int framing;
+    int route;
+    int wait;
+    uint32_t key_off, key_len;
+    uint32_t slot_bytes;      /* the smallest of the rings' */
+    Py_ssize_t n_rings;
+    RingObject **rings;
+    int64_t *pending;         /* per ring: last written, not yet published sequence (-1: none) */
+    long long *per_ring;
+    unsigned char *buf;       /* unparsed input: buf[0..len) */
+    size_t cap, len, max_cap;
+    unsigned char *tmp;       /* a decoded hex message */
+    long long line;           /* lines consumed (lines, hex) */
+    long long offset;         /* input bytes before buf[0] */
+    long long messages;
+    long long bytes_read;
+    uint64_t rr_next;
+    int unpublished;
+    int eof;
+} IngestObject;
+
+static PyTypeObject IngestType;
+
+static void ingest_publish_pending(IngestObject *g) {
+    for (Py_ssize_t k = 0; k < g->n_rings; k++)
+        if (g->pending[k] >= 0) {
+            cell_store_wake(g->rings[k]->published, g->pending[k]);
+            g->pending[k] = -1;
+        }
+    g->unpublished = 0;
+}
+
+/* Wait (GIL released) until every consumer of r has released `need`, or stop(). */
+static int ingest_wait_room(IngestObject *g, RingObject *r, int64_t need, PyThreadState **ts) {
+    waiter_t w;
+    waiter_init(&w, g->wait, -1, *ts);
+    w.participants = r->n_consumers + 1;
+    int rc = EDGE_EOF - 1; /* 0: room */
+    for (;;) {
+        seq_line_t *lag = NULL;
+        int64_t seen = 0, m = INT64_MAX;
+        for (uint32_t i = 0; i < r->n_consumers; i++) {
+            int64_t gs = atomic_load_explicit(&r->gating[i].seq, memory_order_acquire);
+            if (gs < m) m = gs;
+            if (gs < need && lag == NULL) {
+                lag = &r->gating[i];
+                seen = gs;
+            }
+        }
+        if (m >= need) {
+            r->gating_cache = m;
+            break;
+        }
+        if (edge_stopped(&g->e)) {
+            rc = EDGE_STOPPED;
+            break;
+        }
+        if (waiter_step(&w, lag, seen) != STEP_OK) { /* no deadline: a signal handler raised */
+            rc = EDGE_PYERR;
+            break;
+        }
+    }
+    *ts = w.ts;
+    return rc;
+}
+
+/* Publish one message into the ring its route chooses. 0, EDGE_STOPPED or EDGE_PYERR. */
+static int ingest_put(IngestObject *g, const unsigned char *p, uint32_t n, PyThreadState **ts) {
+    Py_ssize_t k = 0;
+    if (g->route == ROUTE_ROUND_ROBIN) {
+        k = (Py_ssize_t)(g->rr_next % (uint64_t)g->n_rings);
+        g->rr_next++;
+    } else if (g->route == ROUTE_KEY) {
+        uint32_t off = g->key_off < n ? g->key_off : n;
+        uint32_t len = g->key_len < n - off ? g->key_len : n - off;
+        k = (Py_ssize_t)(byteor_crc32(0, p + off, len) % (uint32_t)g->n_rings);
+    }
+    RingObject *r = g->rings[k];
+    int64_t seq;
+    if (!(r->flags & FLAG_MULTI_PRODUCER)) {
+        seq = r->next_seq;
+        int64_t need = seq - r->capacity;
+        if (need > r->gating_cache) {
+            r->gating_cache = min_gating(r);
+            if (need > r->gating_cache) {
+                ingest_publish_pending(g); /* what is written becomes visible before waiting */
+                int rc = ingest_wait_room(g, r, need, ts);
+                if (rc != 0) return rc;
+            }
+        }
+        r->next_seq = seq + 1;
+    } else {
+        for (;;) {
+            int64_t cur = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
+            int64_t need = cur + 1 - r->capacity;
+            if (need > r->gating_cache) {
+                r->gating_cache = min_gating(r);
+                if (need > r->gating_cache) {
+                    ingest_publish_pending(g);
+                    int rc = ingest_wait_room(g, r, need, ts);
+                    if (rc != 0) return rc;
+                    continue;
+                }
+            }
+            if (atomic_compare_exchange_weak_explicit(&r->claim->seq, &cur, cur + 1, memory_order_acq_rel,
+                                                      memory_order_relaxed)) {
+                seq = cur + 1;
+                break;
+            }
+        }
+    }
+    unsigned char *slot = slot_at(r, seq);
+    atomic_store_explicit(slot_len(slot), n, memory_order_relaxed);
+    memcpy(slot_payload(r, slot), p, n);
+    if (r->flags & FLAG_MULTI_PRODUCER)
+        producer_publish(r, seq, seq);
+    else
+        g->pending[k] = seq;
+    g->messages++;
+    g->per_ring[k]++;
+    if (++g->unpublished >= INGEST_PUBLISH_EVERY) ingest_publish_pending(g);
+    return 0;
+}
+
+static int ingest_fail(IngestObject *g, int err, long long a, long long b, long long c) {
+    g->e.err = err;
+    g->e.err_a = a;
+    g->e.err_b = b;
+    g->e.err_c = c;
+    return EDGE_FAIL;
+}
+
+/* Parse and publish the complete messages of buf[0..len) (all of it when final). Sets *used to the
+ * bytes consumed. 0, or an EDGE_* code (the messages before a bad one are published). */
+static int ingest_parse(IngestObject *g, int final, size_t *used, PyThreadState **ts) {
+    unsigned char *b = g->buf;
+    size_t len = g->len, pos = 0;
+    int rc = 0;
+    if (g->framing == FRAME_LEN32) {
+        while (len - pos >= 4) {
+            uint32_t n = (uint32_t)b[pos] | ((uint32_t)b[pos + 1] << 8) | ((uint32_t)b[pos + 2] << 16) |
+                         ((uint32_t)b[pos + 3] << 24);
+            if (n > g->slot_bytes) {
+                rc = ingest_fail(g, EERR_LEN32_BIG, g->messages, g->offset + (long long)pos, n);
+                g->e.err_d = g->slot_bytes;
+                break;
+            }
+            if (len - pos - 4 < n) break;
+            rc = ingest_put(g, b + pos + 4, n, ts);
+            if (rc != 0) break;
+            pos += 4 + (size_t)n;
+        }
+        if (rc == 0 && final && pos < len) {
+            if (len - pos < 4)
+                rc = ingest_fail(g, EERR_LEN32_PREFIX, g->offset + (long long)pos, 0, 0);
+            else {
+                uint32_t n = (uint32_t)b[pos] | ((uint32_t)b[pos + 1] << 8) | ((uint32_t)b[pos + 2] << 16) |
+                             ((uint32_t)b[pos + 3] << 24);
+                rc = ingest_fail(g, EERR_LEN32_BODY, g->offset + (long long)pos, n, (long long)(len - pos - 4));
+            }
+        }
+        *used = pos;
+        return rc;
+    }
+    for (;;) {
+        unsigned char *nl = len > pos ? memchr(b + pos, '\n', len - pos) : NULL;
+        size_t end;
+        if (nl != NULL)
+            end = (size_t)(nl - b);
+        else if (final && pos < len)
+            end = len; /* the last line has no newline: still a message */
+        else
+            break;
+        long long lineno = g->line + 1;
+        const unsigned char *line = b + pos;
+        size_t n = end - pos;
+        if (g->framing == FRAME_LINES) {
+            if (n > g->slot_bytes) {
+                rc = ingest_fail(g, EERR_LINE_TOO_LONG, lineno, (long long)n, g->slot_bytes);
+                break;
+            }
+            rc = ingest_put(g, line, (uint32_t)n, ts);
+        } else {
+            size_t out_len = 0, digits = 0;
+            int bad = -1;
+            int h = byteor_hex_line(line, n, g->tmp, g->slot_bytes, &out_len, &bad, &digits);
+            if (h == BYTEOR_HEX_BAD_CHAR) {
+                rc = ingest_fail(g, EERR_HEX_CHAR, lineno, bad, 0);
+                break;
+            }
+            if (h == BYTEOR_HEX_ODD) {
+                rc = ingest_fail(g, EERR_HEX_ODD, lineno, (long long)digits, 0);
+                break;
+            }
+            if (h == BYTEOR_HEX_TOO_LONG) {
+                rc = ingest_fail(g, EERR_LINE_TOO_LONG, lineno, (long long)out_len, g->slot_bytes);
+                break;
+            }
+            if (h == BYTEOR_HEX_OK) rc = ingest_put(g, g->tmp, (uint32_t)out_len, ts);
+        }
+        if (rc != 0) break;
+        g->line = lineno;
+        pos = end + (nl != NULL);
+        if (nl == NULL) break;
+    }
+    *used = pos;
+    return rc;
+}
+
+static int ingest_loop(IngestObject *g, PyThreadState **ts) {
+    struct stat st;
+    int regular = fstat(g->e.fd, &st) == 0 && S_ISREG(st.st_mode);
+    int64_t next_check = mono_ns() + SIGNAL_CHECK_NS;
+    int rc = 0;
+    while (rc == 0) {
+        if (edge_stopped(&g->e)) {
+            rc = EDGE_STOPPED;
+            break;
+        }
+        if (g->eof) {
+            rc = EDGE_EOF;
+            break;
+        }
+        if (g->len == g->cap) {
+            /* the buffer holds one unfinished line: grow, unless it is already longer than any
+             * message can be (then say so rather than buffer on) */
+            if (g->cap > g->max_cap) {
+                if (g->framing == FRAME_LINES)
+                    rc = ingest_fail(g, EERR_LINE_TOO_LONG, g->line + 1, -1, g->slot_bytes);
+                else
+                    rc = ingest_fail(g, EERR_HEX_LINE_HUGE, g->line + 1, (long long)g->cap, 0);
+                break;
+            }
+            size_t ncap = g->cap * 2 > g->max_cap + 1 ? g->max_cap + 1 : g->cap * 2;
+            unsigned char *nb = realloc(g->buf, ncap);
+            if (nb == NULL) {
+                g->e.err_errno = ENOMEM;
+                rc = ingest_fail(g, EERR_READ, 0, 0, 0);
+                break;
+            }
+            g->buf = nb;
+            g->cap = ncap;
+        }
+        if (!regular) {
+            /* a pipe or terminal may stay silent: wait for data, a stop() or a signal */
+            ingest_publish_pending(g);
+            rc = edge_poll(&g->e, POLLIN, ts);
+            if (rc != 0) break;
+        }
+        ssize_t got = read(g->e.fd, g->buf + g->len, g->cap - g->len);
+        if (got < 0) {
+            if (errno == EINTR) {
+                if (edge_signals(ts) < 0) rc = EDGE_PYERR;
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                ingest_publish_pending(g);
+                rc = edge_poll(&g->e, POLLIN, ts);
+                continue;
+            }
+            g->e.err_errno = errno;
+            rc = ingest_fail(g, EERR_READ, 0, 0, 0);
+            break;
+        }
+        int final = got == 0;
+        g->len += (size_t)got;
+        g->bytes_read += got;
+        size_t used = 0;
+        rc = ingest_parse(g, final, &used, ts);
+        if (used) {
+            memmove(g->buf, g->buf + used, g->len - used);
+            g->len -= used;
+            g->offset += (long long)used;
+        }
+        if (final && rc == 0) g->eof = 1;
+        if (rc == 0) {
+            int64_t now = mono_ns();
+            if (now >= next_check) {
+                next_check = now + SIGNAL_CHECK_NS;
+                ingest_publish_pending(g);
+                if (edge_signals(ts) < 0) rc = EDGE_PYERR;
+            }
+        }
+    }
+    ingest_publish_pending(g);
+    return rc;
+}
+
+static void edge_raise(edge_t *e) {
+    PyObject *label = e->label;
+    PyObject *err = e->error_type;
+    switch (e->err) {
+    case EERR_LINE_TOO_LONG:
+        if (e->err_b >= 0)
+            PyErr_Format(err, "%U line %lld: message of %lld bytes exceeds slot_bytes=%lld", label, e->err_a, e->err_b,
+                         e->err_c);
+        else
+            PyErr_Format(err, "%U line %lld: message of more than %lld bytes exceeds slot_bytes=%lld", label, e->err_a,
+                         e->err_c, e->err_c);
+        break;
+    case EERR_HEX_CHAR: {
+        Py_UCS4 ch = e->err_b < 0x80 ? (Py_UCS4)e->err_b : 0xFFFD; /* decode("ascii", "replace") */
+        PyObject *s = PyUnicode_FromOrdinal((int)ch);
+        if (s != NULL) {
+            PyErr_Format(err, "%U line %lld is not valid hex: invalid character %R", label, e->err_a, s);
+            Py_DECREF(s);
+        }
+        break;
+    }
+    case EERR_HEX_ODD:
+        PyErr_Format(err, "%U line %lld is not valid hex: odd number of hex digits (%lld)", label, e->err_a, e->err_b);
+        break;
+    case EERR_HEX_LINE_HUGE:
+        PyErr_Format(err, "%U line %lld is longer than %lld bytes", label, e->err_a, e->err_b);
+        break;
+    case EERR_LEN32_PREFIX:
+        PyErr_Format(err, "%U len32: truncated length prefix at byte %lld", label, e->err_a);
+        break;
+    case EERR_LEN32_BODY:
+        PyErr_Format(err, "%U len32: message at byte %lld announces %lld bytes, only %lld follow", label, e->err_a,
+                     e->err_b, e->err_c);
+        break;
+    case EERR_LEN32_BIG:
+        PyErr_Format(err, "%U len32: message %lld at byte %lld is %lld bytes, larger than the slot (%lld bytes)",
+                     label, e->err_a, e->err_b, e->err_c, e->err_d);
+        break;
+    default: {
+        int code = e->err_errno;
+        PyObject *msg = PyUnicode_FromFormat("%U: %s failed: %s", label, e->err == EERR_WRITE ? "write" : "read",
+                                             code == EPIPE ? "the reader closed it (broken pipe)" : strerror(code));
+        if (msg != NULL) {
+            PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO", code, msg); /* errno picks the subclass */
+            if (exc != NULL) {
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                Py_DECREF(exc);
+            }
+            Py_DECREF(msg);
+        }
+    }
+    }
+    e->err = 0;
+}
+
+static void ingest_free_buffers(IngestObject *g) {
+    free(g->buf);
+    free(g->tmp);
+    PyMem_Free(g->pending);
+    PyMem_Free(g->per_ring);
+    g->buf = g->tmp = NULL;
+    g->pending = NULL;
+    g->per_ring = NULL;
+}
+
+static void Ingest_dealloc(IngestObject *g) {
+    for (Py_ssize_t k = 0; k < g->n_rings; k++) Py_XDECREF(g->rings[k]);
+    PyMem_Free(g->rings);
+    ingest_free_buffers(g);
+    edge_clear(&g->e);
+    Py_TYPE(g)->tp_free((PyObject *)g);
+}
+
+static PyObject *Ingest_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"fd", "framing", "rings", "route", "key_offset", "key_len", "wait", "label", "error",
+                             "chunk_bytes", NULL};
+    int fd, wait = WAIT_BACKOFF;
+    PyObject *framing, *rings_obj, *route_obj = NULL, *label = NULL, *error_type = PyExc_ValueError;
+    long long key_off = 0, key_len = 0, chunk = 1 << 20;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|$OLLiUOL", kwlist, &fd, &framing, &rings_obj, &route_obj,
+                                     &key_off, &key_len, &wait, &label, &error_type, &chunk))
+        return NULL;
+    int fr = frame_code(framing, 0);
+    if (fr < 0 || check_wait(wait) < 0) return NULL;
+    if (!PyExceptionClass_Check(error_type)) {
+        PyErr_SetString(PyExc_TypeError, "Ingest: error must be an exception class");
+        return NULL;
+    }
+    int route = ROUTE_SINGLE;
+    if (route_obj != NULL) {
+        const char *rs = PyUnicode_Check(route_obj) ? PyUnicode_AsUTF8(route_obj) : NULL;
+        if (rs != NULL && strcmp(rs, "single") == 0) route = ROUTE_SINGLE;
+        else if (rs != NULL && strcmp(rs, "round_robin") == 0) route = ROUTE_ROUND_ROBIN;
+        else if (rs != NULL && strcmp(rs, "key") == 0) route = ROUTE_KEY;
+        else {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "unknown route %R (single, round_robin, key)", route_obj);
+            return NULL;
+        }
+    }
+    if (key_off < 0 || key_off > UINT32_MAX || key_len < 0 || key_len > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "Ingest: key_offset and key_len must be in 0..2**32-1");
+        return NULL;
+    }
+    if (chunk < 4096 || chunk > (1LL << 30)) {
+        PyErr_Format(PyExc_ValueError, "Ingest: chunk_bytes %lld outside 4096..2**30", chunk);
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(rings_obj, "Ingest: rings must be a sequence of Ring");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 1 || (route == ROUTE_SINGLE && n != 1)) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "Ingest: route %s needs %s ring, got %zd", route == ROUTE_SINGLE ? "single" :
+                     "round_robin/key", route == ROUTE_SINGLE ? "exactly one" : "at least one", n);
+        return NULL;
+    }
+    IngestObject *g = (IngestObject *)type->tp_alloc(type, 0);
+    if (g == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    g->e.stop_fd = -1;
+    g->rings = PyMem_Calloc((size_t)n, sizeof(RingObject *));
+    g->pending = PyMem_Malloc((size_t)n * sizeof(int64_t));
+    g->per_ring = PyMem_Calloc((size_t)n, sizeof(long long));
+    if (g->rings == NULL || g->pending == NULL || g->per_ring == NULL) {
+        Py_DECREF(seq);
+        Py_DECREF(g);
+        return PyErr_NoMemory();
+    }
+    g->n_rings = n;
+    uint32_t slot = UINT32_MAX;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, k);
+        if (!Py_IS_TYPE(o, &RingType)) {
+            PyErr_Format(PyExc_TypeError, "Ingest: rings[%zd] is %.100s, not a Ring", k, Py_TYPE(o)->tp_name);
+            Py_DECREF(seq);
+            Py_DECREF(g);
+            return NULL;
+        }
+        Py_INCREF(o);
+        g->rings[k] = (RingObject *)o;
+        g->pending[k] = -1;
+        if (ring_check((RingObject *)o) < 0) {
+            Py_DECREF(seq);
+            Py_DECREF(g);
+            return NULL;
+        }
+        if (((RingObject *)o)->slot_bytes < slot) slot = ((RingObject *)o)->slot_bytes;
+    }
+    Py_DECREF(seq);
+    PyObject *lab = label != NULL ? Py_NewRef(label) : PyUnicode_FromString("--input");
+    if (lab == NULL || edge_init(&g->e, fd, lab, error_type) < 0) {
+        Py_XDECREF(lab);
+        Py_DECREF(g);
+        return NULL;
+    }
+    Py_DECREF(lab); /* edge_init took its own reference */
+    g->framing = fr;
+    g->route = route;
+    g->wait = wait;
+    g->key_off = (uint32_t)key_off;
+    g->key_len = (uint32_t)key_len;
+    g->slot_bytes = slot;
+    /* the longest unfinished line worth buffering: one message (a hex line may also hold spaces) */
+    g->max_cap = fr == FRAME_LINES ? (size_t)slot + 1 : fr == FRAME_HEX ? 4 * (size_t)slot + (1 << 20) : (size_t)slot + 4;
+    g->cap = (size_t)chunk;
+    if (g->cap < g->max_cap + 1 && fr == FRAME_LEN32) g->cap = g->max_cap + 1;
+    g->buf = malloc(g->cap);
+    g->tmp = malloc((size_t)slot + 1);
+    if (g->buf == NULL || g->tmp == NULL) {
+        Py_DECREF(g);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)g;
+}
+
+static PyObject *Ingest_run(IngestObject *g, PyObject *Py_UNUSED(ignored)) {
+    if (g->e.running) {
+        PyErr_SetString(PyExc_RuntimeError, "Ingest.run: already running");
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < g->n_rings; k++)
+        if (ring_check(g->rings[k]) < 0) return NULL;
+    g->e.running = 1;
+    Py_INCREF(g);
+    for (Py_ssize_t k = 0; k < g->n_rings; k++) g->rings[k]->busy++;
+    PyThreadState *ts = PyEval_SaveThread();
+    int rc = ingest_loop(g, &ts);
+    PyEval_RestoreThread(ts);
+    for (Py_ssize_t k = 0; k < g->n_rings; k++) {
+        g->rings[k]->busy--;
+        if (g->rings[k]->closed) ring_unmap(g->rings[k]);
+    }
+    g->e.running = 0;
+    PyObject *result = NULL;
+    if (rc == EDGE_FAIL)
+        edge_raise(&g->e);
+    else if (rc != EDGE_PYERR)
+        result = PyLong_FromLongLong(g->messages);
+    Py_DECREF(g);
+    return result;
+}
+
+static PyObject *Ingest_stop(IngestObject *g, PyObject *Py_UNUSED(ignored)) {
+    edge_stop(&g->e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ingest_get_messages(IngestObject *g, void *c) { return PyLong_FromLongLong(g->messages); }
+static PyObject *Ingest_get_bytes(IngestObject *g, void *c) { return PyLong_FromLongLong(g->bytes_read); }
+static PyObject *Ingest_get_eof(IngestObject *g, void *c) { return PyBool_FromLong(g->eof); }
+static PyObject *Ingest_get_line(IngestObject *g, void *c) { return PyLong_FromLongLong(g->line); }
+static PyObject *Ingest_get_per_ring(IngestObject *g, void *c) {
+    PyObject *t = PyTuple_New(g->n_rings);
+    if (t == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < g->n_rings; k++) PyTuple_SET_ITEM(t, k, PyLong_FromLongLong(g->per_ring[k]));
+    return t;
+}
+
+static PyMethodDef Ingest_methods[] = {
+    {"run", (PyCFunction)Ingest_run, METH_NOARGS,
+     "run() -> messages published so far: read, parse and publish until end of input or stop()"},
+    {"stop", (PyCFunction)Ingest_stop, METH_NOARGS, "stop(): end run() at the next message (any thread)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Ingest_getset[] = {
+    {"messages", (getter)Ingest_get_messages, NULL, "messages published", NULL},
+    {"bytes_read", (getter)Ingest_get_bytes, NULL, "bytes read from the descriptor", NULL},
+    {"eof", (getter)Ingest_get_eof, NULL, "the whole input was read and published", NULL},
+    {"lines", (getter)Ingest_get_line, NULL, "lines consumed (lines and hex framings)", NULL},
+    {"per_ring", (getter)Ingest_get_per_ring, NULL, "messages published into each ring", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject IngestType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "byteor._native.Ingest",
+    .tp_basicsize = sizeof(IngestObject),
+    .tp_dealloc = (destructor)Ingest_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Ingest(fd, framing, rings, *, route='single', key_offset=0, key_len=0, wait=WAIT_BACKOFF, "
+              "label='--input', error=ValueError, chunk_bytes=1<<20): framed input from fd into rings",
+    .tp_methods = Ingest_methods,
+    .tp_getset = Ingest_getset,
+    .tp_new = Ingest_new,
+};
+
+/* ---- Egress ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    edge_t e;
+    int framing;
+    int wait;
+    int c;
+    RingObject *ring;
+    int64_t flush_ns;
+    unsigned char *buf;
+    size_t cap, len;
+    int64_t buffered_to;       /* last sequence encoded into buf */
+    _Atomic int64_t last_seq;  /* last sequence written to the descriptor (and released) */
+    long long messages, dropped, bytes_written;
+} EgressObject;
+
+static PyTypeObject EgressType;
+
+/* Write buf[0..len) completely (short writes, EINTR, a non-blocking descriptor), then release the
+ * cell up to what was encoded. 0, EDGE_STOPPED, EDGE_PYERR or EDGE_FAIL (errno kept). */
+static int egress_flush(EgressObject *x, PyThreadState **ts) {
+    size_t off = 0;
+    while (off < x->len) {
+        ssize_t n = write(x->e.fd, x->buf + off, x->len - off);
+        if (n >= 0) {
+            off += (size_t)n;
+            x->bytes_written += n;
+            continue;
+        }
+        if (errno == EINTR) {
+            if (edge_signals(ts) < 0) return EDGE_PYERR;
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            int rc = edge_poll(&x->e, POLLOUT, ts);
+            if (rc != 0) {
+                memmove(x->buf, x->buf + off, x->len - off); /* keep what is not written */
+                x->len -= off;
+                return rc;
+            }
+            continue;
+        }
+        x->e.err = EERR_WRITE;
+        x->e.err_errno = errno;
+        memmove(x->buf, x->buf + off, x->len - off);
+        x->len -= off;
+        return EDGE_FAIL;
+    }
+    x->len = 0;
+    if (x->buffered_to > atomic_load_explicit(&x->last_seq, memory_order_relaxed)) {
+        cell_store_wake(&x->ring->gating[x->c], x->buffered_to);
+        atomic_store_explicit(&x->last_seq, x->buffered_to, memory_order_release);
+    }
+    return 0;
+}
+
+static inline size_t egress_encode(EgressObject *x, const unsigned char *p, uint32_t n, unsigned char *out) {
+    switch (x->framing) {
+    case FRAME_HEX: {
+        size_t k = byteor_hex_encode(p, n, out);
+        out[k] = '\n';
+        return k + 1;
+    }
+    case FRAME_ASCII: {
+        size_t k = byteor_utf8_replace(p, n, out);
+        out[k] = '\n';
+        return k + 1;
+    }
+    case FRAME_LEN32:
+        out[0] = (unsigned char)n;
+        out[1] = (unsigned char)(n >> 8);
+        out[2] = (unsigned char)(n >> 16);
+        out[3] = (unsigned char)(n >> 24);
+        memcpy(out + 4, p, n);
+        return (size_t)n + 4;
+    case FRAME_RAW:
+        memcpy(out, p, n);
+        return n;
+    default: /* FRAME_LINES */
+        memcpy(out, p, n);
+        out[n] = '\n';
+        return (size_t)n + 1;
+    }
+}
+
+static inline size_t egress_worst(int framing, uint32_t n) {
+    return framing == FRAME_HEX ? 2 * (size_t)n + 1 : framing == FRAME_ASCII ? 3 * (size_t)n + 1 : (size_t)n + 4;
+}
+
+static int egress_loop(EgressObject *x, PyThreadState **ts) {
+    RingObject *r = x->ring;
+    int c = x->c;
+    int64_t next = atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1;
+    int64_t last_flush = mono_ns();
+    x->buffered_to = next - 1;
+    for (;;) {
+        if (edge_stopped(&x->e)) {
+            int rc = egress_flush(x, ts);
+            return rc != 0 ? rc : EDGE_STOPPED;
+        }
+        seq_line_t *cell;
+        int64_t seen;
+        int64_t avail = barrier_of(r, c, next, &cell, &seen);
+        if (avail < next) {
+            /* idle: what is buffered goes out now, then wait (in slices, to see stop() and signals) */
+            if (x->len > 0 || x->buffered_to > atomic_load_explicit(&x->last_seq, memory_order_relaxed)) {
+                int rc = egress_flush(x, ts);
+                if (rc != 0) return rc;
+                last_flush = mono_ns();
+            }
+            waiter_t w;
+            waiter_init(&w, x->wait, EDGE_POLL_MS * 1000000LL, *ts);
+            avail = ring_wait_barrier(r, c, next, &w);
+            *ts = w.ts;
+            if (avail == WAIT_STOPPED) return EDGE_EOF;
+            if (avail == STEP_ERROR) return EDGE_PYERR;
+            if (avail < next) continue; /* a slice ended */
+        }
+        for (int64_t s = next; s <= avail; s++) {
+            unsigned char *slot = slot_at(r, s);
+            uint32_t len = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+            if (len == DROPPED_LENGTH) {
+                x->dropped++;
+            } else {
+                if (len > r->slot_bytes) len = r->slot_bytes;
+                if (x->cap - x->len < egress_worst(x->framing, len)) {
+                    int rc = egress_flush(x, ts);
+                    if (rc != 0) return rc;
+                    last_flush = mono_ns();
+                }
+                x->len += egress_encode(x, slot_payload(r, slot), len, x->buf + x->len);
+                x->messages++;
+            }
+            x->buffered_to = s;
+            if (((s - next) & 63) == 63) {
+                int64_t now = mono_ns();
+                if (now - last_flush >= x->flush_ns) { /* a steady stream still reaches the file */
+                    int rc = egress_flush(x, ts);
+                    if (rc != 0) return rc;
+                    last_flush = now;
+                }
+            }
+        }
+        next = avail + 1;
+        int64_t now = mono_ns();
+        if (now - last_flush >= x->flush_ns) {
+            int rc = egress_flush(x, ts);
+            if (rc != 0) return rc;
+            last_flush = now;
+        }
+    }
+}
+
+static void Egress_dealloc(EgressObject *x) {
+    Py_XDECREF(x->ring);
+    free(x->buf);
+    edge_clear(&x->e);
+    Py_TYPE(x)->tp_free((PyObject *)x);
+}
+
+static PyObject *Egress_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"fd", "framing", "ring", "c", "wait", "label", "flush_interval_ns", "buffer_bytes", NULL};
+    int fd, c, wait = WAIT_BACKOFF;
+    PyObject *framing, *ring, *label = NULL;
+    long long flush_ns = 200000000LL, bufsize = 1 << 20;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO!i|$iULL", kwlist, &fd, &framing, &RingType, &ring, &c, &wait,
+                                     &label, &flush_ns, &bufsize))
+        return NULL;
+    int fr = frame_code(framing, 1);
+    RingObject *r = (RingObject *)ring;
+    if (fr < 0 || check_wait(wait) < 0 || ring_check(r) < 0 || check_consumer(r, c) < 0) return NULL;
+    if (flush_ns < 1000000LL || flush_ns > 1000000000LL) {
+        PyErr_Format(PyExc_ValueError, "Egress: flush_interval_ns %lld outside 1 ms..1 s", flush_ns);
+        return NULL;
+    }
+    if (bufsize < 4096 || bufsize > (1LL << 30)) {
+        PyErr_Format(PyExc_ValueError, "Egress: buffer_bytes %lld outside 4096..2**30", bufsize);
+        return NULL;
+    }
+    EgressObject *x = (EgressObject *)type->tp_alloc(type, 0);
+    if (x == NULL) return NULL;
+    x->e.stop_fd = -1;
+    Py_INCREF(ring);
+    x->ring = r;
+    PyObject *lab = label != NULL ? Py_NewRef(label) : PyUnicode_FromString("--output-file");
+    if (lab == NULL || edge_init(&x->e, fd, lab, PyExc_ValueError) < 0) {
+        Py_XDECREF(lab);
+        Py_DECREF(x);
+        return NULL;
+    }
+    Py_DECREF(lab);
+    x->framing = fr;
+    x->wait = wait;
+    x->c = c;
+    x->flush_ns = flush_ns;
+    size_t worst = egress_worst(fr, r->slot_bytes);
+    x->cap = (size_t)bufsize > worst ? (size_t)bufsize : worst; /* any one message fits after a flush */
+    x->buf = malloc(x->cap);
+    if (x->buf == NULL) {
+        Py_DECREF(x);
+        return PyErr_NoMemory();
+    }
+    atomic_store(&x->last_seq, atomic_load_explicit(&r->gating[c].seq, memory_order_acquire));
+    return (PyObject *)x;
+}
+
+static PyObject *Egress_run(EgressObject *x, PyObject *Py_UNUSED(ignored)) {
+    if (x->e.running) {
+        PyErr_SetString(PyExc_RuntimeError, "Egress.run: already running");
+        return NULL;
+    }
+    if (ring_check(x->ring) < 0) return NULL;
+    x->e.running = 1;
+    Py_INCREF(x);
+    x->ring->busy++;
+    /* a reader that closes a pipe must end the loop with EPIPE, not kill the process with SIGPIPE:
+     * block it in this thread while writing, and take back one that our write raised */
+    sigset_t pipe_set, old_mask, pending_before;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigemptyset(&pending_before);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+    sigpending(&pending_before);
+    PyThreadState *ts = PyEval_SaveThread();
+    int rc = egress_loop(x, &ts);
+    if (rc == EDGE_FAIL && x->e.err_errno == EPIPE && !sigismember(&pending_before, SIGPIPE)) {
+        sigset_t now;
+        sigpending(&now);
+        if (sigismember(&now, SIGPIPE)) {
+            struct timespec zero = {0, 0};
+            sigtimedwait(&pipe_set, NULL, &zero);
+        }
+    }
+    PyEval_RestoreThread(ts);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    x->ring->busy--;
+    if (x->ring->closed) ring_unmap(x->ring);
+    x->e.running = 0;
+    PyObject *result = NULL;
+    if (rc == EDGE_FAIL)
+        edge_raise(&x->e);
+    else if (rc != EDGE_PYERR)
+        result = PyLong_FromLongLong(x->messages);
+    Py_DECREF(x);
+    return result;
+}
+
+static PyObject *Egress_stop(EgressObject *x, PyObject *Py_UNUSED(ignored)) {
+    edge_stop(&x->e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Egress_get_messages(EgressObject *x, void *c) { return PyLong_FromLongLong(x->messages); }
+static PyObject *Egress_get_dropped(EgressObject *x, void *c) { return PyLong_FromLongLong(x->dropped); }
+static PyObject *Egress_get_bytes(EgressObject *x, void *c) { return PyLong_FromLongLong(x->bytes_written); }
+static PyObject *Egress_get_last_seq(EgressObject *x, void *c) {
+    return PyLong_FromLongLong(atomic_load_explicit(&x->last_seq, memory_order_acquire));
+}
+
+static PyMethodDef Egress_methods[] = {
+    {"run", (PyCFunction)Egress_run, METH_NOARGS,
+     "run() -> messages written: until the ring is stopped and drained, or stop()"},
+    {"stop", (PyCFunction)Egress_stop, METH_NOARGS, "stop(): write what is encoded and end run() (any thread)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Egress_getset[] = {
+    {"messages", (getter)Egress_get_messages, NULL, "messages encoded (written once last_seq passes them)", NULL},
+    {"dropped", (getter)Egress_get_dropped, NULL, "dropped messages skipped", NULL},
+    {"bytes_written", (getter)Egress_get_bytes, NULL, "bytes written to the descriptor", NULL},
+    {"last_seq", (getter)Egress_get_last_seq, NULL, "last sequence written out (and released)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject EgressType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "byteor._native.Egress",
+    .tp_basicsize = sizeof(EgressObject),
+    .tp_dealloc = (destructor)Egress_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Egress(fd, framing, ring, c, *, wait=WAIT_BACKOFF, label='--output-file', "
+              "flush_interval_ns=200_000_000, buffer_bytes=1<<20): framed output of cell c into fd",
+    .tp_methods = Egress_methods,
+    .tp_getset = Egress_getset,
+    .tp_new = Egress_new,
+};
+
+/* ============================================================================
  * Stop, participants, snapshot
  * ============================================================================ */
 
@@ -2618,6 +3576,12 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0) goto fail;
     if (byteor_journal_init(m) < 0) goto fail;
     if (byteor_dataguard_init(m) < 0) goto fail;
+    if (byteor_framing_init(m) < 0) goto fail;
+    if (PyType_Ready(&IngestType) < 0 || PyType_Ready(&EgressType) < 0) goto fail;
+    Py_INCREF(&IngestType);
+    if (PyModule_AddObject(m, "Ingest", (PyObject *)&IngestType) < 0) goto fail;
+    Py_INCREF(&EgressType);
+    if (PyModule_AddObject(m, "Egress", (PyObject *)&EgressType) < 0) goto fail;
     struct {
         const char *name;
         long long value;
