@@ -209,6 +209,24 @@ def test_side_effect_stages_release_after_every_message(ring_dir: Path) -> None:
     os.unlink(path)
 
 
+def test_a_slow_function_releases_what_it_finished_within_a_batch(ring_dir: Path) -> None:
+    path = str(ring_dir / "slow.ring")
+    r = N.Ring.create(path, 64, SLOT, [0], H)
+    r.publish_many([bytes([i]) for i in range(8)])  # one batch of 8
+    r.request_stop()
+    seen: list[tuple[int, int]] = []
+
+    def slow(slot: memoryview, n: int) -> int:
+        seen.append((slot[0], r.gating(0)))
+        time.sleep(0.01)
+        return n
+
+    r.run_stage(0, slow, N.FORM_INPLACE)
+    assert seen == [(k, k - 1) for k in range(8)]  # message k runs with 0..k-1 already released
+    r.close()
+    os.unlink(path)
+
+
 def test_heartbeat_is_written(ring_dir: Path) -> None:
     path = str(ring_dir / "hb.ring")
     r = N.Ring.create(path, 64, SLOT, [0], H)

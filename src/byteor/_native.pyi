@@ -27,6 +27,8 @@ FORM_MAP: Final[int]
 FORM_FILTER: Final[int]
 FORM_INPLACE: Final[int]
 FORM_READONLY: Final[int]
+#: Size of a LaneGraph role's stats file (counters and the batch record of :func:`run_role`).
+ROLE_STATS_BYTES: Final[int]
 
 class AttachError(ValueError):
     """A ring file is foreign, truncated, of another layout version, or has another spec hash."""
@@ -278,3 +280,24 @@ class Egress:
     @property
     def last_seq(self) -> int:
         """The last sequence whose message is written out (and released); -1 before the first."""
+
+# --- LaneGraph roles (core.c) -------------------------------------------------------------------------
+
+def run_role(kind: str, inputs: Sequence[tuple[Ring, int]], outputs: Sequence[tuple[Any, str, str]],
+             stats: Buffer, *, route: str = "round_robin", key_offset: int = 0, key_len: int = 0,
+             op: str | None = None, delta: int = 0, fn: Callable[..., Any] | None = None, form: int = ...,
+             wait: int = ..., parent_pid: int = 0, error: type[BaseException] = ...) -> int:
+    """Run one LaneGraph role as a native loop until every input is stopped and drained; returns
+    the role's messages in (its stats counter).
+
+    ``kind``: ``bridge`` (one input, one output), ``router`` (one input, N outputs; ``route``
+    ``round_robin`` or ``key``: CRC-32 of ``msg[key_offset:key_offset+key_len]`` modulo N), ``merge``
+    (N inputs taken fairly, one output), ``stage`` (``op`` ``identity``/``add_u8`` with ``delta``, or a
+    Python ``fn`` called in ``form`` on a scratch as large as the widest lane). ``inputs``: (Ring, cell).
+    ``outputs``: (Ring or JournalWriter, on_full ``block``/``drop_newest``/``fail``, lane name).
+    ``stats``: the role's stats file mapping (``ROLE_STATS_BYTES``): counters and heartbeat are kept
+    there, and each batch is recorded there before it is published, so a role killed at any point
+    and run again completes a half-published batch instead of publishing it twice. A full lane
+    under ``fail``, a message too large for a lane, or giving up a blocked wait once ``parent_pid``
+    is gone raise ``error`` naming the lane; the stage function's exceptions propagate with
+    ``failed_seq``."""

@@ -2140,8 +2140,40 @@ static void set_failed_seq(int64_t seq) {
 /* Messages processed between two releases of the gating cell (and heartbeats): large enough to
  * amortise them, small enough that a slow stage still beats and lets the producer go on. */
 #define STAGE_MAX_BATCH 4096
-/* A long batch of a slow function still beats and runs signal handlers: every this many messages. */
-#define STAGE_TICK_EVERY 64
+/* A long batch of a slow function must not hold back what it has finished: every `every` messages the
+ * loop reads the clock (a tick: heartbeat, signal handlers); once STAGE_RELEASE_NS passed since the
+ * last release, what is done is released (published) at once. A function slower than STAGE_SLOW_NS
+ * a message is ticked after every message, a fast one every 64 (the clock read costs ~20 ns). */
+#define STAGE_RELEASE_NS 1000000LL
+#define STAGE_SLOW_NS 10000LL
+#define TICK_NONE 0
+#define TICK 1
+#define TICK_RELEASE 2
+
+typedef struct {
+    uint32_t every, count;
+    int64_t last_tick, last_release;
+} pacer_t;
+
+static inline void pacer_init(pacer_t *p) {
+    p->every = 1; /* learn the function's speed from its first message */
+    p->count = 0;
+    p->last_tick = p->last_release = mono_ns();
+}
+
+static inline int pacer_tick(pacer_t *p) {
+    if (++p->count < p->every) return TICK_NONE;
+    int64_t now = mono_ns();
+    p->every = now - p->last_tick > (int64_t)p->count * STAGE_SLOW_NS ? 1 : 64;
+    p->count = 0;
+    p->last_tick = now;
+    if (now - p->last_release < STAGE_RELEASE_NS) return TICK;
+    p->last_release = now;
+    return TICK_RELEASE;
+}
+
+/* A batch ended (everything released): the next release is due STAGE_RELEASE_NS after the last tick. */
+static inline void pacer_released(pacer_t *p) { p->last_release = p->last_tick; }
 
 static PyObject *Ring_run_stage(RingObject *r, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"c", "fn", "form", "wait", "heartbeat_slot", "side_effect", NULL};
@@ -2171,6 +2203,8 @@ static PyObject *Ring_run_stage(RingObject *r, PyObject *args, PyObject *kwds) {
     int64_t next = atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1;
     int64_t result = 0;
     int failed = 0;
+    pacer_t pacer;
+    pacer_init(&pacer);
     heartbeat_store(r, hb);
     for (;;) {
         seq_line_t *cell;
@@ -2217,8 +2251,10 @@ static PyObject *Ring_run_stage(RingObject *r, PyObject *args, PyObject *kwds) {
                 }
             }
             if (side_effect) cell_store_wake(&r->gating[c], s); /* at most one repeat after a crash */
-            if (((s - next) & (STAGE_TICK_EVERY - 1)) == STAGE_TICK_EVERY - 1) {
+            int tick = pacer_tick(&pacer);
+            if (tick != TICK_NONE) {
                 heartbeat_store(r, hb);
+                if (tick == TICK_RELEASE && !side_effect) cell_store_wake(&r->gating[c], s);
                 if (PyErr_CheckSignals() < 0) {
                     cell_store_wake(&r->gating[c], s);
                     failed = 1;
@@ -2229,6 +2265,7 @@ static PyObject *Ring_run_stage(RingObject *r, PyObject *args, PyObject *kwds) {
         if (failed) break;
         if (!side_effect) cell_store_wake(&r->gating[c], avail);
         heartbeat_store(r, hb);
+        pacer_released(&pacer);
         next = avail + 1;
     }
     stagecall_clear(&sc);
@@ -3265,6 +3302,840 @@ static PyTypeObject EgressType = {
 };
 
 /* ============================================================================
+ * LaneGraph roles: bridge, router, merge and stage roles as native loops over lane rings
+ * ============================================================================
+ *
+ * run_role() moves messages from its input lane rings (one consumer cell each) to its output lanes
+ * (rings, or journal writers appended through journal.c) with no Python per message; Python runs
+ * only for a Python stage's function (called as in run_stage, the GIL taken per batch). Kinds:
+ * bridge (one in, one out, unchanged), router (one in, N out; round robin or CRC-32 of a
+ * bytes:off:len window modulo N, as byteor.runtime.lanegraph._roles.Router), merge (N in, one out;
+ * fair: one message from each non-empty input in turn, each input's order kept), stage (one in, one
+ * out; the builtin identity / add_u8, or a Python function). on_full per output: block (wait;
+ * every 100 ms beat and give up if the parent is gone), drop_newest (drop and count), fail (raise).
+ *
+ * Exactly once across a SIGKILL. Messages move in batches: the output slots of a batch are
+ * written, then a batch record (the input ranges consumed, the output ranges written, the round
+ * robin position) goes into the role's stats file with its checksum last, then the output cursors
+ * are stored, then the inputs released. A role restarted after a crash reads the record: a torn
+ * record (checksum mismatch) describes a batch that was never published (its inputs are still
+ * unreleased and are processed again); a whole record whose inputs are not released describes a
+ * batch whose slots are all written, so its publication is completed (a cursor store is
+ * idempotent) and its inputs released, and nothing is published twice. A journal append is the
+ * last message of its batch (reserve + copy, record, commit): if the crash came before the commit
+ * the writer drops the reservation on reopen, and that one message is processed again. An mpsc
+ * output (whose claims interleave with other producers') is also one message per batch.
+ *
+ * Fault injection for the crash tests: BYTEOR_FAULT_ROLE_KILL=<record|publish>:<n> makes the
+ * process SIGKILL itself right after the n-th batch record is stored (record) or right after that
+ * batch's outputs are published, before its inputs are released (publish): the two windows a random
+ * kill hits too rarely to test. Read once per run_role call; unset, it costs one comparison a batch.
+ *
+ * Stats file (64-bit little-endian words; runtime/lanegraph/_stats.py): [0] messages in, [1]
+ * heartbeat (CLOCK_MONOTONIC ns), [4+j] written to output j, [12+j] dropped on output j, [32..]
+ * the batch record: check, generation, round robin, last input, journal output + 1, 8 input
+ * ranges (first, last), 8 output ranges (first, last).
+ */
+
+#define ROLE_BRIDGE 0
+#define ROLE_ROUTER 1
+#define ROLE_MERGE 2
+#define ROLE_STAGE 3
+
+#define ON_FULL_BLOCK 0
+#define ON_FULL_DROP_NEWEST 1
+#define ON_FULL_FAIL 2
+
+#define ROLE_PORTS 8
+#define ROLE_MAX_BATCH 4096
+#define ROLE_BEAT_NS 100000000LL
+
+#define ST_IN 0
+#define ST_BEAT 1
+#define ST_WRITTEN 4
+#define ST_DROPS 12
+#define ST_REC 32
+#define ST_BYTES 1024 /* 128 words */
+
+#define REC_CHECK 0
+#define REC_GEN 1
+#define REC_RR 2
+#define REC_LAST_IN 3
+#define REC_JOURNAL 4
+#define REC_RINGS 5 /* which rings the record is about (their creation times): another run's is ignored */
+#define REC_IN 6
+#define REC_OUT (REC_IN + 2 * ROLE_PORTS)
+#define REC_WORDS (REC_OUT + 2 * ROLE_PORTS)
+_Static_assert(ST_REC + REC_WORDS <= ST_BYTES / 8, "the batch record fits the stats file");
+
+#define ROLE_ERR_FULL 1
+#define ROLE_ERR_OVERSIZE 2
+#define ROLE_ERR_ABORT 3
+#define ROLE_ERR_PY 4   /* a Python exception is set */
+#define ROLE_ERR_STAGE 5 /* the stage function failed: a Python exception is set; failed_seq */
+
+#define EMIT_OK 0
+#define EMIT_FLUSH 1 /* written; the batch must end with this message */
+#define EMIT_DROP 2  /* drop_newest */
+#define EMIT_FAIL -1
+
+typedef struct {
+    RingObject *ring;
+    int cell;
+    int64_t next;       /* next sequence to consume */
+    int done;           /* stopped and drained */
+    int64_t first, last; /* this batch's consumed range (-1: none) */
+} role_in_t;
+
+typedef struct {
+    RingObject *ring;   /* a ring output, or NULL for a journal writer */
+    PyObject *writer;   /* journal outputs: the JournalWriter */
+    PyObject *seg;      /* its current JournalSegment */
+    int64_t jnext;      /* index of the next journal record */
+    long long jcount;   /* records appended since the writer was last told */
+    Py_ssize_t jat;     /* this batch's reserved record offset (-1: none) */
+    int on_full;
+    uint32_t slot_bytes;
+    PyObject *name;
+    int64_t first, last; /* this batch's output range (-1: none); journal: the record index */
+    long long written, drops;
+} role_out_t;
+
+typedef struct {
+    int kind, nin, nout;
+    role_in_t in[ROLE_PORTS];
+    role_out_t out[ROLE_PORTS];
+    int route;
+    uint32_t key_off, key_len;
+    uint64_t rr;
+    int op;
+    uint8_t delta;
+    int has_fn;
+    stagecall_t sc;
+    PyObject *scratch_obj; /* a bytearray: the stage's scratch (and the INPLACE view's owner) */
+    unsigned char *scratch;
+    _Atomic uint64_t *st;
+    int wait;
+    long parent;
+    long long messages_in;
+    int publishes; /* the batch wrote to an output */
+    int batch_msgs;
+    int last_in;
+    uint64_t gen;
+    uint64_t rings_id;
+    int64_t next_signals;
+    PyThreadState *ts; /* saved while the GIL is released */
+    int gil;
+    int err, err_out;
+    long long err_n;
+    int64_t failed_seq;
+    pacer_t pacer;    /* a Python stage: beat and publish what is done during long batches */
+    int fault_phase;  /* BYTEOR_FAULT_ROLE_KILL: 1 after the record, 2 after publishing; 0 off */
+    long long fault_at, fault_batches;
+} role_t;
+
+static void role_fault(role_t *R, int phase) {
+    if (R->fault_phase == phase && R->fault_batches == R->fault_at) raise(SIGKILL);
+}
+
+static inline void role_release_gil(role_t *R) {
+    if (R->gil) {
+        R->ts = PyEval_SaveThread();
+        R->gil = 0;
+    }
+}
+
+static inline void role_take_gil(role_t *R) {
+    if (!R->gil) {
+        PyEval_RestoreThread(R->ts);
+        R->gil = 1;
+    }
+}
+
+static inline void st_put(role_t *R, int word, uint64_t v) {
+    atomic_store_explicit(&R->st[word], v, memory_order_relaxed);
+}
+
+static void role_beat(role_t *R, int64_t now) {
+    atomic_store_explicit(&R->st[ST_BEAT], (uint64_t)now, memory_order_relaxed);
+}
+
+static void role_counters(role_t *R) {
+    st_put(R, ST_IN, (uint64_t)R->messages_in);
+    for (int j = 0; j < R->nout; j++) {
+        st_put(R, ST_WRITTEN + j, (uint64_t)R->out[j].written);
+        st_put(R, ST_DROPS + j, (uint64_t)R->out[j].drops);
+    }
+}
+
+static uint64_t rec_mix(const uint64_t *w) {
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    for (int i = REC_GEN; i < REC_WORDS; i++) {
+        h ^= w[i];
+        h *= 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 31;
+    }
+    return h | 1; /* a zeroed (fresh) file never checks */
+}
+
+/* The batch record: every field, then the checksum (release: stored after the fields). */
+static void role_record(role_t *R) {
+    uint64_t w[REC_WORDS];
+    memset(w, 0, sizeof w);
+    w[REC_GEN] = ++R->gen;
+    w[REC_RR] = R->rr;
+    w[REC_LAST_IN] = (uint64_t)R->last_in;
+    w[REC_RINGS] = R->rings_id;
+    for (int k = 0; k < ROLE_PORTS; k++) {
+        w[REC_IN + 2 * k] = (uint64_t)(k < R->nin ? R->in[k].first : -1);
+        w[REC_IN + 2 * k + 1] = (uint64_t)(k < R->nin ? R->in[k].last : -1);
+    }
+    for (int j = 0; j < ROLE_PORTS; j++) {
+        w[REC_OUT + 2 * j] = (uint64_t)(j < R->nout ? R->out[j].first : -1);
+        w[REC_OUT + 2 * j + 1] = (uint64_t)(j < R->nout ? R->out[j].last : -1);
+        if (j < R->nout && R->out[j].ring == NULL && R->out[j].jat >= 0) w[REC_JOURNAL] = (uint64_t)j + 1;
+    }
+    for (int i = REC_GEN; i < REC_WORDS; i++)
+        atomic_store_explicit(&R->st[ST_REC + i], w[i], memory_order_release);
+    atomic_store_explicit(&R->st[ST_REC + REC_CHECK], rec_mix(w), memory_order_release);
+}
+
+/* End the batch: record, publish every output range, commit the journal append, release inputs. */
+static void role_flush(role_t *R) {
+    int consumed = 0;
+    for (int k = 0; k < R->nin; k++) consumed |= R->in[k].last >= 0;
+    if (!consumed && !R->publishes) return;
+    int recorded = R->publishes;
+    if (recorded) {
+        role_record(R);
+        R->fault_batches++;
+        role_fault(R, 1);
+    }
+    for (int j = 0; j < R->nout; j++) {
+        role_out_t *o = &R->out[j];
+        if (o->first < 0) continue;
+        if (o->ring == NULL) {
+            byteor_journal_commit_at(o->seg, o->jat);
+            o->jat = -1;
+        } else if (o->ring->flags & FLAG_MULTI_PRODUCER) {
+            producer_publish(o->ring, o->first, o->last);
+        } else {
+            cell_store_wake(o->ring->published, o->last);
+        }
+        o->first = o->last = -1;
+    }
+    if (recorded) role_fault(R, 2);
+    for (int k = 0; k < R->nin; k++) {
+        role_in_t *in = &R->in[k];
+        if (in->last >= 0) cell_store_wake(&in->ring->gating[in->cell], in->last);
+        in->first = in->last = -1;
+    }
+    R->publishes = 0;
+    R->batch_msgs = 0;
+    role_counters(R);
+    role_beat(R, mono_ns());
+}
+
+/* Complete the batch a crashed run left half published (see the section comment). */
+static void role_recover(role_t *R) {
+    uint64_t w[REC_WORDS];
+    for (int i = 0; i < REC_WORDS; i++) w[i] = atomic_load_explicit(&R->st[ST_REC + i], memory_order_acquire);
+    if (w[REC_CHECK] != rec_mix(w)) return; /* nothing recorded, or a torn record: nothing was published */
+    if (w[REC_RINGS] != R->rings_id) return; /* recorded over other lanes (an earlier run's file) */
+    R->gen = w[REC_GEN];
+    R->rr = w[REC_RR];
+    int pending = 0;
+    for (int k = 0; k < R->nin; k++) {
+        int64_t last = (int64_t)w[REC_IN + 2 * k + 1];
+        pending |= last >= 0 && last > atomic_load_explicit(&R->in[k].ring->gating[R->in[k].cell].seq,
+                                                            memory_order_acquire);
+    }
+    if (!pending) return;
+    int uncommitted = 0;
+    for (int j = 0; j < R->nout; j++) {
+        role_out_t *o = &R->out[j];
+        int64_t first = (int64_t)w[REC_OUT + 2 * j], last = (int64_t)w[REC_OUT + 2 * j + 1];
+        if (first < 0) continue;
+        if (o->ring == NULL) {
+            if (o->jnext <= first) uncommitted = 1; /* the reopened writer dropped the reservation */
+        } else if (o->ring->flags & FLAG_MULTI_PRODUCER) {
+            producer_publish(o->ring, first, last);
+        } else {
+            if (o->ring->next_seq <= last) o->ring->next_seq = last + 1;
+            if (atomic_load_explicit(&o->ring->published->seq, memory_order_acquire) < last)
+                cell_store_wake(o->ring->published, last);
+        }
+    }
+    int last_in = (int)w[REC_LAST_IN];
+    for (int k = 0; k < R->nin; k++) {
+        role_in_t *in = &R->in[k];
+        int64_t target = (int64_t)w[REC_IN + 2 * k + 1];
+        if (uncommitted && k == last_in) target--; /* the journal's message is processed again */
+        if (target > atomic_load_explicit(&in->ring->gating[in->cell].seq, memory_order_acquire))
+            cell_store_wake(&in->ring->gating[in->cell], target);
+    }
+    if (uncommitted && R->kind == ROLE_ROUTER && R->route == ROUTE_ROUND_ROBIN) R->rr--;
+}
+
+/* Roll a journal output over to a new segment (Python, GIL taken for the moment). */
+static int role_journal_roll(role_t *R, role_out_t *o) {
+    int had = R->gil;
+    role_take_gil(R);
+    PyObject *seg = PyObject_CallMethod(o->writer, "native_rolled", "L", o->jcount);
+    int ok = seg != NULL && byteor_journal_segment_check(seg);
+    if (seg != NULL && !ok)
+        PyErr_Format(PyExc_TypeError, "journal writer of lane %R did not hand a native segment", o->name);
+    if (ok) {
+        Py_SETREF(o->seg, seg);
+        o->jcount = 0;
+    } else {
+        Py_XDECREF(seg);
+    }
+    if (!had) role_release_gil(R);
+    return ok ? 0 : -1;
+}
+
+/* Wait for room in ring output j (GIL released): slices of 100 ms, each ends with a heartbeat and
+ * a look at the parent. 0 when there is room, EMIT_FAIL (R->err set) otherwise. */
+static int role_wait_room(role_t *R, int j, int64_t need) {
+    role_out_t *o = &R->out[j];
+    RingObject *r = o->ring;
+    int had = R->gil;
+    role_release_gil(R);
+    int rc = 0;
+    for (;;) {
+        waiter_t w;
+        waiter_init(&w, R->wait, ROLE_BEAT_NS, R->ts);
+        int s = ring_wait_room(r, need, &w);
+        R->ts = w.ts;
+        if (s == STEP_OK) break;
+        if (s == STEP_ERROR) {
+            R->err = ROLE_ERR_PY;
+            rc = EMIT_FAIL;
+            break;
+        }
+        role_counters(R);
+        role_beat(R, mono_ns());
+        if (R->parent > 0 && getppid() != R->parent) {
+            R->err = ROLE_ERR_ABORT;
+            R->err_out = j;
+            rc = EMIT_FAIL;
+            break;
+        }
+    }
+    if (had) role_take_gil(R);
+    return rc;
+}
+
+/* Write one message into output j under its on_full policy. */
+static int role_emit(role_t *R, int j, const unsigned char *p, uint32_t n) {
+    role_out_t *o = &R->out[j];
+    if (n > o->slot_bytes) {
+        R->err = ROLE_ERR_OVERSIZE;
+        R->err_out = j;
+        R->err_n = n;
+        return EMIT_FAIL;
+    }
+    if (o->ring == NULL) {
+        Py_ssize_t at = byteor_journal_reserve_copy(o->seg, p, n);
+        if (at < 0) {
+            if (role_journal_roll(R, o) < 0) {
+                R->err = ROLE_ERR_PY;
+                return EMIT_FAIL;
+            }
+            at = byteor_journal_reserve_copy(o->seg, p, n);
+            if (at < 0) { /* a fresh segment holds one record of slot_bytes (the writer checks) */
+                R->err = ROLE_ERR_OVERSIZE;
+                R->err_out = j;
+                R->err_n = n;
+                return EMIT_FAIL;
+            }
+        }
+        o->jat = at;
+        o->first = o->last = o->jnext++;
+        o->jcount++;
+        o->written++;
+        R->publishes = 1;
+        return EMIT_FLUSH;
+    }
+    RingObject *r = o->ring;
+    int mp = (r->flags & FLAG_MULTI_PRODUCER) != 0;
+    int64_t seq;
+    for (;;) {
+        int64_t cur = mp ? atomic_load_explicit(&r->claim->seq, memory_order_acquire) + 1 : r->next_seq;
+        int64_t need = cur - r->capacity;
+        if (need > r->gating_cache) r->gating_cache = min_gating(r);
+        if (need <= r->gating_cache) {
+            if (!mp) {
+                seq = cur;
+                r->next_seq = cur + 1;
+                break;
+            }
+            int64_t expect = cur - 1;
+            if (atomic_compare_exchange_weak_explicit(&r->claim->seq, &expect, cur, memory_order_acq_rel,
+                                                      memory_order_relaxed)) {
+                seq = cur;
+                break;
+            }
+            continue;
+        }
+        if (R->publishes || R->batch_msgs) { /* our own unpublished slots may be what fills it */
+            role_flush(R);
+            continue;
+        }
+        if (o->on_full == ON_FULL_DROP_NEWEST) {
+            o->drops++;
+            return EMIT_DROP;
+        }
+        if (o->on_full == ON_FULL_FAIL) {
+            R->err = ROLE_ERR_FULL;
+            R->err_out = j;
+            return EMIT_FAIL;
+        }
+        if (role_wait_room(R, j, need) < 0) return EMIT_FAIL;
+    }
+    unsigned char *slot = slot_at(r, seq);
+    atomic_store_explicit(slot_len(slot), n, memory_order_relaxed);
+    memcpy(slot_payload(r, slot), p, n);
+    if (o->first < 0) o->first = seq;
+    o->last = seq;
+    o->written++;
+    R->publishes = 1;
+    return mp ? EMIT_FLUSH : EMIT_OK;
+}
+
+/* Process message s of input k. 0, or EMIT_FAIL with R->err set (s is not consumed). */
+static int role_message(role_t *R, int k, int64_t s) {
+    role_in_t *in = &R->in[k];
+    RingObject *ir = in->ring;
+    unsigned char *slot = slot_at(ir, s);
+    uint32_t n = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+    int flush = 0;
+    if (n != DROPPED_LENGTH) {
+        if (n > ir->slot_bytes) n = ir->slot_bytes;
+        const unsigned char *p = slot_payload(ir, slot);
+        int skip = 0;
+        if (R->op == OP_ADD_U8) {
+            for (uint32_t i = 0; i < n; i++) R->scratch[i] = (unsigned char)(p[i] + R->delta);
+            p = R->scratch;
+        } else if (R->has_fn) {
+            uint32_t out_len = 0;
+            int oc = stagecall_run(&R->sc, (unsigned char *)p, n, &out_len);
+            if (oc == CALL_ERROR) {
+                R->err = ROLE_ERR_STAGE;
+                R->failed_seq = s;
+                return EMIT_FAIL;
+            }
+            if (oc == CALL_DROP) skip = 1;
+            if (oc == CALL_NEW) {
+                p = R->scratch;
+                n = out_len;
+            }
+        }
+        if (!skip) {
+            int j = 0;
+            if (R->kind == ROLE_ROUTER) {
+                if (R->route == ROUTE_KEY) {
+                    uint32_t off = R->key_off < n ? R->key_off : n;
+                    uint32_t len = R->key_len < n - off ? R->key_len : n - off;
+                    j = (int)(byteor_crc32(0, p + off, len) % (uint32_t)R->nout);
+                } else {
+                    j = (int)(R->rr % (uint64_t)R->nout);
+                }
+            }
+            int rc = role_emit(R, j, p, n);
+            if (rc == EMIT_FAIL) return EMIT_FAIL;
+            flush = rc == EMIT_FLUSH;
+            if (R->kind == ROLE_ROUTER && R->route == ROUTE_ROUND_ROBIN) R->rr++;
+        }
+        R->messages_in++;
+    }
+    if (in->first < 0) in->first = s;
+    in->last = s;
+    in->next = s + 1;
+    R->last_in = k;
+    R->batch_msgs++;
+    if (flush || R->batch_msgs >= ROLE_MAX_BATCH) role_flush(R);
+    return 0;
+}
+
+static int role_input_done(role_in_t *in) {
+    return stop_set(in->ring) && atomic_load_explicit(&in->ring->published->seq, memory_order_acquire) < in->next;
+}
+
+/* Wait (GIL released) until some input has a message. 0, 1 when every input is done, -1 (signal). */
+static int role_wait_inputs(role_t *R) {
+    int had = R->gil;
+    role_release_gil(R);
+    int rc = 0;
+    int strategy = R->nin > 1 && R->wait == WAIT_BLOCK ? WAIT_BACKOFF : R->wait; /* no one futex for N cells */
+    for (;;) {
+        waiter_t w;
+        waiter_init(&w, strategy, ROLE_BEAT_NS, R->ts);
+        int got = 0, all_done = 1;
+        for (;;) {
+            seq_line_t *lag = NULL;
+            int64_t seen = 0;
+            got = 0;
+            all_done = 1;
+            for (int k = 0; k < R->nin; k++) {
+                role_in_t *in = &R->in[k];
+                if (in->done) continue;
+                seq_line_t *cell;
+                int64_t s;
+                if (barrier_of(in->ring, in->cell, in->next, &cell, &s) >= in->next) {
+                    got = 1;
+                    all_done = 0;
+                    break;
+                }
+                if (role_input_done(in)) {
+                    in->done = 1;
+                    continue;
+                }
+                all_done = 0;
+                if (lag == NULL) {
+                    lag = cell;
+                    seen = s;
+                    w.participants = in->ring->n_consumers + 1;
+                }
+            }
+            if (got || all_done) break;
+            int st = waiter_step(&w, R->nin == 1 ? lag : NULL, seen);
+            if (st == STEP_TIMEOUT) break;
+            if (st != STEP_OK) {
+                R->ts = w.ts;
+                R->err = ROLE_ERR_PY;
+                rc = -1;
+                goto out;
+            }
+        }
+        R->ts = w.ts;
+        if (got) break;
+        if (all_done) {
+            rc = 1;
+            break;
+        }
+        role_counters(R);
+        role_beat(R, mono_ns()); /* idle is not hung */
+    }
+out:
+    if (had) role_take_gil(R);
+    return rc;
+}
+
+static int role_run(role_t *R) {
+    int turn = 0;
+    for (;;) {
+        int64_t avail[ROLE_PORTS];
+        int any = 0;
+        for (int k = 0; k < R->nin; k++) {
+            role_in_t *in = &R->in[k];
+            seq_line_t *cell;
+            int64_t seen;
+            avail[k] = in->done ? -1 : barrier_of(in->ring, in->cell, in->next, &cell, &seen);
+            any |= avail[k] >= in->next;
+        }
+        if (!any) {
+            int rc = role_wait_inputs(R);
+            if (rc == 1) return 0;
+            if (rc < 0) return EMIT_FAIL;
+            continue;
+        }
+        if (R->has_fn) role_take_gil(R);
+        /* one message from each input that has one, in turn, until this round's messages are done */
+        int left = 1;
+        while (left) {
+            left = 0;
+            for (int i = 0; i < R->nin; i++) {
+                int k = turn;
+                turn = (turn + 1) % R->nin;
+                role_in_t *in = &R->in[k];
+                if (in->done || in->next > avail[k]) continue;
+                if (role_message(R, k, in->next) < 0) {
+                    role_flush(R);
+                    return EMIT_FAIL;
+                }
+                left |= in->next <= avail[k];
+                if (R->has_fn) {
+                    int tick = pacer_tick(&R->pacer);
+                    if (tick == TICK_RELEASE) role_flush(R); /* a slow function: publish what is done */
+                    else if (tick == TICK) role_beat(R, R->pacer.last_tick);
+                }
+            }
+        }
+        role_flush(R);
+        if (R->has_fn) pacer_released(&R->pacer);
+        int64_t now = mono_ns();
+        if (now >= R->next_signals) {
+            R->next_signals = now + SIGNAL_CHECK_NS;
+            int had = R->gil;
+            role_take_gil(R);
+            int bad = PyErr_CheckSignals() < 0;
+            if (!had && !R->has_fn) role_release_gil(R);
+            if (bad) {
+                R->err = ROLE_ERR_PY;
+                return EMIT_FAIL;
+            }
+        }
+        if (R->has_fn) role_release_gil(R);
+    }
+}
+
+static int parse_choice(PyObject *o, const char *what, const char *const *names, int n) {
+    const char *s = PyUnicode_Check(o) ? PyUnicode_AsUTF8(o) : NULL;
+    if (s != NULL)
+        for (int i = 0; i < n; i++)
+            if (strcmp(s, names[i]) == 0) return i;
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError, "run_role: unknown %s %R", what, o);
+    return -1;
+}
+
+static void role_clear(role_t *R) {
+    for (int k = 0; k < R->nin; k++) Py_CLEAR(R->in[k].ring);
+    for (int j = 0; j < R->nout; j++) {
+        Py_CLEAR(R->out[j].ring);
+        Py_CLEAR(R->out[j].writer);
+        Py_CLEAR(R->out[j].seg);
+        Py_CLEAR(R->out[j].name);
+    }
+    stagecall_clear(&R->sc);
+    Py_CLEAR(R->scratch_obj);
+}
+
+static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"kind", "inputs", "outputs", "stats", "route", "key_offset", "key_len", "op", "delta",
+                             "fn", "form", "wait", "parent_pid", "error", NULL};
+    static const char *const KINDS[] = {"bridge", "router", "merge", "stage"};
+    static const char *const FULLS[] = {"block", "drop_newest", "fail"};
+    static const char *const ROUTES[] = {"single", "round_robin", "key"};
+    static const char *const OPS[] = {"identity", "add_u8"};
+    PyObject *kind_obj, *inputs, *outputs, *route_obj = NULL, *op_obj = Py_None, *fn = Py_None;
+    PyObject *error_type = PyExc_RuntimeError;
+    Py_buffer stats;
+    long long key_off = 0, key_len = 0;
+    int delta = 0, form = FORM_INPLACE, wait = WAIT_BACKOFF;
+    long parent = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOw*|$OLLOiOiilO", kwlist, &kind_obj, &inputs, &outputs, &stats,
+                                     &route_obj, &key_off, &key_len, &op_obj, &delta, &fn, &form, &wait, &parent,
+                                     &error_type))
+        return NULL;
+    role_t *R = PyMem_Calloc(1, sizeof(role_t));
+    PyObject *result = NULL, *in_seq = NULL, *out_seq = NULL;
+    if (R == NULL) {
+        PyBuffer_Release(&stats);
+        return PyErr_NoMemory();
+    }
+    int kind = parse_choice(kind_obj, "kind", KINDS, 4);
+    if (kind < 0 || check_wait(wait) < 0 || check_form(form) < 0) goto done;
+    R->kind = kind;
+    R->wait = wait;
+    R->parent = parent;
+    R->op = -1;
+    R->route = ROUTE_SINGLE;
+    if (stats.len < ST_BYTES || ((uintptr_t)stats.buf & 7u)) {
+        PyErr_Format(PyExc_ValueError, "run_role: stats must be an 8-aligned writable buffer of >= %d bytes",
+                     ST_BYTES);
+        goto done;
+    }
+    R->st = (_Atomic uint64_t *)stats.buf;
+    if (!PyExceptionClass_Check(error_type)) {
+        PyErr_SetString(PyExc_TypeError, "run_role: error must be an exception class");
+        goto done;
+    }
+    if (route_obj != NULL && (R->route = parse_choice(route_obj, "route", ROUTES, 3)) < 0) goto done;
+    if (op_obj != Py_None && (R->op = parse_choice(op_obj, "op", OPS, 2)) < 0) goto done;
+    if (key_off < 0 || key_off > UINT32_MAX || key_len < 0 || key_len > UINT32_MAX || delta < 0 || delta > 255) {
+        PyErr_SetString(PyExc_ValueError, "run_role: key_offset/key_len outside 0..2**32-1 or delta outside 0..255");
+        goto done;
+    }
+    R->key_off = (uint32_t)key_off;
+    R->key_len = (uint32_t)key_len;
+    R->delta = (uint8_t)delta;
+    R->has_fn = fn != Py_None;
+    if (R->has_fn && !PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "run_role: fn must be callable");
+        goto done;
+    }
+    in_seq = PySequence_Fast(inputs, "run_role: inputs must be a sequence of (Ring, cell)");
+    out_seq = in_seq ? PySequence_Fast(outputs, "run_role: outputs must be a sequence of (target, on_full, name)")
+                     : NULL;
+    if (out_seq == NULL) goto done;
+    Py_ssize_t nin = PySequence_Fast_GET_SIZE(in_seq), nout = PySequence_Fast_GET_SIZE(out_seq);
+    int want_in_many = kind == ROLE_MERGE, want_out_many = kind == ROLE_ROUTER;
+    if (nin < 1 || nin > ROLE_PORTS || nout < 1 || nout > ROLE_PORTS || (!want_in_many && nin != 1) ||
+        (!want_out_many && nout != 1)) {
+        PyErr_Format(PyExc_ValueError, "run_role: a %s role takes %s input(s) and %s output(s) (at most %d), got %zd "
+                     "and %zd", KINDS[kind], want_in_many ? "1.." : "1", want_out_many ? "1.." : "1", ROLE_PORTS, nin,
+                     nout);
+        goto done;
+    }
+    if ((R->op >= 0 || R->has_fn) && kind != ROLE_STAGE) {
+        PyErr_SetString(PyExc_ValueError, "run_role: op and fn belong to stage roles");
+        goto done;
+    }
+    if (kind == ROLE_ROUTER && R->route == ROUTE_SINGLE) R->route = ROUTE_ROUND_ROBIN;
+    uint32_t widest = 0;
+    for (Py_ssize_t k = 0; k < nin; k++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(in_seq, k);
+        PyObject *ring;
+        int cell;
+        if (!PyTuple_Check(t) || !PyArg_ParseTuple(t, "O!i", &RingType, &ring, &cell)) {
+            if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "run_role: inputs[%zd] must be (Ring, cell)", k);
+            }
+            goto done;
+        }
+        if (ring_check((RingObject *)ring) < 0 || check_consumer((RingObject *)ring, cell) < 0) goto done;
+        Py_INCREF(ring);
+        R->in[k].ring = (RingObject *)ring;
+        R->nin = (int)k + 1;
+        R->in[k].cell = cell;
+        R->in[k].first = R->in[k].last = -1;
+        if (((RingObject *)ring)->slot_bytes > widest) widest = ((RingObject *)ring)->slot_bytes;
+    }
+    for (Py_ssize_t j = 0; j < nout; j++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(out_seq, j);
+        PyObject *target, *full, *name;
+        if (!PyTuple_Check(t) || !PyArg_ParseTuple(t, "OOU", &target, &full, &name)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "run_role: outputs[%zd] must be (Ring or JournalWriter, on_full, name)", j);
+            goto done;
+        }
+        role_out_t *o = &R->out[j];
+        R->nout = (int)j + 1;
+        o->first = o->last = -1;
+        o->jat = -1;
+        Py_INCREF(name);
+        o->name = name;
+        if ((o->on_full = parse_choice(full, "on_full", FULLS, 3)) < 0) goto done;
+        if (Py_IS_TYPE(target, &RingType)) {
+            if (ring_check((RingObject *)target) < 0) goto done;
+            Py_INCREF(target);
+            o->ring = (RingObject *)target;
+            o->slot_bytes = o->ring->slot_bytes;
+        } else {
+            PyObject *seg = PyObject_CallMethod(target, "native_segment", NULL);
+            if (seg == NULL) goto done;
+            if (!byteor_journal_segment_check(seg)) {
+                Py_DECREF(seg);
+                PyErr_Format(PyExc_TypeError, "run_role: output %R has no native journal segment", name);
+                goto done;
+            }
+            o->seg = seg;
+            Py_INCREF(target);
+            o->writer = target;
+            PyObject *v = PyObject_GetAttrString(target, "next_index");
+            long long nx = v != NULL ? PyLong_AsLongLong(v) : -1;
+            Py_XDECREF(v);
+            PyObject *sb = nx >= 0 ? PyObject_GetAttrString(target, "slot_bytes") : NULL;
+            long long slot = sb != NULL ? PyLong_AsLongLong(sb) : -1;
+            Py_XDECREF(sb);
+            if (nx < 0 || slot < 1 || slot > UINT32_MAX) {
+                if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "run_role: journal output %R is unusable", name);
+                goto done;
+            }
+            o->jnext = nx;
+            o->slot_bytes = (uint32_t)slot;
+        }
+        if (o->slot_bytes > widest) widest = o->slot_bytes;
+        o->written = (long long)atomic_load_explicit(&R->st[ST_WRITTEN + j], memory_order_relaxed);
+        o->drops = (long long)atomic_load_explicit(&R->st[ST_DROPS + j], memory_order_relaxed);
+    }
+    R->messages_in = (long long)atomic_load_explicit(&R->st[ST_IN], memory_order_relaxed);
+    if (kind == ROLE_STAGE && (R->op == OP_ADD_U8 || R->has_fn)) {
+        /* the stage's scratch: as large as the larger of its input and output slots */
+        R->scratch_obj = PyByteArray_FromStringAndSize(NULL, widest);
+        if (R->scratch_obj == NULL) goto done;
+        R->scratch = (unsigned char *)PyByteArray_AS_STRING(R->scratch_obj);
+        if (R->has_fn && stagecall_init(&R->sc, fn, form, widest, R->scratch,
+                                        form == FORM_READONLY ? (PyObject *)R->in[0].ring : R->scratch_obj,
+                                        slot_payload(R->in[0].ring, R->in[0].ring->slots)) < 0)
+            goto done;
+    }
+    /* resume: complete a half-published batch, then go on from each input's gating cell */
+    R->rings_id = 0x243F6A8885A308D3ull;
+    for (int k = 0; k < R->nin; k++)
+        R->rings_id = (R->rings_id ^ ((ring_header_t *)(void *)R->in[k].ring->base)->created_ns) * 0x100000001B3ull;
+    for (int j = 0; j < R->nout; j++)
+        if (R->out[j].ring)
+            R->rings_id = (R->rings_id ^ ((ring_header_t *)(void *)R->out[j].ring->base)->created_ns) * 0x100000001B3ull;
+    role_recover(R);
+    for (int k = 0; k < R->nin; k++)
+        R->in[k].next = atomic_load_explicit(&R->in[k].ring->gating[R->in[k].cell].seq, memory_order_acquire) + 1;
+    for (int k = 0; k < R->nin; k++) R->in[k].ring->busy++;
+    for (int j = 0; j < R->nout; j++)
+        if (R->out[j].ring) R->out[j].ring->busy++;
+    Py_INCREF(fn);
+    R->next_signals = mono_ns() + SIGNAL_CHECK_NS;
+    const char *fault = getenv("BYTEOR_FAULT_ROLE_KILL");
+    if (fault != NULL) {
+        if (strncmp(fault, "record:", 7) == 0) R->fault_phase = 1;
+        else if (strncmp(fault, "publish:", 8) == 0) R->fault_phase = 2;
+        if (R->fault_phase) R->fault_at = atoll(strchr(fault, ':') + 1);
+    }
+    role_beat(R, mono_ns());
+    pacer_init(&R->pacer);
+    R->gil = 1;
+    role_release_gil(R);
+    int rc = role_run(R);
+    role_take_gil(R);
+    role_counters(R);
+    for (int j = 0; j < R->nout; j++) { /* tell the journal writers what was appended */
+        role_out_t *o = &R->out[j];
+        if (o->writer != NULL && o->jcount > 0) {
+            PyObject *t, *v, *tb;
+            PyErr_Fetch(&t, &v, &tb);
+            PyObject *ok = PyObject_CallMethod(o->writer, "native_appended", "L", o->jcount);
+            if (ok == NULL) PyErr_WriteUnraisable(o->writer);
+            Py_XDECREF(ok);
+            PyErr_Restore(t, v, tb);
+            o->jcount = 0;
+        }
+    }
+    for (int k = 0; k < R->nin; k++) {
+        R->in[k].ring->busy--;
+        if (R->in[k].ring->closed) ring_unmap(R->in[k].ring);
+    }
+    for (int j = 0; j < R->nout; j++)
+        if (R->out[j].ring) {
+            R->out[j].ring->busy--;
+            if (R->out[j].ring->closed) ring_unmap(R->out[j].ring);
+        }
+    Py_DECREF(fn);
+    if (rc == 0) {
+        result = PyLong_FromLongLong(R->messages_in);
+    } else {
+        role_out_t *o = &R->out[R->err_out];
+        switch (R->err) {
+        case ROLE_ERR_FULL:
+            PyErr_Format(error_type, "lane %R is full (on_full=fail): the pipeline stops", o->name);
+            break;
+        case ROLE_ERR_OVERSIZE:
+            PyErr_Format(error_type, "message of %lld bytes exceeds lane %R slot_bytes=%u", R->err_n, o->name,
+                         o->slot_bytes);
+            break;
+        case ROLE_ERR_ABORT:
+            PyErr_Format(error_type, "lane %R: publishing was aborted while the lane was full", o->name);
+            break;
+        case ROLE_ERR_STAGE:
+            set_failed_seq(R->failed_seq);
+            break;
+        default:
+            break; /* ROLE_ERR_PY: the exception is set */
+        }
+    }
+done:
+    Py_XDECREF(in_seq);
+    Py_XDECREF(out_seq);
+    role_clear(R);
+    PyMem_Free(R);
+    PyBuffer_Release(&stats);
+    return result;
+}
+
+/* ============================================================================
  * Stop, participants, snapshot
  * ============================================================================ */
 
@@ -3556,8 +4427,15 @@ static PyTypeObject RingType = {
  * Module
  * ============================================================================ */
 
+static PyMethodDef native_functions[] = {
+    {"run_role", (PyCFunction)(void (*)(void))native_run_role, METH_VARARGS | METH_KEYWORDS,
+     "run_role(kind, inputs, outputs, stats, *, route, key_offset, key_len, op, delta, fn, form, wait, "
+     "parent_pid, error) -> messages in: a LaneGraph role as a native loop"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT, "byteor._native", "byteor's C core.", -1, NULL, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "byteor._native", "byteor's C core.", -1, native_functions, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
@@ -3596,6 +4474,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         {"HEADER_MIN_BYTES", OFF_SCRATCH},
         {"FORM_MAP", FORM_MAP},             {"FORM_FILTER", FORM_FILTER},
         {"FORM_INPLACE", FORM_INPLACE},     {"FORM_READONLY", FORM_READONLY},
+        {"ROLE_STATS_BYTES", ST_BYTES},
     };
     for (size_t i = 0; i < sizeof(consts) / sizeof(consts[0]); i++) {
         PyObject *v = PyLong_FromLongLong(consts[i].value);

@@ -227,6 +227,31 @@ static PyTypeObject JournalSegmentType = {
 };
 
 /* ============================================================================
+ * For native loops of other translation units (core.c's LaneGraph roles): the same two phases,
+ * callable without the GIL on a segment the caller keeps a reference to
+ * ============================================================================ */
+
+int byteor_journal_segment_check(PyObject *o) {
+    if (!PyObject_TypeCheck(o, &JournalSegmentType)) return 0;
+    JournalSegmentObject *self = (JournalSegmentObject *)o;
+    return self->has_view && self->writable;
+}
+
+Py_ssize_t byteor_journal_reserve_copy(PyObject *seg, const void *data, size_t n) {
+    JournalSegmentObject *self = (JournalSegmentObject *)seg;
+    Py_ssize_t at = journal_reserve(self, (Py_ssize_t)n);
+    if (at >= 0) {
+        unsigned char *dst = (unsigned char *)self->view.buf + at + JOURNAL_RECORD_HEADER;
+        memcpy(dst, data, n);
+        Py_ssize_t pad = journal_pad8((Py_ssize_t)n) - (Py_ssize_t)n;
+        if (pad) memset(dst + n, 0, (size_t)pad);
+    }
+    return at;
+}
+
+void byteor_journal_commit_at(PyObject *seg, Py_ssize_t at) { journal_commit((JournalSegmentObject *)seg, at); }
+
+/* ============================================================================
  * Module hook
  * ============================================================================ */
 

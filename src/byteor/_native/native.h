@@ -15,6 +15,12 @@
 
 /* journal.c: the JournalSegment type and the JOURNAL_* constants */
 int byteor_journal_init(PyObject *module);
+/* 1 when o is a JournalSegment that holds a writable segment */
+int byteor_journal_segment_check(PyObject *o);
+/* Phases 1 and 2 of an append (reserve, copy, zero the pad): the record's offset, or -1 when it does
+ * not fit. Phase 3 (byteor_journal_commit_at) publishes it. No GIL needed; one caller at a time. */
+Py_ssize_t byteor_journal_reserve_copy(PyObject *seg, const void *data, size_t n);
+void byteor_journal_commit_at(PyObject *seg, Py_ssize_t at);
 /* dataguard.c: the DgPlan type */
 int byteor_dataguard_init(PyObject *module);
 
