@@ -176,6 +176,19 @@ def test_a_slow_python_stage_publishes_each_message_when_done(lanes: Lanes) -> N
     assert published == [-1, 0, 1, 2, 3, 4]  # not held back until the batch of 6 ends
 
 
+def test_a_side_effect_stage_publishes_and_releases_every_message_before_the_next(lanes: Lanes) -> None:
+    a, b = lanes.ring("a"), lanes.ring("b")
+    a.publish_many([bytes([i]) for i in range(20)])
+    state: list[tuple[int, int]] = []
+
+    def effect(slot: memoryview, n: int) -> int:
+        state.append((a.gating(0), b.cursor()))
+        return n
+
+    run_role(lanes, "stage", ["a"], [("b", "block")], fn=effect, form=N.FORM_READONLY, side_effect=True)
+    assert state == [(k - 1, k - 1) for k in range(20)]  # a crash can repeat at most one call
+
+
 def test_a_stage_exception_keeps_its_message_and_names_the_sequence(lanes: Lanes) -> None:
     a, b = lanes.ring("a"), lanes.ring("b")
     a.publish_many([b"ok", b"ok", b"bad", b"ok"])

@@ -286,14 +286,16 @@ class Egress:
 def run_role(kind: str, inputs: Sequence[tuple[Ring, int]], outputs: Sequence[tuple[Any, str, str]],
              stats: Buffer, *, route: str = "round_robin", key_offset: int = 0, key_len: int = 0,
              op: str | None = None, delta: int = 0, fn: Callable[..., Any] | None = None, form: int = ...,
-             wait: int = ..., parent_pid: int = 0, error: type[BaseException] = ...) -> int:
+             side_effect: bool = False, wait: int = ..., parent_pid: int = 0,
+             error: type[BaseException] = ...) -> int:
     """Run one LaneGraph role as a native loop until every input is stopped and drained; returns
     the role's messages in (its stats counter).
 
     ``kind``: ``bridge`` (one input, one output), ``router`` (one input, N outputs; ``route``
     ``round_robin`` or ``key``: CRC-32 of ``msg[key_offset:key_offset+key_len]`` modulo N), ``merge``
     (N inputs taken fairly, one output), ``stage`` (``op`` ``identity``/``add_u8`` with ``delta``, or a
-    Python ``fn`` called in ``form`` on a scratch as large as the widest lane). ``inputs``: (Ring, cell).
+    Python ``fn`` called in ``form`` on a scratch as large as the widest lane; ``side_effect``: one
+    message a batch, so a crash repeats at most one side effect). ``inputs``: (Ring, cell).
     ``outputs``: (Ring or JournalWriter, on_full ``block``/``drop_newest``/``fail``, lane name).
     ``stats``: the role's stats file mapping (``ROLE_STATS_BYTES``): counters and heartbeat are kept
     there, and each batch is recorded there before it is published, so a role killed at any point

@@ -3411,6 +3411,7 @@ typedef struct {
     int op;
     uint8_t delta;
     int has_fn;
+    int side_effect; /* flush after every message: a crash repeats at most one side effect */
     stagecall_t sc;
     PyObject *scratch_obj; /* a bytearray: the stage's scratch (and the INPLACE view's owner) */
     unsigned char *scratch;
@@ -3755,7 +3756,7 @@ static int role_message(role_t *R, int k, int64_t s) {
     in->next = s + 1;
     R->last_in = k;
     R->batch_msgs++;
-    if (flush || R->batch_msgs >= ROLE_MAX_BATCH) role_flush(R);
+    if (flush || R->side_effect || R->batch_msgs >= ROLE_MAX_BATCH) role_flush(R);
     return 0;
 }
 
@@ -3905,7 +3906,7 @@ static void role_clear(role_t *R) {
 
 static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"kind", "inputs", "outputs", "stats", "route", "key_offset", "key_len", "op", "delta",
-                             "fn", "form", "wait", "parent_pid", "error", NULL};
+                             "fn", "form", "side_effect", "wait", "parent_pid", "error", NULL};
     static const char *const KINDS[] = {"bridge", "router", "merge", "stage"};
     static const char *const FULLS[] = {"block", "drop_newest", "fail"};
     static const char *const ROUTES[] = {"single", "round_robin", "key"};
@@ -3914,11 +3915,11 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
     PyObject *error_type = PyExc_RuntimeError;
     Py_buffer stats;
     long long key_off = 0, key_len = 0;
-    int delta = 0, form = FORM_INPLACE, wait = WAIT_BACKOFF;
+    int delta = 0, form = FORM_INPLACE, wait = WAIT_BACKOFF, side_effect = 0;
     long parent = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOw*|$OLLOiOiilO", kwlist, &kind_obj, &inputs, &outputs, &stats,
-                                     &route_obj, &key_off, &key_len, &op_obj, &delta, &fn, &form, &wait, &parent,
-                                     &error_type))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOw*|$OLLOiOipilO", kwlist, &kind_obj, &inputs, &outputs, &stats,
+                                     &route_obj, &key_off, &key_len, &op_obj, &delta, &fn, &form, &side_effect, &wait,
+                                     &parent, &error_type))
         return NULL;
     role_t *R = PyMem_Calloc(1, sizeof(role_t));
     PyObject *result = NULL, *in_seq = NULL, *out_seq = NULL;
@@ -3953,6 +3954,7 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
     R->key_len = (uint32_t)key_len;
     R->delta = (uint8_t)delta;
     R->has_fn = fn != Py_None;
+    R->side_effect = side_effect;
     if (R->has_fn && !PyCallable_Check(fn)) {
         PyErr_SetString(PyExc_TypeError, "run_role: fn must be callable");
         goto done;
@@ -4429,8 +4431,8 @@ static PyTypeObject RingType = {
 
 static PyMethodDef native_functions[] = {
     {"run_role", (PyCFunction)(void (*)(void))native_run_role, METH_VARARGS | METH_KEYWORDS,
-     "run_role(kind, inputs, outputs, stats, *, route, key_offset, key_len, op, delta, fn, form, wait, "
-     "parent_pid, error) -> messages in: a LaneGraph role as a native loop"},
+     "run_role(kind, inputs, outputs, stats, *, route, key_offset, key_len, op, delta, fn, form, side_effect, "
+     "wait, parent_pid, error) -> messages in: a LaneGraph role as a native loop"},
     {NULL, NULL, 0, NULL},
 };
 

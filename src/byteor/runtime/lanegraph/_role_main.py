@@ -212,7 +212,8 @@ class _Role:
             return {}
         if stage.builtin is not None:
             return {"op": stage.builtin[0], "delta": int(stage.builtin[1])}
-        return {"fn": stage.fn, "form": _native.FORM_INPLACE if stage.modifies else _native.FORM_READONLY}
+        return {"fn": stage.fn, "form": _native.FORM_INPLACE if stage.modifies else _native.FORM_READONLY,
+                "side_effect": stage.side_effect}
 
     def _run_native(self) -> None:
         """Move every message in C (``_native.run_role``) until every input is stopped and drained."""
