@@ -12,7 +12,7 @@ import pytest
 from byteor import PolicyRefused, load_spec_file, spec_hash
 from byteor.policy import RefreshConfig, load_runtime_keys
 from byteor.policy.gate import gate_run
-from test_policy_support import new_signer, start_server, write_key_set, write_spec
+from policy_support import new_signer, start_server, write_key_set, write_spec
 
 API_KEY = "agent-api-key-do-not-log-7f3a"
 

@@ -133,7 +133,7 @@ class Ring:
     def count_sink(self, c: int, wait: int = ..., *, heartbeat_slot: int = -1) -> tuple[int, int]:
         """Consume and release until stop + drained; returns (messages, bytes), dropped excluded."""
     def run_stage(self, c: int, fn: Callable[..., Any], form: int, wait: int = ..., *, heartbeat_slot: int = -1,
-                  side_effect: bool = False) -> int:
+                  side_effect: bool = False, contract_error: type[BaseException] | None = None) -> int:
         """Run a Python stage function as consumer ``c`` until stop is set and everything published is
         consumed; returns the last processed sequence.
 
@@ -145,8 +145,8 @@ class Ring:
         and restarted changes each message exactly once); the gating cell is released and the
         heartbeat written once per batch, or after every message with ``side_effect``. Views are
         made once, not per message: a view kept past the call stays valid memory but later shows
-        another message. A bad return raises TypeError/ValueError; the function's own exception
-        propagates. Either way the exception gets ``failed_seq`` (the failing message's sequence),
+        another message. A bad return raises TypeError/ValueError (or ``contract_error``, e.g.
+        ``byteor.StageContractError``); the function's own exception propagates. Either way the exception gets ``failed_seq`` (the failing message's sequence),
         which stays unconsumed; everything before it is released."""
     def drain(self, c: int, max_n: int, wait: int = ..., timeout_ns: int = -1) -> tuple[list[bytes], int, int]:
         """Wait (GIL released) until consumer ``c`` may read, then take up to ``max_n`` messages at once
@@ -287,7 +287,7 @@ def run_role(kind: str, inputs: Sequence[tuple[Ring, int]], outputs: Sequence[tu
              stats: Buffer, *, route: str = "round_robin", key_offset: int = 0, key_len: int = 0,
              op: str | None = None, delta: int = 0, fn: Callable[..., Any] | None = None, form: int = ...,
              side_effect: bool = False, wait: int = ..., parent_pid: int = 0,
-             error: type[BaseException] = ...) -> int:
+             error: type[BaseException] = ..., contract_error: type[BaseException] | None = None) -> int:
     """Run one LaneGraph role as a native loop until every input is stopped and drained; returns
     the role's messages in (its stats counter).
 
@@ -301,5 +301,6 @@ def run_role(kind: str, inputs: Sequence[tuple[Ring, int]], outputs: Sequence[tu
     there, and each batch is recorded there before it is published, so a role killed at any point
     and run again completes a half-published batch instead of publishing it twice. A full lane
     under ``fail``, a message too large for a lane, or giving up a blocked wait once ``parent_pid``
-    is gone raise ``error`` naming the lane; the stage function's exceptions propagate with
-    ``failed_seq``."""
+    is gone raise ``error`` naming the lane; the stage function's exceptions (and a bad return, as
+    ``contract_error`` as in :meth:`Ring.run_stage`) propagate with ``failed_seq``; the stage's drops
+    are counted in stats word 3."""

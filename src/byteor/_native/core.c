@@ -1908,7 +1908,12 @@ typedef struct {
     Py_ssize_t msg_cap;
     PyObject *len_obj;      /* the last length int passed */
     long len_val;
+    PyObject *contract;     /* the class raised for a bad return (borrowed), or NULL: TypeError/ValueError */
 } stagecall_t;
+
+static inline PyObject *contract_type(stagecall_t *sc, PyObject *fallback) {
+    return sc->contract != NULL ? sc->contract : fallback;
+}
 
 static int check_form(int form) {
     if (form < FORM_MAP || form > FORM_READONLY) {
@@ -2045,8 +2050,9 @@ static int stagecall_run(stagecall_t *sc, unsigned char *src, uint32_t len, uint
         } else if (PyObject_CheckBuffer(ret)) {
             if (PyObject_GetBuffer(ret, &v, PyBUF_SIMPLE) < 0) {
                 PyErr_Clear();
-                PyErr_Format(PyExc_TypeError, "returned a non-contiguous %.100s; a map stage returns "
-                             "C-contiguous bytes, bytearray or memoryview, or None", Py_TYPE(ret)->tp_name);
+                PyErr_Format(contract_type(sc, PyExc_TypeError),
+                             "returned a non-contiguous %.100s; a map stage returns C-contiguous bytes, bytearray or "
+                             "memoryview, or None", Py_TYPE(ret)->tp_name);
                 Py_DECREF(ret);
                 return CALL_ERROR;
             }
@@ -2054,13 +2060,15 @@ static int stagecall_run(stagecall_t *sc, unsigned char *src, uint32_t len, uint
             p = (const char *)v.buf;
             n = v.len;
         } else {
-            PyErr_Format(PyExc_TypeError, "returned %.100s; a map stage returns bytes, bytearray, memoryview "
-                         "or None", Py_TYPE(ret)->tp_name);
+            PyErr_Format(contract_type(sc, PyExc_TypeError),
+                         "returned %.100s; a map stage returns bytes, bytearray, memoryview or None",
+                         Py_TYPE(ret)->tp_name);
             Py_DECREF(ret);
             return CALL_ERROR;
         }
         if ((uint64_t)n > sc->limit) {
-            PyErr_Format(PyExc_ValueError, "returned %zd bytes, more than slot_bytes=%u", n, sc->limit);
+            PyErr_Format(contract_type(sc, PyExc_ValueError), "returned %zd bytes, more than slot_bytes=%u", n,
+                         sc->limit);
             if (has_view) PyBuffer_Release(&v);
             Py_DECREF(ret);
             return CALL_ERROR;
@@ -2081,8 +2089,9 @@ static int stagecall_run(stagecall_t *sc, unsigned char *src, uint32_t len, uint
         ret = PyObject_Vectorcall(sc->fn, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         if (ret == NULL) return CALL_ERROR;
         if (!PyLong_CheckExact(ret)) {
-            PyErr_Format(PyExc_TypeError, "returned %.100s; an in-place stage returns a length in 0..%u or DROP",
-                         Py_TYPE(ret)->tp_name, sc->limit);
+            PyErr_Format(contract_type(sc, PyExc_TypeError),
+                         "returned %.100s; an in-place stage returns a length in 0..%u or DROP", Py_TYPE(ret)->tp_name,
+                         sc->limit);
             Py_DECREF(ret);
             return CALL_ERROR;
         }
@@ -2093,7 +2102,8 @@ static int stagecall_run(stagecall_t *sc, unsigned char *src, uint32_t len, uint
             return CALL_DROP;
         }
         if (overflow || n < 0 || n > (long long)sc->limit) {
-            PyErr_Format(PyExc_ValueError, "returned %R; expected a length in 0..%u or DROP", ret, sc->limit);
+            PyErr_Format(contract_type(sc, PyExc_ValueError), "returned %R; expected a length in 0..%u or DROP", ret,
+                         sc->limit);
             Py_DECREF(ret);
             return CALL_ERROR;
         }
@@ -2115,7 +2125,8 @@ static int stagecall_run(stagecall_t *sc, unsigned char *src, uint32_t len, uint
             Py_DECREF(ret);
             return n == -1 ? CALL_DROP : CALL_KEEP;
         }
-        PyErr_Format(PyExc_ValueError, "returned %R; a read-only stage returns its length (%u) or DROP", ret, len);
+        PyErr_Format(contract_type(sc, PyExc_ValueError),
+                     "returned %R; a read-only stage returns its length (%u) or DROP", ret, len);
         Py_DECREF(ret);
         return CALL_ERROR;
     }
@@ -2176,11 +2187,16 @@ static inline int pacer_tick(pacer_t *p) {
 static inline void pacer_released(pacer_t *p) { p->last_release = p->last_tick; }
 
 static PyObject *Ring_run_stage(RingObject *r, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"c", "fn", "form", "wait", "heartbeat_slot", "side_effect", NULL};
+    static char *kwlist[] = {"c", "fn", "form", "wait", "heartbeat_slot", "side_effect", "contract_error", NULL};
     int c, form, wait = WAIT_BACKOFF, hb = -1, side_effect = 0;
-    PyObject *fn;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOi|i$ip", kwlist, &c, &fn, &form, &wait, &hb, &side_effect))
+    PyObject *fn, *contract = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOi|i$ipO", kwlist, &c, &fn, &form, &wait, &hb, &side_effect,
+                                     &contract))
         return NULL;
+    if (contract != Py_None && !PyExceptionClass_Check(contract)) {
+        PyErr_SetString(PyExc_TypeError, "run_stage: contract_error must be an exception class");
+        return NULL;
+    }
     if (ring_check(r) < 0 || check_consumer(r, c) < 0 || check_wait(wait) < 0 || check_part_slot(hb) < 0 ||
         check_form(form) < 0)
         return NULL;
@@ -2192,6 +2208,7 @@ static PyObject *Ring_run_stage(RingObject *r, PyObject *args, PyObject *kwds) {
     unsigned char *scr = scratch_of(r, c);
     stagecall_t sc;
     int rc = stagecall_init(&sc, fn, form, r->slot_bytes, scr, (PyObject *)r, slot_payload(r, r->slots));
+    sc.contract = contract != Py_None ? contract : NULL;
     if (rc < 0) {
         stagecall_clear(&sc);
         return NULL;
@@ -2929,7 +2946,9 @@ static PyObject *Ingest_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     g->key_len = (uint32_t)key_len;
     g->slot_bytes = slot;
     /* the longest unfinished line worth buffering: one message (a hex line may also hold spaces) */
-    g->max_cap = fr == FRAME_LINES ? (size_t)slot + 1 : fr == FRAME_HEX ? 4 * (size_t)slot + (1 << 20) : (size_t)slot + 4;
+    g->max_cap = fr == FRAME_LINES ? (size_t)slot + 1
+                 : fr == FRAME_HEX ? 4 * (size_t)slot + (1 << 20)
+                                   : (size_t)slot + 4;
     g->cap = (size_t)chunk;
     if (g->cap < g->max_cap + 1 && fr == FRAME_LEN32) g->cap = g->max_cap + 1;
     g->buf = malloc(g->cap);
@@ -3332,7 +3351,8 @@ static PyTypeObject EgressType = {
  * kill hits too rarely to test. Read once per run_role call; unset, it costs one comparison a batch.
  *
  * Stats file (64-bit little-endian words; runtime/lanegraph/_stats.py): [0] messages in, [1]
- * heartbeat (CLOCK_MONOTONIC ns), [4+j] written to output j, [12+j] dropped on output j, [32..]
+ * heartbeat (CLOCK_MONOTONIC ns), [3] dropped by the stage, [4+j] written to output j, [12+j]
+ * dropped on output j (on_full), [32..]
  * the batch record: check, generation, round robin, last input, journal output + 1, 8 input
  * ranges (first, last), 8 output ranges (first, last).
  */
@@ -3352,6 +3372,7 @@ static PyTypeObject EgressType = {
 
 #define ST_IN 0
 #define ST_BEAT 1
+#define ST_FILTERED 3 /* messages a stage dropped on purpose */
 #define ST_WRITTEN 4
 #define ST_DROPS 12
 #define ST_REC 32
@@ -3419,6 +3440,7 @@ typedef struct {
     int wait;
     long parent;
     long long messages_in;
+    long long filtered;
     int publishes; /* the batch wrote to an output */
     int batch_msgs;
     int last_in;
@@ -3463,6 +3485,7 @@ static void role_beat(role_t *R, int64_t now) {
 
 static void role_counters(role_t *R) {
     st_put(R, ST_IN, (uint64_t)R->messages_in);
+    st_put(R, ST_FILTERED, (uint64_t)R->filtered);
     for (int j = 0; j < R->nout; j++) {
         st_put(R, ST_WRITTEN + j, (uint64_t)R->out[j].written);
         st_put(R, ST_DROPS + j, (uint64_t)R->out[j].drops);
@@ -3727,7 +3750,10 @@ static int role_message(role_t *R, int k, int64_t s) {
                 R->failed_seq = s;
                 return EMIT_FAIL;
             }
-            if (oc == CALL_DROP) skip = 1;
+            if (oc == CALL_DROP) {
+                skip = 1;
+                R->filtered++;
+            }
             if (oc == CALL_NEW) {
                 p = R->scratch;
                 n = out_len;
@@ -3906,20 +3932,20 @@ static void role_clear(role_t *R) {
 
 static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"kind", "inputs", "outputs", "stats", "route", "key_offset", "key_len", "op", "delta",
-                             "fn", "form", "side_effect", "wait", "parent_pid", "error", NULL};
+                             "fn", "form", "side_effect", "wait", "parent_pid", "error", "contract_error", NULL};
     static const char *const KINDS[] = {"bridge", "router", "merge", "stage"};
     static const char *const FULLS[] = {"block", "drop_newest", "fail"};
     static const char *const ROUTES[] = {"single", "round_robin", "key"};
     static const char *const OPS[] = {"identity", "add_u8"};
     PyObject *kind_obj, *inputs, *outputs, *route_obj = NULL, *op_obj = Py_None, *fn = Py_None;
-    PyObject *error_type = PyExc_RuntimeError;
+    PyObject *error_type = PyExc_RuntimeError, *contract = Py_None;
     Py_buffer stats;
     long long key_off = 0, key_len = 0;
     int delta = 0, form = FORM_INPLACE, wait = WAIT_BACKOFF, side_effect = 0;
     long parent = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOw*|$OLLOiOipilO", kwlist, &kind_obj, &inputs, &outputs, &stats,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOw*|$OLLOiOipilOO", kwlist, &kind_obj, &inputs, &outputs, &stats,
                                      &route_obj, &key_off, &key_len, &op_obj, &delta, &fn, &form, &side_effect, &wait,
-                                     &parent, &error_type))
+                                     &parent, &error_type, &contract))
         return NULL;
     role_t *R = PyMem_Calloc(1, sizeof(role_t));
     PyObject *result = NULL, *in_seq = NULL, *out_seq = NULL;
@@ -3940,8 +3966,8 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
         goto done;
     }
     R->st = (_Atomic uint64_t *)stats.buf;
-    if (!PyExceptionClass_Check(error_type)) {
-        PyErr_SetString(PyExc_TypeError, "run_role: error must be an exception class");
+    if (!PyExceptionClass_Check(error_type) || (contract != Py_None && !PyExceptionClass_Check(contract))) {
+        PyErr_SetString(PyExc_TypeError, "run_role: error and contract_error must be exception classes");
         goto done;
     }
     if (route_obj != NULL && (R->route = parse_choice(route_obj, "route", ROUTES, 3)) < 0) goto done;
@@ -4046,6 +4072,7 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
         o->drops = (long long)atomic_load_explicit(&R->st[ST_DROPS + j], memory_order_relaxed);
     }
     R->messages_in = (long long)atomic_load_explicit(&R->st[ST_IN], memory_order_relaxed);
+    R->filtered = (long long)atomic_load_explicit(&R->st[ST_FILTERED], memory_order_relaxed);
     if (kind == ROLE_STAGE && (R->op == OP_ADD_U8 || R->has_fn)) {
         /* the stage's scratch: as large as the larger of its input and output slots */
         R->scratch_obj = PyByteArray_FromStringAndSize(NULL, widest);
@@ -4055,14 +4082,19 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
                                         form == FORM_READONLY ? (PyObject *)R->in[0].ring : R->scratch_obj,
                                         slot_payload(R->in[0].ring, R->in[0].ring->slots)) < 0)
             goto done;
+        R->sc.contract = contract != Py_None ? contract : NULL;
     }
     /* resume: complete a half-published batch, then go on from each input's gating cell */
     R->rings_id = 0x243F6A8885A308D3ull;
-    for (int k = 0; k < R->nin; k++)
-        R->rings_id = (R->rings_id ^ ((ring_header_t *)(void *)R->in[k].ring->base)->created_ns) * 0x100000001B3ull;
+    for (int k = 0; k < R->nin; k++) {
+        uint64_t created = ((ring_header_t *)(void *)R->in[k].ring->base)->created_ns;
+        R->rings_id = (R->rings_id ^ created) * 0x100000001B3ull;
+    }
     for (int j = 0; j < R->nout; j++)
-        if (R->out[j].ring)
-            R->rings_id = (R->rings_id ^ ((ring_header_t *)(void *)R->out[j].ring->base)->created_ns) * 0x100000001B3ull;
+        if (R->out[j].ring) {
+            uint64_t created = ((ring_header_t *)(void *)R->out[j].ring->base)->created_ns;
+            R->rings_id = (R->rings_id ^ created) * 0x100000001B3ull;
+        }
     role_recover(R);
     for (int k = 0; k < R->nin; k++)
         R->in[k].next = atomic_load_explicit(&R->in[k].ring->gating[R->in[k].cell].seq, memory_order_acquire) + 1;
@@ -4394,7 +4426,8 @@ static PyMethodDef Ring_methods[] = {
     {"count_sink", (PyCFunction)(void (*)(void))Ring_count_sink, METH_VARARGS | METH_KEYWORDS,
      "count_sink(c, wait=WAIT_BACKOFF, *, heartbeat_slot=-1) -> (messages, bytes)"},
     {"run_stage", (PyCFunction)(void (*)(void))Ring_run_stage, METH_VARARGS | METH_KEYWORDS,
-     "run_stage(c, fn, form, wait=WAIT_BACKOFF, *, heartbeat_slot=-1, side_effect=False) -> last seq"},
+     "run_stage(c, fn, form, wait=WAIT_BACKOFF, *, heartbeat_slot=-1, side_effect=False, contract_error=None) "
+     "-> last seq"},
     {"drain", (PyCFunction)(void (*)(void))Ring_drain, FASTKW,
      "drain(c, max_n, wait=WAIT_BACKOFF, timeout_ns=-1) -> (messages, dropped, last seq)"},
     {"request_stop", (PyCFunction)Ring_request_stop, METH_NOARGS, "set the stop word and wake every waiter"},

@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..._errors import PipelineFailed
-from ..._stage import DROP
+from ..._errors import PipelineFailed, StageContractError
+from ..._stage import DROP, FILTER, INPLACE, MAP, READONLY, StageCall, describe_failure, stage_failure
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import LaneReader, LaneSpec, LaneWriter, attach_lane
 from ...spec.kv import decode_kv
 from ...spec.model import LaneGraphSpecV1
-from .._stage_main import EXIT_STAGE_FAILED, _context, _die_with_parent, close_recorder
+from .._child import EXIT_STAGE_FAILED, close_recorder, context_from_json, enter_child, write_error
 from ._roles import Router, journal_lane_dir, resolve_role_stage, role_index
 from ._stats import RoleStats
 from .plan import LanePlan, plan_lanegraph
@@ -107,7 +106,7 @@ class _Role:
         self.stage = None
         self.ctx: Any = None
         if self.plan.kind == "stage":
-            ctx = self.ctx = _context(cfg["context"], cfg.get("events_path"))
+            ctx = self.ctx = context_from_json(cfg["context"], cfg.get("events_path"))
             self.stage = resolve_role_stage(role_index(spec, self.plan), self.plan.role, ctx)
         self.closers: list[Callable[[], None]] = []
         self.ring_inputs: list[LaneReader | None] = []
@@ -140,6 +139,7 @@ class _Role:
                 self.outputs.append(LaneWriter(ring, name, lp.on_full, wait, abort=self._tick))
         self.router = Router(self.plan.role, len(self.outputs)) if self.plan.kind == "router" else None
         self.messages_in = self.stats.messages_in
+        self.filtered = self.stats.filtered
         self.written = [self.stats.written(k) for k in range(len(self.outputs))]
         for k, out in enumerate(self.outputs):
             out.drops = self.stats.drops(k)
@@ -147,6 +147,8 @@ class _Role:
                    + [plan.lane(n).slot_bytes for n in self.plan.outputs])
         self.scratch = bytearray(slot)
         self.view = memoryview(self.scratch)
+        self.ro_view = self.view.toreadonly()
+        self.call = StageCall(self.stage, slot) if self.stage is not None else None
         self.parent = int(cfg["parent_pid"])
 
     def _tick(self) -> bool:
@@ -157,19 +159,25 @@ class _Role:
 
     def flush_stats(self) -> None:
         drops = [o.drops for o in self.outputs]
-        self.stats.update(self.messages_in, self.written, drops, time.monotonic_ns())
+        self.stats.update(self.messages_in, self.written, drops, time.monotonic_ns(), self.filtered)
 
     def handle(self, msg: Any) -> None:
         """Process one input message (a read-only view or bytes)."""
         self.messages_in += 1
-        if self.stage is not None:
+        call = self.call
+        if call is not None:
             n = len(msg)
             self.scratch[:n] = msg
-            result = self.stage.fn(self.view, n)
+            try:
+                result = call.call(self.view if call.writes else self.ro_view, n)
+            except Exception as exc:
+                failure = stage_failure(f"stage role {self.plan.name!r}", self.messages_in - 1, exc)
+                if failure is exc:
+                    raise
+                raise failure from exc
             if result == DROP:
+                self.filtered += 1
                 return
-            if not 0 <= result <= len(self.scratch):
-                raise PipelineFailed(f"stage role {self.plan.name!r} returned an invalid length {result}")
             msg = self.view[:result]
         k = self.router.choose(msg) if self.router is not None else 0
         if self.outputs[k].publish(msg):
@@ -203,8 +211,8 @@ class _Role:
         return outs
 
     def _stage_entry(self) -> dict[str, Any]:
-        """How the native loop runs this role's stage: a builtin kernel, or the stage function and the
-        form it is called in. The one place that decides how a Python stage function is called."""
+        """How the native loop runs this role's stage: a builtin kernel, or the stage function in its
+        form (called by the core exactly as :class:`~byteor._stage.StageCall` calls it here)."""
         from ... import _native
 
         stage = self.stage
@@ -212,8 +220,10 @@ class _Role:
             return {}
         if stage.builtin is not None:
             return {"op": stage.builtin[0], "delta": int(stage.builtin[1])}
-        return {"fn": stage.fn, "form": _native.FORM_INPLACE if stage.modifies else _native.FORM_READONLY,
-                "side_effect": stage.side_effect}
+        forms = {MAP: _native.FORM_MAP, FILTER: _native.FORM_FILTER, INPLACE: _native.FORM_INPLACE,
+                 READONLY: _native.FORM_READONLY}
+        return {"fn": stage.fn, "form": forms[str(stage.form)], "side_effect": stage.side_effect,
+                "contract_error": StageContractError}
 
     def _run_native(self) -> None:
         """Move every message in C (``_native.run_role``) until every input is stopped and drained."""
@@ -237,12 +247,23 @@ class _Role:
             kw.update(route="key", key_offset=key.offset, key_len=key.length)
         elif self.plan.kind == "router":
             kw["route"] = "round_robin"
-        _native.run_role(self.plan.kind, inputs, outputs, self.stats.buffer, wait=int(self.cfg["wait"]),
-                         parent_pid=self.parent, error=PipelineFailed, **kw)
-        self.messages_in = self.stats.messages_in
-        self.written = [self.stats.written(k) for k in range(len(self.outputs))]
-        for k, out in enumerate(self.outputs):
-            out.drops = self.stats.drops(k)
+        try:
+            _native.run_role(self.plan.kind, inputs, outputs, self.stats.buffer, wait=int(self.cfg["wait"]),
+                             parent_pid=self.parent, error=PipelineFailed, **kw)
+        except Exception as exc:
+            seq = getattr(exc, "failed_seq", None)
+            if seq is None:  # not the stage function's: a lane full under fail, an oversized message
+                raise
+            failure = stage_failure(f"stage role {self.plan.name!r}", int(seq), exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+        finally:
+            self.messages_in = self.stats.messages_in
+            self.filtered = self.stats.filtered
+            self.written = [self.stats.written(k) for k in range(len(self.outputs))]
+            for k, out in enumerate(self.outputs):
+                out.drops = self.stats.drops(k)
 
     def _run_single(self) -> None:
         reader, jin = self.ring_inputs[0], self.journal_inputs[0]
@@ -330,8 +351,7 @@ class _Role:
 
 def main(argv: list[str]) -> int:
     cfg = json.loads(argv[0])
-    _die_with_parent(int(cfg["parent_pid"]))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which drains
+    enter_child(cfg)
     role: _Role | None = None
     try:
         from ... import _native
@@ -344,15 +364,8 @@ def main(argv: list[str]) -> int:
         role = _Role(cfg)
         role.run()
     except Exception as exc:
-        msg = str(exc) if isinstance(exc, PipelineFailed) else (
-            f"role {cfg['role']!r} failed: {type(exc).__name__}: {exc}"
-        )
-        try:
-            with open(cfg["error_path"], "w", encoding="utf-8") as fh:
-                fh.write(msg)
-        except OSError:
-            pass
-        sys.stderr.write(f"byteor: {msg}\n")
+        msg = str(exc) if isinstance(exc, PipelineFailed) else describe_failure(f"role {cfg['role']!r}", None, exc)
+        write_error(cfg["error_path"], msg)
         return EXIT_STAGE_FAILED
     finally:
         if role is not None:
