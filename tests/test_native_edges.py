@@ -24,6 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byteor import _native as N
+from byteor._errors import UsageError
+from byteor.edges.framing import FrameParser, encoder
 from byteor.runtime.sharding import Router
 from byteor.spec.model import BytesKey, SingleRingSpecV1, StageV1
 
@@ -62,33 +64,29 @@ def collect(r: N.Ring, c: int = 0) -> list[bytes]:
         out.extend(msgs)
 
 
-# ---- Python references (what the file framings mean) ------------------------------------------------
+# ---- the Python framings (byteor.edges.framing) are the reference ----------------------------------
+
+def ref_parse(fmt: str, data: bytes, *, slot: int | None = None,
+              chunk: int = 7) -> tuple[list[bytes], str | None]:
+    """What FrameParser makes of ``data`` fed in small chunks: (messages, error text or None)."""
+    parser = FrameParser(fmt, max_message_bytes=slot)
+    out: list[bytes] = []
+    for i in range(0, len(data), chunk):
+        out += parser.feed(data[i:i + chunk])
+    out += parser.finish()
+    return out, str(parser.error) if parser.error is not None else None
+
 
 def ref_lines(data: bytes) -> list[bytes]:
-    parts = data.split(b"\n")
-    last = parts.pop()
-    return parts + ([last] if last else [])
+    return ref_parse("lines", data)[0]
 
 
 def ref_hex(data: bytes) -> list[bytes]:
-    out = []
-    for line in ref_lines(data):
-        text = line.decode("ascii", "replace").strip()
-        if text:
-            out.append(bytes.fromhex("".join(text.split())))
-    return out
+    return ref_parse("hex", data)[0]
 
 
 def ref_encode(fmt: str, msgs: list[bytes]) -> bytes:
-    if fmt == "hex":
-        return b"".join(m.hex().encode() + b"\n" for m in msgs)
-    if fmt == "ascii":
-        return b"".join(m.decode("utf-8", "replace").encode("utf-8") + b"\n" for m in msgs)
-    if fmt == "lines":
-        return b"".join(m + b"\n" for m in msgs)
-    if fmt == "raw":
-        return b"".join(msgs)
-    return b"".join(struct.pack("<I", len(m)) + m for m in msgs)
+    return encoder(fmt)(msgs)
 
 
 def ingest_bytes(ring_dir: Path, data: bytes, framing: str, rings: list[N.Ring], **kw: object) -> N.Ingest:
@@ -232,6 +230,45 @@ def test_ingest_len32_errors_name_the_offset(ring_dir: Path, tail: bytes, text: 
     assert str(info.value) == text
     assert collect(r) == [b"a", b"bcd"]  # everything before the bad frame was published
     drop_ring(r)
+
+
+HEXISH = st.sampled_from(list(b"0123456789abcdefABCDEF \t\r\x0b\x0c\x1cxz'\x00\xe9\n"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["lines", "hex", "len32"]), st.data())
+def test_ingest_parses_exactly_as_the_python_framing(fmt: str, data: st.DataObject) -> None:
+    """Messages and the error (text included) are FrameParser's, for any input."""
+    if fmt == "hex":
+        raw = bytes(data.draw(st.lists(HEXISH, max_size=120)))
+    elif fmt == "lines":
+        raw = b"\n".join(data.draw(st.lists(st.binary(max_size=20), max_size=12)))
+        raw += data.draw(st.sampled_from([b"", b"\n", b"tail"]))
+    else:
+        msgs = data.draw(st.lists(st.binary(max_size=70), max_size=8))  # some larger than the slot (64)
+        raw = b"".join(struct.pack("<I", len(m)) + m for m in msgs)
+        raw = raw[: len(raw) - data.draw(st.integers(0, 3))] + data.draw(st.sampled_from([b"", b"\xff\x00\x00\x00"]))
+    expected, error = ref_parse(fmt, raw, slot=64 if fmt == "len32" else None)
+    d = Path("/dev/shm") / f"byteor-etest-h-{os.getpid()}"
+    d.mkdir(exist_ok=True)
+    r = N.Ring.create(str(d / "h.ring"), 256, 64, [0], H)
+    try:
+        path = d / "in.bin"
+        path.write_bytes(raw)
+        fd = os.open(path, os.O_RDONLY)
+        got_error = None
+        try:
+            N.Ingest(fd, fmt, [r], error=UsageError, chunk_bytes=4096).run()
+        except UsageError as exc:
+            got_error = str(exc)
+        finally:
+            os.close(fd)
+            path.unlink()
+        assert (collect(r), got_error) == (expected, error)
+    finally:
+        r.close()
+        os.unlink(d / "h.ring")
+        d.rmdir()
 
 
 def test_ingest_raises_the_given_error_class(ring_dir: Path) -> None:
