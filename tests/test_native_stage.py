@@ -5,6 +5,7 @@ mid-stream and restarted changes every message exactly once."""
 
 from __future__ import annotations
 
+import array
 import hashlib
 import os
 import signal
@@ -247,8 +248,9 @@ BAD_RETURNS = [
     (N.FORM_MAP, lambda m: 7, TypeError, "returned int; a map stage returns bytes, bytearray, memoryview or None"),
     (N.FORM_MAP, lambda m: b"x" * (SLOT + 1), ValueError, f"returned {SLOT + 1} bytes, more than slot_bytes={SLOT}"),
     (N.FORM_MAP, lambda m: memoryview(b"abcdefgh")[::2], TypeError, "non-contiguous memoryview"),
-    (N.FORM_INPLACE, lambda s, n: "3", TypeError, "returned str; an in-place stage returns a length"),
-    (N.FORM_INPLACE, lambda s, n: True, TypeError, "returned bool"),
+    (N.FORM_MAP, lambda m: array.array("B", m), TypeError, "returned array; a map stage returns bytes"),
+    (N.FORM_INPLACE, lambda s, n: "3", TypeError, f"returned '3'; expected a length in 0..{SLOT} or DROP"),
+    (N.FORM_INPLACE, lambda s, n: True, TypeError, "returned True; expected a length"),
     (N.FORM_INPLACE, lambda s, n: SLOT + 1, ValueError, f"returned {SLOT + 1}; expected a length in 0..{SLOT}"),
     (N.FORM_INPLACE, lambda s, n: -2, ValueError, "returned -2; expected a length"),
     (N.FORM_INPLACE, lambda s, n: 1 << 70, ValueError, "expected a length in 0.."),

@@ -2047,7 +2047,7 @@ static int stagecall_run(stagecall_t *sc, unsigned char *src, uint32_t len, uint
         if (PyBytes_CheckExact(ret)) {
             p = PyBytes_AS_STRING(ret);
             n = PyBytes_GET_SIZE(ret);
-        } else if (PyObject_CheckBuffer(ret)) {
+        } else if (PyBytes_Check(ret) || PyByteArray_Check(ret) || PyMemoryView_Check(ret)) {
             if (PyObject_GetBuffer(ret, &v, PyBUF_SIMPLE) < 0) {
                 PyErr_Clear();
                 PyErr_Format(contract_type(sc, PyExc_TypeError),
@@ -2060,9 +2060,12 @@ static int stagecall_run(stagecall_t *sc, unsigned char *src, uint32_t len, uint
             p = (const char *)v.buf;
             n = v.len;
         } else {
-            PyErr_Format(contract_type(sc, PyExc_TypeError),
-                         "returned %.100s; a map stage returns bytes, bytearray, memoryview or None",
-                         Py_TYPE(ret)->tp_name);
+            PyObject *tname = PyType_GetName(Py_TYPE(ret)); /* type(ret).__name__, as StageCall says it */
+            if (tname != NULL) {
+                PyErr_Format(contract_type(sc, PyExc_TypeError),
+                             "returned %U; a map stage returns bytes, bytearray, memoryview or None", tname);
+                Py_DECREF(tname);
+            }
             Py_DECREF(ret);
             return CALL_ERROR;
         }
@@ -2089,8 +2092,7 @@ static int stagecall_run(stagecall_t *sc, unsigned char *src, uint32_t len, uint
         ret = PyObject_Vectorcall(sc->fn, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         if (ret == NULL) return CALL_ERROR;
         if (!PyLong_CheckExact(ret)) {
-            PyErr_Format(contract_type(sc, PyExc_TypeError),
-                         "returned %.100s; an in-place stage returns a length in 0..%u or DROP", Py_TYPE(ret)->tp_name,
+            PyErr_Format(contract_type(sc, PyExc_TypeError), "returned %R; expected a length in 0..%u or DROP", ret,
                          sc->limit);
             Py_DECREF(ret);
             return CALL_ERROR;
