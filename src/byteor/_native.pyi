@@ -146,8 +146,9 @@ class Ring:
         heartbeat written once per batch, or after every message with ``side_effect``. Views are
         made once, not per message: a view kept past the call stays valid memory but later shows
         another message. A bad return raises TypeError/ValueError (or ``contract_error``, e.g.
-        ``byteor.StageContractError``); the function's own exception propagates. Either way the exception gets ``failed_seq`` (the failing message's sequence),
-        which stays unconsumed; everything before it is released."""
+        ``byteor.StageContractError``); the function's own exception propagates. Either way the
+        exception gets ``failed_seq`` (the failing message's sequence), which stays unconsumed;
+        everything before it is released."""
     def drain(self, c: int, max_n: int, wait: int = ..., timeout_ns: int = -1) -> tuple[list[bytes], int, int]:
         """Wait (GIL released) until consumer ``c`` may read, then take up to ``max_n`` messages at once
         and release them: (copies of the messages, messages skipped as dropped, last sequence
