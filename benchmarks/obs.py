@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     # each timed run lasts a second or more: a scrape a second is then a real share of it, and one
     # scheduler hiccup on this 2-core machine does not decide the ratio
-    n_ring = 500_000 if args.quick else 6_000_000
+    n_ring = 1_000_000 if args.quick else 30_000_000
     n_lane = 5_000_000 if args.quick else 100_000_000
     runs = args.runs or (1 if args.quick else 5)
     results: list[Result] = []
