@@ -61,6 +61,23 @@ def _account(i: int) -> str:
     return encode(payload, codec_id=1, schema_id=7, msg_type=1, msg_version=2).hex()
 
 
+# What a screen reader or a reader without colour relies on, found in the page as the browser built it.
+A11Y_PROBE = """() => ({
+  unlabelled: [...document.querySelectorAll('input, select, textarea')].filter(e => e.labels.length === 0)
+              .map(e => e.id || e.name),
+  tables_without_caption: [...document.querySelectorAll('table')].filter(t => !t.caption).length,
+  head_cells_without_scope: [...document.querySelectorAll('thead th')].filter(th => th.scope !== 'col').length,
+  missing_landmarks: ['header', 'nav', 'main', 'footer'].filter(s => !document.querySelector(s)),
+  lang: document.documentElement.lang,
+  states_without_words: [...document.querySelectorAll('[data-state]')].filter(e => !e.textContent.trim())
+                        .map(e => e.id),
+  // (Chromium itself puts an empty style attribute on password fields)
+  inline: [...document.querySelectorAll('script:not([src]), style, [style]:not([style=""])')].map(e => e.outerHTML),
+})"""
+ACCESSIBLE = {"unlabelled": [], "tables_without_caption": 0, "head_cells_without_scope": 0, "missing_landmarks": [],
+              "lang": "en", "states_without_words": [], "inline": []}
+
+
 def _csp_errors(messages: list[str]) -> list[str]:
     return [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
 
@@ -101,6 +118,7 @@ def test_console_shows_a_live_pipeline_and_writes_only_with_the_token(
         page.wait_for_function("() => /\\d/.test(document.getElementById('p0-in-rate').textContent)",
                                timeout=20000)
         page.screenshot(path=str(DOCS / "console-list.png"), full_page=True)
+        assert page.evaluate(A11Y_PROBE) == ACCESSIBLE
 
         # -- the pipeline: one SVG node per stage, live lag on the slow stage -------------------------------------
         row.locator("a").click()
@@ -133,6 +151,8 @@ def test_console_shows_a_live_pipeline_and_writes_only_with_the_token(
         assert int(page.locator("#dg0-seen").inner_text().replace(",", "")) > 0
         page.wait_for_function("() => /\\d/.test(document.getElementById('hdr-in-rate').textContent)", timeout=20000)
         page.screenshot(path=str(DOCS / "console-pipeline.png"), full_page=True)
+        assert page.evaluate(A11Y_PROBE) == ACCESSIBLE
+        assert "4 node(s)" in str(page.locator("svg.topology").get_attribute("aria-label"))
 
         # -- what redrive would send: read-only, nothing sent --------------------------------------------------
         posts_before = len(http_target.recorder.posts())

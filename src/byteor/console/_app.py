@@ -159,7 +159,7 @@ class _Console:
             raise HTTPException(404, "no pipeline of that name is running here (it may have ended)")
         return watch
 
-    async def topology(self, watch: Watch, spec: Any) -> Topology | None:
+    async def topology(self, spec: Any) -> Topology | None:
         if spec is None:
             return None
         from ..spec.kv import spec_hash
@@ -251,7 +251,7 @@ class _Console:
         sample = await run_in_threadpool(watch.sample)
         session = sample.obs["session"]
         spec = evidence.spec_of(session, watch.path)
-        topo = await self.topology(watch, spec)
+        topo = await self.topology(spec)
         fig = pipeline_figures(sample, topo.nodes if topo else (), spec)
         raw = self.raw_session(watch)
         redrive = await run_in_threadpool(evidence.redrive_preview, raw)
@@ -268,7 +268,7 @@ class _Console:
             yield "retry: 2000\n\n"
             sample = await run_in_threadpool(watch.sample)
             spec = evidence.spec_of(sample.obs["session"], watch.path)
-            topo = await self.topology(watch, spec)
+            topo = await self.topology(spec)
             nodes = topo.nodes if topo else ()
             while not self.stopping.is_set():
                 if not sample.running:
@@ -316,8 +316,8 @@ class _Console:
             path = await run_in_threadpool(evidence.write_bundle, watch.path, raw, journals, self.config.bundle_dir)
         except ByteorError as exc:
             return self.page(_status(exc), "The bundle could not be written", str(exc), back=f"/p/{watch.id}")
-        events.emit("console.bundle", f"console: wrote incident bundle {path}", text=True,
-                    pipeline=raw.get("name"), path=str(path))
+        events.emit("console.bundle", f"console: wrote incident bundle {path}", name=raw.get("name"),
+                    path=str(path))
         return FileResponse(path, media_type="application/gzip", filename=path.name)
 
     async def replay(self, request: Request) -> Response:
@@ -364,7 +364,14 @@ class _Console:
 
 
 def _event_stream(body: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+    async def guarded() -> AsyncIterator[str]:
+        try:
+            async for chunk in body:
+                yield chunk
+        except Exception as exc:  # the page shows "connection lost" and retries; no traceback here
+            events.emit("console.error", f"console: an event stream failed: {exc}", level="error")
+
+    return StreamingResponse(guarded(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
 
 
 def _guarded(handler: Callable[[Request], Awaitable[Response]], console: _Console) -> Callable[

@@ -109,7 +109,7 @@ def list_page(rows: list[tuple[Watch, Sample]], fig: Figures, *, root: str, writ
             + _td(_live("strong", f"p{i}-state", fig))
             + "</tr>")
     table = _table(f"{len(rows)} pipeline(s) running under {root}",
-                   ("pipeline", "spec hash", "model", "posture", "uptime", "in", "out", "messages in",
+                   ("pipeline", "spec hash", "model", "posture", "uptime", "rate in", "rate out", "messages in",
                     "messages out", "state"), body, numeric=(4, 5, 6, 7, 8),
                    empty=f"No pipeline is running under {root}.")
     main = ("<h1>Pipelines on this host</h1>"

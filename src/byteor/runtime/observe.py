@@ -12,7 +12,8 @@ writes and never waits on:
 
 Any of them may be missing (a bare ring of a benchmark has only its ring file): the observation
 then lacks that part. Every string taken from a file is masked (:func:`byteor.obs.mask`). The same
-observation feeds the Prometheus endpoint (:mod:`byteor.obs.metrics`), ``/readyz`` and ``byteor top``.
+observation feeds the Prometheus endpoint (:mod:`byteor.obs.metrics`), ``/readyz``, ``byteor top`` and
+the console (:mod:`byteor.console`).
 
 Shape (``observe_v`` 1)::
 
