@@ -20,6 +20,7 @@ from ._errors import (
     SpecError,
     SpecIssue,
     SpecValidationError,
+    UnsafePathError,
     UnsupportedSpecError,
     UsageError,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "SpecIssue",
     "SpecValidationError",
     "StageV1",
+    "UnsafePathError",
     "UnsupportedSpecError",
     "UsageError",
     "__version__",
