@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._errors import ArtifactError, ByteorError, SpecError, UsageError
+from .._fileio import read_regular_file
 from .._json import read_json_object, write_json
 from ..dataguard.rules import load_rules_file, redact_json_artifact
 from ..policy.audit import policy_audit_record, write_policy_audit
@@ -103,8 +104,7 @@ def describe_spec(spec: PipelineSpecV1) -> str:
 
 def _read_spec_bytes(path: str) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SPEC_BYTES + 1)
+        data = read_regular_file(path, MAX_SPEC_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{path}: spec file does not exist") from None
     except IsADirectoryError:

@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .._errors import ApprovalError, UsageError
+from .._fileio import read_regular_file
 from .._formats import b64url_decode, b64url_encode, format_rfc3339, parse_rfc3339, utc_now
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1
 from .keys import KeySet
@@ -157,8 +158,7 @@ def read_credential(value: str | None, spec_dir: str) -> tuple[str, str] | None:
 
 def _read_cred_file(path: str) -> str:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(_MAX_CREDENTIAL_CHARS + 1)
+        data = read_regular_file(path, _MAX_CREDENTIAL_CHARS)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read approval credential: {exc.strerror}") from None
     try:

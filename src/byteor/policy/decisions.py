@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._errors import UsageError
+from .._fileio import read_regular_file
 
 __all__ = [
     "ALLOW",
@@ -57,6 +58,7 @@ REPLAY_MODES = ("dry_run", "execute")
 FAMILIES = ("http_post", "exec")
 POLICY_FILE_ENV = "BYTEOR_POLICY_FILE"
 POLICY_FILE_VERSION = 1
+MAX_POLICY_FILE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,10 @@ def load_policy_file(path: str) -> PolicyTable:
     Unknown keys and values are errors (:class:`UsageError`, exit 2) naming the file and the field.
     """
     try:
-        with open(path, "rb") as fh:
-            obj = json.loads(fh.read())
+        raw = read_regular_file(path, MAX_POLICY_FILE_BYTES)
+        if len(raw) > MAX_POLICY_FILE_BYTES:
+            raise UsageError(f"{path}: policy file is larger than {MAX_POLICY_FILE_BYTES} bytes")
+        obj = json.loads(raw)
     except FileNotFoundError:
         raise UsageError(f"{path}: policy file does not exist") from None
     except OSError as exc:

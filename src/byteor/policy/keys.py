@@ -25,7 +25,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .._errors import UsageError
-from .._fileio import write_text_atomic
+from .._fileio import read_regular_file, write_text_atomic
 from .._formats import b64url_decode, b64url_encode, format_rfc3339, parse_rfc3339, utc_now
 
 __all__ = [
@@ -135,12 +135,13 @@ def parse_key_set(obj: Any, *, origin: str) -> KeySet:
 def load_key_set(path: str) -> KeySet:
     """Read a key-set file (any of the three shapes). Missing or malformed: :class:`UsageError`."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_regular_file(path, MAX_KEY_SET_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{path}: key set file does not exist") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read key set: {exc.strerror}") from None
+    if len(data) > MAX_KEY_SET_BYTES:
+        raise UsageError(f"{path}: key set is larger than {MAX_KEY_SET_BYTES} bytes")
     try:
         obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
