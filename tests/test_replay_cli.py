@@ -27,6 +27,11 @@ RECORDS = [f"order-{i:02d}".encode() for i in range(8)]
 TEE = "/usr/bin/tee"
 
 
+def _hash_of(spec: Path) -> str:
+    """The spec hash a run of ``spec`` records in its journal segments."""
+    return spec_hash(decode_kv(spec.read_bytes()))
+
+
 class _Server(http.server.ThreadingHTTPServer):
     """A real local HTTP server that records every POST body and its Idempotency-Key."""
 
@@ -97,7 +102,7 @@ def bundle(tmp_path: Path, server: _Server, byteor: Run) -> Path:
     spec = tmp_path / "spec.kv"
     spec.write_text(_spec_text(server.server_address[1], sink))
     jdir = tmp_path / "journal-events"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=_hash_of(spec)) as writer:
         for rec in RECORDS:
             writer.append(rec)
     out = tmp_path / "bundle"
@@ -332,7 +337,7 @@ def test_replay_from_a_tar_bundle(tmp_path: Path, server: _Server, byteor: Run) 
     spec = tmp_path / "spec.kv"
     spec.write_text(_spec_text(server.server_address[1], tmp_path / "sink"))
     jdir = tmp_path / "j"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=_hash_of(spec)) as writer:
         writer.append(b"only")
     assert (
         byteor(
@@ -376,7 +381,7 @@ def test_execute_runs_python_stages_through_the_registry(
         "pipeline.stages.1.depends_on.0=0\n"
     )
     jdir = tmp_path / "j"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=_hash_of(spec)) as writer:
         for rec in (b"one", b"two"):
             writer.append(rec)
     env = {"PYTHONPATH": str(tmp_path)}
@@ -422,7 +427,7 @@ def test_invalid_bundle_spec_is_exit_3(tmp_path: Path, byteor: Run) -> None:
         "pipeline.stages.0.id=a\n"
     )
     jdir = tmp_path / "j"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=_hash_of(spec)) as writer:
         writer.append(b"x")
     assert (
         byteor(

@@ -22,4 +22,6 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "lane_graph_state": 1,
     "runtime_config": 1,
     "approval_credential": 1,
+    #: journal segment files (docs/lanegraph.md): 2 added the spec hash and the record checksum
+    "journal": 2,
 }

@@ -377,6 +377,7 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
         except ArtifactError as exc:
             raise UsageError(str(exc)) from None
         selection = select_records(journal_dir, req.last_n)
+        _reader(os.fspath(journal_dir)).check_spec_hash(shash, selection.start)
         spec_path = str(bundle.path / "spec.kv")
         dead_letter = os.path.splitext(os.path.abspath(req.out))[0] + ".dead-letter"
         gate_fn = gate_run if req.mode == "execute" else evaluate_run

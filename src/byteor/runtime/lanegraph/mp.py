@@ -275,7 +275,7 @@ class _Run:
         if in_ring is None:
             self.journal_writer = JournalWriter(journal_lane_dir(self.journal_dir, ingress_lane),
                                                 segment_bytes=lp.segment_bytes, slot_bytes=lp.slot_bytes,
-                                                fsync=self.fsync)
+                                                fsync=self.fsync, spec_hash=self.spec_hash)
         egress: list[_Egress] = []
         for ref in self.plan.egress:
             ep = ref.who.split(":", 1)[1]
