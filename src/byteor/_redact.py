@@ -8,8 +8,9 @@ records, bundles). The rules, in the order they apply:
    one of :data:`SECRET_NAME_MARKERS` holds a secret: its value becomes ``<redacted>``. ``PWD`` and
    ``OLDPWD`` (the shell's working directory) are not secrets; ``MYSQL_PWD`` is.
 2. **URLs.** Anywhere in a value or a text, ``scheme://USERINFO@host`` loses its userinfo
-   (``scheme://<redacted>@host``). The userinfo ends at the *last* ``@`` before whitespace, so a
-   password containing ``/``, ``?`` or ``@`` is hidden whole. A query parameter with a credential-like
+   (``scheme://<redacted>@host``). A ``user:password@`` is taken up to the *last* ``@`` of the URL, so
+   a password containing ``/``, ``?`` or ``@`` is hidden whole (a URL ends at whitespace, a quote or
+   the next ``scheme://``); an ``@`` further on in a path without such a ``user:`` stays as it is. A query parameter with a credential-like
    name (rule 1, plus ``sig``, ``signature``, ``code``, ``hmac``, ``pw``) keeps its name and loses its
    value. The path of a known capability URL (Slack, Discord and Office 365 webhooks) is hidden after
    its fixed prefix.
@@ -76,8 +77,9 @@ _SECRET_QUERY_NAMES = frozenset({"sig", "signature", "code", "hmac", "pw", "p"})
 #: Shortest value masked by value (rule 4): shorter ones would mask ordinary words and numbers.
 MIN_SECRET_CHARS = 6
 
-# scheme://... up to whitespace or a quote: the span a URL can occupy inside a text.
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>[^\s'\"<>]*)")
+# scheme://... up to whitespace, a quote or the next scheme://: the span a URL can occupy in a text.
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"
+_URL = re.compile(rf"(?P<scheme>{_SCHEME})(?P<rest>(?:(?!{_SCHEME})[^\s'\"<>])*)")
 _QUERY_PAIR = re.compile(r"([^&=#]*)(=?)([^&#]*)")
 # (host suffix, path prefix) of capability URLs whose path is the credential
 _CAPABILITY_PATHS = (
@@ -124,16 +126,37 @@ def _capability_path(host: str, path: str) -> str | None:
     return None
 
 
-def _split_rest(rest: str) -> tuple[str, str, str, str]:
-    """``rest`` after ``scheme://`` as (userinfo or "", hostport+path, query or "", fragment or "")."""
+def _userinfo_end(rest: str) -> int:
+    """Index of the ``@`` that ends the userinfo of ``rest`` (after ``scheme://``), or -1.
+
+    The authority normally ends at the first ``/``, ``?`` or ``#``; but a ``user:password`` whose
+    password holds one of those (or an ``@``) is written raw often enough that ``user:...@`` running up
+    to the last ``@`` is taken as userinfo too, unless what follows the ``:`` is a port.
+    """
+    last = rest.rfind("@")
+    if last < 0:
+        return -1
+    head = _AUTHORITY_END.split(rest[:last], maxsplit=1)[0]
+    if ":" in head and not head.split(":", 1)[1].isdigit():
+        return last
+    authority = _AUTHORITY_END.split(rest, maxsplit=1)[0]
+    return authority.rfind("@")
+
+
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
+def _split_rest(rest: str) -> tuple[str, str, str | None, str | None]:
+    """``rest`` after ``scheme://`` as (userinfo or "", hostport+path, query, fragment); query and
+    fragment are None when their ``?`` / ``#`` is absent."""
     userinfo = ""
-    at = rest.rfind("@")
+    at = _userinfo_end(rest)
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1:]
-    frag = ""
+    frag: str | None = None
     if "#" in rest:
         rest, frag = rest.split("#", 1)
-    query = ""
+    query: str | None = None
     if "?" in rest:
         rest, query = rest.split("?", 1)
     return userinfo, rest, query, frag
@@ -157,9 +180,9 @@ def _redact_url_match(m: re.Match[str]) -> str:
     host, slash, path = hostpath.partition("/")
     hidden = _capability_path(host.rsplit(":", 1)[0], "/" + path) if slash else None
     out += host + (hidden if hidden is not None else slash + path)
-    if query:
+    if query is not None:
         out += "?" + _redact_query(query)
-    if frag:
+    if frag is not None:
         out += "#" + frag
     return out
 
@@ -229,7 +252,7 @@ def _url_secrets(value: str) -> list[str]:
             found.append(userinfo)
             if ":" in userinfo:
                 found.append(userinfo.split(":", 1)[1])
-        for qm in _QUERY_PAIR.finditer(query):
+        for qm in _QUERY_PAIR.finditer(query or ""):
             if qm.group(2) and qm.group(3) and _secret_query_name(qm.group(1)):
                 found.append(qm.group(3))
     return found
@@ -285,7 +308,7 @@ def url_credential_parts(url: str) -> list[str]:
     parts: list[str] = []
     if userinfo:
         parts.append("userinfo (user:password@)")
-    for qm in _QUERY_PAIR.finditer(query):
+    for qm in _QUERY_PAIR.finditer(query or ""):
         name, eq, value = qm.group(1), qm.group(2), qm.group(3)
         if eq and value and _secret_query_name(name) and not _ENV_ONLY.fullmatch(value):
             parts.append(f"query parameter `{unquote(name)}`")

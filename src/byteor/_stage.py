@@ -16,12 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DROP", "ResolvedStage", "StageContext", "StageFn"]
+__all__ = ["APPROVAL_COVERS", "APPROVAL_EXPIRES_AT", "APPROVAL_ID", "DROP", "ResolvedStage", "StageContext",
+           "StageFn"]
 
 #: Returned by a stage function to drop the message.
 DROP = -1
 
 StageFn = Callable[[memoryview, int], int]
+
+#: ``StageContext.extra`` keys set by the policy gate when decisions rely on a verified approval:
+#: its ``expires_at`` (RFC 3339), its id, and the stage keys allowed only because of it (one per
+#: line). Plain strings, so they reach stage processes with the rest of ``extra``.
+APPROVAL_EXPIRES_AT = "approval_expires_at"
+APPROVAL_ID = "approval_id"
+APPROVAL_COVERS = "approval_covers"
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,9 @@ class StageContext:
     ``decisions`` maps a stage key to its policy decision (``Allow``, ``DryRunOnly``, ...), computed
     by the policy gate before anything runs; action resolvers honour it. ``recorder`` receives one
     dict per suppressed (dry-run) or performed side effect when set (replay audits, --dry-run
-    reports). ``extra`` carries family-specific settings (DataGuard registry root, ...).
+    reports). ``extra`` carries family-specific settings (DataGuard registry root, ...) and, when an
+    approval allowed some stages, when it expires (:data:`APPROVAL_EXPIRES_AT`): an action stage
+    stops performing its side effect at that moment and dead-letters each message instead.
     """
 
     posture: str = "dev"

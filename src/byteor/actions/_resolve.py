@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._errors import ActionFailed, ByteorError, PolicyRefused, SpecError
-from .._stage import ResolvedStage, StageContext
+from .._formats import parse_rfc3339
+from .._redact import scrub
+from .._stage import APPROVAL_COVERS, APPROVAL_EXPIRES_AT, APPROVAL_ID, ResolvedStage, StageContext
 from ..policy.admission import action_family as family_of
 from ..policy.admission import admission
-from ..policy.decisions import ALLOW, DRY_RUN_ONLY
+from ..policy.decisions import ALLOW, DRY_RUN_ONLY, REQUIRE_APPROVAL
 from . import exec_action, http_post
 from .deadletter import DeadLetterJournal, DeadLetterRecord
 from .exec_action import ExecAction
@@ -48,6 +51,20 @@ def _recorder_fn(key: str, family: str, target: str,
     return dry_run
 
 
+def _approval_expiry(ctx: StageContext, key: str) -> tuple[str, float | None]:
+    """When the approval that allowed ``key`` expires (RFC 3339 text, Unix seconds), or ("", None)
+    when the key was allowed without one."""
+    covers = str(ctx.extra.get(APPROVAL_COVERS, "")).split("\n")
+    text = str(ctx.extra.get(APPROVAL_EXPIRES_AT, ""))
+    if key not in covers or not text:
+        return "", None
+    try:
+        return text, parse_rfc3339(text).timestamp()
+    except ValueError:
+        raise PolicyRefused(f"stage {key[:60]!r}: the approval expiry {text[:40]!r} in the run context is not "
+                            "an RFC 3339 timestamp") from None
+
+
 def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
     """Resolve an action stage once, at startup.
 
@@ -55,9 +72,12 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
     ``DryRunOnly`` (or ``ctx.dry_run``) performs nothing and calls ``ctx.recorder`` with action,
     stage, target, idempotency key, decision and byte count. Anything else, or no decision at all,
     is refused here (:class:`PolicyRefused`): the gate must have run. The input bytes are always
-    forwarded unchanged. A side effect that finally fails is written to the dead-letter journal
-    (``ctx.dead_letter_dir``, else ``dead-letter/`` next to the spec) and raises :class:`ActionFailed`
-    so that the pipeline stops (stage_failure_policy ``stop_pipeline``).
+    forwarded unchanged. When the stage was allowed by an approval that expires during the run
+    (``ctx.extra``, see :data:`~byteor._stage.APPROVAL_EXPIRES_AT`), every message from that moment
+    on is dead-lettered (decision ``RequireApproval``) instead of performed, and forwarded. A side
+    effect that finally fails is written to the dead-letter journal (``ctx.dead_letter_dir``, else
+    ``dead-letter/`` next to the spec) and raises :class:`ActionFailed` so that the pipeline stops
+    (stage_failure_policy ``stop_pipeline``).
     """
     fam = family_of(key)
     if fam is None:
@@ -82,25 +102,44 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
     spec_hash = ctx.spec_hash
     recorder = ctx.recorder
     perform = action.perform
+    expires_at, expires = _approval_expiry(ctx, key)
+    expired_logged = False
+
+    def dead_letter(data: bytes, ikey: str, error: str, decision: str) -> DeadLetterRecord:
+        try:
+            return DeadLetterJournal(dl_dir).append(DeadLetterRecord(
+                stage_key=key, family=fam, target=target, idempotency_key=ikey,
+                error=scrub(error), decision=decision, spec_hash=spec_hash, input=data))
+        except (ByteorError, OSError) as dl_exc:
+            log.error("%s stage: %s; dead-letter write to %s failed too: %s", fam, scrub(error), dl_dir, dl_exc)
+            raise ActionFailed(scrub(f"{fam} to {target}: {error}; and the message could not be dead-lettered "
+                                     f"in {dl_dir}: {dl_exc}")) from None
 
     def run(slot: memoryview, length: int) -> int:
+        nonlocal expired_logged
         data = bytes(slot[:length])
         ikey = idempotency_key(data)
+        if expires is not None and time.time() >= expires:
+            # The approval that allowed this side effect has run out: keep the message for a redrive
+            # under a new approval, perform nothing, and let the pipeline go on.
+            why = (f"the approval {ctx.extra.get(APPROVAL_ID, '')} allowing it expired at {expires_at}; "
+                   "the side effect was not performed")
+            rec = dead_letter(data, ikey, why, REQUIRE_APPROVAL)
+            if not expired_logged:
+                log.warning("%s stage %s: %s; this and later messages go to the dead-letter journal %s "
+                            "(first record %s)", fam, target, why, dl_dir, rec.id)
+                expired_logged = True
+            if recorder is not None:
+                recorder({"action": fam, "stage": key, "target": target,
+                          "idempotency_key": ikey, "decision": REQUIRE_APPROVAL, "bytes": length})
+            return length
         try:
             perform(data, ikey)
         except ActionFailed as exc:
-            try:
-                rec = DeadLetterJournal(dl_dir).append(DeadLetterRecord(
-                    stage_key=key, family=fam, target=target, idempotency_key=ikey,
-                    error=str(exc), decision=ALLOW, spec_hash=spec_hash, input=data))
-            except (ByteorError, OSError) as dl_exc:
-                log.error("%s stage failed: %s; dead-letter write to %s failed too: %s",
-                          fam, exc, dl_dir, dl_exc)
-                raise ActionFailed(f"{fam} to {target} failed: {exc}; and the message could not be "
-                                   f"dead-lettered in {dl_dir}: {dl_exc}") from exc
-            log.error("%s stage failed: %s; dead-lettered as %s in %s", fam, exc, rec.id, dl_dir)
-            raise ActionFailed(f"{fam} to {target} failed: {exc}; the message is in the dead-letter "
-                               f"journal {dl_dir} (record {rec.id})") from exc
+            rec = dead_letter(data, ikey, str(exc), ALLOW)
+            log.error("%s stage failed: %s; dead-lettered as %s in %s", fam, scrub(str(exc)), rec.id, dl_dir)
+            raise ActionFailed(scrub(f"{fam} to {target} failed: {exc}; the message is in the dead-letter "
+                                     f"journal {dl_dir} (record {rec.id})")) from exc
         if recorder is not None:
             recorder({"action": fam, "stage": key, "target": target,
                       "idempotency_key": ikey, "decision": ALLOW, "bytes": length})

@@ -22,8 +22,15 @@ from typing import Any
 
 from .._errors import ArtifactError, UsageError
 from .._json import check_version, read_json_object, require, write_json
-from .._redact import REDACTED, SECRET_NAME_MARKERS, is_secret_name, redact_argv, redact_env, redact_urls_in, \
-    secret_values
+from .._redact import (
+    REDACTED,
+    SECRET_NAME_MARKERS,
+    is_secret_name,
+    redact_argv,
+    redact_env,
+    redact_urls_in,
+    secret_values,
+)
 
 __all__ = [
     "REDACTED",

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from .._errors import ApprovalError, PolicyRefused, UsageError
+from .._formats import parse_duration
 from ._common import (
     add_env_option,
     add_json_option,
@@ -26,9 +27,6 @@ from ._common import (
     posture,
     stdout_console,
 )
-
-_TTL = re.compile(r"([0-9]+)([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def configure(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -146,11 +144,11 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _parse_ttl(text: str) -> timedelta:
-    m = _TTL.fullmatch(text.strip())
-    if not m or int(m.group(1)) == 0:
+    try:
+        return parse_duration(text)
+    except ValueError:
         raise UsageError("--ttl must be a positive number of seconds or N followed by s, m, h or d; "
-                         f"got {text!r}")
-    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+                         f"got {text!r}") from None
 
 
 def _issue(args: argparse.Namespace) -> int:
@@ -201,6 +199,7 @@ def _user() -> str:
 
 def _verify(args: argparse.Namespace) -> int:
     from ..policy.approvals import CHECKS, read_credential, required_capabilities, verify_credential
+    from ..policy.decisions import policy_table
     from ..policy.keys import load_runtime_keys
 
     loaded = load_spec(args, validate=False)
@@ -216,7 +215,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         keys = load_runtime_keys(spec_dir, args.approval_key_set)
         verified = verify_credential(credential, keys=keys, spec_hash=loaded.hash, posture=env,
-                                     required=required)
+                                     required=required, max_lifetime=policy_table().rules(env).approval_max_lifetime)
         details = verified.summary()
     except ApprovalError as exc:
         failure = exc

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._errors import UsageError
-from .._json import write_bytes_atomic
 from .._fileio import read_regular_file
+from .._json import write_bytes_atomic
 
 __all__ = [
     "KNOBS",
