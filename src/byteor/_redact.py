@@ -8,12 +8,12 @@ records, bundles). The rules, in the order they apply:
    one of :data:`SECRET_NAME_MARKERS` holds a secret: its value becomes ``<redacted>``. ``PWD`` and
    ``OLDPWD`` (the shell's working directory) are not secrets; ``MYSQL_PWD`` is.
 2. **URLs.** Anywhere in a value or a text, ``scheme://USERINFO@host`` loses its userinfo
-   (``scheme://<redacted>@host``). A ``user:password@`` is taken up to the *last* ``@`` of the URL, so
-   a password containing ``/``, ``?`` or ``@`` is hidden whole (a URL ends at whitespace, a quote or
-   the next ``scheme://``); an ``@`` further on in a path without such a ``user:`` stays as it is. A query parameter with a credential-like
-   name (rule 1, plus ``sig``, ``signature``, ``code``, ``hmac``, ``pw``) keeps its name and loses its
-   value. The path of a known capability URL (Slack, Discord and Office 365 webhooks) is hidden after
-   its fixed prefix.
+   (``scheme://<redacted>@host``). A ``user:password@`` is taken up to the *last* ``@`` of the URL,
+   so a password containing ``/``, ``?`` or ``@`` is hidden whole (a URL ends at whitespace, a quote
+   or the next ``scheme://``); an ``@`` further on in a path without such a ``user:`` stays as it
+   is. A query parameter with a credential-like name (rule 1, plus ``sig``, ``signature``, ``code``,
+   ``hmac``, ``pw``, ``p``) keeps its name and loses its value. The path of a known capability URL
+   (Slack, Discord, Zapier and Office 365 webhooks) is hidden after its fixed prefix.
 3. **Command lines.** ``--name=VALUE`` and ``--name VALUE`` where ``name`` is secret-named (rule 1,
    plus byteor's ``--approval``), and ``-p VALUE`` / ``-pVALUE`` (the password option of mysql,
    sshpass and friends) lose their value; every argument then goes through rule 2.
@@ -39,6 +39,7 @@ __all__ = [
     "REDACTED",
     "SECRET_NAME_MARKERS",
     "RedactingFilter",
+    "argv_credential_parts",
     "is_secret_name",
     "mask_secrets",
     "redact_argv",
@@ -314,11 +315,31 @@ def url_credential_parts(url: str) -> list[str]:
             parts.append(f"query parameter `{unquote(name)}`")
     host, slash, path = hostpath.partition("/")
     if slash and "{env:" not in path and _capability_path(host.rsplit(":", 1)[0], "/" + path) is not None:
-        parts.append("webhook path (the path is the credential)")
+        parts.append("a webhook path, which is itself the credential")
     return parts
 
 
 _ENV_ONLY = re.compile(r"\{env:[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def argv_credential_parts(args: Iterable[str]) -> list[str]:
+    """The credential-shaped arguments of a command line, named without their values (for spec
+    validation): ``--password=V`` / ``--token V`` style options (rule 3) whose value is written
+    out, and URLs with credential parts. ``{env:NAME}`` values are not credentials. (``-p V`` is
+    redacted from command lines but not refused here: too many programs use ``-p`` otherwise.)"""
+    parts: list[str] = []
+    items = list(args)
+    for i, arg in enumerate(items):
+        value: str | None = None
+        if arg.startswith("--") and _secret_option(_option_name(arg)):
+            name = arg.split("=", 1)[0]
+            value = arg.split("=", 1)[1] if "=" in arg else (items[i + 1] if i + 1 < len(items) else "")
+            if value and not _ENV_ONLY.fullmatch(value):
+                parts.append(f"option {name}")
+            continue
+        for m in _URL.finditer(arg):
+            parts.extend(f"URL {p}" for p in url_credential_parts(m.group(0)))
+    return parts
 
 
 class RedactingFilter(logging.Filter):
