@@ -41,6 +41,7 @@ __all__ = [
     "dir_mode",
     "ensure_private_dir",
     "file_mode",
+    "make_dirs",
     "open_existing_private",
     "open_new",
     "read_regular_file",
@@ -89,7 +90,7 @@ def _owner_ok(uid: int) -> bool:
 
 def _check_ancestor(path: str, st: os.stat_result) -> None:
     if not stat.S_ISDIR(st.st_mode):
-        raise UnsafePathError(f"{path}: is not a directory")
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", path)
     if not _owner_ok(st.st_uid):
         raise UnsafePathError(f"{path}: owned by uid {st.st_uid}, neither root nor this user (uid "
                               f"{os.geteuid()}); another user could replace what byteor creates below it")
@@ -102,7 +103,7 @@ def _check_own_dir(path: str, st: os.stat_result) -> None:
     if stat.S_ISLNK(st.st_mode):
         raise UnsafePathError(f"{path}: is a symlink; byteor uses only real directories it owns")
     if not stat.S_ISDIR(st.st_mode):
-        raise UnsafePathError(f"{path}: exists and is not a directory")
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", path)
     if st.st_uid != os.geteuid():
         raise UnsafePathError(f"{path}: owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}); "
                               "refusing to use a directory someone else created (remove it or choose another path)")
@@ -112,7 +113,8 @@ def _check_own_dir(path: str, st: os.stat_result) -> None:
 
 
 def ensure_private_dir(path: str | os.PathLike[str], *, own_from: str | os.PathLike[str] | None = None) -> str:
-    """Create ``path`` (and missing parents) with :func:`dir_mode`, or check the existing one.
+    """Create ``path`` (and missing parents) with :func:`dir_mode`, or check the existing one: for a
+    directory byteor keeps its own files in (ring and lane directories, journals, dead letters).
 
     The directory itself, and every component this call creates, must be a real directory owned by
     the current user and not writable by group or others; an existing one whose mode grants more
@@ -121,15 +123,28 @@ def ensure_private_dir(path: str | os.PathLike[str], *, own_from: str | os.PathL
     current user (e.g. ``/dev/shm/byteor`` for a ring directory below it). Returns the absolute path;
     raises :class:`~byteor.UnsafePathError` or ``OSError`` (cannot create).
     """
+    return _walk_dirs(path, own_from=own_from, own_leaf=True)
+
+
+def make_dirs(path: str | os.PathLike[str]) -> str:
+    """Create the missing directories of ``path`` with :func:`dir_mode`: for where an operator asks
+    byteor to put an artifact (``--out``, ``--report``). Components this call creates are private;
+    existing ones, the last included, must only pass the ancestor rule (owned by root or this user,
+    not writable by others unless sticky), so ``/tmp`` or a team's directory stays usable."""
+    return _walk_dirs(path, own_from=None, own_leaf=False)
+
+
+def _walk_dirs(path: str | os.PathLike[str], *, own_from: str | os.PathLike[str] | None, own_leaf: bool) -> str:
     target = os.path.abspath(os.fspath(path))
-    own_root = os.path.abspath(os.fspath(own_from)) if own_from is not None else target
+    own_root = os.path.abspath(os.fspath(own_from)).rstrip("/") if own_from is not None else None
     mode = dir_mode()
     parts = target.strip("/").split("/") if target != "/" else []
     current = "/"
     for i, part in enumerate(parts):
         current = os.path.join(current, part)
         is_leaf = i == len(parts) - 1
-        must_own = is_leaf or current == own_root or current.startswith(own_root.rstrip("/") + "/")
+        below_own = own_root is not None and (current == own_root or current.startswith(own_root + "/"))
+        must_own = (is_leaf and own_leaf) or below_own
         created = False
         try:
             st = os.lstat(current)
@@ -201,13 +216,13 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int |
 
     A reader sees the old file or the new one, never a mix; a failure leaves no temporary file. The
     rename replaces whatever is at ``path`` (a symlink there is replaced, never followed).
-    ``make_dirs`` creates the parent directory with :func:`ensure_private_dir`; ``mode`` defaults to
+    ``make_dirs`` creates missing parent directories (:func:`make_dirs`); ``mode`` defaults to
     :func:`file_mode`.
     """
     target = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(target)
     if make_dirs:
-        ensure_private_dir(directory)
+        _walk_dirs(directory, own_from=None, own_leaf=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:

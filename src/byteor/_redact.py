@@ -44,6 +44,9 @@ __all__ = [
     "mask_secrets",
     "redact_argv",
     "redact_env",
+    "redact_spec_text",
+    "redact_stage_key",
+    "redact_strings",
     "redact_text",
     "redact_url",
     "redact_urls_in",
@@ -340,6 +343,49 @@ def argv_credential_parts(args: Iterable[str]) -> list[str]:
         for m in _URL.finditer(arg):
             parts.extend(f"URL {p}" for p in url_credential_parts(m.group(0)))
     return parts
+
+
+_STAGE_FAMILIES = ("http_post:", "exec:")
+
+
+def redact_stage_key(key: str) -> str:
+    """A stage key as it may be shown or stored: an http_post URL through :func:`redact_url`, exec
+    arguments through :func:`redact_argv`, anything else through :func:`scrub`. A key that passed
+    spec validation comes out unchanged (validation refuses credential-shaped parts)."""
+    if key.startswith("http_post:"):
+        return "http_post:" + scrub(redact_url(key[len("http_post:"):]))
+    if key.startswith("exec:"):
+        program, *args = key[len("exec:"):].split("|")
+        return "exec:" + "|".join([scrub(program), *redact_argv(args, secret_values())])
+    return scrub(key)
+
+
+def redact_strings(obj: object) -> object:
+    """A copy of a JSON-like value with every string made safe: stage keys through
+    :func:`redact_stage_key`, every other string through :func:`scrub` (object keys are kept)."""
+    if isinstance(obj, str):
+        return redact_stage_key(obj) if obj.startswith(_STAGE_FAMILIES) else scrub(obj)
+    if isinstance(obj, list):
+        return [redact_strings(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(redact_strings(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: redact_strings(v) for k, v in obj.items()}
+    return obj
+
+
+def redact_spec_text(text: str) -> str:
+    """spec.kv text with every value that may hold a credential redacted (for an invalid spec kept
+    as evidence: a valid one holds none). Keys, comments and line structure are kept."""
+    out = []
+    for line in text.split("\n"):
+        key, eq, value = line.partition("=")
+        if eq and not line.startswith("#"):
+            safe = redact_stage_key(value) if value.startswith(_STAGE_FAMILIES) else scrub(value)
+            out.append(key + eq + safe)
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 class RedactingFilter(logging.Filter):

@@ -958,10 +958,10 @@ static PyObject *Ring_attach(PyObject *cls, PyObject *args, PyObject *kwds) {
     void *base = MAP_FAILED;
     size_t size = 0;
     if (path == NULL) goto done;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW); /* a ring is never reached through a link */
     if (fd < 0) {
         int e = errno;
-        attach_fail(path_obj, "cannot open: %s", strerror(e));
+        attach_fail(path_obj, "cannot open: %s", e == ELOOP ? "it is a symlink" : strerror(e));
         goto done;
     }
     struct stat st;

@@ -160,7 +160,12 @@ def read_credential(value: str | None, spec_dir: str) -> tuple[str, str] | None:
         if os.path.isfile(value):
             return _read_cred_file(value), value
         if "/" in value:  # never part of a credential (base64url has no '/'): a path that is missing
-            raise UsageError(f"{value}: approval credential file does not exist")
+            # A credential in the standard base64 alphabet holds '/' too: such a value (long, or with
+            # '+' or '=') is never echoed. A credential is hundreds of characters; a path rarely is.
+            if len(value) < 200 and not any(c in value for c in "+="):
+                raise UsageError(f"{value}: approval credential file does not exist")
+            raise UsageError("--approval names no file (a value with '/' is taken as a path; this one is not "
+                             "shown because it may be a credential)")
         return value.strip(), "--approval"
     default = os.path.join(spec_dir, APPROVAL_FILE)
     if os.path.isfile(default):

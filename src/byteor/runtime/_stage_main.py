@@ -21,6 +21,8 @@ import signal
 import sys
 from typing import Any
 
+from .._fileio import write_text_atomic
+
 EXIT_STAGE_FAILED = 70
 #: Participant role ids written to the ring header.
 ROLE_PRODUCER = 1
@@ -146,8 +148,8 @@ def main(argv: list[str]) -> int:
             _python_loop(ring, _native, c, resolved, wait=wait, hb=hb)
     except (ByteorError, Exception) as exc:
         msg = f"stage {int(cfg['index'])} {stage.id!r} failed: {type(exc).__name__}: {exc}"
-        with contextlib.suppress(OSError), open(cfg["error_path"], "w", encoding="utf-8") as fh:
-            fh.write(msg)
+        with contextlib.suppress(OSError):
+            write_text_atomic(cfg["error_path"], msg)  # replaces, never follows, a link planted there
         sys.stderr.write(f"byteor: {msg}\n")
         return EXIT_STAGE_FAILED
     finally:

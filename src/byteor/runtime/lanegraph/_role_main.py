@@ -16,6 +16,7 @@ with the reason written to ``error_path``; anything else is a death the supervis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._errors import PipelineFailed
+from ..._fileio import write_text_atomic
 from ..._stage import DROP
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import LaneReader, LaneSpec, LaneWriter, attach_lane
@@ -282,11 +284,8 @@ def main(argv: list[str]) -> int:
         msg = str(exc) if isinstance(exc, PipelineFailed) else (
             f"role {cfg['role']!r} failed: {type(exc).__name__}: {exc}"
         )
-        try:
-            with open(cfg["error_path"], "w", encoding="utf-8") as fh:
-                fh.write(msg)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            write_text_atomic(cfg["error_path"], msg)  # replaces, never follows, a link planted there
         sys.stderr.write(f"byteor: {msg}\n")
         return EXIT_STAGE_FAILED
     finally:

@@ -32,6 +32,7 @@ from typing import Any
 
 from ... import _native
 from ..._errors import PipelineFailed, ShmError
+from ..._fileio import write_bytes_atomic
 from ..._stage import StageContext
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import LaneReader, create_lane, lane_file
@@ -183,7 +184,7 @@ class _Run:
     def _setup(self) -> None:
         root = Path(self.lane_path)
         spec_file = root / "spec.kv"
-        spec_file.write_bytes(canonical_bytes(self.spec))
+        write_bytes_atomic(spec_file, canonical_bytes(self.spec))
         self.created.append(str(spec_file))
         (root / "roles").mkdir(exist_ok=True)
         for name, lp in self.plan.lanes.items():
