@@ -118,7 +118,8 @@ def start_server(tls: ssl.SSLContext | None = None) -> HttpTarget:
 
 def tls_files(directory: Path) -> tuple[Path, ssl.SSLContext]:
     """A throwaway CA (its PEM path, for ``BYTEOR_API_CA_FILE``) and a server context whose
-    certificate that CA signed for 127.0.0.1."""
+    certificate that CA signed for 127.0.0.1 (with the key identifiers Python 3.13's strict
+    verification requires)."""
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
@@ -130,6 +131,10 @@ def tls_files(directory: Path) -> tuple[Path, ssl.SSLContext]:
           .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
           .not_valid_after(now + timedelta(days=1))
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
@@ -138,6 +143,8 @@ def tls_files(directory: Path) -> tuple[Path, ssl.SSLContext]:
             .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                            critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     ca_pem = directory / "ca.pem"
     ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))

@@ -203,7 +203,8 @@ def _parse_header(path: str, buf: Any, file_size: int, expect_index: int | None 
     if magic != MAGIC:
         raise JournalCorrupt(path, 0, f"bad magic {bytes(magic)!r} (expected {MAGIC!r})")
     if version != VERSION:
-        older = " (written by an older byteor; this build reads format 2 only)" if version < VERSION else ""
+        older = (" (written by an older byteor: move the directory away, that version still reads it, or use "
+                 "another journal directory)") if version < VERSION else ""
         raise JournalCorrupt(path, 8, f"unsupported journal version {version} (this build reads {VERSION}){older}")
     (crc,) = _U32.unpack_from(buf, _OFF_CRC)
     if crc != zlib.crc32(bytes(buf[0:_OFF_CRC])) & 0xFFFFFFFF:
