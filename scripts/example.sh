@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# byteor's main job on a bundled example: validate and describe a pipeline, then run it across
-# processes over shared memory (one process per stage) on 1,000,000 generated messages.
+# byteor's main job on a bundled example: JSON orders go through two plain Python stages (parse and
+# enrich, then keep the valuable ones), validated, described, run once in this process, then run
+# across processes over shared memory (one process per stage) on 200,000 generated orders.
 set -euo pipefail
 . "$(dirname "$0")/_venv.sh" ""
-spec="${1:-examples/chain.kv}"
-n="${N:-1000000}"
-out="$(mktemp -d)/out.hex"
+spec="${1:-examples/orders/orders.kv}"
+n="${N:-200000}"
+out="$(mktemp -d)/orders.out"
 
 echo "==> byteor validate $spec"
 byteor validate "$spec"
 echo "==> byteor describe $spec"
 byteor describe "$spec"
-echo "==> one message through the stages in this process (--sp)"
-byteor run "$spec" --sp --input-ascii=hello --output=ascii
-echo "==> $n messages through the multi-process pipeline (one process per stage, futex waits)"
-python -c "import sys; sys.stdout.writelines(f'msg-{i:08d}\n' for i in range($n))" |
-  byteor run "$spec" --input=- --input-format=lines --output-file="$out" --wait=block
-echo "==> $(wc -l < "$out") output messages in $out; the last one as text (every byte +1, from the add_u8 stage):"
-tail -n 1 "$out" | python -c "import sys; print(bytes.fromhex(sys.stdin.read().strip()).decode())"
+echo "==> one order through the stages in this process (--sp)"
+byteor run "$spec" --sp --input-ascii='{"id": 1, "sku": "fig", "qty": 12, "price": 9.5}' --output=ascii
+echo "==> $n orders through the multi-process pipeline (one process per stage, futex waits)"
+python examples/orders/generate.py "$n" |
+  byteor run "$spec" --input=- --input-format=lines --output=lines --output-file="$out" --wait=block
+echo "==> $(wc -l < "$out") orders kept in $out (broken lines and orders under 20 were dropped); the last one:"
+tail -n 1 "$out"

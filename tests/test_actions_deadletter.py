@@ -14,9 +14,7 @@ from byteor.actions import DeadLetterJournal, DeadLetterRecord, resolve_action
 from byteor.actions.redrive import redrive
 from byteor.lanes.journal import JournalWriter
 from byteor.policy.gate import gate_run
-from test_policy_support import HttpTarget, http_target, new_signer, write_key_set, write_spec
-
-__all__ = ["http_target"]
+from policy_support import HttpTarget, new_signer, write_key_set, write_spec
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,7 @@ from byteor._stage import ResolvedStage, StageContext
 from byteor.actions import DeadLetterJournal, resolve_action, url_admitted
 from byteor.actions.http_post import allowlist_from_env, parse_target_url
 from byteor.policy.gate import RunGate, gate_run
-from test_policy_support import HttpTarget, http_target, write_lanegraph_spec, write_spec
-
-__all__ = ["http_target"]
+from policy_support import HttpTarget, write_lanegraph_spec, write_spec
 
 Resolve = Callable[[str, StageContext], ResolvedStage]
 
@@ -158,7 +156,7 @@ def test_no_retry_on_400_and_dead_letter(resolve: Resolve, http_target: HttpTarg
 def test_transport_errors_retry_then_fail(resolve: Resolve,
                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BYTEOR_ACTION_MAX_RETRIES", "2")
-    from test_policy_support import start_server
+    from policy_support import start_server
 
     dead = start_server()
     base = dead.base

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from byteor.policy import decode_credential
-from test_policy_support import write_spec
+from policy_support import write_spec
 
 
 def test_keygen_issue_verify_round_trip(tmp_path: Path, cli) -> None:

@@ -18,10 +18,7 @@ from byteor.ops.runtime_config import KNOBS, STATES
 from byteor.policy.audit import read_policy_audit
 from byteor.spec.kv import load_spec_file, spec_hash
 from conftest import BIN, EXAMPLES, CliRunner
-from test_policy_support import HttpTarget, http_target, write_lanegraph_spec, write_spec
-
-__all__ = ["http_target"]  # the fixture, imported for its name
-
+from policy_support import HttpTarget, write_lanegraph_spec, write_spec
 
 CHAIN = """\
 pipeline.name=intchain

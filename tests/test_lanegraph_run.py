@@ -208,14 +208,16 @@ def test_on_full_fail_names_the_lane(runner: str, tmp_path: Path) -> None:
 
 def test_unsupported_shapes_are_refused(tmp_path: Path) -> None:
     spec = lanegraph(
-        "two_in",
-        [{"name": "a", "kind": "mpsc"}, {"name": "b", "kind": "events"}],
-        [("i1", "ingress", "a"), ("i2", "ingress", "a"), ("out", "egress", "b")],
-        [{"name": "s", "kind": "bridge", "inputs": ["a"], "outputs": ["b"]}],
+        "twice",
+        [{"name": "a", "kind": "events"}, {"name": "f", "kind": "fanout", "fanout": 2},
+         {"name": "b", "kind": "events"}],
+        [("in", "ingress", "a"), ("out", "egress", "b")],
+        [{"name": "w", "kind": "bridge", "inputs": ["a"], "outputs": ["f"]},
+         {"name": "m", "kind": "merge", "inputs": ["f", "f"], "outputs": ["b"]}],
     )
     reasons = lanegraph_unsupported_reasons(spec)
-    assert reasons and "exactly one ingress endpoint" in reasons[0]
-    with pytest.raises(UnsupportedSpecError, match="exactly one ingress endpoint"):
+    assert reasons and "reads the same lane twice" in reasons[0]
+    with pytest.raises(UnsupportedSpecError, match="reads the same lane twice"):
         run_lanegraph(spec, sp=True, inputs=[], outputs=lambda e, m: None, journal_dir=str(tmp_path))
 
 
@@ -366,7 +368,7 @@ def test_input_errors_reach_the_caller(runner: str, tmp_path: Path) -> None:
 def test_ingress_into_a_journal_lane(runner: str, tmp_path: Path) -> None:
     spec = lanegraph(
         "jin",
-        [{"name": "j", "kind": "journal", "segment_bytes": 2048, "slot_bytes": 64},
+        [{"name": "j", "kind": "journal", "segment_bytes": 4096, "slot_bytes": 64},
          {"name": "x", "kind": "fanout", "fanout": 2}],
         [("in", "ingress", "j"), ("o1", "egress", "x"), ("o2", "egress", "x")],
         [{"name": "b", "kind": "bridge", "inputs": ["j"], "outputs": ["x"]}],

@@ -22,7 +22,7 @@ from byteor.actions import DeadLetterJournal, resolve_action
 from byteor.policy.approvals import encode_payload, verify_credential
 from byteor.policy.gate import gate_run
 from byteor.policy.keys import parse_key_set
-from test_policy_support import HttpTarget, Signer, new_signer, start_server, write_key_set, write_spec
+from policy_support import HttpTarget, Signer, new_signer, start_server, write_key_set, write_spec
 
 BIN = Path(sys.executable).parent
 H = "sha256:" + "1" * 64

@@ -10,24 +10,12 @@ from pathlib import Path
 import pytest
 
 from byteor import ApprovalError, PolicyRefused, load_spec_file, spec_hash
-from byteor._formats import b64url_decode, b64url_encode
+from byteor._formats import b64url_decode
 from byteor.policy import CHECKS, load_key_set, verify_credential
-from byteor.policy.approvals import encode_payload
 from byteor.policy.gate import gate_run
-from test_policy_support import Signer, new_signer, write_key_set, write_spec
+from policy_support import Signer, credential_fields, new_signer, rejection_matrix, sign_raw, write_key_set, write_spec
 
 URL = "http://127.0.0.1:9/hook"
-
-
-def _sign_raw(signer: Signer, fields: dict[str, object]) -> str:
-    payload = encode_payload(fields)
-    return f"{b64url_encode(payload)}.{b64url_encode(signer.key.sign(payload))}"
-
-
-def _fields(cred: str) -> dict[str, object]:
-    obj = json.loads(b64url_decode(cred.split(".", maxsplit=1)[0]))
-    assert isinstance(obj, dict)
-    return obj
 
 
 @pytest.fixture
@@ -38,36 +26,10 @@ def setup(tmp_path: Path) -> tuple[Path, str, Signer, Path]:
     return spec, spec_hash(load_spec_file(spec)), signer, keys
 
 
-def _matrix(h: str, signer: Signer, tmp_path: Path) -> dict[str, tuple[str, str]]:
-    """case -> (credential, expected failed check)."""
-    good = signer.issue(h, "staging", ["http_post"])
-    payload, sig = good.split(".")
-    other = write_spec(tmp_path, "http_post:http://127.0.0.1:9/other", filename="other.kv")
-    tampered_payload = b64url_encode(encode_payload({**_fields(good), "capabilities": ["exec", "http_post"]}))
-    sig_bytes = bytearray(b64url_decode(sig))
-    sig_bytes[0] ^= 1
-    v2 = _sign_raw(signer, {**_fields(good), "v": 2})
-    expired = signer.issue(h, "staging", ["http_post"], ttl=timedelta(minutes=5),
-                           issued_at=datetime.now(UTC) - timedelta(hours=2))
-    return {
-        "bad encoding": ("%%%not-base64%%%.AAAA", "decode"),
-        "padded base64": (payload + "==." + sig, "decode"),
-        "tampered payload": (f"{tampered_payload}.{sig}", "signature"),
-        "tampered signature": (f"{payload}.{b64url_encode(bytes(sig_bytes))}", "signature"),
-        "unknown kid": (new_signer("k9").issue(h, "staging", ["http_post"]), "signature"),
-        "wrong version": (v2, "version"),
-        "other spec hash": (signer.issue(spec_hash(load_spec_file(other)), "staging", ["http_post"]),
-                            "spec_hash"),
-        "wrong posture": (signer.issue(h, "prod", ["http_post"]), "environment"),
-        "expired": (expired, "expiry"),
-        "missing capability": (signer.issue(h, "staging", ["exec"]), "capabilities"),
-    }
-
-
 def test_rejection_matrix_through_gate_run(setup: tuple[Path, str, Signer, Path], tmp_path: Path) -> None:
     spec_path, h, signer, keys = setup
     spec = load_spec_file(spec_path)
-    for case, (cred, check) in _matrix(h, signer, tmp_path).items():
+    for case, (cred, check) in rejection_matrix(h, signer, tmp_path).items():
         with pytest.raises(PolicyRefused) as info:
             gate_run(spec, spec_path=str(spec_path), spec_hash=h, posture="staging", dry_run=False,
                      approval=cred, key_set=str(keys))
@@ -80,7 +42,7 @@ def test_rejection_matrix_through_gate_run(setup: tuple[Path, str, Signer, Path]
 
 def test_rejection_matrix_through_cli(setup: tuple[Path, str, Signer, Path], tmp_path: Path, cli) -> None:
     spec_path, h, signer, keys = setup
-    for case, (cred, check) in _matrix(h, signer, tmp_path).items():
+    for case, (cred, check) in rejection_matrix(h, signer, tmp_path).items():
         res = cli("approval", "verify", f"--spec={spec_path}", "--env=staging", f"--approval={cred}",
                   f"--approval-key-set={keys}")
         assert res.returncode == 4, (case, res.stdout, res.stderr)
@@ -124,7 +86,7 @@ def test_two_failures_report_the_earlier_check(setup: tuple[Path, str, Signer, P
         verify_credential(other, keys=key_set, spec_hash=h, posture="staging", required=["http_post"])
     assert info.value.check == "spec_hash"
     # unknown kid AND wrong version -> signature
-    stranger = _sign_raw(new_signer("k7"), {**_fields(signer.issue(h, "staging", ["http_post"])),
+    stranger = sign_raw(new_signer("k7"), {**credential_fields(signer.issue(h, "staging", ["http_post"])),
                                             "kid": "k7", "v": 3})
     with pytest.raises(ApprovalError) as info:
         verify_credential(stranger, keys=key_set, spec_hash=h, posture="staging", required=["http_post"])

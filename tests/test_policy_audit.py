@@ -11,7 +11,7 @@ import pytest
 from byteor import ArtifactError, distribution_version
 from byteor.policy.audit import policy_audit_record, read_policy_audit, write_policy_audit
 from byteor.spec.summary import spec_summary
-from test_policy_support import new_signer, write_key_set, write_spec
+from policy_support import new_signer, write_key_set, write_spec
 
 SEED_FIELDS = {"ok", "policy_version", "mode", "enforced", "stage_failure_policy", "spec_path", "lane_path",
                "wait", "runtime_crate"}

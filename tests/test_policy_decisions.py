@@ -11,7 +11,7 @@ from byteor import PolicyRefused, UsageError, load_spec_file, spec_hash
 from byteor.policy import DEFAULT_TABLE, ReplayBudget, ReplayLimits, decide, load_policy_file, replay_policy
 from byteor.policy.gate import evaluate_run, gate_run
 from byteor.policy.replay import DEFAULT_MAX_ACTIONS, DEFAULT_MAX_INPUT_BYTES
-from test_policy_support import new_signer, write_key_set, write_spec
+from policy_support import new_signer, write_key_set, write_spec
 
 URL = "http_post:http://127.0.0.1:9/h"
 

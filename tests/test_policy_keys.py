@@ -15,7 +15,7 @@ from byteor import PolicyRefused, load_spec_file, spec_hash
 from byteor.policy import RefreshConfig, load_runtime_keys
 from byteor.policy.gate import gate_run
 from byteor.policy.keys import refresh_refusal
-from test_policy_support import (
+from policy_support import (
     new_signer,
     refresh_env,
     signed_key_set,

@@ -14,7 +14,7 @@ from byteor._formats import b64url_decode, b64url_encode
 from byteor.actions import parse_target_url, url_admitted
 from byteor.actions.http_post import allowlist_from_env
 from byteor.policy import KeySet, load_key_set, verify_credential
-from test_policy_support import new_signer, write_key_set
+from policy_support import new_signer, write_key_set
 
 H = "sha256:" + "ab" * 32
 LABEL = st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1, max_size=12)

@@ -8,10 +8,7 @@ import hashlib
 from pathlib import Path
 
 from byteor import load_spec_file, spec_hash
-from test_policy_approvals import _matrix
-from test_policy_support import HttpTarget, http_target, new_signer, write_key_set, write_spec
-
-__all__ = ["http_target"]
+from policy_support import HttpTarget, new_signer, rejection_matrix, write_key_set, write_spec
 
 
 def test_every_rejected_approval_refuses_run_and_posts_nothing(http_target: HttpTarget, tmp_path: Path,
@@ -20,7 +17,7 @@ def test_every_rejected_approval_refuses_run_and_posts_nothing(http_target: Http
     h = spec_hash(load_spec_file(spec_path))
     signer = new_signer("k1")
     keys = write_key_set(tmp_path / "keys.json", signer)
-    for case, (cred, check) in _matrix(h, signer, tmp_path).items():
+    for case, (cred, check) in rejection_matrix(h, signer, tmp_path).items():
         res = cli("run", "--sp", str(spec_path), "--input-ascii=hi", "--env=staging", f"--approval={cred}",
                   f"--approval-key-set={keys}")
         assert res.returncode == 4, (case, res.stdout, res.stderr)

@@ -6,8 +6,9 @@ import byteor
 
 
 def test_all_is_sorted_and_unique() -> None:
+    # isort style (what ruff enforces): CONSTANTS, then Classes, then functions, each alphabetical
     names = [n for n in byteor.__all__ if n != "__version__"]
-    assert names == sorted(names)
+    assert names == sorted(names, key=lambda n: (0 if n.isupper() else 1 if n[0].isupper() else 2, n))
     assert len(set(byteor.__all__)) == len(byteor.__all__)
 
 
@@ -39,3 +40,26 @@ def test_version_is_the_installed_distribution() -> None:
     from importlib import metadata
 
     assert byteor.__version__ == metadata.version("byteor")
+
+
+#: The curated surface, pinned: adding or removing a public name is a deliberate change made here.
+PUBLIC = {
+    # errors
+    "ActionFailed", "AdapterError", "ApprovalError", "ArtifactError", "ByteorError", "DataGuardError",
+    "PipelineFailed", "PolicyRefused", "ShmError", "SpecDecodeError", "SpecError", "SpecIssue",
+    "SpecValidationError", "StageContractError", "UnsupportedSpecError", "UsageError",
+    # specs: model, codec, validation, builders, plans
+    "BytesKey", "CompileReportV1", "EndpointV1", "LaneGraphBuilder", "LaneGraphPlanV2", "LaneGraphSpecV1",
+    "LaneV1", "PipelinePlanV2", "PipelineSpecV1", "RoleV1", "SingleRingBuilder", "SingleRingPlanV2",
+    "SingleRingSpecV1", "StageV1", "canonical_bytes", "check_v1", "decode_kv", "encode_kv", "load_spec_file",
+    "lower_v2", "single_ring_chain", "spec_hash", "spec_summary", "validate_v1",
+    # the stage contract plugins and stage authors need
+    "DROP", "ResolvedStage", "StageContext", "py_key", "stage", "stage_form",
+    # running: the session, the Pipeline API over it, the edges
+    "Batch", "Pipeline", "RunOptions", "RunSession", "Sink", "Source",
+    "__version__",
+}
+
+
+def test_all_is_exactly_the_curated_surface() -> None:
+    assert set(byteor.__all__) == PUBLIC

@@ -27,7 +27,7 @@ from byteor._redact import (
     url_credential_parts,
 )
 from byteor.actions import DeadLetterJournal
-from test_policy_support import start_server
+from policy_support import start_server
 
 BIN = Path(sys.executable).parent
 

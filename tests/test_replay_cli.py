@@ -2,125 +2,32 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import http.server
 import json
-import subprocess
-import sys
-import threading
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from byteor.artifacts import read_replay_audit
 from byteor.lanes.journal import JournalWriter
 from byteor.policy.approvals import issue_credential
 from byteor.spec.kv import decode_kv, spec_hash
-
-BIN = Path(sys.executable).parent
-RECORDS = [f"order-{i:02d}".encode() for i in range(8)]
-TEE = "/usr/bin/tee"
-
-
-def _hash_of(spec: Path) -> str:
-    """The spec hash a run of ``spec`` records in its journal segments."""
-    return spec_hash(decode_kv(spec.read_bytes()))
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    """A real local HTTP server that records every POST body and its Idempotency-Key."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Hook)
-        self.received: list[tuple[bytes, str]] = []
-
-
-class _Hook(http.server.BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.received.append((body, self.headers.get("Idempotency-Key", "")))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-
-@pytest.fixture
-def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=10)
-
-
-def _received(srv: _Server) -> list[tuple[bytes, str]]:
-    return srv.received
-
-
-Run = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def byteor(tmp_path: Path) -> Run:
-    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        full = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BYTEOR_EXEC_ALLOWLIST": TEE}
-        full.update(env or {})
-        return subprocess.run(
-            [str(BIN / "byteor"), *args], capture_output=True, text=True, env=full, timeout=120, check=False
-        )
-
-    return run
-
-
-def _spec_text(port: int, sink: Path) -> str:
-    return (
-        "pipeline.name=orders\npipeline.target=SingleRing\n"
-        "pipeline.stages.0.id=bump\npipeline.stages.0.op=add_u8\npipeline.stages.0.delta=1\n"
-        f"pipeline.stages.1.id=notify\npipeline.stages.1.op=resolver\n"
-        f"pipeline.stages.1.resolver_key=http_post:http://127.0.0.1:{port}/hook\n"
-        "pipeline.stages.1.depends_on.0=0\n"
-        f"pipeline.stages.2.id=archive\npipeline.stages.2.op=resolver\n"
-        f"pipeline.stages.2.resolver_key=exec:{TEE}|-a|{sink}\npipeline.stages.2.depends_on.0=0\n"
-    )
-
-
-@pytest.fixture
-def bundle(tmp_path: Path, server: _Server, byteor: Run) -> Path:
-    sink = tmp_path / "exec-sink.txt"
-    spec = tmp_path / "spec.kv"
-    spec.write_text(_spec_text(server.server_address[1], sink))
-    jdir = tmp_path / "journal-events"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=_hash_of(spec)) as writer:
-        for rec in RECORDS:
-            writer.append(rec)
-    out = tmp_path / "bundle"
-    res = byteor("incident-bundle", f"--spec={spec}", f"--out={out}", f"--journal=events={jdir}")
-    assert res.returncode == 0, res.stderr
-    return out
-
-
-def _bumped(rec: bytes) -> bytes:
-    return bytes((b + 1) & 0xFF for b in rec)
-
-
-def _sha(b: bytes) -> str:
-    return "sha256:" + hashlib.sha256(b).hexdigest()
+from replay_support import (
+    RECORDS,
+    TEE,
+    RecordingServer,
+    Run,
+    bumped,
+    journal_spec_hash,
+    received,
+    replay_spec_text,
+    sha,
+    signing_keys,
+)
 
 
 def test_dry_run_performs_nothing_and_records_every_action(
-    bundle: Path, server: _Server, byteor: Run, tmp_path: Path
+    bundle: Path, server: RecordingServer, byteor: Run, tmp_path: Path
 ) -> None:
     audit_path = tmp_path / "audit.json"
     res = byteor(
@@ -133,11 +40,11 @@ def test_dry_run_performs_nothing_and_records_every_action(
         f"--out={audit_path}",
     )
     assert res.returncode == 0, res.stderr
-    assert _received(server) == []
+    assert received(server) == []
     assert not (tmp_path / "exec-sink.txt").exists()
     audit = read_replay_audit(audit_path)
     assert audit.input.scanned_records == len(RECORDS) and audit.input.last_n == 3
-    assert audit.input.sample_sha256 == tuple(_sha(r) for r in RECORDS[-3:])
+    assert audit.input.sample_sha256 == tuple(sha(r) for r in RECORDS[-3:])
     assert audit.input.selected_bytes == sum(len(r) for r in RECORDS[-3:])
     assert (
         audit.policy.mode == "dry_run"
@@ -172,7 +79,7 @@ def test_dry_run_records_deny_when_exec_is_not_allowlisted(bundle: Path, byteor:
 
 
 def test_execute_without_approval_is_refused(
-    bundle: Path, server: _Server, byteor: Run, tmp_path: Path
+    bundle: Path, server: RecordingServer, byteor: Run, tmp_path: Path
 ) -> None:
     audit_path = tmp_path / "audit.json"
     for env in ("dev", "staging"):
@@ -187,22 +94,13 @@ def test_execute_without_approval_is_refused(
         )
         assert res.returncode == 4, res.stderr
         assert "RequireApproval" in res.stderr and "replay_execute" in res.stderr
-    assert _received(server) == [] and not audit_path.exists()
-
-
-def _keys(tmp_path: Path) -> tuple[Ed25519PrivateKey, Path]:
-    key = Ed25519PrivateKey.generate()
-    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    pub = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-    path = tmp_path / "keys.json"
-    path.write_text(json.dumps({"keys": [{"kid": "ops-1", "alg": "ed25519", "public_key": pub}]}))
-    return key, path
+    assert received(server) == [] and not audit_path.exists()
 
 
 def test_execute_with_approval_delivers_selected_records_once(
-    bundle: Path, server: _Server, byteor: Run, tmp_path: Path
+    bundle: Path, server: RecordingServer, byteor: Run, tmp_path: Path
 ) -> None:
-    key, key_set = _keys(tmp_path)
+    key, key_set = signing_keys(tmp_path)
     shash = spec_hash(decode_kv((bundle / "spec.kv").read_bytes()))
     cred = issue_credential(
         key,
@@ -227,8 +125,8 @@ def test_execute_with_approval_delivers_selected_records_once(
         f"--out={audit_path}",
     )
     assert res.returncode == 0, res.stderr
-    expected = [_bumped(r) for r in RECORDS[-3:]]
-    assert _received(server) == [(b, _sha(b)) for b in expected]
+    expected = [bumped(r) for r in RECORDS[-3:]]
+    assert received(server) == [(b, sha(b)) for b in expected]
     assert (tmp_path / "exec-sink.txt").read_bytes() == b"".join(expected)
     audit = read_replay_audit(audit_path)
     assert audit.policy.approval_provided and audit.policy.mode == "execute"
@@ -246,7 +144,7 @@ def test_execute_with_approval_delivers_selected_records_once(
         f"--out={audit_path}",
     )
     assert again.returncode == 2 and "never overwritten" in again.stderr
-    assert len(_received(server)) == 3
+    assert len(received(server)) == 3
     # An approval without replay_execute is not enough.
     weak = issue_credential(
         key,
@@ -268,11 +166,11 @@ def test_execute_with_approval_delivers_selected_records_once(
         f"--out={tmp_path / 'weak.json'}",
     )
     assert res.returncode == 4 and "capabilities" in res.stderr
-    assert len(_received(server)) == 3
+    assert len(received(server)) == 3
 
 
 def test_limits_stop_with_a_clear_message_and_a_complete_audit(
-    bundle: Path, server: _Server, byteor: Run, tmp_path: Path
+    bundle: Path, server: RecordingServer, byteor: Run, tmp_path: Path
 ) -> None:
     audit_path = tmp_path / "audit.json"
     res = byteor(
@@ -303,7 +201,7 @@ def test_limits_stop_with_a_clear_message_and_a_complete_audit(
     assert res.returncode == 4 and "replay stopped after 2 of 5" in res.stderr
     audit = read_replay_audit(by_bytes)
     assert audit.outcome is not None and audit.outcome.stopped_by == "max_bytes" and len(audit.actions) == 4
-    assert _received(server) == []
+    assert received(server) == []
 
 
 @pytest.mark.parametrize(
@@ -333,11 +231,11 @@ def test_bad_arguments_exit_2(
     assert missing.returncode == 2 and "bundle does not exist" in missing.stderr
 
 
-def test_replay_from_a_tar_bundle(tmp_path: Path, server: _Server, byteor: Run) -> None:
+def test_replay_from_a_tar_bundle(tmp_path: Path, server: RecordingServer, byteor: Run) -> None:
     spec = tmp_path / "spec.kv"
-    spec.write_text(_spec_text(server.server_address[1], tmp_path / "sink"))
+    spec.write_text(replay_spec_text(server.server_address[1], tmp_path / "sink"))
     jdir = tmp_path / "j"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=_hash_of(spec)) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=journal_spec_hash(spec)) as writer:
         writer.append(b"only")
     assert (
         byteor(
@@ -358,7 +256,7 @@ def test_replay_from_a_tar_bundle(tmp_path: Path, server: _Server, byteor: Run) 
     )
     assert res.returncode == 0, res.stderr
     audit = read_replay_audit(tmp_path / "a.json")
-    assert audit.input.scanned_records == 1 and audit.input.sample_sha256 == (_sha(b"only"),)
+    assert audit.input.scanned_records == 1 and audit.input.sample_sha256 == (sha(b"only"),)
 
 
 STAGE_MODULE = """
@@ -369,7 +267,7 @@ def upper(slot, length):
 
 
 def test_execute_runs_python_stages_through_the_registry(
-    tmp_path: Path, server: _Server, byteor: Run
+    tmp_path: Path, server: RecordingServer, byteor: Run
 ) -> None:
     (tmp_path / "h7_replay_stage.py").write_text(STAGE_MODULE)
     spec = tmp_path / "spec.kv"
@@ -381,7 +279,7 @@ def test_execute_runs_python_stages_through_the_registry(
         "pipeline.stages.1.depends_on.0=0\n"
     )
     jdir = tmp_path / "j"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=_hash_of(spec)) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=journal_spec_hash(spec)) as writer:
         for rec in (b"one", b"two"):
             writer.append(rec)
     env = {"PYTHONPATH": str(tmp_path)}
@@ -395,7 +293,7 @@ def test_execute_runs_python_stages_through_the_registry(
         ).returncode
         == 0
     )
-    key, key_set = _keys(tmp_path)
+    key, key_set = signing_keys(tmp_path)
     shash = spec_hash(decode_kv((tmp_path / "b" / "spec.kv").read_bytes()))
     cred = issue_credential(
         key,
@@ -417,7 +315,7 @@ def test_execute_runs_python_stages_through_the_registry(
         env=env,
     )
     assert res.returncode == 0, res.stderr
-    assert _received(server) == [(b"ONE", _sha(b"ONE")), (b"TWO", _sha(b"TWO"))]
+    assert received(server) == [(b"ONE", sha(b"ONE")), (b"TWO", sha(b"TWO"))]
 
 
 def test_invalid_bundle_spec_is_exit_3(tmp_path: Path, byteor: Run) -> None:
@@ -427,7 +325,7 @@ def test_invalid_bundle_spec_is_exit_3(tmp_path: Path, byteor: Run) -> None:
         "pipeline.stages.0.id=a\n"
     )
     jdir = tmp_path / "j"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=_hash_of(spec)) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=journal_spec_hash(spec)) as writer:
         writer.append(b"x")
     assert (
         byteor(

@@ -20,12 +20,16 @@ from ._errors import (
     SpecError,
     SpecIssue,
     SpecValidationError,
+    StageContractError,
     UnsafePathError,
     UnsupportedSpecError,
     UsageError,
 )
+from ._stage import DROP, ResolvedStage, StageContext, py_key, stage, stage_form
 from ._version import distribution_version
+from .edges import Batch, Sink, Source
 from .runtime import Pipeline
+from .runtime.session import RunOptions, RunSession
 from .spec import (
     BytesKey,
     CompileReportV1,
@@ -56,10 +60,12 @@ from .spec import (
 __version__ = distribution_version()
 
 __all__ = [
+    "DROP",
     "ActionFailed",
     "AdapterError",
     "ApprovalError",
     "ArtifactError",
+    "Batch",
     "ByteorError",
     "BytesKey",
     "CompileReportV1",
@@ -74,15 +80,22 @@ __all__ = [
     "PipelinePlanV2",
     "PipelineSpecV1",
     "PolicyRefused",
+    "ResolvedStage",
     "RoleV1",
+    "RunOptions",
+    "RunSession",
     "ShmError",
     "SingleRingBuilder",
     "SingleRingPlanV2",
     "SingleRingSpecV1",
+    "Sink",
+    "Source",
     "SpecDecodeError",
     "SpecError",
     "SpecIssue",
     "SpecValidationError",
+    "StageContext",
+    "StageContractError",
     "StageV1",
     "UnsafePathError",
     "UnsupportedSpecError",
@@ -94,8 +107,11 @@ __all__ = [
     "encode_kv",
     "load_spec_file",
     "lower_v2",
+    "py_key",
     "single_ring_chain",
     "spec_hash",
     "spec_summary",
+    "stage",
+    "stage_form",
     "validate_v1",
 ]

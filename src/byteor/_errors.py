@@ -9,6 +9,7 @@ and each class carries the command-line exit code an operator sees (design A3)::
     │   └── SpecValidationError           3   decoded, but breaks validate_v1 (all issues at once)
     ├── UsageError (ValueError)           2   bad command line or input value, missing file
     ├── UnsupportedSpecError              3   valid, but this executor cannot run the shape
+    ├── StageContractError (TypeError)    3   a stage function fits no form, or broke its form's contract
     ├── PolicyRefused                     4   refused by policy, allowlist or approval
     │   └── ApprovalError                 4   the approval credential failed verification
     ├── ArtifactError (ValueError)        1   an artifact cannot be read or has a newer major version
@@ -38,6 +39,7 @@ __all__ = [
     "SpecError",
     "SpecIssue",
     "SpecValidationError",
+    "StageContractError",
     "UnsafePathError",
     "UnsupportedSpecError",
     "UsageError",
@@ -99,6 +101,14 @@ class SpecValidationError(SpecError):
 
 class UnsupportedSpecError(ByteorError):
     """A valid spec whose shape this executor does not support; never run best-effort."""
+
+    exit_code = 3
+
+
+class StageContractError(ByteorError, TypeError):
+    """A stage function fits no form (wrong arity, no inspectable signature), or one of its calls
+    broke its form's contract (a bad return value). At startup it is reported as an invalid spec
+    naming the stage key; during a run the stage and the message are named."""
 
     exit_code = 3
 

@@ -20,6 +20,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "dataguard_report": 1,
     "single_ring_snapshot": 1,
     "lane_graph_state": 1,
+    "session_state": 1,
     "runtime_config": 1,
     "approval_credential": 1,
     #: journal segment files (docs/lanegraph.md): 2 added the spec hash and the record checksum

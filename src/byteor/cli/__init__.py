@@ -113,7 +113,25 @@ class _StderrHandler(logging.Handler):
 
 
 def main(argv: Sequence[str] | None = None, product: str = RUNTIME) -> int:
-    """Run one verb of ``product`` and return its exit code."""
+    """Run one verb of ``product`` and return its exit code.
+
+    A reader that goes away (``| head``) ends the command quietly: what was written is what the
+    reader wanted, so there is no traceback, and the exit code is 0 when the command itself
+    succeeded until then (1 when the pipe broke in the middle of its output)."""
+    try:
+        try:
+            code = _main(argv, product)
+        finally:  # also when argparse exits after --help: its output must not break at exit
+            sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # silence the interpreter's own flush of stdout at exit as well
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None, product: str) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     verbs = _verbs_for(product)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -146,11 +164,6 @@ def main(argv: Sequence[str] | None = None, product: str = RUNTIME) -> int:
     except KeyboardInterrupt:
         print(f"{product} {name}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`); silence the flush at exit as well.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
 
 
 def main_runtime() -> None:

@@ -30,6 +30,7 @@ from .._fileio import write_text_atomic
 from .._redact import redact_strings
 from .._schemas import SCHEMA_VERSIONS
 from .._version import DISTRIBUTION, distribution_version
+from ..spec.model import PipelineSpecV1
 
 __all__ = ["POLICY_AUDIT_VERSION", "policy_audit_record", "read_policy_audit", "write_policy_audit"]
 
@@ -49,10 +50,12 @@ _REQUIRED: dict[str, tuple[type, ...]] = {
 
 
 def policy_audit_record(spec_path: str, *, mode: str, enforced: bool, lane_path: str | None = None,
-                        wait: str | None = None, decisions: Iterable[Any] | None = None) -> dict[str, Any]:
-    """Build the record for the spec file at ``spec_path``. Never raises for a bad spec: an
-    unreadable, undecodable or invalid spec gives ``ok=false`` with ``error`` (and ``spec`` when it
-    decoded). ``decisions`` are :class:`~byteor.policy.gate.StageDecision` objects or dicts."""
+                        wait: str | None = None, decisions: Iterable[Any] | None = None,
+                        spec: PipelineSpecV1 | None = None) -> dict[str, Any]:
+    """Build the record for the spec file at ``spec_path`` (or for ``spec`` itself, a spec built in
+    Python, with ``spec_path`` as its label). Never raises for a bad spec: an unreadable,
+    undecodable or invalid spec gives ``ok=false`` with ``error`` (and ``spec`` when it decoded).
+    ``decisions`` are :class:`~byteor.policy.gate.StageDecision` objects or dicts."""
     from ..spec.kv import load_spec_file
 
     record: dict[str, Any] = {
@@ -66,11 +69,12 @@ def policy_audit_record(spec_path: str, *, mode: str, enforced: bool, lane_path:
         "wait": wait,
         "runtime_crate": {"name": DISTRIBUTION, "version": distribution_version()},
     }
-    try:
-        spec = load_spec_file(spec_path)
-    except (SpecError, UsageError) as exc:
-        record["error"] = _one_line(exc)
-        return record
+    if spec is None:
+        try:
+            spec = load_spec_file(spec_path)
+        except (SpecError, UsageError) as exc:
+            record["error"] = _one_line(exc)
+            return record
     from ..spec.summary import spec_summary
 
     record["spec"] = spec_summary(spec)

@@ -20,6 +20,7 @@ started (also when it stopped early or an action failed), with ``outcome`` sayin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -34,13 +35,10 @@ from .._errors import (
     ArtifactError,
     PipelineFailed,
     PolicyRefused,
-    SpecError,
-    SpecIssue,
     UnsupportedSpecError,
     UsageError,
 )
-from .._stage import DROP, ResolvedStage, StageContext, StageFn
-from ..actions import resolve_action
+from .._stage import ResolvedStage
 from ..artifacts.bundle import IncidentBundle, extract_bundle_tar, read_incident_bundle
 from ..artifacts.replay_audit import (
     ReplayAudit,
@@ -50,13 +48,12 @@ from ..artifacts.replay_audit import (
     ReplayAuditPolicy,
     write_replay_audit,
 )
+from ..edges.files import CollectSink
 from ..lanes.journal import JournalReader
-from ..policy.gate import evaluate_run, gate_run
 from ..policy.replay import ReplayBudget, ReplayLimits
-from ..runtime.registry import resolve_key
-from ..runtime.sharding import shard_of
+from ..runtime.session import RunOptions, RunSession, StageSite
 from ..spec.kv import decode_kv, spec_hash
-from ..spec.model import BytesKey, LaneGraphSpecV1, PipelineSpecV1, RoleV1, SingleRingSpecV1
+from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from ..spec.validate import check_v1
 
 __all__ = ["MODES", "ReplayRequest", "ReplayResult", "ReplayStopped", "run_replay", "select_records"]
@@ -127,44 +124,17 @@ def select_records(journal_dir: str | os.PathLike[str], last_n: int) -> Selectio
 
 
 # --------------------------------------------------------------------------------------------------
-# Stage steps: each resolved once before the first record
+# Auditing the action stages
 # --------------------------------------------------------------------------------------------------
 
 
-class _Stop(Exception):
+class _Stop(PolicyRefused):
+    """A replay limit was reached (a ByteorError, so executors pass it through unchanged)."""
+
     def __init__(self, by: str, message: str) -> None:
         self.by = by
         self.message = message
         super().__init__(message)
-
-
-@dataclass
-class _Step:
-    """One stage (SingleRing) or stage role (LaneGraph) ready to run."""
-
-    role: str
-    input_lane: str
-    output_lane: str
-    key: str
-    fn: StageFn
-    family: str | None = None
-    target: str = ""
-    perform: bool = False
-    decision: str = ""
-
-
-def _identity(slot: memoryview, length: int) -> int:
-    return length
-
-
-def _add_u8(delta: int) -> StageFn:
-    table = bytes((i + delta) & 0xFF for i in range(256))
-
-    def add_u8(slot: memoryview, length: int) -> int:
-        slot[:length] = bytes(slot[:length]).translate(table)
-        return length
-
-    return add_u8
 
 
 def _target(key: str, family: str) -> str:
@@ -172,147 +142,38 @@ def _target(key: str, family: str) -> str:
     return rest.split("|", 1)[0] if family == "exec" else rest
 
 
-class _Resolver:
-    def __init__(self, mode: str, decisions: dict[str, str], ctx: StageContext, locator: str) -> None:
-        self.mode = mode
-        self.decisions = decisions
-        self.ctx = ctx
-        self.locator = locator
-        self.closers: list[Callable[[], None]] = []
+class _Auditor:
+    """Wraps every action stage: charge one action to the budget, add the audit entry, then call
+    the resolved function (which records a dry run, or performs an allowed action)."""
 
-    def step(
-        self,
-        index: int,
-        role: str,
-        lanes: tuple[str, str],
-        *,
-        op: str | None,
-        delta: int | None,
-        key: str | None,
-    ) -> _Step:
-        input_lane, output_lane = lanes
-        if op in (None, "identity"):
-            return _Step(role, input_lane, output_lane, "identity", _identity)
-        if op == "add_u8":
-            d = 1 if delta is None else delta
-            return _Step(role, input_lane, output_lane, f"add_u8:{d}", _add_u8(d))
-        key = key or ""
-        family = key.split(":", 1)[0]
-        where = self.locator.format(index=index)
-        if family in ACTION_FAMILIES:
-            decision = self.decisions.get(key, "Deny")
-            step = _Step(
-                role, input_lane, output_lane, key, _identity, family, _target(key, family), decision=decision
-            )
-            if self.mode == "execute" and decision == "Allow":
-                resolved: ResolvedStage = resolve_action(key, self.ctx)
-                if resolved.close is not None:
-                    self.closers.append(resolved.close)
-                step.fn = resolved.fn
-                step.perform = True
-            return step
-        try:
-            resolved = resolve_key(key, self.ctx)
-        except SpecError as exc:
-            raise SpecError([SpecIssue(where, issue.message) for issue in exc.issues]) from None
-        if resolved.side_effect:
-            raise UnsupportedSpecError(f"{where}: replay does not know the side-effect family of {key!r}")
-        if resolved.close is not None:
-            self.closers.append(resolved.close)
-        return _Step(role, input_lane, output_lane, key, resolved.fn)
-
-    def close(self) -> None:
-        for closer in self.closers:
-            with contextlib.suppress(Exception):
-                closer()
-
-
-class _Runner:
-    def __init__(self, budget: ReplayBudget, actions: list[ReplayAuditAction]) -> None:
+    def __init__(self, budget: ReplayBudget) -> None:
         self.budget = budget
-        self.actions = actions
+        self.actions: list[ReplayAuditAction] = []
 
-    def run_step(self, step: _Step, slot: memoryview, length: int) -> int:
-        if step.family is not None:
+    def wrap(self, site: StageSite, stage: ResolvedStage) -> ResolvedStage:
+        family = stage.family
+        if family not in ACTION_FAMILIES:
+            if stage.side_effect:
+                raise UnsupportedSpecError(f"stage {site.name!r}: replay does not know the side-effect "
+                                           f"family of {stage.key!r}")
+            return stage
+        assert family is not None
+        entry = ReplayAuditAction(family, site.name, site.input_lane, site.output_lane, stage.key,
+                                  _target(stage.key, family), site.decision or "Deny")
+        fn = stage.fn
+        budget = self.budget
+        actions = self.actions
+
+        def audited(slot: memoryview, length: int) -> int:
             try:
-                self.budget.charge(actions=1)
+                budget.charge(actions=1)
             except PolicyRefused as exc:
                 raise _Stop("max_actions", str(exc)) from None
-            self.actions.append(
-                ReplayAuditAction(
-                    step.family,
-                    step.role,
-                    step.input_lane,
-                    step.output_lane,
-                    step.key,
-                    step.target,
-                    step.decision,
-                )
-            )
-            if not step.perform:
-                return length  # recorded, never performed: the input is forwarded unchanged
-        return step.fn(slot, length)
+            actions.append(entry)
+            result: int = fn(slot, length)
+            return result
 
-
-def _single_ring(spec: SingleRingSpecV1, res: _Resolver) -> list[_Step]:
-    return [
-        res.step(i, st.id, (spec.ingress, spec.egress), op=st.op, delta=st.delta, key=st.resolver_key)
-        for i, st in enumerate(spec.stages)
-    ]
-
-
-@dataclass
-class _Node:
-    role: RoleV1
-    step: _Step | None
-    rr: int = 0
-
-
-class _Graph:
-    """The LaneGraph downstream of one lane: readers per lane, egress endpoints, routers."""
-
-    def __init__(self, spec: LaneGraphSpecV1, res: _Resolver) -> None:
-        self.spec = spec
-        self.readers: dict[str, list[_Node]] = {}
-        self.egress = {e.lane for e in spec.endpoints if e.direction == "egress"}
-        self.slot_bytes = {lane.name: lane.slot_bytes for lane in spec.lanes}
-        for i, role in enumerate(spec.roles):
-            step = None
-            if role.kind == "stage":
-                step = res.step(
-                    i,
-                    role.name,
-                    (role.inputs[0], role.outputs[0]),
-                    op=role.op,
-                    delta=role.delta,
-                    key=role.resolver_key,
-                )
-            node = _Node(role, step)
-            for lane in role.inputs:
-                self.readers.setdefault(lane, []).append(node)
-
-    def deliver(self, lane: str, msg: bytes, runner: _Runner, out: list[bytes], depth: int = 0) -> None:
-        if depth > len(self.spec.roles) + 1:  # validated specs have no cycles; never loop forever
-            raise PipelineFailed(f"replay: lane {lane!r} is on a cycle")
-        if lane in self.egress:
-            out.append(msg)
-        for node in self.readers.get(lane, []):
-            role = node.role
-            if role.kind == "stage" and node.step is not None:
-                slot = bytearray(max(self.slot_bytes.get(lane, len(msg)), len(msg)))
-                slot[: len(msg)] = msg
-                n = runner.run_step(node.step, memoryview(slot), len(msg))
-                if n != DROP:
-                    self.deliver(role.outputs[0], bytes(slot[:n]), runner, out, depth + 1)
-            elif role.kind == "router":
-                if isinstance(role.route, BytesKey):
-                    idx = shard_of(msg, role.route.offset, role.route.length, len(role.outputs))
-                else:
-                    idx = node.rr % len(role.outputs)
-                    node.rr += 1
-                self.deliver(role.outputs[idx], msg, runner, out, depth + 1)
-            else:  # bridge, merge: forward unchanged
-                self.deliver(role.outputs[0], msg, runner, out, depth + 1)
+        return dataclasses.replace(stage, fn=audited)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,44 +241,22 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
         _reader(os.fspath(journal_dir)).check_spec_hash(shash, selection.start)
         spec_path = str(bundle.path / "spec.kv")
         dead_letter = os.path.splitext(os.path.abspath(req.out))[0] + ".dead-letter"
-        gate_fn = gate_run if req.mode == "execute" else evaluate_run
-        gate = gate_fn(
-            spec,
-            spec_path=spec_path,
-            spec_hash=shash,
-            posture=req.posture,
-            dry_run=False,
-            approval=req.approval,
-            key_set=req.key_set,
-            replay_mode=req.mode,
-            policy_file=req.policy_file,
-            dead_letter_dir=dead_letter,
-        )
-        decisions: dict[str, str] = dict(gate.context.decisions)
-        locator = (
-            "pipeline.roles.{index}.resolver_key"
-            if isinstance(spec, LaneGraphSpecV1)
-            else "pipeline.stages.{index}.resolver_key"
-        )
-        res = _Resolver(req.mode, decisions, gate.context, locator)
-        actions: list[ReplayAuditAction] = []
-        runner = _Runner(ReplayBudget(limits), actions)
-        outputs: list[bytes] = []
+        options = RunOptions(sp=True, posture=req.posture, approval=req.approval, approval_key_set=req.key_set,
+                             policy_file=req.policy_file, replay_mode=req.mode, dead_letter_dir=dead_letter,
+                             memory_journals=True)
+        auditor = _Auditor(ReplayBudget(limits))
+        session = RunSession(spec_path, options, wrap_stage=auditor.wrap)
+        sink = CollectSink()
+        outputs = sink.items
         stopped: _Stop | None = None
         failure: Exception | None = None
         done = 0
         samples: list[str] = []
         selected_bytes = 0
-        try:
-            if isinstance(spec, SingleRingSpecV1):
-                steps = _single_ring(spec, res)
-                graph = None
-                slot = bytearray(spec.slot_bytes)
-            else:
-                steps = []
-                graph = _Graph(spec, res)
-                slot = bytearray(0)
-            view = memoryview(slot)
+        slot_bytes = spec.slot_bytes if isinstance(spec, SingleRingSpecV1) else None
+        with session:
+            session.start(sink)
+            engine = session.engine
             for record in selection.records():
                 # Every selected record is described in the audit, replayed or not.
                 samples.append("sha256:" + hashlib.sha256(record).hexdigest())
@@ -426,25 +265,16 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
                     continue
                 try:
                     try:
-                        runner.budget.charge(input_bytes=len(record))
+                        auditor.budget.charge(input_bytes=len(record))
                     except PolicyRefused as exc:
                         raise _Stop("max_bytes", str(exc)) from None
-                    if graph is None:
-                        if len(record) > len(slot):
-                            raise PipelineFailed(
-                                f"journal record of {len(record)} bytes exceeds the ring's "
-                                f"slot_bytes={len(slot)}"
-                            )
-                        view[: len(record)] = record
-                        n = len(record)
-                        for step in steps:
-                            n = runner.run_step(step, view, n)
-                            if n == DROP:
-                                break
-                        if n != DROP:
-                            outputs.append(bytes(view[:n]))
+                    if slot_bytes is None:
+                        engine.offer_lane(req.journal_lane, [record])
+                    elif len(record) > slot_bytes:
+                        raise PipelineFailed(f"journal record of {len(record)} bytes exceeds the ring's "
+                                             f"slot_bytes={slot_bytes}")
                     else:
-                        graph.deliver(req.journal_lane, record, runner, outputs)
+                        session.publish([record])
                 except _Stop as stop:
                     stopped = stop
                     continue
@@ -454,8 +284,8 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
                 done += 1
                 if progress is not None:
                     progress(done, selection.count)
-        finally:
-            res.close()
+        gate = session.gate
+        actions = auditor.actions
         if stopped is not None:
             outcome = ReplayAuditOutcome(
                 False,
@@ -485,7 +315,7 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
                 tuple(samples),
             ),
             policy=ReplayAuditPolicy(
-                req.posture, req.approval is not None or gate.approval is not None, req.mode
+                req.posture, req.approval is not None or (gate is not None and gate.approval is not None), req.mode
             ),
             actions=tuple(actions),
             outcome=outcome,
@@ -497,4 +327,5 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
             if isinstance(failure, ActionFailed):
                 raise ActionFailed(f"{failure}; the audit of what was done is {req.out}") from failure
             raise PipelineFailed(f"{failure}; the audit of what was done is {req.out}") from failure
-        return ReplayResult(audit, Path(req.out), tuple(outputs), tuple(d.to_json() for d in gate.decisions))
+        decisions = tuple(d.to_json() for d in gate.decisions) if gate is not None else ()
+        return ReplayResult(audit, Path(req.out), tuple(outputs), decisions)

@@ -6,78 +6,44 @@ registers itself as a participant, completes any crash-interrupted modification 
 (``recover``) and consumes from its gating sequence + 1, so a restarted stage resumes exactly where
 the dead one stopped. It exits 0 once ``stop`` is set and it has consumed everything published.
 
-Exit codes: 0 drained; :data:`EXIT_STAGE_FAILED` the stage itself failed (an exception, or a side
-effect that finally failed): the supervisor stops the pipeline instead of restarting it, and reads
-the reason from ``error_path``; anything else (a crash, a signal) is a death the supervisor restarts.
+Exit codes are those of :mod:`byteor.runtime._child`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
-import signal
 import sys
 from typing import Any
 
-from .._fileio import write_text_atomic
+from .._stage import DROP, StageCall, describe_failure
+from ._child import EXIT_STAGE_FAILED, close_recorder, context_from_json, enter_child, write_error
 
-EXIT_STAGE_FAILED = 70
 #: Participant role ids written to the ring header.
 ROLE_PRODUCER = 1
 ROLE_EGRESS = 2
 ROLE_STAGE_BASE = 16
 
-_PR_SET_PDEATHSIG = 1
 _POLL_NS = 200_000_000
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL us when the supervisor dies, so no stage outlives its pipeline."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:
-        sys.exit(1)
+class _StageError(Exception):
+    """A stage failed on a message: the text names the stage and the message."""
 
 
-def _context(raw: dict[str, Any], events_path: str | None = None) -> Any:
-    """The resolver context; side-effect records go to a bounded
-    :class:`~byteor.runtime._events.FileEventRecorder` on ``events_path`` (performed actions are
-    counted, dry-run records written, at most 10,000), which the supervisor's process merges into the
-    run's own recorder when the run ends. Close ``ctx.recorder`` (when it has ``close``) at exit."""
-    from .._stage import StageContext
-    from ._events import FileEventRecorder
+def _python_loop(ring: Any, native: Any, c: int, call: StageCall, name: str, *, wait: int, hb: int) -> None:
+    """Consume with a Python stage until ``stop`` is set and everything is consumed.
 
-    return StageContext(posture=raw["posture"], dry_run=raw["dry_run"], spec_hash=raw["spec_hash"],
-                        spec_dir=raw["spec_dir"], decisions=dict(raw["decisions"]),
-                        recorder=FileEventRecorder(events_path) if raw.get("record") else None,
-                        dead_letter_dir=raw.get("dead_letter_dir"), extra=dict(raw.get("extra", {})))
-
-
-def close_recorder(ctx: Any) -> None:
-    """Flush the counts of a context made by :func:`_context` (no-op for other recorders)."""
-    close = getattr(getattr(ctx, "recorder", None), "close", None)
-    if close is not None:
-        close()
-
-
-def _python_loop(ring: Any, native: Any, c: int, stage: Any, *, wait: int, hb: int) -> None:
-    """Consume with a Python stage function until ``stop`` is set and everything is consumed.
-
-    Every ring method is bound once here; the per-message path does no lookups beyond locals.
-    """
-    from .._stage import DROP
-
-    fn, modifies = stage.fn, stage.modifies
+    Writing forms (map, in place) work on the consumer's scratch copy and commit it under the
+    ring's redo marker, so a crash never leaves a half-changed slot and a restart never applies a
+    change twice. Read-only forms see a read-only view of the message and release it at once:
+    after a crash at most one side effect repeats."""
+    fn = call.call
+    writes = call.writes
     wait_for, length_of, stage_slot = ring.wait_for, ring.length, ring.stage_slot
     modify_begin, modify_commit = ring.modify_begin, ring.modify_commit
     set_length, release, heartbeat = ring.set_length, ring.release, ring.heartbeat
     dropped = native.DROPPED_LENGTH
-    slot_bytes = ring.slot_bytes
     nxt = ring.next_for(c)
     while True:
         avail = wait_for(c, nxt, wait, _POLL_NS)
@@ -90,30 +56,28 @@ def _python_loop(ring: Any, native: Any, c: int, stage: Any, *, wait: int, hb: i
             length = length_of(seq)
             if length == dropped:
                 continue
-            if modifies:
-                new = fn(modify_begin(c, seq), length)
-                if new == DROP:
-                    new = dropped
-                elif not isinstance(new, int) or new < 0 or new > slot_bytes:
-                    raise ValueError(f"returned {new!r}; expected a length in 0..{slot_bytes} or DROP")
-                modify_commit(c, seq, new)
-            else:
-                new = fn(stage_slot(seq), length)
-                if new == DROP:
-                    set_length(seq, dropped)
-                release(c, seq)  # read-only stages (side effects): at most one repeat after a crash
+            try:
+                if writes:
+                    new = fn(modify_begin(c, seq), length)
+                    modify_commit(c, seq, dropped if new == DROP else new)
+                else:
+                    if fn(stage_slot(seq).toreadonly(), length) == DROP:
+                        set_length(seq, dropped)
+                    release(c, seq)
+            except Exception as exc:
+                if writes and seq > nxt:  # what was finished before the failing message still flows on
+                    release(c, seq - 1)
+                raise _StageError(describe_failure(name, seq, exc)) from exc
             heartbeat(hb)  # per message: a slow but healthy stage is never taken for a hung one
-        if modifies:
-            release(c, avail)  # after a crash, recover() resumes from the redo record's done seq
+        # Writing forms: after a crash, recover() resumes from the redo record's done seq. Every form:
+        # messages dropped before this stage were skipped above and are released here with the rest.
+        release(c, avail)
         nxt = avail + 1
 
 
 def main(argv: list[str]) -> int:
     cfg = json.loads(argv[0])
-    _die_with_parent(int(cfg["parent_pid"]))
-    # Ctrl-C / SIGTERM to the process group go to the supervisor, which drains through the stop word.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    enter_child(cfg)
 
     from .. import _native
     from .._errors import ByteorError
@@ -124,8 +88,10 @@ def main(argv: list[str]) -> int:
 
     c = int(cfg["consumer"])
     wait = int(cfg["wait"])
+    index = int(cfg["index"])
     stage = StageV1(id=cfg["stage_id"], op=cfg["op"], delta=cfg.get("delta"),
                     resolver_key=cfg.get("resolver_key"))
+    name = f"stage {index} {stage.id!r}"
     resolved = None
     ring = None
     ctx = None
@@ -136,21 +102,21 @@ def main(argv: list[str]) -> int:
         if tuned is not None:
             wait = int(getattr(_native, "WAIT_" + tuned.upper()))
         ring = attach_ring(cfg["ring"], expect_hash=bytes.fromhex(cfg["hash_hex"]))
-        hb = ring.register_participant(ROLE_STAGE_BASE + int(cfg["index"]), os.getpid())
+        hb = ring.register_participant(ROLE_STAGE_BASE + index, os.getpid())
         ring.recover(c)
-        ctx = _context(cfg["context"], cfg.get("events_path"))
-        resolved = resolve_stage(stage, int(cfg["index"]), ctx)
+        ctx = context_from_json(cfg["context"], cfg.get("events_path"))
+        resolved = resolve_stage(stage, index, ctx)
         if resolved.builtin is not None and cfg.get("native", True):
-            name, delta = resolved.builtin
-            op = _native.OP_ADD_U8 if name == "add_u8" else _native.OP_IDENTITY
+            op_name, delta = resolved.builtin
+            op = _native.OP_ADD_U8 if op_name == "add_u8" else _native.OP_IDENTITY
             ring.run_builtin(c, op, delta, wait, heartbeat_slot=hb)
         else:
-            _python_loop(ring, _native, c, resolved, wait=wait, hb=hb)
+            _python_loop(ring, _native, c, StageCall(resolved, int(ring.slot_bytes)), name, wait=wait, hb=hb)
+    except _StageError as exc:
+        write_error(cfg["error_path"], str(exc))
+        return EXIT_STAGE_FAILED
     except (ByteorError, Exception) as exc:
-        msg = f"stage {int(cfg['index'])} {stage.id!r} failed: {type(exc).__name__}: {exc}"
-        with contextlib.suppress(OSError):
-            write_text_atomic(cfg["error_path"], msg)  # replaces, never follows, a link planted there
-        sys.stderr.write(f"byteor: {msg}\n")
+        write_error(cfg["error_path"], describe_failure(name, None, exc))
         return EXIT_STAGE_FAILED
     finally:
         if resolved is not None and resolved.close is not None:

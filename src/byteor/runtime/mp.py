@@ -30,11 +30,12 @@ from .._errors import PipelineFailed, ShmError, UsageError
 from .._stage import ResolvedStage, StageContext
 from ..spec.model import SingleRingSpecV1
 from ..spec.semantics import effective_deps
+from ._child import context_to_json
 from ._events import EventLog
 from ._stage_main import ROLE_EGRESS, ROLE_PRODUCER, ROLE_STAGE_BASE
 from ._tuning import RUNTIME_CONFIG_FILE, TuningPlan, read_tuning, remove_runtime_config
 from .sharding import BytesLike, Router
-from .supervisor import StageProcess, Supervisor
+from .supervisor import StageProcess, Supervisor, wait_quiet
 
 __all__ = ["DEFAULT_RING_ROOT", "WAITS", "BatchSink", "MpExecutor", "default_ring_dir", "ring_files"]
 
@@ -65,13 +66,6 @@ def stage_roles(n_stages: int) -> dict[int, str]:
     roles = {ROLE_PRODUCER: "producer", ROLE_EGRESS: "egress"}
     roles.update({ROLE_STAGE_BASE + i: f"stage {i}" for i in range(n_stages)})
     return roles
-
-
-def _context_json(ctx: StageContext) -> dict[str, Any]:
-    return {"posture": ctx.posture, "dry_run": ctx.dry_run, "spec_hash": ctx.spec_hash,
-            "spec_dir": ctx.spec_dir, "decisions": dict(ctx.decisions),
-            "dead_letter_dir": ctx.dead_letter_dir, "record": ctx.recorder is not None,
-            "extra": {k: v for k, v in ctx.extra.items() if isinstance(v, str | int | float | bool)}}
 
 
 class MpExecutor:
@@ -105,7 +99,7 @@ class MpExecutor:
         deps = [sum(1 << d for d in ds) for ds in effective_deps(spec)]
         self._deps = [*deps, (1 << n) - 1]
         self._stages = list(stages)
-        self._ctx = _context_json(context)
+        self._ctx = context_to_json(context)
         self._recorder = context.recorder
         self._rings: list[Any] = []
         self._created_dir = False
@@ -122,9 +116,12 @@ class MpExecutor:
         self._tuning = tuning
         #: role -> knob states the stage processes recorded (read at cleanup, before the file goes)
         self.tuning_record: dict[str, list[dict[str, str]]] | None = None
+        self._egress_pos = [-1] * spec.shards
         self.messages_in = 0
         self.messages_out = 0
         self.dropped = 0
+
+    preferred_batch = 4096
 
     # ------------------------------------------------------------------ start
 
@@ -195,62 +192,68 @@ class MpExecutor:
     def _on_failure(self, exc: BaseException) -> None:
         if self._failure is None:
             self._failure = exc
-        self._aborted.set()
+
+    def _settle(self) -> None:
+        """After a failure: let egress deliver what the other stages still finish, then stop it."""
+        if not self._aborted.is_set():
+            wait_quiet(self.progress)
+            self._aborted.set()
 
     def _check_failed(self) -> None:
         if self._failure is not None:
+            self._settle()
             raise self._failure
 
-    def _too_big(self, n: int) -> UsageError:
-        return UsageError(f"message {self.messages_in} is {n} bytes, larger than "
+    def _too_big(self, n: int, index: int) -> UsageError:
+        return UsageError(f"message {index} is {n} bytes, larger than "
                           f"pipeline.ring.slot_bytes={self._slot_bytes}")
 
-    def publish(self, data: BytesLike) -> None:
-        """Publish one message (one copy into the slot); blocks while the ring is full."""
-        n = len(data)
-        if n > self._slot_bytes:
-            raise self._too_big(n)
-        ring = self._rings[self._router.route(data)]
-        if not ring.try_publish(data):
-            while True:
-                try:
-                    ring.publish(data, self._wait, _POLL_NS)
-                    break
-                except TimeoutError:
-                    self._check_failed()
-        self.messages_in += 1
-
-    def publish_many(self, items: Sequence[BytesLike]) -> None:
-        """Publish a batch (per shard: one claim and one cursor store per ring-sized chunk)."""
-        for item in items:
-            if len(item) > self._slot_bytes:
-                raise self._too_big(len(item))
+    def offer(self, endpoint: int, items: Sequence[BytesLike], timeout: float = 0.05) -> int:
+        """Publish a prefix of ``items`` (each to its shard), waiting at most ``timeout`` seconds
+        for room; returns how many were published. One claim and one cursor store per batch and
+        shard. Raises :class:`~byteor.UsageError` for a message larger than ``slot_bytes``."""
+        self._check_failed()
+        limit = self._slot_bytes
+        bad = next((i for i, item in enumerate(items) if len(item) > limit), None)
+        if bad == 0:
+            raise self._too_big(len(items[0]), self.messages_in)
+        if bad is not None:  # what comes before an oversized message is still taken
+            items = items[:bad]
+        timeout_ns = int(timeout * 1e9)
         if len(self._rings) == 1:
-            groups: Sequence[Sequence[BytesLike]] = [items]
-        else:
-            lists: list[list[BytesLike]] = [[] for _ in self._rings]
-            route = self._router.route
-            for item in items:
-                lists[route(item)].append(item)
-            groups = lists
-        step = max(1, self._capacity // 2)
-        for k, group in enumerate(groups):
-            ring = self._rings[k]
-            for start in range(0, len(group), step):
-                chunk = group[start:start + step]
-                while chunk:
-                    before = ring.cursor()
-                    try:
-                        ring.publish_many(chunk, self._wait, _POLL_NS)
-                    except TimeoutError:
-                        # publish_many publishes what fits before it waits: keep only the rest
-                        done = ring.cursor() - before
-                        self.messages_in += done
-                        chunk = chunk[done:]
-                        self._check_failed()
-                        continue
-                    self.messages_in += len(chunk)
+            ring = self._rings[0]
+            before = ring.cursor()
+            try:
+                ring.publish_many(items, self._wait, timeout_ns)
+                done = len(items)
+            except TimeoutError:
+                done = ring.cursor() - before  # publish_many publishes what fits before it waits
+            self.messages_in += done
+            return done
+        route = self._router.route
+        done = 0
+        for item in items:
+            ring = self._rings[route(item)]
+            if not ring.try_publish(item):
+                try:
+                    ring.publish(item, self._wait, timeout_ns)
+                except TimeoutError:
+                    self._router.unroute()
                     break
+            done += 1
+        self.messages_in += done
+        return done
+
+    def mark(self) -> tuple[int, ...]:
+        """The last sequence published into each shard's ring."""
+        return tuple(int(ring.cursor()) for ring in self._rings)
+
+    def progress(self) -> tuple[int, ...]:
+        """The last sequence each shard's egress handed to the sink (or found dropped)."""
+        return tuple(self._egress_pos)
+
+    def tick(self) -> None:
+        self._check_failed()
 
     # ------------------------------------------------------------------ egress
 
@@ -288,9 +291,11 @@ class MpExecutor:
                         self.dropped += drops
                 ring.release(c, avail)
                 ring.heartbeat(slot)
+                self._egress_pos[k] = avail
                 nxt = avail + 1
         except BrokenPipeError as exc:  # the reader of our output went away (`| head`): the CLI exits quietly
             self._on_failure(exc)
+            self._aborted.set()
         except BaseException as exc:
             self._on_failure(PipelineFailed(f"egress of shard {k} failed: {type(exc).__name__}: {exc}"))
         finally:
@@ -315,27 +320,28 @@ class MpExecutor:
 
     # ------------------------------------------------------------------ stop
 
-    def close(self, timeout: float | None = None) -> None:
-        """Drain: every published message reaches the sink; then stop the processes and unlink.
+    def drain(self, timeout: float | None = None) -> None:
+        """Every published message reaches the sink; the stage processes exit.
 
-        Raises :class:`~byteor.PipelineFailed` if a stage failed (the files are removed anyway).
+        Raises :class:`~byteor.PipelineFailed` if a stage failed. :meth:`close` removes the files.
         """
         if self._closed:
             return
-        try:
-            for ring in self._rings:
-                ring.request_stop()
-            sup = self._supervisor
-            if sup is not None and not sup.wait_finished(timeout):
-                self._on_failure(PipelineFailed("stages did not drain within the timeout"))
-            for t in self._threads:
-                while t.is_alive():
-                    t.join(0.2)
-                    if self._failure is not None:
-                        self._aborted.set()
-            self._check_failed()
-        finally:
-            self.abort()
+        for ring in self._rings:
+            ring.request_stop()
+        sup = self._supervisor
+        if sup is not None and not sup.wait_finished(timeout):
+            self._on_failure(PipelineFailed("stages did not drain within the timeout"))
+        for t in self._threads:
+            while t.is_alive():
+                t.join(0.2)
+                if self._failure is not None:
+                    self._settle()
+        self._check_failed()
+
+    def close(self) -> None:
+        """Stop whatever still runs and remove the ring files (after :meth:`drain`, or on failure)."""
+        self.abort()
 
     def abort(self) -> None:
         """Stop at once (kill the stages, stop egress) and remove the ring files."""

@@ -1,13 +1,24 @@
-"""``Pipeline``: the small Python API over both SingleRing executors.
+"""``Pipeline``: the Python API over the run session, for SingleRing and LaneGraph specs.
 
-    with Pipeline.open("examples/chain.kv", sp=False, wait="block") as p:
+    with Pipeline.open("examples/chain.kv", wait="block") as p:    # sp=True for one process
         p.publish_many([b"abc", b"def"])
     for out in p.outputs():          # after close: everything, in order per shard
         ...
 
-``on_output(shard, message)`` may be given instead, to stream outputs as they leave egress (it is
-called from an egress thread in multi-process mode). Without it, outputs collect in an unbounded
-queue that :meth:`Pipeline.outputs` drains; for long streams pass ``on_output``.
+    def up(msg: bytes) -> bytes:     # stages can be plain module-level functions
+        return msg.upper()
+
+    with Pipeline.chain(up, name="shout", sp=True) as p:
+        p.publish(b"hi")
+
+``on_output(key, message)`` may be given instead, to stream outputs as they leave egress (it is
+called from an egress thread in multi-process mode); ``key`` is the shard index (SingleRing) or the
+egress endpoint's name (LaneGraph). Without it, outputs collect in an unbounded queue that
+:meth:`Pipeline.outputs` drains; for long streams pass ``on_output``.
+
+Side-effecting stages go through the same policy gate as ``byteor run``: ``posture``,
+``approval`` and ``approval_key_set`` are checked at :meth:`Pipeline.open`, which raises
+:class:`~byteor.PolicyRefused` (nothing runs) or writes the same policy audit record.
 """
 
 from __future__ import annotations
@@ -15,112 +26,97 @@ from __future__ import annotations
 import os
 import queue
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .._errors import UnsupportedSpecError
-from .._stage import ResolvedStage, StageContext
-from ..spec.kv import load_spec_file, spec_hash
-from ..spec.model import PipelineSpecV1, SingleRingSpecV1
-from .registry import close_stages, resolve_stages
+from ..edges.base import Sink
+from ..edges.files import CallbackSink
+from ..ops.runtime_config import RuntimeConfig
+from ..spec.builders import single_ring_chain
+from ..spec.model import PipelineSpecV1
+from .session import RunOptions, RunSession
 from .sharding import BytesLike
-from .sp import SpExecutor
 
 __all__ = ["OutputFn", "Pipeline"]
 
-OutputFn = Callable[[int, bytes], None]
+OutputFn = Callable[[Any, bytes], None]
 
 
 class Pipeline:
-    """A running SingleRing pipeline. Use :meth:`open`; always :meth:`close` (or ``with``)."""
+    """A running pipeline. Use :meth:`open` (or :meth:`chain`); always :meth:`close` (or ``with``)."""
 
-    def __init__(self, spec: SingleRingSpecV1, stages: list[ResolvedStage], executor: Any, *, sp: bool,
-                 outputs: queue.SimpleQueue[bytes] | None, emit: OutputFn) -> None:
-        self.spec = spec
-        self._emit = emit
-        self.sp = sp
-        self._stages = stages
-        self._exec = executor
+    def __init__(self, session: RunSession, outputs: queue.SimpleQueue[bytes] | None) -> None:
+        self._session = session
+        self.spec = session.spec
+        self.sp = session.options.sp
         self._queue = outputs
         self._closed = False
+        self._summary: dict[str, Any] | None = None
 
     @classmethod
-    def open(cls, spec: PipelineSpecV1 | str | os.PathLike[str], *, sp: bool = False,
-             context: StageContext | None = None, ring_path: str | None = None, wait: str = "backoff",
-             on_output: OutputFn | None = None, heartbeat_timeout: float = 30.0,
-             max_restarts: int = 5) -> Pipeline:
-        """Validate, resolve every stage once, and start the executor.
+    def open(cls, spec: PipelineSpecV1 | str | os.PathLike[str], *, sp: bool = False, ring_path: str | None = None,
+             wait: str = "backoff", on_output: OutputFn | None = None, heartbeat_timeout: float | None = None,
+             max_restarts: int = 5, posture: str = "dev", dry_run: bool = False, approval: str | None = None,
+             approval_key_set: str | None = None, policy_file: str | None = None, policy_audit: str | None = None,
+             journal_dir: str | None = None, fsync: str | None = None, tuning: str | None = None,
+             config: RuntimeConfig | None = None) -> Pipeline:
+        """Validate, gate, resolve every stage once, and start the executor.
+
+        ``spec`` is a path or a spec object (built with the builders, whose stages may be function
+        objects). ``ring_path`` is the ring directory (SingleRing) or lane directory (LaneGraph).
 
         Raises :class:`~byteor.SpecError` (invalid spec, unresolvable stage),
-        :class:`~byteor.UnsupportedSpecError` (LaneGraph, or no native core for multi-process),
-        :class:`~byteor.ShmError` (ring files).
+        :class:`~byteor.UnsupportedSpecError`, :class:`~byteor.PolicyRefused` (the gate refused a
+        side-effecting stage; nothing ran), :class:`~byteor.ShmError` (ring files).
         """
-        from ..spec.validate import check_v1
-
-        path = os.fspath(spec) if isinstance(spec, str | Path | os.PathLike) else None
-        loaded = load_spec_file(path) if path is not None else spec
-        assert not isinstance(loaded, str | os.PathLike)
-        check_v1(loaded, path=path)
-        if not isinstance(loaded, SingleRingSpecV1):
-            raise UnsupportedSpecError("Pipeline runs SingleRing specs; LaneGraph runs through "
-                                       "byteor.runtime.lanegraph")
-        from .support import unsupported_reasons
-
-        reasons = unsupported_reasons(loaded, sp=sp)
-        if reasons:
-            raise UnsupportedSpecError("; ".join(reasons))
-        digest = spec_hash(loaded)
-        ctx = context or StageContext(spec_hash=digest,
-                                      spec_dir=os.path.dirname(os.path.abspath(path)) if path else ".")
-        stages = resolve_stages(loaded, ctx)
+        options = RunOptions(sp=sp, posture=posture, dry_run=dry_run, approval=approval,
+                             approval_key_set=approval_key_set, policy_file=policy_file, policy_audit=policy_audit,
+                             ring_path=ring_path, journal_dir=journal_dir, fsync=fsync, wait=wait, tuning=tuning,
+                             config=config or RuntimeConfig(), heartbeat_timeout=heartbeat_timeout,
+                             max_restarts=max_restarts)
+        session = RunSession(spec, options)
         q: queue.SimpleQueue[bytes] | None = None
-        emit: OutputFn
+        fn: OutputFn
         if on_output is None:
             q = queue.SimpleQueue()
             put = q.put
 
-            def emit(_shard: int, data: bytes) -> None:
+            def fn(_key: Any, data: bytes) -> None:
                 put(data)
         else:
-            emit = on_output
+            fn = on_output
+        sinks: dict[str, Sink]
+        if session.is_lanegraph:
+            sinks = {ep: CallbackSink(fn, endpoint=ep) for ep in session.egress}
+        else:
+            sinks = {"*": CallbackSink(fn)}
         try:
-            if sp:
-                executor: Any = SpExecutor(loaded, stages)
-            else:
-                from .mp import MpExecutor
-
-                def batch_sink(shard: int, batch: list[bytes]) -> None:
-                    for item in batch:
-                        emit(shard, item)
-
-                executor = MpExecutor(loaded, stages, spec_hash=digest, sink=batch_sink, context=ctx,
-                                      ring_path=ring_path, wait=wait, heartbeat_timeout=heartbeat_timeout,
-                                      max_restarts=max_restarts)
-                executor.start()
+            session.start(sinks)
         except BaseException:
-            close_stages(stages)
+            session.abort()
             raise
-        return cls(loaded, stages, executor, sp=sp, outputs=q, emit=emit)
+        return cls(session, q)
 
-    def publish(self, data: BytesLike) -> None:
-        """Publish one message (blocks while the ring is full)."""
-        if self.sp:
-            ex: SpExecutor = self._exec
-            shard = ex.router.route(data)
-            out = ex.process(data)
-            if out is not None:
-                self._emit(shard, out)
-        else:
-            self._exec.publish(data)
+    @classmethod
+    def chain(cls, *stages: Callable[..., Any] | str | tuple[str, int], name: str = "chain",
+              capacity: int = 1024, slot_bytes: int = 256, **open_kw: Any) -> Pipeline:
+        """Open a linear SingleRing pipeline of ``stages``: module-level functions (their
+        ``py:<module>:<function>`` keys), ``"add_u8"``/``("add_u8", d)``, ``"identity"`` or stage
+        keys. ``open_kw`` are :meth:`open`'s options."""
+        return cls.open(single_ring_chain(name, *stages, capacity=capacity, slot_bytes=slot_bytes), **open_kw)
 
-    def publish_many(self, items: Sequence[BytesLike]) -> None:
+    @property
+    def session(self) -> RunSession:
+        return self._session
+
+    def publish(self, data: BytesLike, endpoint: str | None = None) -> None:
+        """Publish one message (blocks while the pipeline is full). ``endpoint`` names the ingress
+        endpoint of a LaneGraph with several."""
+        self._session.publish([data], endpoint)
+
+    def publish_many(self, items: Sequence[BytesLike], endpoint: str | None = None) -> None:
         """Publish a batch (one claim and one cursor store per ring-sized chunk in multi-process)."""
-        if self.sp:
-            for item in items:
-                self.publish(item)
-        else:
-            self._exec.publish_many(items)
+        self._session.publish(items, endpoint)
 
     def outputs(self) -> Iterator[bytes]:
         """The output messages collected so far (everything, once closed). Needs no ``on_output``."""
@@ -134,42 +130,39 @@ class Pipeline:
                 return
 
     def stage_pids(self) -> list[int]:
-        """The live stage process ids (multi-process only; empty for ``--sp``)."""
-        return [] if self.sp else list(self._exec.stage_pids())
+        """The live stage or role process ids (multi-process only; empty for ``--sp``)."""
+        engine = self._session.engine
+        if self.sp or engine is None:
+            return []
+        return list(engine.stage_pids())
 
     def stats(self) -> dict[str, Any]:
-        ex = self._exec
-        out: dict[str, Any] = {"messages_in": ex.messages_in, "messages_out": ex.messages_out,
-                               "dropped": ex.dropped}
+        n_in, n_out, _fill = self._session.stats()
+        out: dict[str, Any] = {"messages_in": n_in, "messages_out": n_out}
+        summary = self._session.summary()
+        out["dropped"] = summary["dropped"]
         if not self.sp:
-            out["restarts"] = ex.restarts()
-            out["ring_dir"] = ex.ring_dir
+            out["restarts"] = summary.get("restarts", {})
+            out["ring_dir"] = self._session.ring_path
         return out
 
-    def close(self) -> None:
-        """Drain (every published message reaches the outputs), stop the processes, unlink the rings.
+    def close(self) -> dict[str, Any]:
+        """Drain (every published message reaches the outputs), stop the processes, remove the
+        shared-memory files; returns the run summary (the one ``byteor run --json`` prints).
 
         Raises :class:`~byteor.PipelineFailed` if a stage failed during the run.
         """
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if not self.sp:
-                self._exec.close()
-        finally:
-            close_stages(self._stages)
+        if not self._closed:
+            self._closed = True
+            self._summary = self._session.close()
+        assert self._summary is not None
+        return self._summary
 
     def abort(self) -> None:
-        """Stop without draining (kills the stage processes) and remove the ring files."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if not self.sp:
-                self._exec.abort()
-        finally:
-            close_stages(self._stages)
+        """Stop without draining (kills the stage processes) and remove the shared-memory files."""
+        if not self._closed:
+            self._closed = True
+            self._session.abort()
 
     def __enter__(self) -> Pipeline:
         return self

@@ -3,8 +3,9 @@
 Families of ``pipeline.stages.<i>.resolver_key`` (``family:argument``):
 
 =============  ===========================================================================
-``py``         ``py:package.module:function`` imports ``function`` (a :data:`StageFn`). It is
-               treated as modifying the slot unless it has ``byteor_modifies = False``.
+``py``         ``py:package.module:function`` imports ``function`` from the spec's directory
+               first, then ``sys.path``; its form (map, filter, in place, read-only) comes from
+               its signature and ``byteor_modifies`` marker (:func:`byteor.stage_form`).
 ``http_post``  ``byteor.actions.resolve_action`` (policy-gated side effect; read-only)
 ``exec``       ``byteor.actions.resolve_action`` (policy-gated side effect; read-only)
 ``dataguard``  ``byteor.dataguard.stage.resolve_dataguard``
@@ -24,11 +25,15 @@ A :class:`~byteor.PolicyRefused` from an action resolver propagates unchanged (e
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import sys
 from collections.abc import Callable
 from importlib import metadata
+from types import ModuleType
 
 from .._errors import PolicyRefused, SpecError, SpecIssue
-from .._stage import ResolvedStage, StageContext, StageFn
+from .._stage import ResolvedStage, StageContext, StageContractError, StageFn, stage_form
 from ..actions import resolve_action
 from ..dataguard.stage import resolve_dataguard
 from ..spec.families import BUILTIN_FAMILIES, ENTRY_POINT_GROUP, known_families
@@ -72,19 +77,59 @@ def _entry_points() -> dict[str, metadata.EntryPoint]:
 
 
 
-def _resolve_py(arg: str) -> ResolvedStage:
+#: ``ctx.extra`` key: the path of the program whose ``__main__`` defines ``py:__main__:`` stages, so
+#: stage processes (whose own ``__main__`` is the stage runner) can import it under another name.
+MAIN_PATH_KEY = "py_main_path"
+_MAIN_ALIAS = "__byteor_main__"
+
+
+def _import_stage_module(module_name: str, ctx: StageContext) -> ModuleType:
+    """Import a ``py:`` stage module: the spec file's own directory first, then ``sys.path``.
+
+    ``__main__`` is the running program's module when it defines the function; in a stage process
+    the program file is imported as ``__byteor_main__`` (so its ``if __name__ == "__main__":``
+    block does not run again, exactly as with ``multiprocessing``'s spawn start method)."""
+    spec_dir = os.path.abspath(ctx.spec_dir)
+    if os.path.isdir(spec_dir) and spec_dir not in sys.path:
+        sys.path.insert(0, spec_dir)
+    if module_name == "__main__":
+        main = sys.modules.get("__main__")
+        main_path = ctx.extra.get(MAIN_PATH_KEY)
+        if main is not None and (not main_path or os.path.abspath(getattr(main, "__file__", "") or "")
+                                 == os.path.abspath(str(main_path))):
+            return main
+        if not main_path:
+            raise ValueError("py:__main__: stages need the program's path (run them from a script file)")
+        loaded = sys.modules.get(_MAIN_ALIAS)
+        if loaded is None:
+            spec = importlib.util.spec_from_file_location(_MAIN_ALIAS, str(main_path))
+            if spec is None or spec.loader is None:
+                raise ValueError(f"cannot import the program {main_path} that defines py:__main__: stages")
+            loaded = importlib.util.module_from_spec(spec)
+            sys.modules[_MAIN_ALIAS] = loaded
+            spec.loader.exec_module(loaded)
+        return loaded
+    return importlib.import_module(module_name)
+
+
+def _resolve_py(arg: str, ctx: StageContext) -> ResolvedStage:
     module_name, sep, func_name = arg.rpartition(":")
     if not sep or not module_name or not func_name:
         raise ValueError(f"expected py:<module>:<function>, got py:{arg}")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_stage_module(module_name, ctx)
+    except ValueError:
+        raise
     except Exception as exc:  # any failure while importing user code is a resolution failure
         raise ValueError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, func_name, None)
     if fn is None or not callable(fn):
         raise ValueError(f"module {module_name!r} has no callable {func_name!r}")
-    modifies = bool(getattr(fn, "byteor_modifies", True))
-    return ResolvedStage(key=f"py:{arg}", fn=fn, modifies=modifies, family="py", target=arg)
+    try:
+        form = stage_form(fn)
+    except StageContractError as exc:
+        raise ValueError(f"py:{arg} {exc}") from None
+    return ResolvedStage(key=f"py:{arg}", fn=fn, form=form, family="py", target=arg)
 
 
 def resolve_key(key: str, ctx: StageContext) -> ResolvedStage:
@@ -93,7 +138,7 @@ def resolve_key(key: str, ctx: StageContext) -> ResolvedStage:
     if not sep:
         raise ValueError(f"resolver key {key[:60]!r} has no family (expected family:argument)")
     if family == "py":
-        return _resolve_py(arg)
+        return _resolve_py(arg, ctx)
     if family in ("http_post", "exec"):
         return resolve_action(key, ctx)
     if family == "dataguard":

@@ -53,3 +53,9 @@ class Router:
         n = self._next
         self._next = (n + 1) % self.shards
         return n
+
+    def unroute(self) -> None:
+        """Take back the last :meth:`route` of a message that was not published after all, so
+        the next call routes it (round robin) to the same shard again."""
+        if self.mode == "round_robin":
+            self._next = (self._next - 1) % self.shards

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import PipelineFailed
-from ._stage_main import EXIT_STAGE_FAILED
+from ._child import EXIT_STAGE_FAILED
 
-__all__ = ["StageProcess", "Supervisor"]
+__all__ = ["StageProcess", "Supervisor", "wait_quiet"]
 
 #: Minimum time a child that has not registered yet may take with work waiting before it counts as hung.
 STARTUP_GRACE_S = 5.0
@@ -266,3 +266,20 @@ def _read_error(path: str | None) -> str | None:
         return text or None
     except OSError:
         return None
+
+
+def wait_quiet(progress: Callable[[], object], *, quiet_s: float = 0.3, limit_s: float = 5.0) -> None:
+    """Wait until ``progress()`` has not changed for ``quiet_s`` seconds (at most ``limit_s``).
+
+    After a stage failed, the stages before and after it still finish the messages they can and
+    egress delivers them: what was accepted before the failing message is not lost."""
+    deadline = time.monotonic() + limit_s
+    last = progress()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return

@@ -10,9 +10,11 @@ For a DAG given in any order, or a LaneGraph described by connections, use
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from .._errors import SpecIssue, SpecValidationError
+from .._stage import py_key
 from .model import (
     DEFAULT_CAPACITY,
     DEFAULT_SEGMENT_BYTES,
@@ -109,9 +111,13 @@ class SingleRingBuilder:
         self._ingress, self._egress = ingress, egress
         return self
 
-    def stage(self, stage_id: str, *, op: str = "identity", delta: int | None = None,
-              resolver_key: str | None = None, depends_on: Sequence[str | int] = ()) -> SingleRingBuilder:
-        """Append a stage; ``depends_on`` names earlier stages by id or by index."""
+    def stage(self, stage_id: str, fn: Callable[..., Any] | None = None, *, op: str = "identity",
+              delta: int | None = None, resolver_key: str | None = None,
+              depends_on: Sequence[str | int] = ()) -> SingleRingBuilder:
+        """Append a stage; ``depends_on`` names earlier stages by id or by index. ``fn``, a
+        module-level function, makes it a ``py:<module>:<function>`` resolver stage."""
+        if fn is not None:
+            op, resolver_key = "resolver", py_key(fn)
         index = len(self._stages)
         deps: list[int] = []
         for k, ref in enumerate(depends_on):
@@ -145,18 +151,21 @@ class SingleRingBuilder:
         return spec
 
 
-def single_ring_chain(name: str, *ops: str | tuple[str, int] | tuple[str, str],
+def single_ring_chain(name: str, *ops: str | tuple[str, int] | tuple[str, str] | Callable[..., Any],
                       capacity: int = DEFAULT_CAPACITY,
                       slot_bytes: int = DEFAULT_SLOT_BYTES) -> SingleRingSpecV1:
     """A linear chain: stage ``s<i>`` depends on ``s<i-1>``.
 
-    Each op is ``"identity"``, ``"add_u8"`` (delta 1), ``("add_u8", delta)`` or
-    ``("resolver", "<stage key>")``; a bare string containing ``:`` is taken as a resolver key.
+    Each op is ``"identity"``, ``"add_u8"`` (delta 1), ``("add_u8", delta)``,
+    ``("resolver", "<stage key>")`` or a module-level function; a bare string containing ``:`` is
+    taken as a resolver key.
     """
     b = SingleRingBuilder(name).capacity(capacity).slot_bytes(slot_bytes)
     for i, item in enumerate(ops):
         deps = [i - 1] if i else []
-        if isinstance(item, tuple):
+        if callable(item):
+            b.stage(f"s{i}", item, depends_on=deps)
+        elif isinstance(item, tuple):
             op, arg = item
             if op == "add_u8":
                 b.stage(f"s{i}", op="add_u8", delta=int(arg), depends_on=deps)
@@ -215,8 +224,11 @@ class LaneGraphBuilder:
 
     def role(self, name: str, kind: str, *, inputs: Sequence[str], outputs: Sequence[str],
              op: str | None = None, delta: int | None = None, resolver_key: str | None = None,
-             route: str | BytesKey | None = None) -> LaneGraphBuilder:
-        """Add a role; a stage role's op defaults to identity (add_u8 delta to 1)."""
+             route: str | BytesKey | None = None, fn: Callable[..., Any] | None = None) -> LaneGraphBuilder:
+        """Add a role; a stage role's op defaults to identity (add_u8 delta to 1). ``fn``, a
+        module-level function, makes a stage role run it (``py:<module>:<function>``)."""
+        if fn is not None:
+            op, resolver_key = "resolver", py_key(fn)
         if kind == "stage":
             op = op or "identity"
             if op == "add_u8" and delta is None:

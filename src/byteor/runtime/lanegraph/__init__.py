@@ -15,18 +15,13 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..._errors import ArtifactError, UnsupportedSpecError, UsageError
-from ..._stage import StageContext
-from ...lanes.journal import FSYNC_POSTURES
-from ...spec.kv import spec_hash as compute_spec_hash
+from ..._errors import ArtifactError, UnsupportedSpecError
 from ...spec.model import LaneGraphSpecV1, PipelineSpecV1
-from .._tuning import TuningPlan
-from ._roles import LaneGraphResult, default_journal_dir, default_lane_path
+from ._roles import LaneGraphResult
 from .plan import LaneGraphPlan, lanegraph_unsupported_reasons, plan_lanegraph
-from .state import STATE_FILE, read_state, render_state, write_state
+from .state import STATE_FILE, read_state, render_state
 
 __all__ = [
-    "WAITS",
     "LaneGraphPlan",
     "LaneGraphResult",
     "lane_snapshot",
@@ -37,9 +32,6 @@ __all__ = [
     "run_lanegraph",
 ]
 
-WAITS = ("spin", "yield", "backoff", "block")
-
-
 def run_lanegraph(
     spec: PipelineSpecV1,
     *,
@@ -48,53 +40,42 @@ def run_lanegraph(
     outputs: Callable[[str, bytes], None],
     lane_path: str | None = None,
     wait: str = "backoff",
-    context: StageContext | None = None,
-    spec_hash: str | None = None,
+    posture: str = "dev",
     journal_dir: str | None = None,
     fsync: str | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    tuning: TuningPlan | None = None,
+    tuning: str | None = None,
 ) -> LaneGraphResult:
-    """Run a LaneGraph spec over ``inputs``; each egress message goes to ``outputs(endpoint, msg)``.
+    """Run a LaneGraph spec over ``inputs`` through a :class:`~byteor.runtime.session.RunSession`;
+    each egress message goes to ``outputs(endpoint, msg)``. A convenience for tests and scripts:
+    :class:`~byteor.Pipeline` is the general API.
 
     ``lane_path``: directory of the shared-memory lane files and of ``lane_graph_state.json``
     (default ``/dev/shm/byteor/<name>-<hash8>/``); ``journal_dir``: where journal lanes live (default
     ``$BYTEOR_JOURNAL_DIR/<name>-<hash8>``, else ``/var/tmp/byteor/<name>-<hash8>/journal``); ``fsync``:
-    the journal posture (default ``$BYTEOR_JOURNAL_FSYNC``, else ``none``); ``tuning``: the profile
-    every role process applies (:func:`byteor.runtime._tuning.tune_this_process`; the MP runner
-    fills ``tuning.effective`` with what they recorded). ``sp=True`` runs
-    every role in the calling thread (lane files are not created; the state file is written only when
+    the journal posture (default ``$BYTEOR_JOURNAL_FSYNC``, else ``none``). ``sp=True`` runs every role
+    in the calling thread (lane files are not created; the state file is written only when
     ``lane_path`` is given).
 
     Raises :class:`~byteor.UnsupportedSpecError` (exit 3) for shapes the runners do not support,
     :class:`~byteor.SpecError` for a stage key that does not resolve, :class:`~byteor.PipelineFailed`
     (exit 1) when a lane with ``on_full=fail`` fills up or a role keeps dying.
     """
+    from ...edges.files import CallbackSink, IterableSource
+    from ..session import RunOptions, RunSession
+
     if not isinstance(spec, LaneGraphSpecV1):
         raise UnsupportedSpecError("run_lanegraph runs LaneGraph specs; this spec is SingleRing")
-    if wait not in WAITS:
-        raise UsageError(f"--wait={wait!r} is not one of {', '.join(WAITS)}")
-    plan = plan_lanegraph(spec)
-    shash = spec_hash or compute_spec_hash(spec)
-    ctx = context or StageContext(spec_hash=shash)
-    jdir = journal_dir or default_journal_dir(spec, shash)
-    fsync = fsync or os.environ.get("BYTEOR_JOURNAL_FSYNC") or "none"
-    if fsync not in FSYNC_POSTURES:
-        raise UsageError(f"journal fsync posture {fsync!r} is not one of {', '.join(FSYNC_POSTURES)}")
-    if sp:
-        from .sp import run_sp
-
-        result = run_sp(spec, plan, inputs=inputs, outputs=outputs, context=ctx, journal_dir=jdir,
-                        fsync=fsync, spec_hash=shash, lane_path=lane_path, progress=progress)
-        if lane_path is not None:
-            os.makedirs(lane_path, exist_ok=True)
-            write_state(os.path.join(lane_path, STATE_FILE), result.state)
-        return result
-    from .mp import run_mp
-
-    return run_mp(spec, plan, inputs=inputs, outputs=outputs, context=ctx, journal_dir=jdir, fsync=fsync,
-                  spec_hash=shash, lane_path=lane_path or default_lane_path(spec, shash), wait=wait,
-                  progress=progress, tuning=tuning)
+    session = RunSession(spec, RunOptions(sp=sp, posture=posture, ring_path=lane_path, wait=wait,
+                                          journal_dir=journal_dir, fsync=fsync, tuning=tuning))
+    sinks: dict[str, Any] = {ep: CallbackSink(lambda key, msg: outputs(str(key), msg), endpoint=ep)
+                             for ep in session.egress}
+    with session:
+        session.start(sinks)
+        session.run(IterableSource(inputs))
+    summary = session.summary()
+    state = session.state or {}
+    return LaneGraphResult(messages_in=summary["messages_in"], messages_out=summary["messages_out"],
+                           drops=dict(summary.get("drops", {})), state=state)
 
 
 def lane_snapshot(lane_path: str) -> dict[str, Any]:

@@ -16,10 +16,8 @@ with the reason written to ``error_path``; anything else is a death the supervis
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from collections import deque
@@ -27,13 +25,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._errors import PipelineFailed
-from ..._fileio import write_text_atomic
-from ..._stage import DROP
+from ..._stage import DROP, StageCall, describe_failure, stage_failure
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import LaneReader, LaneSpec, LaneWriter, attach_lane
 from ...spec.kv import decode_kv
 from ...spec.model import LaneGraphSpecV1
-from .._stage_main import EXIT_STAGE_FAILED, _context, _die_with_parent, close_recorder
+from .._child import EXIT_STAGE_FAILED, close_recorder, context_from_json, enter_child, write_error
 from ._roles import Router, journal_lane_dir, resolve_role_stage, role_index
 from ._stats import RoleStats
 from .plan import LanePlan, plan_lanegraph
@@ -104,7 +101,7 @@ class _Role:
         self.stage = None
         self.ctx: Any = None
         if self.plan.kind == "stage":
-            ctx = self.ctx = _context(cfg["context"], cfg.get("events_path"))
+            ctx = self.ctx = context_from_json(cfg["context"], cfg.get("events_path"))
             self.stage = resolve_role_stage(role_index(spec, self.plan), self.plan.role, ctx)
         self.closers: list[Callable[[], None]] = []
         self.ring_inputs: list[LaneReader | None] = []
@@ -137,6 +134,7 @@ class _Role:
                 self.outputs.append(LaneWriter(ring, name, lp.on_full, wait, abort=self._tick))
         self.router = Router(self.plan.role, len(self.outputs)) if self.plan.kind == "router" else None
         self.messages_in = self.stats.messages_in
+        self.filtered = self.stats.filtered
         self.written = [self.stats.written(k) for k in range(len(self.outputs))]
         for k, out in enumerate(self.outputs):
             out.drops = self.stats.drops(k)
@@ -144,6 +142,8 @@ class _Role:
                    + [plan.lane(n).slot_bytes for n in self.plan.outputs])
         self.scratch = bytearray(slot)
         self.view = memoryview(self.scratch)
+        self.ro_view = self.view.toreadonly()
+        self.call = StageCall(self.stage, slot) if self.stage is not None else None
         self.parent = int(cfg["parent_pid"])
 
     def _tick(self) -> bool:
@@ -154,19 +154,25 @@ class _Role:
 
     def flush_stats(self) -> None:
         drops = [o.drops for o in self.outputs]
-        self.stats.update(self.messages_in, self.written, drops, time.monotonic_ns())
+        self.stats.update(self.messages_in, self.written, drops, time.monotonic_ns(), self.filtered)
 
     def handle(self, msg: Any) -> None:
         """Process one input message (a read-only view or bytes)."""
         self.messages_in += 1
-        if self.stage is not None:
+        call = self.call
+        if call is not None:
             n = len(msg)
             self.scratch[:n] = msg
-            result = self.stage.fn(self.view, n)
+            try:
+                result = call.call(self.view if call.writes else self.ro_view, n)
+            except Exception as exc:
+                failure = stage_failure(f"stage role {self.plan.name!r}", self.messages_in - 1, exc)
+                if failure is exc:
+                    raise
+                raise failure from exc
             if result == DROP:
+                self.filtered += 1
                 return
-            if not 0 <= result <= len(self.scratch):
-                raise PipelineFailed(f"stage role {self.plan.name!r} returned an invalid length {result}")
             msg = self.view[:result]
         k = self.router.choose(msg) if self.router is not None else 0
         if self.outputs[k].publish(msg):
@@ -267,8 +273,7 @@ class _Role:
 
 def main(argv: list[str]) -> int:
     cfg = json.loads(argv[0])
-    _die_with_parent(int(cfg["parent_pid"]))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which drains
+    enter_child(cfg)
     role: _Role | None = None
     try:
         from ... import _native
@@ -281,12 +286,8 @@ def main(argv: list[str]) -> int:
         role = _Role(cfg)
         role.run()
     except Exception as exc:
-        msg = str(exc) if isinstance(exc, PipelineFailed) else (
-            f"role {cfg['role']!r} failed: {type(exc).__name__}: {exc}"
-        )
-        with contextlib.suppress(OSError):
-            write_text_atomic(cfg["error_path"], msg)  # replaces, never follows, a link planted there
-        sys.stderr.write(f"byteor: {msg}\n")
+        msg = str(exc) if isinstance(exc, PipelineFailed) else describe_failure(f"role {cfg['role']!r}", None, exc)
+        write_error(cfg["error_path"], msg)
         return EXIT_STAGE_FAILED
     finally:
         if role is not None:

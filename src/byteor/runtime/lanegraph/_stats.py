@@ -1,7 +1,8 @@
 """Per-role counters shared between a role process and the parent (a small mmap'd file).
 
 Layout: 32 little-endian u64 words: ``[0]`` messages in, ``[1]`` heartbeat (monotonic ns), ``[2]``
-pid, ``[4+k]`` messages written to output k, ``[12+k]`` drops on output k, ``[20+k]`` journal
+pid, ``[3]`` messages a stage role dropped on purpose (its function returned ``None``/``DROP``),
+``[4+k]`` messages written to output k, ``[12+k]`` drops on output k, ``[20+k]`` journal
 position of input k (the next record index; survives a restart). Written by the role after each
 batch, read by the parent for ``lane_graph_state.json`` and liveness.
 """
@@ -20,7 +21,7 @@ MAX_PORTS = 8
 _WORDS = 32
 _SIZE = _WORDS * 8
 _U64 = struct.Struct("<Q")
-_IN, _BEAT, _PID = 0, 1, 2
+_IN, _BEAT, _PID, _FILTERED = 0, 1, 2, 3
 _WRITTEN, _DROPS, _JPOS = 4, 12, 20
 
 
@@ -50,6 +51,10 @@ class RoleStats:
     def messages_in(self) -> int:
         return self._get(_IN)
 
+    @property
+    def filtered(self) -> int:
+        return self._get(_FILTERED)
+
     def written(self, k: int) -> int:
         return self._get(_WRITTEN + k)
 
@@ -67,8 +72,10 @@ class RoleStats:
     def pid(self) -> int:
         return self._get(_PID)
 
-    def update(self, messages_in: int, written: list[int], drops: list[int], beat_ns: int) -> None:
+    def update(self, messages_in: int, written: list[int], drops: list[int], beat_ns: int,
+               filtered: int = 0) -> None:
         self._set(_IN, messages_in)
+        self._set(_FILTERED, filtered)
         for k, n in enumerate(written):
             self._set(_WRITTEN + k, n)
         for k, n in enumerate(drops):

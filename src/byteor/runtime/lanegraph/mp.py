@@ -1,4 +1,4 @@
-"""The multi-process LaneGraph runner: one process per role under the runtime's supervisor.
+"""The multi-process LaneGraph engine: one process per role under the runtime's supervisor.
 
 Layout under the lane path (default ``/dev/shm/byteor/<name>-<hash8>/``): ``spec.kv`` (the canonical
 spec every role re-plans from), one ring file per ``events``/``mpsc``/``fanout`` lane
@@ -6,12 +6,20 @@ spec every role re-plans from), one ring file per ``events``/``mpsc``/``fanout``
 ``lane_graph_state.json`` (refreshed about every 200 ms; ``snapshot --lane-path`` reads it). Journal
 lanes live on disk under the journal directory. Everything in the lane path is removed at the end.
 
-The calling thread is the ingress and egress endpoint: it publishes the input (never blocking
-indefinitely: while the ingress lane is full under ``block`` it drains egress) and calls
-``outputs(endpoint, msg)`` for each egress message; the input iterable is read by a pump thread, so
-an input that pauses never holds egress back. Shutdown drains: when the input ends the ingress
-lane is stopped; a lane is stopped once all its writers have exited; a role exits once all its
-inputs are stopped and drained; the run ends when every role exited and every egress is drained.
+The run session's thread is the ingress: :meth:`MpGraph.offer` publishes into an ingress lane under
+its ``on_full`` policy, waiting at most the given timeout for room. One egress thread per egress
+endpoint hands each batch to ``deliver(endpoint, 0, batch)`` before it releases the lane cells.
+Shutdown drains: :meth:`MpGraph.drain` stops the ingress lanes; a lane is stopped once all its
+writers have exited; a role exits once all its inputs are stopped and drained; the run ends when
+every role exited and every egress is drained.
+
+What has left egress (:meth:`MpGraph.progress`) is found without per-message bookkeeping, by
+epochs: an epoch records how many messages each ingress endpoint had taken and every lane's write
+position, waits until every reader of every lane has read past those positions, then records the
+write positions again and waits again, once more than the longest chain of roles. A message taken
+before the epoch began is then out of the graph: delivered, written to a journal lane nobody reads,
+or dropped on purpose, because every role publishes a message's outputs before it releases the
+message on its input.
 
 Roles that die are restarted by :class:`byteor.runtime.supervisor.Supervisor` (at most 5 deaths a
 minute, then the run fails naming the role); a role that fails on its own terms (``on_full=fail``, a
@@ -22,11 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,126 +41,48 @@ from ..._errors import PipelineFailed, ShmError
 from ..._fileio import write_bytes_atomic
 from ..._stage import StageContext
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
-from ...lanes.shm import LaneReader, create_lane, lane_file
+from ...lanes.shm import create_lane, lane_file
 from ...spec.kv import canonical_bytes
 from ...spec.model import LaneGraphSpecV1
+from .._child import context_to_json
 from .._events import EventLog
 from .._tuning import RUNTIME_CONFIG_FILE, TuningPlan, read_tuning, remove_runtime_config
-from ..mp import _context_json
-from ..supervisor import StageProcess, Supervisor
+from ..supervisor import StageProcess, Supervisor, wait_quiet
 from ._role_main import lane_spec, stop_marker
-from ._roles import LaneGraphResult, journal_lane_dir, resolve_role_stage, role_index
+from ._roles import journal_lane_dir, oversize
 from ._stats import RoleStats
 from .plan import LaneGraphPlan
 from .state import STATE_FILE, lane_state_entry, new_state, role_state_entry, write_state
 
-__all__ = ["run_mp"]
-
-_Egress = tuple[str, "LaneReader | None", "JournalSubscription | None", str]
+__all__ = ["HEARTBEAT_TIMEOUT_S", "MpGraph"]
 
 _STATE_EVERY_S = 0.2
+_POLL_NS = 100_000_000
 #: A role with input waiting and no heartbeat for this long is hung: killed and restarted.
 HEARTBEAT_TIMEOUT_S = 10.0
 
-
-class _InputPump:
-    """Reads the input iterable in a thread, so a slow or interactive input (a terminal, a pipe
-    that pauses) never keeps the calling thread from serving egress. Bounded: the reader waits
-    while ``limit`` messages are buffered. An exception from the input is re-raised by ``take``."""
-
-    def __init__(self, inputs: Iterable[bytes], limit: int = 65536) -> None:
-        self._source = inputs
-        self._buf: deque[bytes] = deque()
-        self._limit = limit
-        self._space = threading.Event()
-        self._space.set()
-        self._done = False
-        self._halt = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="byteor-lanegraph-input", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for msg in self._source:
-                if self._halt:
-                    return
-                self._buf.append(bytes(msg))
-                if len(self._buf) >= self._limit:
-                    self._space.clear()
-                    if len(self._buf) >= self._limit:
-                        self._space.wait()
-        except BaseException as exc:  # handed to the calling thread by take()
-            self._error = exc
-        finally:
-            self._done = True
-
-    def take(self) -> bytes | None:
-        """The next input message, or None when none is buffered right now (or the input ended)."""
-        try:
-            msg = self._buf.popleft()
-        except IndexError:
-            if self._done and self._error is not None:
-                error, self._error = self._error, None
-                raise error from None
-            return None
-        if len(self._buf) < self._limit // 2:
-            self._space.set()
-        return msg
-
-    def finished(self) -> bool:
-        return self._done and not self._buf and self._error is None
-
-    def stop(self) -> None:
-        self._halt = True
-        self._space.set()
+Deliver = Callable[[str, int, list[bytes]], None]
 
 
-def _wait_code(wait: str) -> int:
-    code: int = getattr(_native, f"WAIT_{wait.upper()}")
-    return code
+def _role_depth(plan: LaneGraphPlan) -> int:
+    """The most roles a message can pass through, ingress to egress."""
+    writer_roles = {name: [w[5:] for w in lp.writers if w.startswith("role:")] for name, lp in plan.lanes.items()}
+    depth: dict[str, int] = {}
+    for rp in plan.roles:  # topological order
+        depth[rp.name] = 1 + max((depth.get(w, 0) for ref in rp.inputs for w in writer_roles[ref.lane]),
+                                 default=0)
+    return max(depth.values(), default=0)
 
 
-def run_mp(
-    spec: LaneGraphSpecV1,
-    plan: LaneGraphPlan,
-    *,
-    inputs: Iterable[bytes],
-    outputs: Callable[[str, bytes], None],
-    context: StageContext,
-    journal_dir: str,
-    fsync: str,
-    spec_hash: str,
-    lane_path: str,
-    wait: str,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    tuning: TuningPlan | None = None,
-) -> LaneGraphResult:
-    """Run ``plan`` with one process per role (module docstring). Returns the final state; its
-    ``tuning`` holds the knob states the role processes recorded (when ``tuning`` was given)."""
-    for rp in plan.roles:
-        if rp.kind == "stage":  # resolve once here too: a bad key fails before any process starts
-            resolved = resolve_role_stage(role_index(spec, rp), rp.role, context)
-            if resolved.close is not None:
-                resolved.close()
-    root = Path(lane_path)
-    root.mkdir(parents=True, exist_ok=True)
-    for name, lp in plan.lanes.items():
-        if lp.kind != "journal" and os.path.exists(lane_file(lane_path, name, lp.kind)):
-            raise ShmError(f"{lane_file(lane_path, name, lp.kind)} exists: another run uses this lane path, "
-                           "or a stopped run left it behind (remove it, or pass another --lane-path)")
-    run = _Run(spec, plan, context=context, journal_dir=journal_dir, fsync=fsync, spec_hash=spec_hash,
-               lane_path=lane_path, wait=wait, tuning=tuning)
-    try:
-        return run.execute(inputs, outputs, progress)
-    finally:
-        run.cleanup()
+class MpGraph:
+    """Runs a LaneGraph with one process per role (module docstring)."""
 
+    preferred_batch = 4096
 
-class _Run:
-    def __init__(self, spec: LaneGraphSpecV1, plan: LaneGraphPlan, *, context: StageContext, journal_dir: str,
-                 fsync: str, spec_hash: str, lane_path: str, wait: str,
-                 tuning: TuningPlan | None = None) -> None:
+    def __init__(self, spec: LaneGraphSpecV1, plan: LaneGraphPlan, *, deliver: Deliver,
+                 context: StageContext, journal_dir: str, fsync: str, spec_hash: str, lane_path: str,
+                 wait: str, tuning: TuningPlan | None = None,
+                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S) -> None:
         self.spec = spec
         self.plan = plan
         self.context = context
@@ -162,27 +90,58 @@ class _Run:
         self.fsync = fsync
         self.spec_hash = spec_hash
         self.lane_path = lane_path
-        self.wait = _wait_code(wait)
+        self.wait_name = wait
+        self.wait = int(getattr(_native, f"WAIT_{wait.upper()}"))
+        self.tuning = tuning
+        self._deliver = deliver
+        self._heartbeat_timeout = heartbeat_timeout
         self.rings: dict[str, Any] = {}
         self.created: list[str] = []
         self.stats: dict[str, RoleStats] = {}
         self.supervisor: Supervisor | None = None
-        self.journal_writer: JournalWriter | None = None
+        self.procs: dict[str, StageProcess] = {}
         self.subs: list[JournalSubscription] = []
         self.stopped: set[str] = set()
-        self.ingress_drops = 0
-        self.ingress_journaled = 0
-        self.ingress_done = False
         self.journal_starts: dict[str, int] = {}
-        self.pump: _InputPump | None = None
-        self.egress_journal_pos: dict[str, int] = {}
-        self.tuning = tuning
-        self.events_paths: list[str] = []
+        self.ingress = tuple(ep for ep, _lane in plan.ingress)
+        self._in_lanes = [lane for _ep, lane in plan.ingress]
+        self._in_writers: dict[str, JournalWriter] = {}
+        self._ingress_journaled: dict[str, int] = {}
+        self._ingress_drops: dict[str, int] = {lane: 0 for lane in self._in_lanes}
+        self._taken = [0] * len(self.ingress)
+        self._ingress_done = False
+        self._threads: list[threading.Thread] = []
+        self._egress_pos: dict[tuple[str, int], int] = {}
+        self._egress_done: set[str] = set()
+        self._failure: BaseException | None = None
+        self._aborted = threading.Event()
+        self._last_state = 0.0
+        self._events_paths: list[str] = []
+        self._depth = _role_depth(plan)
+        self._epoch: tuple[tuple[int, ...], dict[str, int], int] | None = None
+        self._done: tuple[int, ...] = tuple(0 for _ in self.ingress)
+        self.messages_in = 0
+        self._out: dict[str, int] = {ref.who.split(":", 1)[1]: 0 for ref in plan.egress}
+        self._started = False
+        self._closed = False
 
-    # -- setup --------------------------------------------------------------------------------------
+    # -- start ----------------------------------------------------------------------------------------
 
-    def _setup(self) -> None:
+    def start(self) -> None:
         root = Path(self.lane_path)
+        for name, lp in self.plan.lanes.items():
+            if lp.kind != "journal" and os.path.exists(lane_file(self.lane_path, name, lp.kind)):
+                raise ShmError(f"{lane_file(self.lane_path, name, lp.kind)} exists: another run uses this lane "
+                               "path, or a stopped run left it behind (remove it, or pass another --lane-path)")
+        root.mkdir(parents=True, exist_ok=True)
+        self._started = True
+        try:
+            self._setup(root)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _setup(self, root: Path) -> None:
         spec_file = root / "spec.kv"
         write_bytes_atomic(spec_file, canonical_bytes(self.spec))
         self.created.append(str(spec_file))
@@ -193,10 +152,16 @@ class _Run:
                 directory.mkdir(parents=True, exist_ok=True)
                 self.journal_starts[name] = JournalReader(directory).positions()[1]
                 continue
-            ring = create_lane(self.lane_path, lane_spec(lp), self.spec_hash)
+            self.rings[name] = create_lane(self.lane_path, lane_spec(lp), self.spec_hash)
             self.created.append(lane_file(self.lane_path, name, lp.kind))
-            self.rings[name] = ring
-        ctx = _context_json(self.context)
+        for lane in self._in_lanes:
+            if lane not in self.rings and lane not in self._in_writers:
+                lp = self.plan.lane(lane)
+                self._in_writers[lane] = JournalWriter(journal_lane_dir(self.journal_dir, lane),
+                                                       segment_bytes=lp.segment_bytes, slot_bytes=lp.slot_bytes,
+                                                       fsync=self.fsync, spec_hash=self.spec_hash)
+                self._ingress_journaled[lane] = 0
+        ctx = context_to_json(self.context)
         procs: list[StageProcess] = []
         pending: dict[str, Callable[[], bool]] = {}
         for rp in self.plan.roles:
@@ -204,14 +169,14 @@ class _Run:
             self.stats[rp.name] = RoleStats(stats_path, create=True)
             self.created.append(stats_path)
             events_path = str(root / "roles" / f"{rp.name}.events")
-            cfg = {
+            cfg: dict[str, Any] = {
                 "lane_path": self.lane_path, "role": rp.name, "wait": self.wait, "spec_hash": self.spec_hash,
                 "journal_dir": self.journal_dir, "fsync": self.fsync, "journal_starts": self.journal_starts,
                 "context": ctx, "stats_path": stats_path,
                 "error_path": str(root / "roles" / f"{rp.name}.error"),
                 "events_path": events_path,
             }
-            self.events_paths.append(events_path)
+            self._events_paths.append(events_path)
             if self.tuning is not None:
                 cfg["tuning"] = self.tuning.to_json(str(root / RUNTIME_CONFIG_FILE))
             label = f"role {rp.name!r}"
@@ -226,14 +191,24 @@ class _Run:
             beat = stats.heartbeat if sp.proc is not None and stats.pid == sp.proc.pid else None
             return pending[sp.name](), beat
 
-        # role processes (and their restarts) import py: stages the way this process does
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.supervisor = Supervisor([], procs, on_failure=lambda exc: None,
-                                     heartbeat_timeout=HEARTBEAT_TIMEOUT_S,
-                                     main_module="byteor.runtime.lanegraph._role_main", env=env, probe=probe)
+        self.supervisor = Supervisor([], procs, on_failure=self._on_failure,
+                                     heartbeat_timeout=self._heartbeat_timeout,
+                                     main_module="byteor.runtime.lanegraph._role_main", probe=probe)
         self.procs = {rp.name: sp for rp, sp in zip(self.plan.roles, procs, strict=True)}
         self.supervisor.start()
         self.supervisor.run_in_thread()
+        for ref in self.plan.egress:
+            ep = ref.who.split(":", 1)[1]
+            if ref.lane in self.rings:
+                target: Callable[[], None] = self._ring_egress(ep, ref.lane, ref.cell)
+            else:
+                sub = JournalReader(journal_lane_dir(self.journal_dir, ref.lane)).subscribe(
+                    self.journal_starts[ref.lane])
+                self.subs.append(sub)
+                target = self._journal_egress(ep, ref.lane, ref.cell, sub)
+            t = threading.Thread(target=target, name=f"byteor-egress-{ep}", daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def _work_probe(self, role: str) -> Callable[[], bool]:
         rp = next(r for r in self.plan.roles if r.name == role)
@@ -254,143 +229,204 @@ class _Run:
 
     def _journal_end(self, lane: str) -> int:
         """Records written to a journal lane so far (from the writers' counters, no disk scan)."""
-        end = self.journal_starts.get(lane, 0)
-        if self.plan.ingress[0][1] == lane:
-            end += self.ingress_journaled
+        end = self.journal_starts.get(lane, 0) + self._ingress_journaled.get(lane, 0)
         for rp in self.plan.roles:
             for k, out in enumerate(rp.outputs):
                 if out == lane:
                     end += self.stats[rp.name].written(k)
         return end
 
-    # -- the run ------------------------------------------------------------------------------------
+    # -- egress threads -----------------------------------------------------------------------------
 
-    def execute(self, inputs: Iterable[bytes], outputs: Callable[[str, bytes], None],
-                progress: Callable[[dict[str, Any]], None] | None) -> LaneGraphResult:
-        self._setup()
-        assert self.supervisor is not None
-        result = LaneGraphResult()
-        ingress_lane = self.plan.ingress[0][1]
-        lp = self.plan.lane(ingress_lane)
-        in_ring = self.rings.get(ingress_lane)
-        if in_ring is None:
-            self.journal_writer = JournalWriter(journal_lane_dir(self.journal_dir, ingress_lane),
-                                                segment_bytes=lp.segment_bytes, slot_bytes=lp.slot_bytes,
-                                                fsync=self.fsync, spec_hash=self.spec_hash)
-        egress: list[_Egress] = []
-        for ref in self.plan.egress:
-            ep = ref.who.split(":", 1)[1]
-            if ref.lane in self.rings:
-                ring_reader = LaneReader(self.rings[ref.lane], ref.lane, ref.cell, self.wait)
-                egress.append((ep, ring_reader, None, ref.lane))
-            else:
-                directory = journal_lane_dir(self.journal_dir, ref.lane)
-                jsub = JournalReader(directory).subscribe(self.journal_starts[ref.lane])
-                self.subs.append(jsub)
-                egress.append((ep, None, jsub, ref.lane))
-        pump = _InputPump(inputs)
-        self.pump = pump
-        pending: bytes | None = None
-        starved = False
-        policy = lp.on_full
-        slot = lp.slot_bytes
-        last_state = 0.0
-        while True:
-            self._check_failure()
-            # ingress: publish until the lane is full, the input ends, or a batch is done
-            published = 0
-            starved = False
-            while not self.ingress_done and published < 4096:
-                if pending is None:
-                    pending = pump.take()
-                    if pending is None:
-                        if pump.finished():
-                            self.ingress_done = True
-                        else:
-                            starved = True  # the input has nothing right now: serve egress meanwhile
-                        break
-                    result.messages_in += 1
-                    if len(pending) > slot:
-                        raise PipelineFailed(f"message of {len(pending)} bytes exceeds lane {ingress_lane!r} "
-                                             f"slot_bytes={slot}")
-                if in_ring is None:
-                    assert self.journal_writer is not None
-                    self.journal_writer.append(pending)
-                    self.ingress_journaled += 1
-                elif not in_ring.try_publish(pending):
-                    if policy == "fail":
-                        raise PipelineFailed(
-                            f"lane {ingress_lane!r} is full (on_full=fail): the pipeline stops"
-                        )
-                    if policy == "drop_newest":
-                        self.ingress_drops += 1
-                    else:
-                        break  # block: drain egress, then try again
-                pending = None
-                published += 1
-            if self.ingress_done and ingress_lane not in self.stopped:
-                self._stop_lane(ingress_lane)
-            # egress: drain whatever is there
-            drained = 0
-            for ep, reader, sub, _lane in egress:
-                if reader is not None:
-                    hi = reader.wait(0)
-                    if hi >= 0:
-                        first = reader.next
-                        for seq in range(first, hi + 1):
-                            outputs(ep, reader.ring.read_bytes(seq))
-                            reader.release(seq)
-                        drained += hi + 1 - first
-                elif sub is not None:
-                    for msg in sub.poll(4096):
-                        outputs(ep, msg)
-                        drained += 1
-            result.messages_out += drained
-            self._propagate_stops()
-            now = time.monotonic()
-            if now - last_state > _STATE_EVERY_S:
-                last_state = now
-                write_state(os.path.join(self.lane_path, STATE_FILE), self.state())
-                if progress is not None:
-                    progress({"messages_in": result.messages_in, "messages_out": result.messages_out})
-            if self.ingress_done and self.supervisor.all_finished() and self._egress_finished(egress):
-                break
-            if not drained and (pending is not None or self.ingress_done or starved):
-                self._idle(egress)
+    def _on_failure(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+
+    def _egress_progress(self) -> tuple[int, ...]:
+        return tuple(self._out.values())
+
+    def _settle(self) -> None:
+        """After a failure: let egress deliver what the other roles still finish, then stop it."""
+        if not self._aborted.is_set():
+            wait_quiet(self._egress_progress)
+            self._aborted.set()
+
+    def _ring_egress(self, ep: str, lane: str, cell: int) -> Callable[[], None]:
+        ring = self.rings[lane]
+        deliver = self._deliver
+        key = (lane, cell)
+
+        def run() -> None:
+            nxt = int(ring.next_for(cell))
+            read_bytes = ring.read_bytes
+            try:
+                while not self._aborted.is_set():
+                    hi = int(ring.wait_for(cell, nxt, self.wait, _POLL_NS))
+                    if hi < 0:
+                        if ring.stop_requested() and nxt > ring.cursor():
+                            return
+                        continue
+                    batch = [read_bytes(seq) for seq in range(nxt, hi + 1)]
+                    deliver(ep, 0, batch)
+                    self._out[ep] += len(batch)
+                    ring.release(cell, hi)
+                    nxt = hi + 1
+                    self._egress_pos[key] = nxt
+            except BaseException as exc:  # handed to the session by tick()/drain()
+                self._on_failure(exc)
+                self._aborted.set()
+            finally:
+                self._egress_done.add(ep)
+
+        return run
+
+    def _journal_egress(self, ep: str, lane: str, cell: int, sub: JournalSubscription) -> Callable[[], None]:
+        deliver = self._deliver
+        key = (lane, cell)
+
+        def run() -> None:
+            try:
+                while not self._aborted.is_set():
+                    stopped = lane in self.stopped  # look before polling: nothing is written after it
+                    batch = sub.poll(4096)
+                    if batch:
+                        deliver(ep, 0, batch)
+                        self._out[ep] += len(batch)
+                        self._egress_pos[key] = sub.position
+                        continue
+                    if stopped and sub.position >= self._journal_end(lane):
+                        return
+                    time.sleep(0.001)
+            except BaseException as exc:
+                self._on_failure(exc)
+                self._aborted.set()
+            finally:
+                self._egress_done.add(ep)
+
+        return run
+
+    # -- ingress ------------------------------------------------------------------------------------
+
+    def offer(self, endpoint: int, items: Sequence[bytes], timeout: float = 0.05) -> int:
+        """Publish a prefix of ``items`` into the lane of ingress ``endpoint`` under its on_full
+        policy; wait at most ``timeout`` seconds for room. Returns how many were taken (published,
+        or dropped by ``drop_newest``)."""
         self._check_failure()
-        result.state = self.state()
-        result.drops = {lane["name"]: lane["drops"] for lane in result.state["lanes"]}
-        self._read_tuning()
-        return result
+        lane = self._in_lanes[endpoint]
+        lp = self.plan.lane(lane)
+        for msg in items:
+            if len(msg) > lp.slot_bytes:
+                raise oversize(lane, len(msg), lp.slot_bytes)
+        writer = self._in_writers.get(lane)
+        if writer is not None:
+            for msg in items:
+                writer.append(msg)
+            self._ingress_journaled[lane] += len(items)
+            taken = len(items)
+        else:
+            taken = self._publish(self.rings[lane], lane, lp.on_full, items, timeout)
+        self._taken[endpoint] += taken
+        self.messages_in += taken
+        return taken
 
-    def _read_tuning(self) -> None:
-        """Keep what the role processes recorded in runtime_config.txt (before cleanup removes it)."""
-        if self.tuning is None or self.tuning.effective:
-            return
-        with contextlib.suppress(Exception):
-            self.tuning.effective.update(read_tuning(self.lane_path) or {})
+    def _publish(self, ring: Any, lane: str, policy: str, items: Sequence[bytes], timeout: float) -> int:
+        if policy == "block":
+            before = int(ring.cursor())
+            try:
+                ring.publish_many(items, self.wait, int(timeout * 1e9))
+                return len(items)
+            except TimeoutError:
+                return int(ring.cursor()) - before  # publish_many publishes what fits before it waits
+        taken = 0
+        for msg in items:
+            if not ring.try_publish(msg):
+                if policy == "fail":
+                    raise PipelineFailed(f"lane {lane!r} is full (on_full=fail): the pipeline stops")
+                self._ingress_drops[lane] += 1
+            taken += 1
+        return taken
 
-    def _idle(self, egress: list[_Egress]) -> None:
-        """Wait briefly for something to do (at most ~1 ms; the input pump may bring a message)."""
-        for _ep, reader, _sub, _lane in egress:
-            if reader is not None and not reader.finished():
-                reader.wait(1_000_000)
-                return
-        time.sleep(0.001)
+    # -- progress -------------------------------------------------------------------------------------
 
-    def _egress_finished(self, egress: list[_Egress]) -> bool:
-        for _ep, reader, sub, lane in egress:
-            if reader is not None and not reader.finished():
-                return False
-            # a stopped journal lane's writers have exited, so their counters are final
-            if sub is not None and (lane not in self.stopped or sub.position < self._journal_end(lane)):
-                return False
+    def mark(self) -> tuple[int, ...]:
+        return tuple(self._taken)
+
+    def _writes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name in self.plan.lanes:
+            ring = self.rings.get(name)
+            out[name] = int(ring.cursor()) + 1 if ring is not None else self._journal_end(name)
+        return out
+
+    def _reads_reach(self, target: dict[str, int]) -> bool:
+        for name, lp in self.plan.lanes.items():
+            ring = self.rings.get(name)
+            for ref in lp.readers:
+                if ring is not None:
+                    read = int(ring.gating(ref.cell)) + 1
+                elif ref.who.startswith("egress:"):
+                    read = self._egress_pos.get((name, ref.cell), self.journal_starts.get(name, 0))
+                else:
+                    role = ref.who[5:]
+                    k = next(i for i, inp in enumerate(self.procs_plan(role).inputs) if inp.lane == name)
+                    read = self.stats[role].journal_pos(k) or self.journal_starts.get(name, 0)
+                if read < target[name]:
+                    return False
         return True
 
+    def procs_plan(self, role: str) -> Any:
+        return next(r for r in self.plan.roles if r.name == role)
+
+    def _advance_epoch(self) -> None:
+        if self._epoch is None:
+            self._epoch = (tuple(self._taken), self._writes(), 0)
+        counts, target, phase = self._epoch
+        if not self._reads_reach(target):
+            return
+        if phase >= self._depth:
+            self._done = counts
+            self._epoch = None
+        else:
+            self._epoch = (counts, self._writes(), phase + 1)
+
+    def progress(self) -> tuple[int, ...]:
+        """Per ingress endpoint, how many taken messages are known to be out of the graph."""
+        self._advance_epoch()
+        return self._done
+
+    # -- housekeeping, drain ------------------------------------------------------------------------
+
     def _check_failure(self) -> None:
+        sup = self.supervisor
+        failure = sup.failure if sup is not None and sup.failure is not None else self._failure
+        if failure is not None:
+            self._settle()
+            raise failure
+
+    def tick(self) -> None:
+        """From the session's thread, often: failures, lane stops, epochs, the state file."""
+        self._check_failure()
+        self._propagate_stops()
+        self._advance_epoch()
+        now = time.monotonic()
+        if now - self._last_state > _STATE_EVERY_S:
+            self._last_state = now
+            write_state(os.path.join(self.lane_path, STATE_FILE), self.state())
+
+    def drain(self) -> None:
+        """Stop the ingress lanes and wait until every role exited and every egress delivered."""
+        self._ingress_done = True
+        for lane in self._in_lanes:
+            if lane not in self.stopped:
+                self._stop_lane(lane)
         assert self.supervisor is not None
-        if self.supervisor.failure is not None:
-            raise self.supervisor.failure
+        while True:
+            self.tick()
+            if self.supervisor.all_finished() and all(not t.is_alive() for t in self._threads):
+                break
+            time.sleep(0.002)
+        self._check_failure()
+        self._done = tuple(self._taken)
 
     def _stop_lane(self, lane: str) -> None:
         self.stopped.add(lane)
@@ -398,8 +434,9 @@ class _Run:
         if ring is not None:
             ring.request_stop()
             return
-        if self.journal_writer is not None and self.plan.ingress[0][1] == lane:
-            self.journal_writer.close()
+        writer = self._in_writers.get(lane)
+        if writer is not None:
+            writer.close()
         marker = stop_marker(self.lane_path, lane)
         Path(marker).touch()
         self.created.append(marker)
@@ -411,32 +448,64 @@ class _Run:
             done = True
             for writer in lp.writers:
                 kind, who = writer.split(":", 1)
-                finished = self.ingress_done if kind == "ingress" else self.procs[who].finished
+                finished = self._ingress_done if kind == "ingress" else self.procs[who].finished
                 done = done and finished
             if done:
                 self._stop_lane(name)
 
-    # -- state --------------------------------------------------------------------------------------
+    # -- observe ------------------------------------------------------------------------------------
+
+    @property
+    def messages_out(self) -> int:
+        return sum(self._out.values())
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped on purpose: by a lane under ``on_full=drop_newest``, or by a stage."""
+        return sum(self.drops().values()) + sum(st.filtered for st in self.stats.values())
+
+    def drops(self) -> dict[str, int]:
+        out = dict.fromkeys(self.plan.lanes, 0)
+        for rp in self.plan.roles:
+            st = self.stats.get(rp.name)
+            if st is not None:
+                for k, name in enumerate(rp.outputs):
+                    out[name] += st.drops(k)
+        for lane, n in self._ingress_drops.items():
+            out[lane] += n
+        return out
+
+    def restarts(self) -> dict[str, int]:
+        return {name: sp.total_restarts for name, sp in self.procs.items() if sp.total_restarts}
+
+    def stage_pids(self) -> list[int]:
+        return self.supervisor.pids() if self.supervisor is not None else []
+
+    def fill(self) -> float | None:
+        best = 0.0
+        for name, ring in self.rings.items():
+            lp = self.plan.lane(name)
+            with contextlib.suppress(Exception):
+                low = min(int(ring.gating(c)) for c in range(lp.cells))
+                best = max(best, (int(ring.cursor()) - low) / lp.capacity)
+        return best
 
     def state(self) -> dict[str, Any]:
         state = new_state(self.spec.name, self.spec_hash, runner="mp", lane_path=self.lane_path,
                           journal_dir=self.journal_dir)
-        written: dict[str, int] = {name: 0 for name in self.plan.lanes}
-        drops: dict[str, int] = {name: 0 for name in self.plan.lanes}
+        written: dict[str, int] = dict.fromkeys(self.plan.lanes, 0)
         jreads: dict[str, dict[int, int]] = {name: {} for name in self.plan.lanes}
         for rp in self.plan.roles:
             st = self.stats[rp.name]
             for k, out in enumerate(rp.outputs):
                 written[out] += st.written(k)
-                drops[out] += st.drops(k)
             for k, ref in enumerate(rp.inputs):
                 pos = st.journal_pos(k)
                 jreads[ref.lane][ref.cell] = pos if pos else self.journal_starts.get(ref.lane, 0)
-        drops[self.plan.ingress[0][1]] += self.ingress_drops
-        for jsub in self.subs:
-            for ref in self.plan.egress:
-                if journal_lane_dir(self.journal_dir, ref.lane) == jsub.directory:
-                    jreads[ref.lane][ref.cell] = jsub.position
+        for (lane, cell), pos in self._egress_pos.items():
+            if lane not in self.rings:
+                jreads[lane][cell] = pos
+        drops = self.drops()
         for name, lp in self.plan.lanes.items():
             ring = self.rings.get(name)
             if ring is not None:
@@ -445,9 +514,7 @@ class _Run:
                 path: str | None = lane_file(self.lane_path, name, lp.kind)
             else:
                 start = self.journal_starts.get(name, 0)
-                write_pos = start + written[name]
-                if self.plan.ingress[0][1] == name:
-                    write_pos += self.ingress_journaled
+                write_pos = start + written[name] + self._ingress_journaled.get(name, 0)
                 reads = [jreads[name].get(c, start) for c in range(len(lp.readers))]
                 path = str(journal_lane_dir(self.journal_dir, name))
             state["lanes"].append(lane_state_entry(
@@ -468,13 +535,22 @@ class _Run:
 
     # -- teardown -----------------------------------------------------------------------------------
 
-    def cleanup(self) -> None:
-        if self.pump is not None:
-            self.pump.stop()
+    def abort(self) -> None:
+        """Stop at once (kill the roles, stop egress) and remove the lane files."""
+        self._aborted.set()
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._aborted.set()
         if self.supervisor is not None:
             self.supervisor.stop(kill=True)
-        if self.journal_writer is not None:
-            self.journal_writer.close()
+        for t in self._threads:
+            t.join(timeout=10)
+        for writer in self._in_writers.values():
+            writer.close()
         for sub in self.subs:
             sub.close()
         for ring in self.rings.values():
@@ -486,14 +562,18 @@ class _Run:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         recorder = self.context.recorder
-        for path in self.events_paths:  # side-effect records of the role processes
+        for path in self._events_paths:  # side-effect records of the role processes
             if isinstance(recorder, EventLog):
                 recorder.merge_file(path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         if self.supervisor is not None:  # our role processes wrote it (never another run's)
-            self._read_tuning()
+            if self.tuning is not None and not self.tuning.effective:
+                with contextlib.suppress(Exception):
+                    self.tuning.effective.update(read_tuning(self.lane_path) or {})
             remove_runtime_config(self.lane_path)
+        if not self._started:
+            return
         root = Path(self.lane_path)
         with contextlib.suppress(FileNotFoundError):
             (root / STATE_FILE).unlink()

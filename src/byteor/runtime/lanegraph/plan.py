@@ -124,11 +124,8 @@ def _reasons_and_plan(spec: LaneGraphSpecV1) -> tuple[list[str], LaneGraphPlan |
             reasons.append(f"merge role {role.name!r} reads the same lane twice")
         if role.kind == "router" and len(set(role.outputs)) != len(role.outputs):
             reasons.append(f"router role {role.name!r} writes the same lane twice")
-    if len(ingress) != 1:
-        reasons.append(
-            "the runners bind exactly one ingress endpoint to the input stream; "
-            f"this graph has {len(ingress)}"
-        )
+    if not ingress:
+        reasons.append("the graph has no ingress endpoint: nothing could enter it")
     if not egress_names and not any(lane.kind == "journal" for lane in spec.lanes):
         reasons.append("the graph has no egress endpoint and no journal lane: its output would be lost")
     for lane in spec.lanes:

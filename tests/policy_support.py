@@ -1,7 +1,7 @@
-"""Shared helpers for the policy/actions tests: a real recording HTTP server, spec files, keys.
+"""Test plugin for the policy and action tests: a real recording HTTP server (the ``http_target``
+fixture), spec files with action stages, Ed25519 signers, key sets and the approval rejection matrix.
 
-Imported by the other ``test_policy_*`` / ``test_actions_*`` / ``test_cli_approval_*`` files; the
-single test here checks the server helper itself.
+Loaded by ``conftest.py`` (``pytest_plugins``); tests import the helpers from here.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from byteor._formats import b64url_encode, format_rfc3339
+from byteor import load_spec_file, spec_hash
+from byteor._formats import b64url_decode, b64url_encode, format_rfc3339
 from byteor.policy import issue_credential
+from byteor.policy.approvals import encode_payload
 from byteor.policy.keys import sign_key_set
 
 
@@ -247,9 +248,38 @@ def write_key_set(path: Path, *signers: Signer, shape: str = "object") -> Path:
     return path
 
 
-def test_recording_server_answers_scripted_statuses(http_target: HttpTarget) -> None:
-    http_target.recorder.statuses = [503]
-    with httpx.Client(timeout=5) as client:
-        assert client.post(http_target.base + "/x", content=b"a").status_code == 503
-        assert client.post(http_target.base + "/x", content=b"b").status_code == 200
-    assert [r.body for r in http_target.recorder.posts()] == [b"a", b"b"]
+def sign_raw(signer: Signer, fields: dict[str, object]) -> str:
+    payload = encode_payload(fields)
+    return f"{b64url_encode(payload)}.{b64url_encode(signer.key.sign(payload))}"
+
+
+def credential_fields(cred: str) -> dict[str, object]:
+    obj = json.loads(b64url_decode(cred.split(".", maxsplit=1)[0]))
+    assert isinstance(obj, dict)
+    return obj
+
+
+def rejection_matrix(h: str, signer: Signer, tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """case -> (credential, expected failed check)."""
+    good = signer.issue(h, "staging", ["http_post"])
+    payload, sig = good.split(".")
+    other = write_spec(tmp_path, "http_post:http://127.0.0.1:9/other", filename="other.kv")
+    tampered_payload = b64url_encode(encode_payload({**credential_fields(good), "capabilities": ["exec", "http_post"]}))
+    sig_bytes = bytearray(b64url_decode(sig))
+    sig_bytes[0] ^= 1
+    v2 = sign_raw(signer, {**credential_fields(good), "v": 2})
+    expired = signer.issue(h, "staging", ["http_post"], ttl=timedelta(minutes=5),
+                           issued_at=datetime.now(UTC) - timedelta(hours=2))
+    return {
+        "bad encoding": ("%%%not-base64%%%.AAAA", "decode"),
+        "padded base64": (payload + "==." + sig, "decode"),
+        "tampered payload": (f"{tampered_payload}.{sig}", "signature"),
+        "tampered signature": (f"{payload}.{b64url_encode(bytes(sig_bytes))}", "signature"),
+        "unknown kid": (new_signer("k9").issue(h, "staging", ["http_post"]), "signature"),
+        "wrong version": (v2, "version"),
+        "other spec hash": (signer.issue(spec_hash(load_spec_file(other)), "staging", ["http_post"]),
+                            "spec_hash"),
+        "wrong posture": (signer.issue(h, "prod", ["http_post"]), "environment"),
+        "expired": (expired, "expiry"),
+        "missing capability": (signer.issue(h, "staging", ["exec"]), "capabilities"),
+    }

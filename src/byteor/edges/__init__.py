@@ -1,0 +1,23 @@
+"""Sources and sinks: how messages enter and leave a running pipeline (see :mod:`.base`)."""
+
+from __future__ import annotations
+
+from .base import Batch, Sink, Source
+from .files import CallbackSink, CollectSink, FileSink, FileSource, IterableSource
+from .framing import INPUT_FORMATS, OUTPUT_FORMATS, FrameParser, encoder, parse_hex
+
+__all__ = [
+    "INPUT_FORMATS",
+    "OUTPUT_FORMATS",
+    "Batch",
+    "CallbackSink",
+    "CollectSink",
+    "FileSink",
+    "FileSource",
+    "FrameParser",
+    "IterableSource",
+    "Sink",
+    "Source",
+    "encoder",
+    "parse_hex",
+]

@@ -1,0 +1,96 @@
+"""Sources and sinks: the one interface between the outside world and a running pipeline.
+
+A :class:`Source` hands the run session batches of messages without blocking; a :class:`Sink`
+takes the messages that left egress. Positions make at-least-once delivery possible: each batch a
+source returns carries an opaque ``position``, and the session calls :meth:`Source.commit` with it
+only once every message of that batch, and of every batch before it, has left egress (written to
+the sinks and confirmed by their :meth:`Sink.flush`) or was dropped on purpose (a stage returned
+``None``/``DROP``, a lane dropped it under ``on_full=drop_newest``). Commits arrive in batch order.
+
+Lifecycle: the session calls ``open()`` once, then ``next_batch`` / ``write`` / ``flush`` /
+``commit`` from one thread at a time (a sink may be written from several egress threads, but the
+session serialises the calls), then ``close()`` once, also after a failure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Batch", "Sink", "Source"]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Messages a source handed over in one call. ``position`` is the source's own marker for
+    "everything up to here" (an offset, a list of acks, a count); None for sources without one."""
+
+    messages: Sequence[bytes]
+    position: Any = None
+
+
+class Source:
+    """Base class of every source. Subclasses implement :meth:`next_batch`.
+
+    ``name`` is shown in summaries and errors; it never contains a credential.
+    """
+
+    name: str = "source"
+
+    def open(self) -> None:
+        """Connect or open; raise :class:`~byteor.UsageError` (bad argument) or
+        :class:`~byteor.AdapterError` (cannot reach it) naming the source."""
+
+    def next_batch(self, max_messages: int) -> Batch | None:
+        """Up to ``max_messages`` messages available now, without blocking: an empty batch when
+        there is nothing yet, ``None`` once the source has ended (a file's end, ``--max-messages``).
+
+        A malformed input raises :class:`~byteor.UsageError` naming where (line, byte offset), after
+        the messages before it were returned by earlier calls."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a message may be available, at most ``timeout`` seconds. The default sleeps;
+        sources with a file descriptor or a client library wait on it instead."""
+        time.sleep(min(timeout, 0.001))
+
+    def commit(self, position: Any) -> None:
+        """Everything up to ``position`` (a :attr:`Batch.position`) left egress or was dropped on
+        purpose: acknowledge it upstream. Called in batch order; the default does nothing."""
+
+    def close(self) -> None:
+        """Release resources; called once, also after a failure."""
+
+    def describe(self) -> dict[str, Any]:
+        """What observers show about this source (position, lag, connection state)."""
+        return {"name": self.name}
+
+
+class Sink:
+    """Base class of every sink. Subclasses implement :meth:`write` and usually :meth:`flush`.
+
+    ``flush_interval`` is the longest time written messages may wait before the session flushes:
+    the bound on how late output becomes visible (a file) or confirmed (a broker)."""
+
+    name: str = "sink"
+    flush_interval: float = 0.2
+
+    def open(self) -> None:
+        """Connect or open; errors as for :meth:`Source.open`."""
+
+    def write(self, messages: Sequence[bytes], shard: int = 0) -> None:
+        """Take messages that left egress, in order per ``shard`` (a SingleRing shard; 0 for a
+        LaneGraph egress endpoint, which has a sink of its own). May buffer."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make everything written so far visible or durable (file flush, broker confirmation).
+        After it returns, those messages count as having left egress."""
+
+    def close(self) -> None:
+        """Flush and release; called once, also after a failure."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
