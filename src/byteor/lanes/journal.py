@@ -310,6 +310,11 @@ class _PySegment:
 
 
 _NATIVE_SEGMENT = _native.JournalSegment
+if (_native.JOURNAL_HEADER_BYTES, getattr(_native, "JOURNAL_RECORD_HEADER_BYTES", 8)) != (HEADER_BYTES,
+                                                                                       RECORD_HEADER_BYTES):
+    # a stale extension next to newer Python code would write records this reader cannot read
+    raise ImportError(f"byteor._native was built for another journal format (header {_native.JOURNAL_HEADER_BYTES} "
+                      f"bytes, this code writes format {VERSION} with {HEADER_BYTES}); rebuild it: pip install -e .")
 
 
 def native_available() -> bool:
