@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -12,6 +11,8 @@ from .._errors import ActionFailed, ByteorError, PolicyRefused, SpecError
 from .._formats import parse_rfc3339
 from .._redact import scrub
 from .._stage import APPROVAL_COVERS, APPROVAL_EXPIRES_AT, APPROVAL_ID, ResolvedStage, StageContext
+from ..obs import counters
+from ..obs.events import emit
 from ..policy.admission import action_family as family_of
 from ..policy.admission import admission
 from ..policy.decisions import ALLOW, DRY_RUN_ONLY, REQUIRE_APPROVAL
@@ -21,8 +22,6 @@ from .exec_action import ExecAction
 from .http_post import HttpPostAction, idempotency_key
 
 __all__ = ["DEAD_LETTER_DIRNAME", "Action", "admission", "build_action", "family_of", "resolve_action"]
-
-log = logging.getLogger("byteor.actions")
 
 Action = HttpPostAction | ExecAction
 #: Where failed actions go when the context names no dead-letter directory: next to the spec.
@@ -41,7 +40,10 @@ def build_action(key: str, env: Mapping[str, str] | None = None) -> Action:
 
 def _recorder_fn(key: str, family: str, target: str,
                  recorder: Callable[[dict[str, Any]], None] | None) -> Callable[[memoryview, int], int]:
+    counted = counters.current().incrementer(counters.WORDS["actions_dry_run"])
+
     def dry_run(slot: memoryview, length: int) -> int:
+        counted()
         if recorder is not None:
             recorder({"action": family, "stage": key, "target": target,
                       "idempotency_key": idempotency_key(slot[:length]), "decision": DRY_RUN_ONLY,
@@ -78,6 +80,10 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
     effect that finally fails is written to the dead-letter journal (``ctx.dead_letter_dir``, else
     ``dead-letter/`` next to the spec) and raises :class:`ActionFailed` so that the pipeline stops
     (stage_failure_policy ``stop_pipeline``).
+
+    Each outcome is counted in this process's row of the run's counters file
+    (:func:`byteor.obs.counters.current`): ``actions_performed``, ``actions_failed``,
+    ``actions_dead_lettered``, ``actions_dry_run``.
     """
     fam = family_of(key)
     if fam is None:
@@ -102,21 +108,28 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
     spec_hash = ctx.spec_hash
     recorder = ctx.recorder
     perform = action.perform
+    row = counters.current()
+    performed = row.incrementer(counters.WORDS["actions_performed"])
+    failed = row.incrementer(counters.WORDS["actions_failed"])
+    dead_lettered = row.incrementer(counters.WORDS["actions_dead_lettered"])
     expires_at, expires = _approval_expiry(ctx, key)
-    expired_logged = False
+    expired_reported = False
 
     def dead_letter(data: bytes, ikey: str, error: str, decision: str) -> DeadLetterRecord:
         try:
-            return DeadLetterJournal(dl_dir).append(DeadLetterRecord(
+            rec = DeadLetterJournal(dl_dir).append(DeadLetterRecord(
                 stage_key=key, family=fam, target=target, idempotency_key=ikey,
                 error=scrub(error), decision=decision, spec_hash=spec_hash, input=data))
         except (ByteorError, OSError) as dl_exc:
-            log.error("%s stage: %s; dead-letter write to %s failed too: %s", fam, scrub(error), dl_dir, dl_exc)
+            emit("action.failed", f"{fam} stage: {error}; dead-letter write to {dl_dir} failed too: {dl_exc}",
+                 level="error", action=fam, target=target, dead_letter=None)
             raise ActionFailed(scrub(f"{fam} to {target}: {error}; and the message could not be dead-lettered "
                                      f"in {dl_dir}: {dl_exc}")) from None
+        dead_lettered()
+        return rec
 
     def run(slot: memoryview, length: int) -> int:
-        nonlocal expired_logged
+        nonlocal expired_reported
         data = bytes(slot[:length])
         ikey = idempotency_key(data)
         if expires is not None and time.time() >= expires:
@@ -125,10 +138,11 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
             why = (f"the approval {ctx.extra.get(APPROVAL_ID, '')} allowing it expired at {expires_at}; "
                    "the side effect was not performed")
             rec = dead_letter(data, ikey, why, REQUIRE_APPROVAL)
-            if not expired_logged:
-                log.warning("%s stage %s: %s; this and later messages go to the dead-letter journal %s "
-                            "(first record %s)", fam, target, why, dl_dir, rec.id)
-                expired_logged = True
+            if not expired_reported:
+                emit("action.approval_expired", f"{fam} stage {target}: {why}; this and later messages go to the "
+                     f"dead-letter journal {dl_dir} (first record {rec.id})", level="warning", action=fam,
+                     target=target, dead_letter=rec.id)
+                expired_reported = True
             if recorder is not None:
                 recorder({"action": fam, "stage": key, "target": target,
                           "idempotency_key": ikey, "decision": REQUIRE_APPROVAL, "bytes": length})
@@ -136,10 +150,13 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
         try:
             perform(data, ikey)
         except ActionFailed as exc:
+            failed()
             rec = dead_letter(data, ikey, str(exc), ALLOW)
-            log.error("%s stage failed: %s; dead-lettered as %s in %s", fam, scrub(str(exc)), rec.id, dl_dir)
+            emit("action.failed", f"{fam} stage failed: {exc}; dead-lettered as {rec.id} in {dl_dir}",
+                 level="error", action=fam, target=target, dead_letter=rec.id)
             raise ActionFailed(scrub(f"{fam} to {target} failed: {exc}; the message is in the dead-letter "
                                      f"journal {dl_dir} (record {rec.id})")) from exc
+        performed()
         if recorder is not None:
             recorder({"action": fam, "stage": key, "target": target,
                       "idempotency_key": ikey, "decision": ALLOW, "bytes": length})

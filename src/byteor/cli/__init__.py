@@ -46,6 +46,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("compile", "spec_verbs", "lower a PipelinePlanV2 written in Python to spec.kv and a report"),
     Verb("run", "run", "run a pipeline (--sp for one message in one process)"),
     Verb("snapshot", "run", "read the live state of a ring or lane graph without touching the hot path"),
+    Verb("top", "top", "live view of a running pipeline by name or path: rates, lag, fill, restarts, drops"),
     Verb("doctor", "ops", "check that this host is fit to run a pipeline"),
     Verb("incident-bundle", "ops", "export one directory that captures what ran"),
     Verb("replay", "replay", "replay journal records from a bundle offline, with an audit"),
