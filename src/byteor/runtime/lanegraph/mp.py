@@ -40,6 +40,7 @@ from typing import Any
 
 from ... import _native
 from ..._errors import PipelineFailed, ShmError
+from ..._fileio import write_bytes_atomic
 from ..._stage import StageContext
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import create_lane, lane_file
@@ -148,7 +149,7 @@ class MpGraph:
 
     def _setup(self, root: Path) -> None:
         spec_file = root / "spec.kv"
-        spec_file.write_bytes(canonical_bytes(self.spec))
+        write_bytes_atomic(spec_file, canonical_bytes(self.spec))
         self.created.append(str(spec_file))
         (root / "roles").mkdir(exist_ok=True)
         counters_file = counters.counters_path(self.lane_path)
@@ -170,7 +171,7 @@ class MpGraph:
                 lp = self.plan.lane(lane)
                 self._in_writers[lane] = JournalWriter(journal_lane_dir(self.journal_dir, lane),
                                                        segment_bytes=lp.segment_bytes, slot_bytes=lp.slot_bytes,
-                                                       fsync=self.fsync)
+                                                       fsync=self.fsync, spec_hash=self.spec_hash)
                 self._ingress_journaled[lane] = 0
         ctx = context_to_json(self.context)
         procs: list[StageProcess] = []
