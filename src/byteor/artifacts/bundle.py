@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tarfile
 import time
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ArtifactError, UsageError
+from .._fileio import CopyReport, copy_tree_nofollow, open_new
 from .._json import check_version, read_json_object, require, write_json
 from ..policy.audit import read_policy_audit
 from .environment import EnvironmentRecord, read_environment
@@ -222,11 +222,12 @@ def read_incident_bundle(path: str | os.PathLike[str], *, verify: bool = True) -
 
 
 def tar_bundle(bundle_dir: str | os.PathLike[str], tar_path: str | os.PathLike[str]) -> Path:
-    """Pack ``bundle_dir`` as one ``.tar.gz`` (top folder = the directory's name), created exclusively."""
+    """Pack ``bundle_dir`` as one ``.tar.gz`` (top folder = the directory's name), created exclusively,
+    without following a link at ``tar_path``, private (mode 0600)."""
     src = Path(bundle_dir)
     dst = Path(tar_path)
     try:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = open_new(dst, os.O_WRONLY)
     except FileExistsError:
         raise UsageError(f"{dst}: already exists; an incident bundle never overwrites") from None
     except OSError as exc:
@@ -253,14 +254,10 @@ def extract_bundle_tar(tar_path: str | os.PathLike[str], dest: str | os.PathLike
     raise ArtifactError(f"{tar_path}: archive does not hold one bundle directory")
 
 
-def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
-    """Copy a journal directory's segment files (not its lock file); return the bytes copied."""
-    total = 0
+def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> CopyReport:
+    """Copy a journal directory's files (not its lock file) without following any link: symlinks,
+    hard-linked files, FIFOs and files another user owns are refused and listed in the report, never
+    copied (they could make a bundle carry a file its writer cannot read otherwise). Raises
+    :class:`~byteor.UnsafePathError` when ``src`` itself is a symlink."""
     # writer.lock is the live writer's flock file, not data: a bundle is read, never appended to.
-    shutil.copytree(
-        src, dst, symlinks=False, ignore_dangling_symlinks=True, ignore=shutil.ignore_patterns("*.lock")
-    )
-    for p in Path(dst).rglob("*"):
-        if p.is_file():
-            total += p.stat().st_size
-    return total
+    return copy_tree_nofollow(src, dst, skip=lambda name: name.endswith(".lock"))

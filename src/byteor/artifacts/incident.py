@@ -18,8 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._errors import ArtifactError, ByteorError, SpecError, UsageError
+from .._errors import ArtifactError, ByteorError, SpecError, UnsafePathError, UsageError
+from .._fileio import copy_file_nofollow, dir_mode, make_dirs, read_regular_file, write_bytes_exclusive
 from .._json import read_json_object, write_json
+from .._redact import redact_spec_text, scrub
 from ..dataguard.rules import load_rules_file, redact_json_artifact
 from ..policy.audit import policy_audit_record, write_policy_audit
 from ..runtime.lanegraph.state import read_state, write_state
@@ -103,8 +105,7 @@ def describe_spec(spec: PipelineSpecV1) -> str:
 
 def _read_spec_bytes(path: str) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SPEC_BYTES + 1)
+        data = read_regular_file(path, MAX_SPEC_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{path}: spec file does not exist") from None
     except IsADirectoryError:
@@ -120,12 +121,23 @@ def _validate(spec_path: str, raw: bytes) -> tuple[PipelineSpecV1 | None, SpecVa
     try:
         spec = decode_kv(raw, path=spec_path)
     except SpecError as exc:
-        return None, SpecValidation(False, error="; ".join(exc.lines()))
+        return None, SpecValidation(False, error=scrub("; ".join(exc.lines())))
     try:
         check_v1(spec, path=spec_path)
     except SpecError as exc:
-        return spec, SpecValidation(False, error="; ".join(exc.lines()))
+        return spec, SpecValidation(False, error=scrub("; ".join(exc.lines())))
     return spec, SpecValidation(True, description=describe_spec(spec))
+
+
+def _bundle_spec_bytes(spec: PipelineSpecV1 | None, raw: bytes, valid: bool) -> bytes:
+    """spec.kv for the bundle: the canonical form of a valid spec (validation refuses credentials in
+    it), else the spec as found (canonical when it decodes) with every value that may hold a
+    credential redacted: a spec refused for carrying a secret must not hand it on."""
+    if spec is not None and valid:
+        return canonical_bytes(spec)
+    # surrogateescape: bytes that are not UTF-8 are kept as found (they may be why it is invalid)
+    text = (canonical_bytes(spec) if spec is not None else raw).decode("utf-8", errors="surrogateescape")
+    return redact_spec_text(text).encode("utf-8", errors="surrogateescape")
 
 
 def _policy_audit(
@@ -141,6 +153,18 @@ def _policy_audit(
     rec = policy_audit_record(req.spec_path, mode=req.posture, enforced=False, lane_path=lane_path, wait=wait)
     write_policy_audit(str(path), rec)
     return None
+
+
+def _copy_journal(src: str, dest: Path, lane: str, absent: dict[str, str]) -> None:
+    """Copy one journal lane without following links; what is refused is named in the manifest."""
+    where = f"{JOURNALS_DIR}/{lane}"
+    try:
+        report = copy_tree(src, dest)
+    except UnsafePathError as exc:
+        absent[where] = f"refused: {exc}"
+        return
+    for name, why in report.refused.items():
+        absent[f"{where}/{name}"] = f"refused: {why}"
 
 
 def _ring_snapshot(ring_path: str, dest: Path) -> str | None:
@@ -233,21 +257,23 @@ def create_incident_bundle(
         name = out.name
     parent = (tar_path or out).parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(parent)
     except OSError as exc:
         raise UsageError(f"{parent}: cannot create the output directory: {exc.strerror}") from None
+    except UnsafePathError as exc:
+        raise UsageError(str(exc)) from None
     # Everything is written into a hidden staging directory next to the target and published at the
     # end with one rename (or as one archive): nobody ever sees half a bundle, and a failure leaves
     # nothing behind that would block a retry with the same --out.
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent))
     root = staging / name
-    root.mkdir()
+    os.mkdir(root, dir_mode())
     try:
         created_ms = int(time.time() * 1000)
         absent: dict[str, str] = {}
         say("spec")
         spec, validation = _validate(req.spec_path, raw)
-        (root / "spec.kv").write_bytes(canonical_bytes(spec) if spec is not None else raw)
+        write_bytes_exclusive(root / "spec.kv", _bundle_spec_bytes(spec, raw, validation.ok))
         write_spec_validation(root / "spec_validation.json", validation)
         write_runtime(root / "runtime.json")
         ring_path = req.ring_path
@@ -274,13 +300,17 @@ def create_incident_bundle(
         wait: str | None = None
         if config_path is not None:
             say("runtime config")
-            shutil.copyfile(config_path, root / "runtime_config.txt")  # byte for byte, as found
-            from ..ops.runtime_config import read_runtime_config
-
             try:
-                wait = read_runtime_config(config_path).wait
-            except UsageError as exc:
-                absent["runtime_config.txt (decoded)"] = f"copied as found, but it does not decode: {exc}"
+                copy_file_nofollow(config_path, root / "runtime_config.txt")  # byte for byte, as found
+            except UnsafePathError as exc:
+                absent["runtime_config.txt"] = f"refused: {exc}"
+            else:
+                from ..ops.runtime_config import read_runtime_config
+
+                try:
+                    wait = read_runtime_config(config_path).wait
+                except UsageError as exc:
+                    absent["runtime_config.txt (decoded)"] = f"copied as found, but it does not decode: {exc}"
         else:
             absent["runtime_config.txt"] = "no --config given and none next to the ring / lane files"
         say("policy audit")
@@ -320,7 +350,8 @@ def create_incident_bundle(
                 absent[f"{JOURNALS_DIR}/{lane}"] = "journal directory not found"
                 continue
             say(f"journal {lane}")
-            copy_tree(src, root / JOURNALS_DIR / lane)
+            (root / JOURNALS_DIR).mkdir(mode=dir_mode(), exist_ok=True)
+            _copy_journal(src, root / JOURNALS_DIR / lane, lane, absent)
         if req.redact_rules is not None:
             say("redaction rules")
             _apply_redact_rules(req.redact_rules, root)

@@ -55,6 +55,7 @@ from ..ops.runtime_config import RuntimeConfig
 from ..policy.approvals import side_effect_stages
 from ..policy.audit import policy_audit_record, write_policy_audit
 from ..policy.gate import RunGate, evaluate_run
+from ..shm import private_ring_dir
 from ..spec.kv import load_spec_file, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from ..spec.validate import check_v1
@@ -718,7 +719,7 @@ class RunSession:
             self._state = self._final_state()
             if self.options.sp and self._state is not None and self.ring_path is not None:
                 # a one-process graph has no live state file; leave the final one where asked
-                os.makedirs(self.ring_path, exist_ok=True)
+                private_ring_dir(self.ring_path)
                 write_state(os.path.join(self.ring_path, STATE_FILE), self._state)
             self._flush_and_commit(everything=True)
         except BaseException:
