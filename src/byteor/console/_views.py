@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..obs.counters import DATAGUARD_COUNTERS
-from ..obs.redact import mask
+from ..obs.redact import mask, mask_value
 from ..spec.model import PipelineSpecV1
 from ._evidence import RedrivePreview
 from ._live import DASH, Figures, counter_rows, dataguard_names, fmt_span, side_effect_names
@@ -351,9 +351,10 @@ def pipeline_page(watch: Watch, sample: Sample, fig: Figures, *, spec: PipelineS
 
 
 def redrive_page(watch: Watch, name: str, preview: RedrivePreview, *, writes: str) -> str:
-    rows = [f'<tr><th scope="row"><code>{esc(r["id"])}</code></th>' + _td(f"<code>{esc(mask(r['stage_key']))}</code>")
-            + _td(esc(mask(r["target"]))) + _td(f"<strong>{esc(r['outcome'].replace('_', ' '))}</strong>")
-            + _td(esc(mask(r["detail"]))) + "</tr>" for r in preview.records]
+    records = mask_value(preview.records)
+    rows = [f'<tr><th scope="row"><code>{esc(r["id"])}</code></th>' + _td(f"<code>{esc(r['stage_key'])}</code>")
+            + _td(esc(r["target"])) + _td(f"<strong>{esc(r['outcome'].replace('_', ' '))}</strong>")
+            + _td(esc(r["detail"])) + "</tr>" for r in records]
     intro = ("<p>Pending records of the dead-letter journal and what <code>byteor-actiongraph redrive</code> would "
              "do with each under the decisions this run was given (a real redrive decides again, with the "
              "approval it is given). Nothing was sent to build this page.</p>")
@@ -367,12 +368,12 @@ def redrive_page(watch: Watch, name: str, preview: RedrivePreview, *, writes: st
 
 
 def replay_page(watch: Watch, name: str, bundle: str, result: dict[str, Any], *, writes: str) -> str:
-    audit = result["audit"]
+    audit = mask_value(result["audit"])
     counts: dict[tuple[str, str, str, str], int] = {}
     for a in audit.get("actions", []):
         key = (str(a.get("role")), str(a.get("action")), str(a.get("target")), str(a.get("decision")))
         counts[key] = counts.get(key, 0) + 1
-    rows = [f'<tr><th scope="row">{esc(role)}</th>' + _td(esc(action)) + _td(esc(mask(target)))
+    rows = [f'<tr><th scope="row">{esc(role)}</th>' + _td(esc(action)) + _td(esc(target))
             + _td(f"<strong>{esc(decision)}</strong>") + _td(str(n), num=True) + "</tr>"
             for (role, action, target, decision), n in counts.items()]
     inp = audit.get("input", {})
@@ -393,7 +394,7 @@ def replay_page(watch: Watch, name: str, bundle: str, result: dict[str, Any], *,
             "<p>A <code>dry_run</code> replay ran offline: no action was performed, and the audit below, "
             "which it wrote to a temporary file, was deleted after reading.</p>" + facts + table
             + _section("audit-h", "The audit it would write",
-                       f'<pre class="audit"><code>{esc(mask(text))}</code></pre>'))
+                       f'<pre class="audit"><code>{esc(text)}</code></pre>'))
     return layout(f"Replay preview of {name}", main,
                   crumbs=[("/", "Pipelines"), (f"/p/{watch.id}", name), (None, "Replay preview")], writes=writes)
 
