@@ -223,14 +223,9 @@ def _dot(args: argparse.Namespace) -> int:
     if fmt not in RENDER_FORMATS:
         raise UsageError(f"--render {args.render}: unsupported extension .{fmt}; use .svg, .png or .pdf")
     try:
-        image = render_dot(text, fmt)
+        render_dot(text, fmt, out=args.render)
     except UsageError as exc:
         raise UsageError(f"--render: {exc}") from None
-    try:
-        with open(args.render, "wb") as fh:
-            fh.write(image)
-    except OSError as exc:
-        raise UsageError(f"--render {args.render}: cannot write: {exc.strerror}") from None
     print(f"wrote {args.render}")
     return 0
 

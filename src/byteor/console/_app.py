@@ -48,7 +48,7 @@ from . import _evidence as evidence
 from . import _views as views
 from ._live import list_figures, pipeline_figures
 from ._topology import Topology, build_topology
-from ._watch import Pipelines, Watch
+from ._watch import Pipelines, Sample, Watch
 
 __all__ = ["DEFAULT_BUNDLE_DIR", "SECURITY_HEADERS", "ConsoleConfig", "create_app", "serve"]
 
@@ -227,20 +227,27 @@ class _Console:
 
     # -- pages ---------------------------------------------------------------------------------------
 
+    async def sampled(self) -> list[tuple[Watch, Sample]]:
+        """Every pipeline under the root with its sample; one whose files cannot be read (another
+        user's, half removed) is left out of the list rather than failing it."""
+        out = []
+        for watch in self.pipelines.scan():
+            with contextlib.suppress(ByteorError, OSError):
+                out.append((watch, await run_in_threadpool(watch.sample)))
+        return out
+
     async def index(self, request: Request) -> Response:
-        watches = self.pipelines.scan()
-        samples = [await run_in_threadpool(w.sample) for w in watches]
-        rows = list(zip(watches, samples, strict=True))
-        fig = list_figures(samples)
+        rows = await self.sampled()
+        fig = list_figures([sample for _watch, sample in rows])
         return HTMLResponse(views.list_page(rows, fig, root=self.pipelines.root, writes=self.config.writes))
 
     async def list_events(self, request: Request) -> Response:
         async def stream() -> AsyncIterator[str]:
             yield "retry: 2000\n\n"
             while not self.stopping.is_set():
-                watches = self.pipelines.scan()
-                samples = [await run_in_threadpool(w.sample) for w in watches]
-                payload = {**list_figures(samples).to_json(), "pipelines": [w.id for w in watches]}
+                rows = await self.sampled()
+                payload = {**list_figures([sample for _watch, sample in rows]).to_json(),
+                           "pipelines": [watch.id for watch, _sample in rows]}
                 yield f"event: update\ndata: {json.dumps(payload)}\n\n"
                 await self._pause()
 

@@ -108,8 +108,9 @@ def to_dot(spec: PipelineSpecV1, notes: Mapping[str, str] | None = None) -> str:
     return "\n".join([*head, *body, "}"]) + "\n"
 
 
-def render_dot(text: str, fmt: str = "svg", *, timeout: float = 60.0) -> bytes:
-    """Render DOT ``text`` with graphviz's ``dot`` (``fmt`` one of :data:`RENDER_FORMATS`).
+def render_dot(text: str, fmt: str = "svg", *, out: str | None = None, timeout: float = 60.0) -> bytes:
+    """Render DOT ``text`` with graphviz's ``dot`` (``fmt`` one of :data:`RENDER_FORMATS`): into the
+    file ``out`` (``dot -o``; returns ``b""``), or returned as bytes.
 
     :class:`UsageError` (exit 2) saying why when ``dot`` is not installed, fails or takes longer
     than ``timeout`` seconds."""
@@ -120,10 +121,10 @@ def render_dot(text: str, fmt: str = "svg", *, timeout: float = 60.0) -> bytes:
         raise UsageError("graphviz's `dot` is not on PATH (not installed here); install graphviz, or pipe "
                          "the DOT text to a renderer")
     try:
-        proc = subprocess.run([exe, f"-T{fmt}"], input=text.encode("utf-8"), capture_output=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run([exe, f"-T{fmt}", *(["-o", out] if out is not None else [])],
+                              input=text.encode("utf-8"), capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise UsageError(f"graphviz `dot` did not finish within {timeout:g} s") from None
     if proc.returncode != 0:
         raise UsageError(f"graphviz `dot` failed: {proc.stderr.decode('utf-8', 'replace').strip()[:300]}")
-    return proc.stdout
+    return b"" if out is not None else proc.stdout
