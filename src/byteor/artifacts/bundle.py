@@ -33,6 +33,7 @@ from .small import RuntimeInfo, SpecValidation, read_runtime, read_spec_validati
 
 __all__ = [
     "CONDITIONAL_FILES",
+    "DEAD_LETTER_DIR",
     "JOURNALS_DIR",
     "MANIFEST",
     "REQUIRED_FILES",
@@ -51,6 +52,8 @@ REQUIRED_FILES = ("spec.kv", "spec_validation.json", "runtime.json", "policy_aud
 CONDITIONAL_FILES = ("runtime_config.txt", "single_ring_snapshot.json", "lane_graph_state.json")
 MANIFEST = "bundle_manifest.json"
 JOURNALS_DIR = "journals"
+#: the run's dead-letter journal (failed side effects), copied when it exists
+DEAD_LETTER_DIR = "dead-letter"
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -140,6 +143,8 @@ class IncidentBundle:
     single_ring_snapshot: dict[str, Any] | None = None
     lane_graph_state: dict[str, Any] | None = None
     journals: dict[str, Path] = field(default_factory=dict)
+    #: the copied dead-letter journal (failed side effects, what ``redrive`` would send), if any
+    dead_letter: Path | None = None
     manifest: dict[str, Any] | None = None
 
     def journal_path(self, lane: str) -> Path:
@@ -218,6 +223,7 @@ def read_incident_bundle(path: str | os.PathLike[str], *, verify: bool = True) -
         lane_graph_state=state,
         journals=journals,
         manifest=manifest,
+        dead_letter=root / DEAD_LETTER_DIR if (root / DEAD_LETTER_DIR).is_dir() else None,
     )
 
 

@@ -29,7 +29,7 @@ from ..shm import write_ring_snapshot_file
 from ..spec.kv import canonical_bytes, decode_kv, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from ..spec.validate import check_v1
-from .bundle import JOURNALS_DIR, ManifestEntry, check_out_dir, copy_tree, tar_bundle, write_manifest
+from .bundle import DEAD_LETTER_DIR, JOURNALS_DIR, ManifestEntry, check_out_dir, copy_tree, tar_bundle, write_manifest
 from .environment import capture_environment, capture_process_environment, write_environment
 from .small import SpecValidation, write_runtime, write_spec_validation
 
@@ -55,6 +55,11 @@ class BundleRequest:
     lane_path: str | None = None
     config_path: str | None = None
     journal_dirs: Mapping[str, str] = field(default_factory=dict)
+    #: where the run kept its journal lanes (``run --journal-dir``); a SingleRing run's ingress
+    #: journal is ``<journal_root>/<ingress>``
+    journal_root: str | None = None
+    #: the dead-letter journal of the run's action stages (default ``dead-letter/`` next to the spec)
+    dead_letter_dir: str | None = None
     posture: str = "dev"
     tar: bool = False
     redact_rules: str | None = None
@@ -155,9 +160,9 @@ def _policy_audit(
     return None
 
 
-def _copy_journal(src: str, dest: Path, lane: str, absent: dict[str, str]) -> None:
-    """Copy one journal lane without following links; what is refused is named in the manifest."""
-    where = f"{JOURNALS_DIR}/{lane}"
+def _copy_journal(src: str, dest: Path, lane: str, absent: dict[str, str], *, where: str | None = None) -> None:
+    """Copy one journal without following links; what is refused is named in the manifest."""
+    where = where or f"{JOURNALS_DIR}/{lane}"
     try:
         report = copy_tree(src, dest)
     except UnsafePathError as exc:
@@ -190,15 +195,19 @@ def _lane_state(lane_path: str, dest: Path) -> str | None:
 
 
 def _journal_lanes(spec: PipelineSpecV1 | None) -> list[str]:
-    if not isinstance(spec, LaneGraphSpecV1):
-        return []
-    return [lane.name for lane in spec.lanes if lane.kind == "journal"]
+    """The journals a run of ``spec`` may have kept: a LaneGraph's journal lanes, a SingleRing's
+    ingress journal (recorded when the run was given ``--journal-dir``)."""
+    if isinstance(spec, SingleRingSpecV1):
+        return [spec.ingress]
+    if isinstance(spec, LaneGraphSpecV1):
+        return [lane.name for lane in spec.lanes if lane.kind == "journal"]
+    return []
 
 
 def _find_journal(lane: str, req: BundleRequest, spec: PipelineSpecV1 | None) -> str | None:
     if lane in req.journal_dirs:
         return req.journal_dirs[lane]
-    roots: list[str] = []
+    roots: list[str] = [req.journal_root] if req.journal_root else []
     for base in (req.lane_path, default_journal_dir(spec) if spec is not None else None):
         if base:
             roots += [os.path.join(base, "journal"), base]
@@ -347,11 +356,20 @@ def create_incident_bundle(
         for lane in lanes:
             src = _find_journal(lane, req, spec)
             if src is None:
-                absent[f"{JOURNALS_DIR}/{lane}"] = "journal directory not found"
+                absent[f"{JOURNALS_DIR}/{lane}"] = (
+                    "journal directory not found" if not isinstance(spec, SingleRingSpecV1)
+                    else "not recorded (a SingleRing run records its ingress with --journal-dir)")
                 continue
             say(f"journal {lane}")
             (root / JOURNALS_DIR).mkdir(mode=dir_mode(), exist_ok=True)
             _copy_journal(src, root / JOURNALS_DIR / lane, lane, absent)
+        dead_letter = req.dead_letter_dir or os.path.join(os.path.dirname(os.path.abspath(req.spec_path)),
+                                                          DEAD_LETTER_DIR)
+        if os.path.isdir(dead_letter):
+            say("dead-letter journal")
+            _copy_journal(dead_letter, root / DEAD_LETTER_DIR, DEAD_LETTER_DIR, absent, where=DEAD_LETTER_DIR)
+        else:
+            absent[DEAD_LETTER_DIR] = f"no dead-letter journal at {dead_letter}"
         if req.redact_rules is not None:
             say("redaction rules")
             _apply_redact_rules(req.redact_rules, root)
