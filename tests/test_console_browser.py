@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from byteor.actions.deadletter import DeadLetterJournal, DeadLetterRecord
 from byteor.artifacts import extract_bundle_tar, read_incident_bundle
 from byteor.dataguard.codecs import encode_mapkv
 from byteor.dataguard.envelope import encode
-from console_support import DOCS, REGISTRY, Console, Feeder, wait_for
+from console_support import BIN, DOCS, REGISTRY, Console, Feeder, wait_for
 from obs_support import RunningPipeline
 from policy_support import HttpTarget, new_signer, write_key_set
 
@@ -101,7 +102,8 @@ def test_console_shows_a_live_pipeline_and_writes_only_with_the_token(
         stage_key=f"http_post:{http_target.base}/orders", family="http_post", target=f"{http_target.base}/orders",
         idempotency_key="sha256:" + "ab" * 32, error="HTTP 503 after 3 attempts", decision="Allow",
         spec_hash=digest, input=b"order-0"))
-    run, _feeder = fed_pipeline(spec, _account, 10, "--env=staging", "--input-format=hex")
+    run, _feeder = fed_pipeline(spec, _account, 10, "--env=staging", "--input-format=hex",
+                                f"--journal-dir={tmp_path / 'journals'}")
     token = secrets.token_hex(16)
     console = start_console(token=token)
 
@@ -191,7 +193,11 @@ def test_console_shows_a_live_pipeline_and_writes_only_with_the_token(
         bundle = read_incident_bundle(extract_bundle_tar(saved, tmp_path / "extracted"))
         assert bundle.manifest is not None and bundle.manifest["spec_sha256"] == digest
         assert bundle.single_ring_snapshot is not None and bundle.environment.pid == run.proc.pid
-        assert bundle.spec_validation.ok
+        assert bundle.spec_validation.ok and bundle.dead_letter is not None
+        assert list(bundle.journals) == ["ingress"]  # what the run took in (--journal-dir): replayable
+        page.goto(f"{console.url}/p/orders")
+        assert page.locator("#replay-lane option").all_inner_texts() == ["ingress"]
+        assert page.locator("#replay-bundle option").all_inner_texts() == [saved.name]
         assert _csp_errors(messages) == []
     finally:
         page.close()
@@ -247,6 +253,11 @@ def test_console_previews_a_replay_of_a_lanegraph_bundle(
         assert len(bodies) == len(set(bodies)) and all(b.startswith(b"fousz.") for b in bodies)
         # its audit file is gone; the bundle directory holds only the bundle
         assert sorted(p.name for p in (tmp_path / "bundles").iterdir()) == [name]
+        # and byteor's own replay reads the downloaded bundle as it is
+        replay = subprocess.run([str(BIN / "byteor"), "replay", f"--bundle={tmp_path / 'bundles' / name}",
+                                 "--journal-lane=rec", "--last-n=2", f"--out={tmp_path / 'cli-audit.json'}"],
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert replay.returncode == 0 and "DryRunOnly" in replay.stdout, replay.stderr
     finally:
         page.close()
         feeder.stop()

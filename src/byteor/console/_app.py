@@ -265,7 +265,7 @@ class _Console:
         bundles = evidence.list_bundles(self.config.bundle_dir, raw)
         return HTMLResponse(views.pipeline_page(
             watch, sample, fig, spec=spec, topo=topo, redrive=redrive, bundles=bundles,
-            journal_lanes=evidence.journal_lanes(spec), writes_enabled=self._digest is not None,
+            journal_lanes=evidence.journal_lanes(spec, raw), writes_enabled=self._digest is not None,
             writes=self.config.writes))
 
     async def pipeline_events(self, request: Request) -> Response:

@@ -23,9 +23,9 @@ from .._errors import ArtifactError, ByteorError, SpecError
 from .._stage import StageContext
 from ..shm import pid_alive
 from ..spec.kv import decode_kv, load_spec_file, spec_hash
-from ..spec.model import LaneGraphSpecV1, PipelineSpecV1
+from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 
-__all__ = ["BUNDLE_SUFFIX", "RedrivePreview", "bundle_prefix", "list_bundles", "redrive_preview",
+__all__ = ["BUNDLE_SUFFIX", "RedrivePreview", "bundle_prefix", "journal_lanes", "list_bundles", "redrive_preview",
            "replay_preview", "spec_of", "write_bundle"]
 
 BUNDLE_SUFFIX = ".tar.gz"
@@ -85,7 +85,8 @@ def write_bundle(directory: str, raw: dict[str, Any], journals: dict[str, str], 
     """Write an incident bundle of the pipeline running in ``directory`` as ``<bundle_dir>/<name>-
     <hash8>-<UTC time>.tar.gz`` and return its path. ``raw`` is the run's unmasked session state
     (:func:`~byteor.runtime.session_state.read_session_state`); ``journals`` its journal lanes
-    (lane -> directory)."""
+    (lane -> directory); a SingleRing run's ingress journal and the dead-letter journal are taken
+    from ``raw``."""
     from ..artifacts import BundleRequest, create_incident_bundle
 
     os.makedirs(bundle_dir, mode=0o700, exist_ok=True)
@@ -99,12 +100,18 @@ def write_bundle(directory: str, raw: dict[str, Any], journals: dict[str, str], 
     # environment.json describes the pipeline's own process when this user may read it
     readable = pid_alive(pid) and os.access(f"/proc/{pid}/environ", os.R_OK)
     lanegraph = raw.get("target") == "LaneGraph"
+    journals = dict(journals)
+    ingress = raw.get("ingress_journal")
+    if isinstance(ingress, str):  # a SingleRing run's record of its input: its lane is the ingress name
+        journals[os.path.basename(ingress)] = ingress
+    dead_letter = raw.get("dead_letter_dir")
     scratch = tempfile.mkdtemp(prefix="byteor-console-spec-")
     try:
         req = BundleRequest(
             spec_path=_spec_file(raw, scratch), out=out + BUNDLE_SUFFIX,
             ring_path=None if lanegraph else directory, lane_path=directory if lanegraph else None,
             journal_dirs={lane: path for lane, path in journals.items() if os.path.isdir(path)},
+            dead_letter_dir=dead_letter if isinstance(dead_letter, str) else None,
             posture=str(raw.get("posture") or "dev"), tar=True, pid=pid if readable else None)
         return create_incident_bundle(req).path
     finally:
@@ -163,7 +170,11 @@ def redrive_preview(raw: dict[str, Any]) -> RedrivePreview:
     return RedrivePreview(directory, records)
 
 
-def journal_lanes(spec: PipelineSpecV1 | None) -> list[str]:
+def journal_lanes(spec: PipelineSpecV1 | None, raw: dict[str, Any]) -> list[str]:
+    """What a bundle of this run can replay: a LaneGraph's journal lanes, a SingleRing's ingress
+    when the run records it (``run --journal-dir``)."""
     if isinstance(spec, LaneGraphSpecV1):
         return [lane.name for lane in spec.lanes if lane.kind == "journal"]
+    if isinstance(spec, SingleRingSpecV1) and isinstance(raw.get("ingress_journal"), str):
+        return [spec.ingress]
     return []

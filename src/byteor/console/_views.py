@@ -319,8 +319,9 @@ def _evidence_section(watch: Watch, spec: PipelineSpecV1 | None, bundles: list[s
                        f'<select id="replay-lane" name="journal_lane">{lanes}</select></p>')
     else:
         lane_select = ('<p><label for="replay-lane">Journal lane</label> <input id="replay-lane" name="journal_lane" '
-                       'required aria-describedby="replay-lane-help"> <span id="replay-lane-help">this spec has no '
-                       "journal lane; a bundle written with <code>--journal=LANE=DIR</code> may have one</span></p>")
+                       'required aria-describedby="replay-lane-help"> <span id="replay-lane-help">this run records no '
+                       "journal (a SingleRing run records its input when started with <code>--journal-dir</code>)"
+                       "</span></p>")
     replay_form = (f'<form method="post" action="/p/{esc(watch.id)}/replay" class="write">'
                    "<h3>Replay preview</h3><p>Replays the last records of a bundle's journal lane offline in "
                    "<code>dry_run</code> mode and shows the audit it would write: no action is performed and the "

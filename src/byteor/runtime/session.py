@@ -704,6 +704,7 @@ class RunSession:
                 "approval_error": None if gate is None or gate.approval_error is None else str(gate.approval_error),
                 "policy_audit": self.policy_audit_path,
                 "dead_letter_dir": None if gate is None else gate.context.dead_letter_dir,
+                "ingress_journal": self.ingress_journal,
             }
         return self._fixed
 

@@ -14,7 +14,8 @@ hot path. Fields (version ``state_v``)::
     approval: {approval_id, kid, issued_by, issued_at, expires_at, capabilities, required,
                environment_posture, environment_id, key_source} | null (the verified approval in force;
                never the credential), approval_error (why an approval given was not accepted) | null,
-    policy_audit (the policy audit record's path) | null, dead_letter_dir | null
+    policy_audit (the policy audit record's path) | null, dead_letter_dir | null,
+    ingress_journal (SingleRing: where the run records every message it takes, ``--journal-dir``) | null
 
 Each source and sink entry is what its ``describe()`` returned (an adapter adds ``position``,
 ``lag``, ``connected``...), never a credential: adapters describe themselves with redacted names.
