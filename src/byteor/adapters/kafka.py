@@ -19,6 +19,7 @@ from typing import Any
 
 from .._errors import AdapterError, UsageError
 from ..edges.base import Batch, Ingress, Sink, Source
+from ..obs.events import emit
 from ._base import Outage, require
 from ._uri import Endpoint
 
@@ -75,6 +76,7 @@ class KafkaSource(Source):
         self._assigned: list[int] = []
         self.messages = 0
         self.skipped = 0
+        self._missing_topic = False
         self._ck: Any = None
 
     def bind(self, ingress: Ingress) -> None:
@@ -144,6 +146,12 @@ class KafkaSource(Source):
             err = m.error()
             if err is not None:
                 if err.code() == self._ck.KafkaError._PARTITION_EOF:
+                    continue
+                if err.code() == self._ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    if not self._missing_topic:  # it may be created later: wait for it, say so once
+                        self._missing_topic = True
+                        emit("adapter.waiting", f"ingress {self.ep.display}: topic {self.ep.name!r} does not "
+                             "exist yet; waiting for it", level="warning", adapter="kafka", endpoint=self.ep.display)
                     continue
                 if err.fatal() or not err.retriable():
                     raise AdapterError(f"{self.ep.display}: {self.ep.scrub(err.str())}")
