@@ -5,6 +5,7 @@ connections, and a running ``byteor-edgeplane`` in its own process group."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -210,10 +211,8 @@ class NatsBroker(Broker):
             nc = await nats.connect("nats://127.0.0.1:4222", connect_timeout=2)
             js = nc.jetstream()
             for s in (self.s_in, self.s_out):
-                try:
+                with contextlib.suppress(Exception):
                     await js.delete_stream(s)
-                except Exception:
-                    pass
             await nc.close()
 
         self._run(go())
@@ -322,10 +321,8 @@ class RabbitBroker(Broker):
             p = Producer("127.0.0.1", 5552, username="guest", password="guest")
             await p.start()
             for s in (self.s_in, self.s_out):
-                try:
+                with contextlib.suppress(Exception):
                     await p.delete_stream(s)
-                except Exception:
-                    pass
             await p.close()
 
         asyncio.run(go())
@@ -489,20 +486,16 @@ class TcpProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         self._up = False
         with self._lock:
             conns, self._conns = self._conns, []
         for s in conns:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
     def restore(self) -> None:

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from broker_support import BROKERS, wait_out
 
 pytestmark = pytest.mark.services

@@ -93,7 +93,7 @@ class Endpoint:
             value = float(raw)
         except ValueError:
             value = float("nan")
-        if not value >= minimum or value != value:
+        if not value >= minimum:  # also refuses NaN
             raise UsageError(f"{self.label} {self.display}: ?{key}= must be a number >= {minimum:g}, got {raw!r}")
         return value
 
@@ -139,8 +139,8 @@ def parse_uri(text: str, label: str = "--ingress") -> Endpoint:
             path = path[2:]
         if not path:
             raise UsageError(f"{label} {shown}: file: needs a path (file:PATH?format=...)")
-        params = dict(parse_qsl(query, keep_blank_values=True))
-        return Endpoint("file", (), unquote(path), params, display=shown, label=label)
+        return Endpoint("file", (), unquote(path), dict(parse_qsl(query, keep_blank_values=True)), display=shown,
+                        label=label)
     try:
         parts = urlsplit(text)
         scheme = parts.scheme.lower()

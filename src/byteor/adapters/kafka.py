@@ -11,9 +11,9 @@ pins them to one partition).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -205,14 +205,13 @@ class KafkaSource(Source):
                 self._consumer = consumer
                 self._commit(owned, asynchronous=False)
                 self._consumer = None
-        try:
+        with contextlib.suppress(RuntimeError, self._ck.KafkaException):
             consumer.close()
-        except (RuntimeError, self._ck.KafkaException):
-            pass
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "adapter": "kafka", "group": self.group, "state": self.outage.state,
-                "partitions": list(self._assigned), "committed": {str(p): o for p, o in sorted(self._committed.items())},
+                "partitions": list(self._assigned),
+                "committed": {str(p): o for p, o in sorted(self._committed.items())},
                 "lag": {str(p): n for p, n in sorted(self._lag.items())}, "messages": self.messages,
                 "redelivered": self.redelivered, "skipped": self.skipped, "reconnects": self.outage.reconnects}
 

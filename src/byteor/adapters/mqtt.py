@@ -93,7 +93,7 @@ class MqttSource(Source):
 
         client = self._client = _client(self.ep, self.client_id, self.outage, inflight=20)
         client.manual_ack_set(True)
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.session_expiry
         props.ReceiveMaximum = 65535
 

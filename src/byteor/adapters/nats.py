@@ -128,7 +128,7 @@ class NatsSource(Source):
                 continue
             try:
                 msgs = await self._psub.fetch(min(room, 512), timeout=0.5)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except asyncio.CancelledError:
                 raise

@@ -17,12 +17,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._errors import ArtifactError, ByteorError, SpecError, UsageError
 from .._json import read_json_object, write_json
+from ..adapters._uri import redact_uri
 from ..dataguard.rules import load_rules_file, redact_json_artifact
 from ..policy.audit import policy_audit_record, write_policy_audit
 from ..runtime.lanegraph.state import read_state, write_state
+from ..runtime.session_state import read_session_state
 from ..shm import write_ring_snapshot_file
 from ..spec.kv import canonical_bytes, decode_kv, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
@@ -163,6 +166,29 @@ def _lane_state(lane_path: str, dest: Path) -> str | None:
         return f"no readable lane graph state under {lane_path}: {exc}"
     write_state(str(dest), state)
     return None
+
+
+def _session_state(paths: Sequence[str], dest: Path) -> str | None:
+    """The run's bindings (its sources and sinks, credentials redacted) from session_state.json."""
+    for base in paths:
+        try:
+            state = read_session_state(base)
+        except ArtifactError as exc:
+            return f"session_state.json under {base} is unreadable: {exc}"
+        if state is not None:
+            write_json(dest, _redacted(state))
+            return None
+    return "no session_state.json in the ring / lane directory (no live or killed run there)"
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_uri(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _journal_lanes(spec: PipelineSpecV1 | None) -> list[str]:
@@ -313,6 +339,10 @@ def create_incident_bundle(
                 absent["lane_graph_state.json"] = why
         else:
             absent["lane_graph_state.json"] = "no --lane-path given"
+        say("session state")
+        why = _session_state([p for p in (ring_path, lane_path) if p], root / "session_state.json")
+        if why:
+            absent["session_state.json"] = why
         lanes = list(dict.fromkeys([*_journal_lanes(spec), *req.journal_dirs]))
         for lane in lanes:
             src = _find_journal(lane, req, spec)

@@ -17,6 +17,7 @@ from typing import Any
 
 from .._errors import UsageError
 from ..adapters import Endpoint, open_sink, open_source, parse_uri
+from ..edges import CollectSink
 from ..edges.base import Batch, Ingress, Sink, Source
 from ..runtime.session import RunSession
 from . import run as run_verb
@@ -162,8 +163,8 @@ class LimitedSource(Source):
         self.budget = budget
         self.acks = inner.acks
 
-    @property  # type: ignore[override]
-    def redelivered(self) -> int:
+    @property
+    def redelivered(self) -> int:  # type: ignore[override]
         return self.inner.redelivered
 
     def bind(self, ingress: Ingress) -> None:
@@ -240,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
                 session.run(limited, stop=signals.stop)
             session.stopped_by = signals.name or budget.reason
     summary = session.summary()
-    if isinstance(default_sink, run_verb.CollectSink):
+    if isinstance(default_sink, CollectSink):
         summary["outputs"] = default_sink.items
     run_verb._finish(args, summary, one_shot is not None)
     return 0
