@@ -95,13 +95,21 @@ class RabbitSource(Source):
         self._health = self._loop.submit(self._watch())
         self.outage.connected()
 
-    async def _start(self, rstream: Any) -> None:
-        async def on_close(info: Any) -> None:
-            if not self._closing:
-                self.outage.mark(getattr(info, "reason", "connection closed"))
+    async def _on_close(self, info: Any) -> None:
+        if not self._closing:
+            self.outage.mark(getattr(info, "reason", "connection closed"))
 
-        consumer = self._consumer = rstream.Consumer(**_kw(self.ep), on_close_handler=on_close)
+    async def _new_consumer(self, rstream: Any) -> Any:
+        from rstream.recovery import BackOffRecoveryStrategy
+
+        # the client's own recovery is off: _watch reconnects and resumes after the last offset handed over
+        consumer = rstream.Consumer(**_kw(self.ep), on_close_handler=self._on_close,
+                                    recovery_strategy=BackOffRecoveryStrategy(enable=False))
         await asyncio.wait_for(consumer.start(), self.ep.connect_timeout)
+        return consumer
+
+    async def _start(self, rstream: Any) -> None:
+        consumer = self._consumer = await self._new_consumer(rstream)
         stream = self.ep.name
         if not await consumer.stream_exists(stream):
             raise AdapterError(f"{self.ep.display}: stream {stream!r} does not exist")
@@ -130,18 +138,30 @@ class RabbitSource(Source):
         if offset < self._next:
             return
         self._next = offset + 1
-        self.outage.ok()
         if offset <= self._seen:
             self.redelivered += 1
         await self._inbox.put_async([(_body(message), offset)])
 
     async def _watch(self) -> None:
+        rstream = require("rstream", "rabbitmq-stream")
         while not self._closing:
-            await asyncio.sleep(1.0)
-            if self.outage.since is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._query(self.consumer_name), 2.0)
-                    self.outage.ok()
+            await asyncio.sleep(0.5)
+            if self.outage.since is None:
+                continue
+            old, self._consumer = self._consumer, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.close(), 2.0)
+            try:
+                consumer = await self._new_consumer(rstream)
+                spec = rstream.ConsumerOffsetSpecification(rstream.OffsetType.OFFSET, self._next)
+                await consumer.subscribe(self.ep.name, self._on_message, decoder=rstream.amqp_decoder,
+                                         offset_specification=spec, subscriber_name=self.consumer_name,
+                                         initial_credit=8)
+            except Exception as exc:  # still unreachable: try again; next_batch gives up after retry_for
+                self.outage.mark(exc)
+                continue
+            self._consumer = consumer
+            self.outage.ok()
 
     def next_batch(self, max_messages: int) -> Batch | None:
         self.outage.check()

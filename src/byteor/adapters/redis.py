@@ -29,8 +29,13 @@ def _client(ep: Endpoint) -> Any:
     if len(ep.hosts) != 1:
         raise AdapterError(f"{ep.display}: redis:// takes one HOST:PORT")
     host, port = ep.hosts[0]
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # no retries inside the client: the adapter's own (with backoff, events and retry_for) are the one way
     return redis.Redis(host=host, port=port, db=ep.integer("db", 0), username=ep.username, password=ep.password,
-                       socket_timeout=max(5.0, ep.connect_timeout), socket_connect_timeout=ep.connect_timeout)
+                       socket_timeout=max(5.0, ep.connect_timeout), socket_connect_timeout=ep.connect_timeout,
+                       retry=Retry(NoBackoff(), 0))
 
 
 def _connect(ep: Endpoint, client: Any) -> None:

@@ -153,6 +153,11 @@ class _Budget:
         self.reason: str | None = None
 
 
+def _reachable(source: Source) -> bool:
+    outage = getattr(source, "outage", None)  # every broker adapter keeps its connection state there
+    return outage is None or outage.since is None
+
+
 class LimitedSource(Source):
     """A source that ends after the run's shared ``--max-messages`` budget is spent, or when no
     source of the run had anything to read for ``--idle-exit`` seconds."""
@@ -189,6 +194,8 @@ class LimitedSource(Source):
             b.last_read = now
             if b.left is not None:
                 b.left -= len(batch.messages)
+        elif not _reachable(self.inner):  # cut off from its broker is not idle: retry_for decides
+            b.last_read = now
         elif b.idle_exit is not None and now - b.last_read >= b.idle_exit:
             b.reason = b.reason or "idle-exit"
             return None
