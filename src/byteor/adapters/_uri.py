@@ -78,6 +78,7 @@ class Endpoint:
             if key not in known:
                 raise UsageError(f"{self.label} {self.display}: unknown parameter {key!r} for {self.scheme}:// "
                                  f"(known: {', '.join(sorted(known))})")
+        _ = self.retry_for, self.connect_timeout  # a bad number is refused before anything connects
 
     def require(self, key: str) -> str:
         value = self.params.get(key)
@@ -161,8 +162,9 @@ def parse_uri(text: str, label: str = "--ingress") -> Endpoint:
         user, colon, pw = userinfo.partition(":")
         username = unquote(user) or None
         password = unquote(pw) if colon else None
-    if username is None and password is None:
-        username, password = _env_credentials(scheme)
+    env_user, env_password = _env_credentials(scheme)  # what the URI does not give comes from the environment
+    username = username if username is not None else env_user
+    password = password if password is not None else env_password
     hosts: list[tuple[str, int]] = []
     for item in hostlist.split(","):
         if not item:
@@ -179,7 +181,7 @@ def parse_uri(text: str, label: str = "--ingress") -> Endpoint:
         what = {"kafka": "TOPIC", "nats": "SUBJECT", "redis": "STREAM", "rabbitmq-stream": "STREAM",
                 "mqtt": "TOPIC"}[scheme]
         raise UsageError(f"{label} {shown}: missing /{what} after the address")
-    if parts.fragment:
+    if "#" in text:
         raise UsageError(f"{label} {shown}: '#' starts a URI fragment; write an MQTT '#' wildcard as %23")
     params: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
