@@ -21,6 +21,7 @@ set-up and the group join are not counted). Goals: each ``byteor.<broker>`` >= 8
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import subprocess
@@ -312,10 +313,8 @@ class Nats:
             nc = await nats.connect("nats://127.0.0.1:4222")
             js = nc.jetstream()
             for s in self.streams:
-                try:
+                with contextlib.suppress(Exception):
                     await js.delete_stream(s)
-                except Exception:
-                    pass
             await nc.close()
 
         asyncio.run(go())
@@ -355,8 +354,7 @@ class Rabbit:
         s_in, s_out = self.fill(n)
 
         async def go() -> float:
-            from rstream import (AMQPMessage, Consumer, ConsumerOffsetSpecification, OffsetType, Producer,
-                                 amqp_decoder)
+            from rstream import AMQPMessage, Consumer, ConsumerOffsetSpecification, OffsetType, Producer, amqp_decoder
 
             p = Producer("127.0.0.1", 5552, username="guest", password="guest")
             c = Consumer("127.0.0.1", 5552, username="guest", password="guest")
@@ -409,10 +407,8 @@ class Rabbit:
             p = Producer("127.0.0.1", 5552, username="guest", password="guest")
             await p.start()
             for s in self.streams:
-                try:
+                with contextlib.suppress(Exception):
                     await p.delete_stream(s)
-                except Exception:
-                    pass
             await p.close()
 
         asyncio.run(go())

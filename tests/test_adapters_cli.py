@@ -110,7 +110,8 @@ def test_uris_lose_their_credentials_when_shown(monkeypatch) -> None:
     ep = parse_uri("rabbitmq-stream://bob:hunter2secret@127.0.0.1:5552/s?consumer=c")
     assert ep.username == "bob" and ep.password == "hunter2secret"
     assert "hunter2secret" not in ep.display and "bob" not in ep.display
-    assert redact_uri("x kafka://u:p@h:1/t?group=g&token=abc y") == "x kafka://<redacted>@h:1/t?group=g&token=<redacted> y"
+    assert redact_uri("x kafka://u:p@h:1/t?group=g&token=abc y") == \
+        "x kafka://<redacted>@h:1/t?group=g&token=<redacted> y"
     monkeypatch.setenv("BYTEOR_REDIS_PASSWORD", "envsecret99")
     ep = parse_uri("redis://127.0.0.1:6379/s?group=g")
     assert ep.password == "envsecret99" and "envsecret99" not in ep.scrub("auth envsecret99 failed")

@@ -37,7 +37,7 @@ def _expected(n: int = N) -> set[bytes]:
 # Kafka is left out: the mock cluster advertises its own address, so a client reaches the broker
 # directly after bootstrapping and a proxy in front of it cuts nothing (docs/adapters.md).
 @pytest.mark.parametrize("name", sorted(PORTS))
-def test_a_cut_connection_is_retried_and_loses_nothing(name, make_broker, edge, tcp_proxy, tmp_path,
+def test_a_cut_connection_is_retried_and_loses_nothing(name, make_broker, edge, tcp_proxy, tmp_path,  # noqa: PLR0917
                                                       ring_dir) -> None:
     broker = make_broker(name)
     proxy = tcp_proxy(("127.0.0.1", PORTS[name]))
