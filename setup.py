@@ -16,7 +16,10 @@ from setuptools import Extension, setup
 debug = os.environ.get("BYTEOR_DEBUG") == "1"
 sanitize = os.environ.get("BYTEOR_SANITIZE") == "1"
 
-extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-strict-aliasing"]
+# -fvisibility=hidden: the translation units share functions through native.h; only PyInit__native
+# (PyMODINIT_FUNC marks it visible) is exported from the shared object.
+extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-strict-aliasing",
+                      "-fvisibility=hidden"]
 extra_link_args: list[str] = []
 undef_macros: list[str] = []
 if debug or sanitize:
@@ -33,8 +36,9 @@ setup(
     ext_modules=[
         Extension(
             "byteor._native",
-            sources=["src/byteor/_native/core.c"],
-            depends=["src/byteor/_native/journal.c", "src/byteor/_native/dataguard.c"],
+            sources=["src/byteor/_native/core.c", "src/byteor/_native/journal.c",
+                     "src/byteor/_native/dataguard.c", "src/byteor/_native/framing.c"],
+            depends=["src/byteor/_native/native.h"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
             undef_macros=undef_macros,

@@ -9,13 +9,25 @@ One run measures, on 64-byte messages sent from this process to a consumer proce
   with gcc: the machine's limit) and byteor: ``byteor.publish`` (one call per message into a builtin
   stage process), ``byteor.publish_many`` (batches of 256) and ``byteor.chain4`` (four add_u8 stage
   processes in a chain);
-* round-trip latency at a fixed offered rate, open loop: message i is due at t0 + i/rate and its
-  latency is measured from that due time, not from when it was actually sent, so a stalled sender
-  cannot hide queueing delay (coordinated omission). Peers echo through a Python child; byteor's
-  round trip is publish -> stage process (native, GIL-free) -> its gating cell -> back;
-  ``c_ring`` does the same in C;
+* the same with a Python stage as the consumer: ``py_fn_limit`` (a Python loop calling the no-op
+  one-argument stage function ``noop_stage`` per message, sampled through the run like
+  ``py_call_limit``: Python's own limit for one stage call per message), ``<peer>.py_consumer`` (the
+  peer's consumer process calls ``noop_stage`` on every message it receives), ``byteor.py_stage``
+  (``noop_stage`` as a map stage in its own process, run by the native stage loop
+  ``Ring.run_stage``, fed by ``publish_many``, counted by a native sink process),
+  ``byteor.py_stage_inplace`` (the in-place form, ``noop_stage_inplace``) and ``byteor.chain4_py``
+  (four ``noop_stage`` processes in a chain, then the sink);
+* round-trip latency at a fixed offered rate, open loop for every row: message i is due at
+  t0 + i/rate and its latency is measured from that due time, not from when it was actually sent,
+  so a stalled sender cannot hide queueing delay (coordinated omission). Peers echo through a
+  Python child; byteor's round trip is publish -> stage process (native, GIL-free) -> its gating
+  cell -> back, polled by this process like the peers' replies; ``c_ring`` does the same in C;
 * CPU seconds per million messages (producer + consumer) and, for byteor, for each wait strategy,
   plus each strategy's CPU use while idle; peak RSS (producer + consumer).
+
+Each row uses one wait strategy (the byteor rows name theirs: the stage's, and the round trip's).
+Goals (ratios within the run, printed at the end): ``byteor.publish`` >= 60% of ``py_call_limit``,
+``byteor.py_stage`` >= 40% of ``py_fn_limit`` and >= 20x ``mp.Queue.py_consumer``, and the ones below.
 
 ``--quick`` is a smoke run of seconds (CI); ``--json PATH`` writes
 ``{"machine": {...}, "results": [{"name", "msgs_per_s", "p50_us", "p99_us", "p999_us", "cpu_s_per_m",
@@ -67,7 +79,7 @@ CAPACITY = 65536
 BLOCK = [bytes((i + j) % 256 for j in range(MSG_BYTES)) for i in range(BATCH)]
 CTX = mp.get_context("fork")  # consumers inherit the imported modules; nothing is pickled
 HASH = hashlib.sha256(b"benchmarks.ring").digest()
-RATIO_TO = ["mp.Queue", "py_ring", "c_ring", "py_call_limit"]
+RATIO_TO = ["mp.Queue", "py_ring", "c_ring", "py_call_limit", "py_fn_limit"]
 WAITS = {"spin": N.WAIT_SPIN, "yield": N.WAIT_YIELD, "backoff": N.WAIT_BACKOFF, "block": N.WAIT_BLOCK}
 
 
@@ -178,9 +190,14 @@ def measure(name: str, runs: int, one: Callable[[], tuple[float, float, float]])
 
 # ---------------------------------------------------------------------------- latency harness
 
-def open_loop(send: Callable[[int], None], poll: Callable[[], int], n: int, rate: int) -> list[int]:
-    """Send message i at t0 + i/rate (busy-waiting for its due time) while polling replies, which
-    arrive in order. Returns latencies in ns from each message's *due* time to its reply."""
+def open_loop(send: Callable[[int], None], poll: Callable[[], int], n: int, rate: int, *,
+              wait_reply: Callable[[int], int] | None = None) -> list[int]:
+    """Send message i at t0 + i/rate while polling replies, which arrive in order. Returns latencies
+    in ns from each message's *due* time to its reply (a late send cannot hide its delay).
+
+    ``wait_reply(budget_ns)``, when given, replaces ``poll`` while a reply is outstanding: it waits
+    in the transport's own wait, never longer than until the next message is due, and returns the
+    replies received; sending stays on schedule either way."""
     period = 1_000_000_000 / rate
     mono = time.monotonic_ns
     t0 = mono() + 2_000_000
@@ -188,11 +205,17 @@ def open_loop(send: Callable[[int], None], poll: Callable[[], int], n: int, rate
     sent = got = 0
     deadline = t0 + int(n * period) + 60_000_000_000
     while got < n:
+        if got == sent and sent < n:  # nothing in flight: wait for the due time in a tight loop
+            due = t0 + sent * period
+            while mono() < due:
+                pass
         now = mono()
+        budget = 10_000_000
         if sent < n and now >= t0 + sent * period:
             send(sent)
             sent += 1
-        k = poll()
+            budget = int(t0 + sent * period) - now  # computed before the reply can be there
+        k = wait_reply(max(0, budget)) if wait_reply is not None and got < sent else poll()
         if k:
             now = mono()
             for j in range(got, got + k):
@@ -239,19 +262,34 @@ def per_message(f: Callable[[bytes], object], n: int) -> None:
         f(m)
 
 
-class PyCallLimit:
-    """``py_call_limit``, sampled once before every other step of the run (not 3 times in a row), so
+def noop_stage(msg: bytes) -> bytes:
+    """The Python stage of every ``*.py_consumer`` / ``byteor.py_stage`` row and of ``py_fn_limit``: a
+    one-argument map function that keeps the message."""
+    return msg
+
+
+def noop_stage_inplace(slot: memoryview, length: int) -> int:
+    """``noop_stage`` in the in-place form (``byteor.py_stage_inplace``)."""
+    return length
+
+
+class Baseline:
+    """A loop calling ``fn`` once per message over BLOCK (``py_call_limit``: ``len``; ``py_fn_limit``:
+    ``noop_stage``), sampled once before every other step of the run (not 3 times in a row), so
     the baseline sees the same mix of quiet and busy moments as the rows compared with it."""
 
-    def __init__(self, sizes: Sizes) -> None:
+    def __init__(self, name: str, fn: Callable[[bytes], object], sizes: Sizes, what: str) -> None:
+        self.name = name
+        self.fn = fn
         self.sizes = sizes
+        self.what = what
         self.samples: list[tuple[float, float, float]] = []
 
     def sample(self) -> None:
         n = self.sizes.fast
         with Meter() as m:
             t = time.perf_counter()
-            per_message(len, n)
+            per_message(self.fn, n)
             dt = time.perf_counter() - t
         self.samples.append((n / dt, m.cpu_s / n * 1e6, _rss_mb()))
 
@@ -259,19 +297,23 @@ class PyCallLimit:
         rates = sorted(x[0] for x in self.samples)
         cpus = sorted(x[1] for x in self.samples)
         mid = len(rates) // 2
-        return Result("py_call_limit", msgs_per_s=rates[mid], range=(rates[0], rates[-1]), cpu_s_per_m=cpus[mid],
+        return Result(self.name, msgs_per_s=rates[mid], range=(rates[0], rates[-1]), cpu_s_per_m=cpus[mid],
                       rss_mb=max(x[2] for x in self.samples),
-                      note=f"len(msg) per message, same loop as the producers, no IPC; median of {len(rates)} "
+                      note=f"{self.what} per message, same loop as the producers, no IPC; median of {len(rates)} "
                            "samples spread over the run")
 
 
 # ---- multiprocessing.Queue -------------------------------------------------------------------
 
-def _mpq_consumer(shared: Shared, n: int, q: Any) -> None:
+def _mpq_consumer(shared: Shared, n: int, q: Any, fn: Callable[[bytes], object] | None = None) -> None:
     shared.ready.set()
     get = q.get
-    for _ in range(n):
-        get()
+    if fn is None:
+        for _ in range(n):
+            get()
+    else:
+        for _ in range(n):
+            fn(get())
     shared.finish(n)
 
 
@@ -281,20 +323,29 @@ def _mpq_echo(shared: Shared, n: int, q_in: Any, q_out: Any) -> None:
         q_out.put(q_in.get())
 
 
-def bench_mp_queue(sizes: Sizes) -> Result:
-    def one() -> tuple[float, float, float]:
+def py_consumer_row(name: str, sizes: Sizes, one: Callable[[Callable[[bytes], object] | None],
+                                                            tuple[float, float, float]]) -> Result:
+    """``<peer>.py_consumer``: the peer's throughput row with ``noop_stage`` called on every message."""
+    row = measure(f"{name}.py_consumer", sizes.runs, lambda: one(noop_stage))
+    row.note = "the consumer calls noop_stage(msg) on every message"
+    return row
+
+
+def bench_mp_queue(sizes: Sizes) -> list[Result]:
+    def one(fn: Callable[[bytes], object] | None = None) -> tuple[float, float, float]:
         q = CTX.Queue(maxsize=4096)
 
         def produce(n: int) -> None:
             per_message(q.put, n)
 
         try:
-            return pair_throughput(_mpq_consumer, (q,), produce, sizes.slow)
+            return pair_throughput(_mpq_consumer, (q, fn), produce, sizes.slow)
         finally:
             q.close()
             q.join_thread()
 
     row = measure("mp.Queue", sizes.runs, one)
+    py_row = py_consumer_row("mp.Queue", sizes, one)
     import queue
 
     q_in, q_out = CTX.Queue(), CTX.Queue()
@@ -312,16 +363,20 @@ def bench_mp_queue(sizes: Sizes) -> Result:
     for q in (q_in, q_out):
         q.close()
         q.join_thread()
-    return with_latency(row, lat)
+    return [with_latency(row, lat), py_row]
 
 
 # ---- multiprocessing.Pipe --------------------------------------------------------------------
 
-def _pipe_consumer(shared: Shared, n: int, r: Any) -> None:
+def _pipe_consumer(shared: Shared, n: int, r: Any, fn: Callable[[bytes], object] | None = None) -> None:
     shared.ready.set()
     recv = r.recv_bytes
-    for _ in range(n):
-        recv()
+    if fn is None:
+        for _ in range(n):
+            recv()
+    else:
+        for _ in range(n):
+            fn(recv())
     shared.finish(n)
 
 
@@ -331,20 +386,21 @@ def _pipe_echo(shared: Shared, n: int, conn: Any) -> None:
         conn.send_bytes(conn.recv_bytes())
 
 
-def bench_mp_pipe(sizes: Sizes) -> Result:
-    def one() -> tuple[float, float, float]:
+def bench_mp_pipe(sizes: Sizes) -> list[Result]:
+    def one(fn: Callable[[bytes], object] | None = None) -> tuple[float, float, float]:
         r, w = CTX.Pipe(duplex=False)
 
         def produce(n: int) -> None:
             per_message(w.send_bytes, n)
 
         try:
-            return pair_throughput(_pipe_consumer, (r,), produce, sizes.slow)
+            return pair_throughput(_pipe_consumer, (r, fn), produce, sizes.slow)
         finally:
             r.close()
             w.close()
 
     row = measure("mp.Pipe", sizes.runs, one)
+    py_row = py_consumer_row("mp.Pipe", sizes, one)
     a, b = CTX.Pipe(duplex=True)
 
     def poll() -> int:
@@ -357,16 +413,20 @@ def bench_mp_pipe(sizes: Sizes) -> Result:
     lat = echo_latency(_pipe_echo, (b,), lambda i: a.send_bytes(MSG), poll, sizes)
     a.close()
     b.close()
-    return with_latency(row, lat)
+    return [with_latency(row, lat), py_row]
 
 
 # ---- faster-fifo -----------------------------------------------------------------------------
 
-def _ff_consumer(shared: Shared, n: int, q: Any) -> None:
+def _ff_consumer(shared: Shared, n: int, q: Any, fn: Callable[[bytes], object] | None = None) -> None:
     shared.ready.set()
     got = 0
     while got < n:
-        got += len(q.get_many(max_messages_to_get=1024, timeout=30))
+        batch = q.get_many(max_messages_to_get=1024, timeout=30)
+        if fn is not None:
+            for m in batch:
+                fn(m)
+        got += len(batch)
     shared.finish(got)
 
 
@@ -376,24 +436,25 @@ def _ff_echo(shared: Shared, n: int, q_in: Any, q_out: Any) -> None:
         q_out.put(q_in.get(timeout=30), timeout=30)
 
 
-def bench_faster_fifo(sizes: Sizes) -> Result:
+def bench_faster_fifo(sizes: Sizes) -> Result | list[Result]:
     try:
         import faster_fifo
     except ImportError as exc:
         return Result.not_measured("faster_fifo", f"cannot import faster_fifo ({exc}); pip install 'byteor[bench]'")
 
-    def one() -> tuple[float, float, float]:
+    def one(fn: Callable[[bytes], object] | None = None) -> tuple[float, float, float]:
         q = faster_fifo.Queue(max_size_bytes=4 * 1024 * 1024)
 
         def produce(n: int) -> None:
             per_message(functools.partial(q.put, timeout=30), n)
 
         try:
-            return pair_throughput(_ff_consumer, (q,), produce, sizes.slow)
+            return pair_throughput(_ff_consumer, (q, fn), produce, sizes.slow)
         finally:
             q.close()
 
     row = measure("faster_fifo", sizes.runs, one)
+    py_row = py_consumer_row("faster_fifo", sizes, one)
     q_in, q_out = faster_fifo.Queue(), faster_fifo.Queue()
     import queue
 
@@ -404,12 +465,12 @@ def bench_faster_fifo(sizes: Sizes) -> Result:
             return 0
 
     lat = echo_latency(_ff_echo, (q_in, q_out), lambda i: q_in.put(MSG), poll, sizes)
-    return with_latency(row, lat)
+    return [with_latency(row, lat), py_row]
 
 
 # ---- pyzmq ipc:// ----------------------------------------------------------------------------
 
-def _zmq_consumer(shared: Shared, n: int, addr: str) -> None:
+def _zmq_consumer(shared: Shared, n: int, addr: str, fn: Callable[[bytes], object] | None = None) -> None:
     import zmq
 
     ctx = zmq.Context()
@@ -417,8 +478,12 @@ def _zmq_consumer(shared: Shared, n: int, addr: str) -> None:
     s.connect(addr)
     shared.ready.set()
     recv = s.recv
-    for _ in range(n):
-        recv(copy=True)
+    if fn is None:
+        for _ in range(n):
+            recv(copy=True)
+    else:
+        for _ in range(n):
+            fn(recv(copy=True))
     shared.finish(n)
     s.close(0)
     ctx.term()
@@ -437,13 +502,13 @@ def _zmq_echo(shared: Shared, n: int, addr: str) -> None:
     ctx.term()
 
 
-def bench_pyzmq(sizes: Sizes) -> Result:
+def bench_pyzmq(sizes: Sizes) -> Result | list[Result]:
     try:
         import zmq
     except ImportError as exc:
         return Result.not_measured("pyzmq", f"cannot import zmq ({exc}); pip install 'byteor[bench]'")
 
-    def one() -> tuple[float, float, float]:
+    def one(fn: Callable[[bytes], object] | None = None) -> tuple[float, float, float]:
         addr = f"ipc://{bench_dir()}/zmq-{time.monotonic_ns()}"
         ctx = zmq.Context()
         s = ctx.socket(zmq.PUSH)
@@ -453,12 +518,13 @@ def bench_pyzmq(sizes: Sizes) -> Result:
             per_message(s.send, n)
 
         try:
-            return pair_throughput(_zmq_consumer, (addr,), produce, sizes.slow)
+            return pair_throughput(_zmq_consumer, (addr, fn), produce, sizes.slow)
         finally:
             s.close(0)
             ctx.term()
 
     row = measure("pyzmq", sizes.runs, one)
+    py_row = py_consumer_row("pyzmq", sizes, one)
     addr = f"ipc://{bench_dir()}/zmq-lat"
     ctx = zmq.Context()
     s = ctx.socket(zmq.PAIR)
@@ -476,7 +542,7 @@ def bench_pyzmq(sizes: Sizes) -> Result:
     lat = echo_latency(_zmq_echo, (addr,), lambda i: s.send(MSG), poll, sizes)
     s.close(0)
     ctx.term()
-    return with_latency(row, lat)
+    return [with_latency(row, lat), py_row]
 
 
 # ---- iceoryx2 --------------------------------------------------------------------------------
@@ -487,7 +553,7 @@ def _iox_service(iox2: Any, node: Any, name: str) -> Any:
             .enable_safe_overflow(False).subscriber_max_buffer_size(1024).history_size(0).open_or_create())
 
 
-def _iox_consumer(shared: Shared, n: int, name: str) -> None:
+def _iox_consumer(shared: Shared, n: int, name: str, fn: Callable[[bytes], object] | None = None) -> None:
     import iceoryx2 as iox2
 
     iox2.set_log_level(iox2.LogLevel.Error)
@@ -496,10 +562,11 @@ def _iox_consumer(shared: Shared, n: int, name: str) -> None:
     shared.ready.set()
     got = 0
     receive = sub.receive
+    call = fn if fn is not None else len
     while got < n:
         sample = receive()
         if sample is not None:
-            bytes(sample.payload().contents)
+            call(bytes(sample.payload().contents))
             del sample
             got += 1
     shared.finish(got)
@@ -528,7 +595,7 @@ def _iox_echo(shared: Shared, n: int, name_in: str, name_out: str) -> None:
     del sub, pub, node
 
 
-def bench_iceoryx2(sizes: Sizes) -> Result:
+def bench_iceoryx2(sizes: Sizes) -> Result | list[Result]:
     try:
         import iceoryx2 as iox2
     except ImportError as exc:
@@ -536,7 +603,7 @@ def bench_iceoryx2(sizes: Sizes) -> Result:
     iox2.set_log_level(iox2.LogLevel.Error)
     payload = (ctypes.c_uint8 * MSG_BYTES)(*MSG)
 
-    def one() -> tuple[float, float, float]:
+    def one(fn: Callable[[bytes], object] | None = None) -> tuple[float, float, float]:
         name = f"byteor/bench/tput-{os.getpid()}-{time.monotonic_ns()}"
         node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
         svc = _iox_service(iox2, node, name)
@@ -551,9 +618,10 @@ def bench_iceoryx2(sizes: Sizes) -> Result:
             _iox_wait_subscriber(svc)  # a sample sent before the subscriber connects would be missed
             produce(n)
 
-        return pair_throughput(_iox_consumer, (name,), produce_when_connected, sizes.slow)
+        return pair_throughput(_iox_consumer, (name, fn), produce_when_connected, sizes.slow)
 
     row = measure("iceoryx2", sizes.runs, one)
+    py_row = py_consumer_row("iceoryx2", sizes, one)
     name_in = f"byteor/bench/ping-{os.getpid()}"
     name_out = f"byteor/bench/pong-{os.getpid()}"
     node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
@@ -579,7 +647,7 @@ def bench_iceoryx2(sizes: Sizes) -> Result:
         pub.loan_uninit().write_payload(payload).send()
 
     lat = echo_latency(_iox_echo, (name_in, name_out), send, poll, sizes)
-    return with_latency(row, lat)
+    return [with_latency(row, lat), py_row]
 
 
 def _iox_wait_subscriber(svc: Any) -> None:
@@ -635,12 +703,16 @@ class PyRing:
         return out
 
 
-def _pyring_consumer(shared: Shared, n: int, path: str) -> None:
+def _pyring_consumer(shared: Shared, n: int, path: str, fn: Callable[[bytes], object] | None = None) -> None:
     ring = PyRing(path)
     shared.ready.set()
     got = 0
     while got < n:
-        got += len(ring.poll())
+        batch = ring.poll()
+        if fn is not None:
+            for m in batch:
+                fn(m)
+        got += len(batch)
     shared.finish(got)
 
 
@@ -654,8 +726,8 @@ def _pyring_echo(shared: Shared, n: int, path_in: str, path_out: str) -> None:
             done += 1
 
 
-def bench_py_ring(sizes: Sizes) -> Result:
-    def one() -> tuple[float, float, float]:
+def bench_py_ring(sizes: Sizes) -> list[Result]:
+    def one(fn: Callable[[bytes], object] | None = None) -> tuple[float, float, float]:
         path = os.path.join(bench_dir(), f"pyring-{time.monotonic_ns()}")
         ring = PyRing(path, create=True)
 
@@ -663,15 +735,16 @@ def bench_py_ring(sizes: Sizes) -> Result:
             per_message(ring.publish, n)
 
         try:
-            return pair_throughput(_pyring_consumer, (path,), produce, sizes.slow * 3)
+            return pair_throughput(_pyring_consumer, (path, fn), produce, sizes.slow * 3)
         finally:
             os.unlink(path)
 
     row = measure("py_ring", sizes.runs, one)
+    py_row = py_consumer_row("py_ring", sizes, one)
     p_in, p_out = os.path.join(bench_dir(), "pyring-ping"), os.path.join(bench_dir(), "pyring-pong")
     rin, rout = PyRing(p_in, create=True), PyRing(p_out, create=True)
     lat = echo_latency(_pyring_echo, (p_in, p_out), lambda i: rin.publish(MSG), lambda: len(rout.poll()), sizes)
-    return with_latency(row, lat)
+    return [with_latency(row, lat), py_row]
 
 
 # ---- c_ring: the machine's limit -----------------------------------------------------------------
@@ -881,31 +954,84 @@ def byteor_once(n: int, *, wait: int, many: bool, stages: int = 1,
         os.unlink(path)
 
 
+def _byteor_py_stage(shared: Shared, n: int, cfg: tuple[str, int, int, int]) -> None:
+    """A Python stage process: ``noop_stage`` (or its in-place form) run by the native stage loop."""
+    path, c, form, wait = cfg
+    ring = N.Ring.attach(path)
+    fn: Callable[..., Any] = noop_stage_inplace if form == N.FORM_INPLACE else noop_stage
+    shared.ready.set()
+    got = ring.run_stage(c, fn, form, wait) + 1
+    shared.finish(got)
+    ring.close()
+
+
+def _byteor_sink(shared: Shared, n: int, cfg: tuple[str, int, int]) -> None:
+    """A native counting sink (``count_sink``): the measured consumer of the Python stage rows."""
+    path, c, wait = cfg
+    ring = N.Ring.attach(path)
+    shared.ready.set()
+    msgs, _bytes = ring.count_sink(c, wait)
+    shared.finish(msgs)
+    ring.close()
+
+
+def byteor_py_once(n: int, *, wait: int, form: int, stages: int = 1) -> tuple[float, float, float]:
+    """publish_many -> ``stages`` Python stage processes in a chain -> a native sink process."""
+    deps = [0] + [1 << (i - 1) for i in range(1, stages + 1)]  # each waits for the one before it
+    path, ring = _new_ring(deps)
+
+    def produce(count: int) -> None:
+        pm = ring.publish_many
+        for _ in range(count // BATCH):
+            pm(BLOCK, wait)
+        if count % BATCH:
+            pm(BLOCK[:count % BATCH], wait)
+        ring.request_stop()
+
+    helpers = []
+    try:
+        for i in range(stages):
+            sh = Shared.make()
+            p = CTX.Process(target=_child_main, args=(_byteor_py_stage, sh, n, ((path, i, form, wait),)), daemon=True)
+            p.start()
+            sh.ready.wait(60)
+            helpers.append(p)
+        return pair_throughput(_byteor_sink, ((path, stages, wait),), produce, n)
+    finally:
+        for p in helpers:
+            p.join(60)
+        ring.close()
+        os.unlink(path)
+
+
 def byteor_latency(sizes: Sizes, wait: int) -> list[int]:
-    """Round trip: publish -> builtin stage process -> its gating -> this process, which is the
-    egress consumer (cell 1, after the stage) waiting with the same strategy. Message i is due at
-    t0 + i/rate; a late reply delays the next send but every latency counts from the due time."""
+    """Round trip, open loop like the peers': publish -> builtin stage process (strategy ``wait``) ->
+    its gating -> this process, the egress consumer (cell 1, after the stage), which waits for the
+    reply with the same strategy but never past the next message's due time. Message i is due at
+    t0 + i/rate and its latency counts from that time."""
     path, ring = _new_ring([0, 1])
     shared = Shared.make()
     proc = CTX.Process(target=_child_main, args=(_byteor_stage, shared, sizes.lat_n, ((path, 0, N.OP_IDENTITY, wait),)),
                        daemon=True)
     proc.start()
     shared.ready.wait(60)
-    n, period = sizes.lat_n, 1e9 / sizes.lat_rate
-    lat = [0] * n
-    mono, pub, wait_for, release, msg = time.monotonic_ns, ring.publish, ring.wait_for, ring.release, MSG
+    pub, wait_for, release, msg = ring.publish, ring.wait_for, ring.release, MSG
+    nxt = [0]
+
+    def replies(budget_ns: int) -> int:
+        """Wait for the stage's reply (the same strategy), at most until the next send is due; the
+        replies seen last time are released first, so releasing is not timed as latency."""
+        if nxt[0]:
+            release(1, nxt[0] - 1)
+        avail = wait_for(1, nxt[0], wait, budget_ns)
+        if avail < nxt[0]:
+            return 0
+        k = avail - nxt[0] + 1
+        nxt[0] = avail + 1
+        return k
+
     try:
-        t0 = mono() + 2_000_000
-        for i in range(n):
-            due = t0 + int(i * period)
-            while mono() < due:
-                pass
-            seq = pub(msg)
-            if wait_for(1, seq, wait, 10_000_000_000) < seq:
-                raise RuntimeError(f"no reply for message {seq}")
-            lat[i] = mono() - due
-            release(1, seq)
-        return lat
+        return open_loop(lambda i: pub(msg), lambda: replies(0), sizes.lat_n, sizes.lat_rate, wait_reply=replies)
     finally:
         ring.request_stop()
         proc.join(60)
@@ -945,12 +1071,12 @@ def bench_byteor(sizes: Sizes) -> list[Result]:
         row.extra["idle_cpu_pct"] = round(idle_cpu_pct(wait), 2)
         row.note = f"wait={label}; an idle stage uses {row.extra['idle_cpu_pct']:.1f}% of a core"
         per_wait[label] = row
-    # the headline row: the default strategy's throughput and CPU, the spin strategy's round trip
-    base, spin = per_wait["backoff"], per_wait["spin"]
-    pub = Result("byteor.publish", msgs_per_s=base.msgs_per_s, range=base.range, p50_us=spin.p50_us,
-                 p99_us=spin.p99_us, p999_us=spin.p999_us, cpu_s_per_m=base.cpu_s_per_m, rss_mb=base.rss_mb,
-                 note="publish() per message -> builtin stage process; throughput with backoff (default), "
-                      "round trip with spin")
+    # the headline row: the default strategy's throughput, CPU and round trip (one strategy a row)
+    base = per_wait["backoff"]
+    pub = Result("byteor.publish", msgs_per_s=base.msgs_per_s, range=base.range, p50_us=base.p50_us,
+                 p99_us=base.p99_us, p999_us=base.p999_us, cpu_s_per_m=base.cpu_s_per_m, rss_mb=base.rss_mb,
+                 note="publish() per message -> builtin stage process; wait=backoff (the default); "
+                      "byteor.publish[spin] has the lowest round trip")
     many = measure("byteor.publish_many", sizes.runs,
                    lambda: byteor_once(sizes.many, wait=N.WAIT_BACKOFF, many=True))
     many.note = f"publish_many(batches of {BATCH}) -> builtin stage process (backoff)"
@@ -964,7 +1090,17 @@ def bench_byteor(sizes: Sizes) -> list[Result]:
     chain = measure("byteor.chain4", sizes.runs,
                     lambda: byteor_once(sizes.fast, wait=N.WAIT_BACKOFF, many=True, stages=4, op=N.OP_ADD_U8))
     chain.note = "publish_many -> 4 add_u8 stage processes in a chain (backoff)"
-    return [pub, many, chain, *per_wait.values()]
+    py_rows = []
+    for name, form, stages, what in (
+        ("byteor.py_stage", N.FORM_MAP, 1, "noop_stage(msg) map stage process"),
+        ("byteor.py_stage_inplace", N.FORM_INPLACE, 1, "noop_stage_inplace(slot, n) stage process"),
+        ("byteor.chain4_py", N.FORM_MAP, 4, "4 noop_stage map stage processes in a chain"),
+    ):
+        row = measure(name, sizes.runs,
+                      lambda f=form, k=stages: byteor_py_once(sizes.fast, wait=N.WAIT_BACKOFF, form=f, stages=k))
+        row.note = f"publish_many -> {what} (native stage loop) -> native sink process (backoff)"
+        py_rows.append(row)
+    return [pub, many, chain, *py_rows, *per_wait.values()]
 
 
 # ======================================================================================== main
@@ -985,17 +1121,20 @@ def main(argv: list[str] | None = None) -> int:
         ("byteor", bench_byteor),
     ]
     results: list[Result] = []
-    limit = PyCallLimit(sizes)
+    baselines = [Baseline("py_call_limit", len, sizes, "len(msg)"),
+                 Baseline("py_fn_limit", noop_stage, sizes, "noop_stage(msg), a Python function,")]
     for i, (name, fn) in enumerate(steps, 1):
         print(f"[{i}/{len(steps)}] {name} ...", file=sys.stderr, flush=True)
-        limit.sample()
+        for b in baselines:
+            b.sample()
         try:
             out = fn(sizes)
         except Exception as exc:  # a peer that breaks is reported, never faked
             out = Result.not_measured(name, f"{type(exc).__name__}: {exc}")
         results.extend(out if isinstance(out, list) else [out])
-    limit.sample()
-    results.insert(0, limit.result())
+    for b in baselines:
+        b.sample()
+    results[:0] = [b.result() for b in baselines]
     print_table(f"ring: {MSG_BYTES}-byte messages, producer -> consumer process "
                 f"({'quick' if args.quick else 'full'} run; latency at {sizes.lat_rate} msg/s offered)",
                 results, ratio_to=RATIO_TO)
@@ -1029,6 +1168,8 @@ def goal_checks(results: list[Result]) -> list[str]:
 
     out = [
         line("byteor.publish / py_call_limit", ratio("byteor.publish", "py_call_limit"), 0.60),
+        line("byteor.py_stage / py_fn_limit", ratio("byteor.py_stage", "py_fn_limit"), 0.40),
+        line("byteor.py_stage / mp.Queue.py_consumer", ratio("byteor.py_stage", "mp.Queue.py_consumer"), 20.0),
         line("byteor.publish / py_ring", ratio("byteor.publish", "py_ring"), 4.0),
         line("byteor.publish / mp.Queue", ratio("byteor.publish", "mp.Queue"), 60.0),
         line("byteor.publish_many / c_ring", ratio("byteor.publish_many", "c_ring"), 0.40),

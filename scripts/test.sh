@@ -11,6 +11,20 @@ else
   CHECK_ONLY=1 bash scripts/ensure-services.sh
 fi
 
+echo "==> Debian packages the tests use"
+# prometheus: the metrics test scrapes a running pipeline with a real server it starts itself
+need=()
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing ${need[*]}"
+    timeout 600 apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "missing ${need[*]} (install as root: apt-get install -y ${need[*]}); their tests will fail" >&2
+  fi
+fi
+
 echo "==> ruff"
 ruff check src tests benchmarks
 echo "==> mypy --strict src/"

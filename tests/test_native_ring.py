@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
+import signal
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -464,3 +467,127 @@ def test_publish_returns_plain_ints_even_when_kept(ring_dir: Path) -> None:
         assert a.read_bytes(start + 2) == b"y"
         a.close()
     os.unlink(p)
+
+
+def _drain_n(r: N.Ring, c: int, n: int) -> list[bytes]:
+    out: list[bytes] = []
+    nxt = r.next_for(c)
+    while len(out) < n:
+        avail = r.wait_for(c, nxt, N.WAIT_BACKOFF, 10_000_000_000)
+        assert avail >= 0, f"stuck after {len(out)} messages"
+        out.extend(r.read_bytes(s) for s in range(nxt, avail + 1))
+        r.release(c, avail)
+        nxt = avail + 1
+    return out
+
+
+def test_publish_many_survives_the_list_changing_while_it_waits(ring_dir: Path) -> None:
+    """Another thread clears and refills the list while publish_many waits on a full ring (GIL
+    released): what was in the list when the call started is published, nothing else."""
+    p = str(ring_dir / "pm.ring")
+    r = N.Ring.create(p, 4, 16, [0], H)
+    n = 200
+    items = [b"item-%04d" % i for i in range(n)]  # the list holds the only references
+    errors: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            r.publish_many(items, N.WAIT_BLOCK, 30_000_000_000)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=publish)
+    t.start()
+    deadline = time.monotonic() + 30
+    while r.cursor() < 3:  # the ring is full: the publisher now waits with the GIL released
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    time.sleep(0.02)
+    items.clear()  # frees the original item array and, without another reference, the items
+    gc.collect()
+    items.extend(b"X" * 16 for _ in range(4 * n))  # reuse the freed memory
+    got = _drain_n(r, 0, n)
+    t.join(30)
+    assert not errors and not t.is_alive()
+    assert got == [b"item-%04d" % i for i in range(n)]
+    r.close()
+    os.unlink(p)
+
+
+def test_publish_many_survives_a_signal_handler_changing_the_list(ring_dir: Path) -> None:
+    """The waiter runs signal handlers while publish_many waits: a handler that empties the list
+    does not change what the call publishes."""
+    p = str(ring_dir / "pms.ring")
+    r = N.Ring.create(p, 4, 16, [0], H)
+    n = 100
+    items = [b"sig-%04d" % i for i in range(n)]
+    go = threading.Event()
+    got: list[bytes] = []
+    consumer = threading.Thread(target=lambda: go.wait(30) and got.extend(_drain_n(r, 0, n)))
+    consumer.start()
+
+    def handler(signum: int, frame: object) -> None:
+        items.clear()
+        items.extend(b"Y" * 16 for _ in range(4 * n))
+        go.set()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        assert r.publish_many(items, N.WAIT_BACKOFF, 30_000_000_000) == n - 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    consumer.join(30)
+    assert got == [b"sig-%04d" % i for i in range(n)]
+    r.close()
+    os.unlink(p)
+
+
+def test_close_while_publish_waits_raises_instead_of_writing(ring_dir: Path) -> None:
+    p = str(ring_dir / "pc.ring")
+    r = N.Ring.create(p, 4, 8, [0], H)
+    r.publish_many([b"a", b"b", b"c", b"d"])
+    errors: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            r.publish_many([b"e", b"f"], N.WAIT_BLOCK, 30_000_000_000)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=publish)
+    t.start()
+    time.sleep(0.05)
+    r.close()  # the waiting call keeps the mapping; once room appears it must not write
+    other = N.Ring.attach(p)
+    other.release(0, 3)
+    t.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], ValueError), errors
+    assert "closed while waiting" in str(errors[0])
+    assert other.cursor() == 3
+    other.close()
+    os.unlink(p)
+
+
+def test_the_stub_names_everything_the_module_exports() -> None:
+    """_native.pyi is hand-written: every public name of the module and of its classes is in it."""
+    import ast
+
+    stub = ast.parse((Path(N.__file__).parent / "_native.pyi").read_text(encoding="utf-8"))
+    top: set[str] = set()
+    members: dict[str, set[str]] = {}
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef):
+            top.add(node.name)
+            members[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+        elif isinstance(node, ast.FunctionDef):
+            top.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            top.add(node.target.id)
+    public = {n for n in dir(N) if not n.startswith("_")}
+    assert public - top == set(), "in the module, not in the stub"
+    assert top - public == set(), "in the stub, not in the module"
+    for cls, names in members.items():
+        have = {n for n in vars(getattr(N, cls)) if not n.startswith("_")}  # its own, not inherited
+        assert have - names == set(), f"{cls}: in the class, not in the stub"

@@ -176,3 +176,75 @@ def test_several_processes_record_their_tuning_in_one_runtime_config(tmp_path: P
     res = cli("incident-bundle", f"--spec={spec}", f"--out={out}", f"--ring-path={ring_dir}")
     assert res.returncode == 0, res.stderr
     assert (out / "runtime_config.txt").read_text() == target.read_text()
+
+
+# --------------------------------------------------------------------------------------------------
+# Balanced pinning across the processes of a run
+# --------------------------------------------------------------------------------------------------
+
+PLACED = """
+import json, os, sys
+from byteor.ops.tuning import apply_profile
+from byteor.ops.runtime_config import RuntimeConfig
+cfg = RuntimeConfig(**json.loads(sys.argv[3]))
+rep = apply_profile(sys.argv[1], role=sys.argv[2], config=cfg, spinning_peers=1, roles=sys.argv[4].split(","))
+out = rep.to_json()
+out["affinity"] = sorted(os.sched_getaffinity(0))
+print(json.dumps(out))
+"""
+
+
+def _placed(profile: str, role: str, roles: list[str], cpus: list[int]) -> dict[str, dict[str, str]]:
+    proc = subprocess.run([sys.executable, "-c", PLACED, profile, role, json.dumps({"cpus": cpus}), ",".join(roles)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return _knobs(json.loads(proc.stdout))
+
+
+def test_placements_are_distinct_while_there_are_cpus_then_shared() -> None:
+    from byteor.ops.tuning import plan_placements
+
+    plan = plan_placements(["read", "bump", "emit"], [3, 1])
+    assert {r: p.cpu for r, p in plan.items()} == {"read": 1, "bump": 3, "emit": 1}
+    assert plan["read"].shares_with == ("emit",) and plan["emit"].shares_with == ("read",)
+    assert plan["bump"].shares_with == ()
+    wide = plan_placements(["a", "b"], [0, 1, 2, 3])
+    assert {r: p.cpu for r, p in wide.items()} == {"a": 0, "b": 1}
+    assert all(not p.shares_with for p in wide.values())
+    assert plan_placements(["a"], []) == {}
+
+
+def test_a_process_that_fits_gets_its_own_cpu_and_may_spin() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    knobs = _placed("low-latency", "read", ["read"], [cpu])
+    assert knobs["cpu_pinning"]["state"] == "Applied" and knobs["cpu_pinning"]["applied"] == f"cpu {cpu}"
+    assert knobs["wait"]["state"] == "Applied" and knobs["wait"]["applied"] == "spin"
+
+
+def test_processes_sharing_a_cpu_are_degraded_and_never_spin_there() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    roles = ["read", "bump", "emit"]
+    for role in roles:
+        knobs = _placed("isolated-core", role, roles, [cpu])
+        pin = knobs["cpu_pinning"]
+        assert pin["state"] == "Degraded" and pin["applied"] == f"cpu {cpu}"
+        assert f"3 processes on 1 cpu(s): shares cpu {cpu} with" in pin["reason"]
+        assert all(repr(other) in pin["reason"] for other in roles if other != role)
+        wait = knobs["wait"]
+        assert wait["state"] == "Degraded" and wait["applied"] == "backoff", wait
+        assert "would starve them" in wait["reason"]
+
+
+def test_chain_example_spreads_its_stages_over_the_cpus(cli: Cli, examples: Path) -> None:
+    proc = cli("run", examples / "chain.kv", "--tuning=low-latency", "--input-ascii=abc", "--json",
+               "--wait=backoff", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    roles = json.loads(proc.stdout)["tuning"]["roles"]
+    pins = {role: {k["knob"]: k for k in knobs}["cpu_pinning"] for role, knobs in roles.items()}
+    assert sorted(pins) == ["bump", "emit", "read"]
+    allowed = sorted(os.sched_getaffinity(0))
+    used = [pins[r]["applied"] for r in ("read", "bump", "emit")]
+    assert used == [f"cpu {allowed[i % len(allowed)]}" for i in range(3)]
+    for i, role in enumerate(("read", "bump", "emit")):
+        shares = len(allowed) < 3 and (i < 3 - len(allowed) or i >= len(allowed))
+        assert pins[role]["state"] == ("Degraded" if shares else "Applied"), pins[role]

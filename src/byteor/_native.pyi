@@ -1,6 +1,6 @@
 """Type stubs for byteor._native (hand-written; keep in step with src/byteor/_native/core.c)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final
 
@@ -21,6 +21,14 @@ PARTICIPANT_FREE: Final[int]
 PARTICIPANT_RUNNING: Final[int]
 PARTICIPANT_EXITED: Final[int]
 HEADER_MIN_BYTES: Final[int]
+#: Stage forms of :meth:`Ring.run_stage`: f(msg) -> bytes | None; f(msg) read-only (None drops);
+#: f(slot, length) -> length | DROP on a writable scratch view; f(slot, length) on a read-only view.
+FORM_MAP: Final[int]
+FORM_FILTER: Final[int]
+FORM_INPLACE: Final[int]
+FORM_READONLY: Final[int]
+#: Size of a LaneGraph role's stats file (counters and the batch record of :func:`run_role`).
+ROLE_STATS_BYTES: Final[int]
 
 class AttachError(ValueError):
     """A ring file is foreign, truncated, of another layout version, or has another spec hash."""
@@ -79,7 +87,11 @@ class Ring:
         """Publish without waiting; False (nothing written) when the ring is full."""
     def publish_many(self, items: Sequence[Buffer], wait: int = ..., timeout_ns: int = -1) -> int:
         """Publish every item (checked first: nothing is published if one is too long); batches claim
-        what fits and store the cursor once per batch. Returns the last sequence."""
+        what fits and store the cursor once per batch. Returns the last sequence.
+
+        The items are the ones in ``items`` when the call starts: before its first wait on a full
+        ring (GIL released) it keeps its own references, so another thread or a signal handler may
+        change the list meanwhile. ValueError if the ring is closed while it waits."""
     def claim(self, wait: int = ..., timeout_ns: int = -1) -> int:
         """Reserve the next slot for writing in place (see :meth:`slot`, :meth:`commit`)."""
     def slot(self, seq: int) -> memoryview:
@@ -120,6 +132,27 @@ class Ring:
         everything published is consumed; returns the last processed sequence."""
     def count_sink(self, c: int, wait: int = ..., *, heartbeat_slot: int = -1) -> tuple[int, int]:
         """Consume and release until stop + drained; returns (messages, bytes), dropped excluded."""
+    def run_stage(self, c: int, fn: Callable[..., Any], form: int, wait: int = ..., *, heartbeat_slot: int = -1,
+                  side_effect: bool = False, contract_error: type[BaseException] | None = None) -> int:
+        """Run a Python stage function as consumer ``c`` until stop is set and everything published is
+        consumed; returns the last processed sequence.
+
+        The core walks the available sequences and calls ``fn`` once per message in ``form``
+        (FORM_MAP ``fn(msg: bytes) -> bytes-like | None``, FORM_FILTER ``fn(msg) -> None`` drops,
+        FORM_INPLACE ``fn(slot, length) -> new length | -1`` on a writable view of the consumer's
+        scratch, FORM_READONLY ``fn(slot, length) -> length | -1`` on a read-only view of the slot).
+        MAP and INPLACE write through the crash-atomic redo record (a stage killed at any instruction
+        and restarted changes each message exactly once); the gating cell is released and the
+        heartbeat written once per batch, or after every message with ``side_effect``. Views are
+        made once, not per message: a view kept past the call stays valid memory but later shows
+        another message. A bad return raises TypeError/ValueError (or ``contract_error``, e.g.
+        ``byteor.StageContractError``); the function's own exception propagates. Either way the
+        exception gets ``failed_seq`` (the failing message's sequence), which stays unconsumed;
+        everything before it is released."""
+    def drain(self, c: int, max_n: int, wait: int = ..., timeout_ns: int = -1) -> tuple[list[bytes], int, int]:
+        """Wait (GIL released) until consumer ``c`` may read, then take up to ``max_n`` messages at once
+        and release them: (copies of the messages, messages skipped as dropped, last sequence
+        released). ``([], 0, -1)`` on timeout, or when stop is set and everything was consumed."""
     def request_stop(self) -> None:
         """Set the stop word and wake every sleeper (call after the last publish: consumers drain)."""
     def clear_stop(self) -> None: ...
@@ -181,3 +214,94 @@ class JournalSegment:
     def release(self) -> None: ...
     @property
     def offset(self) -> int: ...
+
+# --- file edges and codecs (framing.c, core.c): framed input into rings, framed output from a ring ----
+
+def crc32(data: Buffer, value: int = 0, /) -> int:
+    """``zlib.crc32``: the shard and route hash the native edges and roles compute."""
+def utf8_replace(data: Buffer, /) -> bytes:
+    """``data.decode("utf-8", "replace").encode("utf-8")``: the ``ascii`` output framing."""
+
+class Ingest:
+    """Framed input from a file descriptor into one ring or N shard rings, parsed in C.
+
+    ``framing``: ``lines`` (one message per line, the ``\\n`` stripped; a last line without one is a
+    message), ``hex`` (one message per line as hex digits, whitespace ignored, blank lines skipped),
+    ``len32`` (u32 little-endian length, then the bytes). ``route``: ``single`` (one ring),
+    ``round_robin``, or ``key`` (CRC-32 of ``msg[key_offset:key_offset+key_len]`` modulo the number of
+    rings), exactly as :class:`byteor.runtime.sharding.Router`. Malformed input raises ``error``
+    (default ValueError) naming ``label`` and the 1-based line, the byte offset or the message index,
+    after every message before it was published. The descriptor is not closed."""
+
+    def __init__(self, fd: int, framing: str, rings: Sequence[Ring], *, route: str = "single",
+                 key_offset: int = 0, key_len: int = 0, wait: int = ..., label: str = "--input",
+                 error: type[BaseException] = ..., chunk_bytes: int = 1 << 20) -> None: ...
+    def run(self) -> int:
+        """Read, parse and publish (GIL released; waits while a ring is full) until end of input or
+        :meth:`stop`; returns the messages published so far. The Ingest is the rings' producer
+        meanwhile. Python signal handlers run about every 50 ms; one that raises ends ``run``."""
+    def stop(self) -> None:
+        """End :meth:`run` at the next message (from another thread or a signal handler)."""
+    @property
+    def messages(self) -> int: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def lines(self) -> int: ...
+    @property
+    def per_ring(self) -> tuple[int, ...]: ...
+
+class Egress:
+    """Framed output of ring cell ``c`` into a file descriptor, encoded in C.
+
+    ``framing``: ``hex`` (lowercase hex + ``\\n``), ``lines`` (the bytes + ``\\n``), ``ascii`` (UTF-8,
+    invalid sequences replaced, + ``\\n``), ``raw`` (the bytes as they are), ``len32`` (u32
+    little-endian length before each message: what ``Ingest(..., "len32")`` reads back). Writes go
+    through a buffer written whenever the ring is idle and at least every ``flush_interval_ns`` while
+    messages flow; the cell is released only up to what was written (:attr:`last_seq`). Dropped
+    messages are skipped and counted. The descriptor is not closed."""
+
+    def __init__(self, fd: int, framing: str, ring: Ring, c: int, *, wait: int = ...,
+                 label: str = "--output-file", flush_interval_ns: int = 200_000_000,
+                 buffer_bytes: int = 1 << 20) -> None: ...
+    def run(self) -> int:
+        """Consume, encode and write (GIL released) until the ring is stopped and drained, or
+        :meth:`stop`; returns the messages written. A write error raises OSError naming ``label``
+        (BrokenPipeError when the reader went away: SIGPIPE is held off, never fatal)."""
+    def stop(self) -> None:
+        """Write what is encoded and end :meth:`run` (from another thread or a signal handler)."""
+    @property
+    def messages(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def bytes_written(self) -> int: ...
+    @property
+    def last_seq(self) -> int:
+        """The last sequence whose message is written out (and released); -1 before the first."""
+
+# --- LaneGraph roles (core.c) -------------------------------------------------------------------------
+
+def run_role(kind: str, inputs: Sequence[tuple[Ring, int]], outputs: Sequence[tuple[Any, str, str]],
+             stats: Buffer, *, route: str = "round_robin", key_offset: int = 0, key_len: int = 0,
+             op: str | None = None, delta: int = 0, fn: Callable[..., Any] | None = None, form: int = ...,
+             side_effect: bool = False, wait: int = ..., parent_pid: int = 0,
+             error: type[BaseException] = ..., contract_error: type[BaseException] | None = None) -> int:
+    """Run one LaneGraph role as a native loop until every input is stopped and drained; returns
+    the role's messages in (its stats counter).
+
+    ``kind``: ``bridge`` (one input, one output), ``router`` (one input, N outputs; ``route``
+    ``round_robin`` or ``key``: CRC-32 of ``msg[key_offset:key_offset+key_len]`` modulo N), ``merge``
+    (N inputs taken fairly, one output), ``stage`` (``op`` ``identity``/``add_u8`` with ``delta``, or a
+    Python ``fn`` called in ``form`` on a scratch as large as the widest lane; ``side_effect``: one
+    message a batch, so a crash repeats at most one side effect). ``inputs``: (Ring, cell).
+    ``outputs``: (Ring or JournalWriter, on_full ``block``/``drop_newest``/``fail``, lane name).
+    ``stats``: the role's stats file mapping (``ROLE_STATS_BYTES``): counters and heartbeat are kept
+    there, and each batch is recorded there before it is published, so a role killed at any point
+    and run again completes a half-published batch instead of publishing it twice. A full lane
+    under ``fail``, a message too large for a lane, or giving up a blocked wait once ``parent_pid``
+    is gone raise ``error`` naming the lane; the stage function's exceptions (and a bad return, as
+    ``contract_error`` as in :meth:`Ring.run_stage`) propagate with ``failed_seq``; the stage's drops
+    are counted in stats word 3."""

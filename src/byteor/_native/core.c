@@ -72,8 +72,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "journal.c" /* journal lanes: the append/scan hot path (owned by the LaneGraph work) */
-#include "dataguard.c" /* DataGuard: check + redact of one USM1 message in one pass */
+#include "native.h" /* the module-init hooks of journal.c and dataguard.c (their own translation units) */
 
 #define BYTEOR_NATIVE_ABI 1
 
@@ -406,6 +405,7 @@ typedef struct {
 #define STEP_OK 0
 #define STEP_TIMEOUT -1
 #define STEP_ERROR -3
+#define STEP_CLOSED -4 /* close() ran (another thread, a signal handler) while the call waited */
 
 static void waiter_init(waiter_t *w, int strategy, int64_t timeout_ns, PyThreadState *ts) {
     w->strategy = strategy;
@@ -1123,6 +1123,7 @@ static int64_t producer_claim(RingObject *r, int64_t n, int wait, int64_t timeou
                 s = ring_wait_room(r, need, &w);
                 ring_nogil_end(r, w.ts);
                 if (s != STEP_OK) return s;
+                if (r->base == NULL) return STEP_CLOSED;
             }
         }
         r->next_seq = first + n; /* the claim cell is only written by claim(): publish needs no extra store */
@@ -1162,7 +1163,10 @@ static int64_t producer_claim(RingObject *r, int64_t n, int wait, int64_t timeou
             break;
         }
     }
-    if (waiting) ring_nogil_end(r, w.ts);
+    if (waiting) {
+        ring_nogil_end(r, w.ts);
+        if (r->base == NULL && result >= 0) result = STEP_CLOSED; /* the claimed slots are gone */
+    }
     return result;
 }
 
@@ -1196,6 +1200,7 @@ static void producer_publish(RingObject *r, int64_t first, int64_t last) {
 
 static int raise_step(int64_t s, const char *what) {
     if (s == STEP_TIMEOUT) PyErr_Format(PyExc_TimeoutError, "%s: timed out waiting for the slowest consumer", what);
+    if (s == STEP_CLOSED) PyErr_Format(PyExc_ValueError, "%s: the ring was closed while waiting", what);
     /* STEP_ERROR: the signal handler's exception is already set */
     return -1;
 }
@@ -1349,6 +1354,7 @@ static PyObject *Ring_publish_many(RingObject *r, PyObject *const *args, Py_ssiz
     }
     int64_t last = r->next_seq - 1;
     Py_ssize_t i = 0;
+    int snapshot = 0;
     while (i < n) {
         /* claim what fits now (at least one slot, waiting only when the ring is full) */
         int64_t want = n - i;
@@ -1361,7 +1367,29 @@ static PyObject *Ring_publish_many(RingObject *r, PyObject *const *args, Py_ssiz
             }
             if (room >= 1 && room < want) want = room;
         }
-        int64_t first = producer_claim(r, want, wait, timeout, 0);
+        int64_t first = producer_claim(r, want, wait, timeout, 1);
+        if (first == STEP_TIMEOUT) {
+            /* The claim must wait, which releases the GIL (and runs signal handlers): another thread
+             * or a handler may then change or clear the caller's list, freeing its item array. Before
+             * the first wait, take a tuple of the items (its own references); the common path that
+             * never waits copies nothing. */
+            if (!snapshot) {
+                PyObject *t = PyTuple_New(n);
+                if (t == NULL) {
+                    Py_DECREF(seq);
+                    return NULL;
+                }
+                for (Py_ssize_t k = 0; k < n; k++) {
+                    Py_INCREF(items[k]);
+                    PyTuple_SET_ITEM(t, k, items[k]);
+                }
+                Py_DECREF(seq);
+                seq = t;
+                items = PySequence_Fast_ITEMS(seq);
+                snapshot = 1;
+            }
+            first = producer_claim(r, want, wait, timeout, 0);
+        }
         if (first < 0) {
             Py_DECREF(seq);
             raise_step(first, "publish_many");
@@ -1832,6 +1860,2318 @@ static PyObject *Ring_count_sink(RingObject *r, PyObject *args, PyObject *kwds) 
 }
 
 /* ============================================================================
+ * Python stage functions called by native loops (the four stage forms)
+ * ============================================================================
+ *
+ * A stage function is classified once, by the caller, into a form:
+ *   MAP      f(msg) -> bytes-like (the new message) | None (drop); msg is a bytes copy
+ *   FILTER   f(msg) -> None (drop) | anything (keep unchanged); msg is a bytes copy
+ *   INPLACE  f(slot, length) -> new length 0..limit | DROP (-1); slot is a writable view of the
+ *            consumer's scratch (the whole slot size) holding the message in [:length]
+ *   READONLY f(slot, length) -> length | DROP; slot is a read-only view of the slot itself
+ * Nothing is made per message that can be made once: the INPLACE view is made once per scratch;
+ * the READONLY view is made once and pointed at each slot in turn (its buffer pointer is moved;
+ * a view the function keeps past its call stays valid memory, since it keeps the mapping alive,
+ * but shows whatever slot the loop looks at later); the MAP/FILTER bytes object is rewritten in
+ * place while nobody but the loop holds it (a function that keeps it gets a fresh one next time),
+ * like seq_result's int; the length int is reused while the length repeats.
+ */
+
+#define FORM_MAP 0
+#define FORM_FILTER 1
+#define FORM_INPLACE 2
+#define FORM_READONLY 3
+
+#define CALL_KEEP 0   /* the message stays as it is */
+#define CALL_NEW 1    /* the new message is in the scratch, *out_len bytes */
+#define CALL_DROP 2
+#define CALL_ERROR -1 /* a Python exception is set */
+
+/* CPython 3.11..3.13 lay out bytes as {var head, ob_shash, ob_sval}: a bytes object nobody else
+ * holds may be rewritten (its cached hash reset). Other versions allocate one per message. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_LIMITED_API)
+#define STAGE_REUSE_BYTES 1
+#else
+#define STAGE_REUSE_BYTES 0
+#endif
+
+typedef struct {
+    PyObject *fn;
+    int form;
+    uint32_t limit;         /* longest message the function may produce (its view's length) */
+    unsigned char *scratch; /* MAP: where a returned message is copied; INPLACE: what the view shows */
+    PyObject *view;         /* INPLACE: writable view of the scratch; READONLY: the moving read-only view */
+    PyObject *view_owner;   /* what the view is exported from, to remake it if the function released it:
+                             * a Ring (a view of view_len bytes at the view's pointer) or any buffer */
+    Py_ssize_t view_len;
+    PyObject *msg;          /* MAP/FILTER: the bytes object handed to the function */
+    Py_ssize_t msg_cap;
+    PyObject *len_obj;      /* the last length int passed */
+    long len_val;
+    PyObject *contract;     /* the class raised for a bad return (borrowed), or NULL: TypeError/ValueError */
+} stagecall_t;
+
+static inline PyObject *contract_type(stagecall_t *sc, PyObject *fallback) {
+    return sc->contract != NULL ? sc->contract : fallback;
+}
+
+static int check_form(int form) {
+    if (form < FORM_MAP || form > FORM_READONLY) {
+        PyErr_Format(PyExc_ValueError, "unknown stage form %d (FORM_MAP..FORM_READONLY)", form);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *stagecall_make_view(stagecall_t *sc, unsigned char *ptr) {
+    if (Py_IS_TYPE(sc->view_owner, &RingType))
+        return make_view((RingObject *)sc->view_owner, ptr, sc->view_len, sc->form == FORM_READONLY);
+    return PyMemoryView_FromObject(sc->view_owner);
+}
+
+/* `scratch` (limit bytes) backs MAP results and the INPLACE view. `owner` exports the views: for
+ * INPLACE a Ring (whose consumer scratch `scratch` is) or a writable buffer object holding `scratch`;
+ * for READONLY the Ring whose slots the view shows (first at `ro_ptr`). */
+static int stagecall_init(stagecall_t *sc, PyObject *fn, int form, uint32_t limit, unsigned char *scratch,
+                          PyObject *owner, unsigned char *ro_ptr) {
+    memset(sc, 0, sizeof *sc);
+    sc->fn = fn;
+    sc->form = form;
+    sc->limit = limit;
+    sc->scratch = scratch;
+    sc->len_val = -1;
+    if (form == FORM_INPLACE || form == FORM_READONLY) {
+        Py_INCREF(owner);
+        sc->view_owner = owner;
+        sc->view_len = form == FORM_INPLACE ? (Py_ssize_t)limit : (Py_ssize_t)((RingObject *)owner)->slot_bytes;
+        sc->view = stagecall_make_view(sc, form == FORM_INPLACE ? scratch : ro_ptr);
+        if (sc->view == NULL) return -1;
+    }
+    return 0;
+}
+
+/* The view to pass for a message at `ptr` (READONLY: the slot; INPLACE: the scratch), remade when
+ * the function released the previous one. Borrowed reference, or NULL with an exception. */
+static PyObject *stagecall_view(stagecall_t *sc, unsigned char *ptr) {
+    PyMemoryViewObject *mv = (PyMemoryViewObject *)sc->view;
+    if (mv->flags & _Py_MEMORYVIEW_RELEASED) {
+        PyObject *fresh = stagecall_make_view(sc, ptr);
+        if (fresh == NULL) return NULL;
+        Py_SETREF(sc->view, fresh);
+        return fresh;
+    }
+    if (sc->form == FORM_READONLY) {
+        mv->view.buf = ptr;
+        mv->hash = -1;
+    }
+    return sc->view;
+}
+
+static void stagecall_clear(stagecall_t *sc) {
+    Py_CLEAR(sc->view);
+    Py_CLEAR(sc->view_owner);
+    Py_CLEAR(sc->msg);
+    Py_CLEAR(sc->len_obj);
+}
+
+/* The bytes object holding src[0..len) (a reference owned by sc), or NULL with an exception. */
+static PyObject *stagecall_bytes(stagecall_t *sc, const unsigned char *src, uint32_t len) {
+#if STAGE_REUSE_BYTES
+    PyObject *m = sc->msg;
+    if (m != NULL && Py_REFCNT(m) == 1 && (Py_ssize_t)len <= sc->msg_cap) {
+        char *p = PyBytes_AS_STRING(m);
+        memcpy(p, src, len);
+        p[len] = 0;
+        Py_SET_SIZE(m, (Py_ssize_t)len);
+        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wdeprecated-declarations\"")
+        ((PyBytesObject *)m)->ob_shash = -1;
+        _Pragma("GCC diagnostic pop")
+        return m;
+    }
+    /* kept by the function (or too small): a fresh one, with room to grow while it is reused */
+    Py_ssize_t cap = (Py_ssize_t)len;
+    if (m != NULL && Py_REFCNT(m) == 1 && sc->msg_cap * 2 > cap) cap = sc->msg_cap * 2;
+    if (cap > (Py_ssize_t)sc->limit && (Py_ssize_t)len <= (Py_ssize_t)sc->limit) cap = (Py_ssize_t)sc->limit;
+    if (cap < 2) cap = 2; /* sizes 0 and 1 would return CPython's shared singletons */
+    Py_CLEAR(sc->msg);
+    m = PyBytes_FromStringAndSize(NULL, cap);
+    if (m == NULL) return NULL;
+    sc->msg = m;
+    sc->msg_cap = cap;
+    char *p = PyBytes_AS_STRING(m);
+    memcpy(p, src, len);
+    p[len] = 0;
+    Py_SET_SIZE(m, (Py_ssize_t)len);
+    return m;
+#else
+    Py_XSETREF(sc->msg, PyBytes_FromStringAndSize((const char *)src, (Py_ssize_t)len));
+    return sc->msg;
+#endif
+}
+
+static PyObject *stagecall_len(stagecall_t *sc, uint32_t len) {
+    if ((long)len != sc->len_val || sc->len_obj == NULL) {
+        PyObject *o = PyLong_FromUnsignedLong(len);
+        if (o == NULL) return NULL;
+        Py_XSETREF(sc->len_obj, o);
+        sc->len_val = (long)len;
+    }
+    return sc->len_obj;
+}
+
+/* Call the stage function on the message src[0..len). Returns CALL_KEEP, CALL_NEW (new message in
+ * sc->scratch, *out_len bytes), CALL_DROP, or CALL_ERROR with an exception set. */
+static int stagecall_run(stagecall_t *sc, unsigned char *src, uint32_t len, uint32_t *out_len) {
+    PyObject *args[3] = {NULL, NULL, NULL};
+    PyObject *ret;
+    switch (sc->form) {
+    case FORM_MAP:
+    case FORM_FILTER: {
+        PyObject *m = stagecall_bytes(sc, src, len);
+        if (m == NULL) return CALL_ERROR;
+        args[1] = m;
+        ret = PyObject_Vectorcall(sc->fn, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (ret == NULL) return CALL_ERROR;
+        if (ret == Py_None) {
+            Py_DECREF(ret);
+            return CALL_DROP;
+        }
+        if (sc->form == FORM_FILTER || ret == m) { /* the same bytes object: nothing changed */
+            Py_DECREF(ret);
+            return CALL_KEEP;
+        }
+        const char *p;
+        Py_ssize_t n;
+        Py_buffer v;
+        int has_view = 0;
+        if (PyBytes_CheckExact(ret)) {
+            p = PyBytes_AS_STRING(ret);
+            n = PyBytes_GET_SIZE(ret);
+        } else if (PyBytes_Check(ret) || PyByteArray_Check(ret) || PyMemoryView_Check(ret)) {
+            if (PyObject_GetBuffer(ret, &v, PyBUF_SIMPLE) < 0) {
+                PyErr_Clear();
+                PyErr_Format(contract_type(sc, PyExc_TypeError),
+                             "returned a non-contiguous %.100s; a map stage returns C-contiguous bytes, bytearray or "
+                             "memoryview, or None", Py_TYPE(ret)->tp_name);
+                Py_DECREF(ret);
+                return CALL_ERROR;
+            }
+            has_view = 1;
+            p = (const char *)v.buf;
+            n = v.len;
+        } else {
+            PyObject *tname = PyType_GetName(Py_TYPE(ret)); /* type(ret).__name__, as StageCall says it */
+            if (tname != NULL) {
+                PyErr_Format(contract_type(sc, PyExc_TypeError),
+                             "returned %U; a map stage returns bytes, bytearray, memoryview or None", tname);
+                Py_DECREF(tname);
+            }
+            Py_DECREF(ret);
+            return CALL_ERROR;
+        }
+        if ((uint64_t)n > sc->limit) {
+            PyErr_Format(contract_type(sc, PyExc_ValueError), "returned %zd bytes, more than slot_bytes=%u", n,
+                         sc->limit);
+            if (has_view) PyBuffer_Release(&v);
+            Py_DECREF(ret);
+            return CALL_ERROR;
+        }
+        memcpy(sc->scratch, p, (size_t)n);
+        *out_len = (uint32_t)n;
+        if (has_view) PyBuffer_Release(&v);
+        Py_DECREF(ret);
+        return CALL_NEW;
+    }
+    case FORM_INPLACE: {
+        PyObject *lo = stagecall_len(sc, len);
+        PyObject *view = lo != NULL ? stagecall_view(sc, sc->scratch) : NULL;
+        if (view == NULL) return CALL_ERROR;
+        memcpy(sc->scratch, src, len);
+        args[1] = view;
+        args[2] = lo;
+        ret = PyObject_Vectorcall(sc->fn, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (ret == NULL) return CALL_ERROR;
+        if (!PyLong_CheckExact(ret)) {
+            PyErr_Format(contract_type(sc, PyExc_TypeError), "returned %R; expected a length in 0..%u or DROP", ret,
+                         sc->limit);
+            Py_DECREF(ret);
+            return CALL_ERROR;
+        }
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(ret, &overflow);
+        if (!overflow && n == -1) {
+            Py_DECREF(ret);
+            return CALL_DROP;
+        }
+        if (overflow || n < 0 || n > (long long)sc->limit) {
+            PyErr_Format(contract_type(sc, PyExc_ValueError), "returned %R; expected a length in 0..%u or DROP", ret,
+                         sc->limit);
+            Py_DECREF(ret);
+            return CALL_ERROR;
+        }
+        Py_DECREF(ret);
+        *out_len = (uint32_t)n;
+        return CALL_NEW;
+    }
+    default: { /* FORM_READONLY */
+        PyObject *lo = stagecall_len(sc, len);
+        PyObject *view = lo != NULL ? stagecall_view(sc, src) : NULL;
+        if (view == NULL) return CALL_ERROR;
+        args[1] = view;
+        args[2] = lo;
+        ret = PyObject_Vectorcall(sc->fn, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (ret == NULL) return CALL_ERROR;
+        int overflow = 0;
+        long long n = PyLong_CheckExact(ret) ? PyLong_AsLongLongAndOverflow(ret, &overflow) : -2;
+        if (!overflow && (n == (long long)len || n == -1)) {
+            Py_DECREF(ret);
+            return n == -1 ? CALL_DROP : CALL_KEEP;
+        }
+        PyErr_Format(contract_type(sc, PyExc_ValueError),
+                     "returned %R; a read-only stage returns its length (%u) or DROP", ret, len);
+        Py_DECREF(ret);
+        return CALL_ERROR;
+    }
+    }
+}
+
+/* Attach the failing message's sequence to the pending exception (best effort: the exception
+ * propagates either way). */
+static void set_failed_seq(int64_t seq) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL) {
+        PyObject *s = PyLong_FromLongLong(seq);
+        if (s == NULL || PyObject_SetAttrString(value, "failed_seq", s) < 0) PyErr_Clear();
+        Py_XDECREF(s);
+        if (tb != NULL) PyException_SetTraceback(value, tb);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+/* Messages processed between two releases of the gating cell (and heartbeats): large enough to
+ * amortise them, small enough that a slow stage still beats and lets the producer go on. */
+#define STAGE_MAX_BATCH 4096
+/* A long batch of a slow function must not hold back what it has finished: every `every` messages the
+ * loop reads the clock (a tick: heartbeat, signal handlers); once STAGE_RELEASE_NS passed since the
+ * last release, what is done is released (published) at once. A function slower than STAGE_SLOW_NS
+ * a message is ticked after every message, a fast one every 64 (the clock read costs ~20 ns). */
+#define STAGE_RELEASE_NS 1000000LL
+#define STAGE_SLOW_NS 10000LL
+#define TICK_NONE 0
+#define TICK 1
+#define TICK_RELEASE 2
+
+typedef struct {
+    uint32_t every, count;
+    int64_t last_tick, last_release;
+} pacer_t;
+
+static inline void pacer_init(pacer_t *p) {
+    p->every = 1; /* learn the function's speed from its first message */
+    p->count = 0;
+    p->last_tick = p->last_release = mono_ns();
+}
+
+static inline int pacer_tick(pacer_t *p) {
+    if (++p->count < p->every) return TICK_NONE;
+    int64_t now = mono_ns();
+    p->every = now - p->last_tick > (int64_t)p->count * STAGE_SLOW_NS ? 1 : 64;
+    p->count = 0;
+    p->last_tick = now;
+    if (now - p->last_release < STAGE_RELEASE_NS) return TICK;
+    p->last_release = now;
+    return TICK_RELEASE;
+}
+
+/* A batch ended (everything released): the next release is due STAGE_RELEASE_NS after the last tick. */
+static inline void pacer_released(pacer_t *p) { p->last_release = p->last_tick; }
+
+static PyObject *Ring_run_stage(RingObject *r, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"c", "fn", "form", "wait", "heartbeat_slot", "side_effect", "contract_error", NULL};
+    int c, form, wait = WAIT_BACKOFF, hb = -1, side_effect = 0;
+    PyObject *fn, *contract = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOi|i$ipO", kwlist, &c, &fn, &form, &wait, &hb, &side_effect,
+                                     &contract))
+        return NULL;
+    if (contract != Py_None && !PyExceptionClass_Check(contract)) {
+        PyErr_SetString(PyExc_TypeError, "run_stage: contract_error must be an exception class");
+        return NULL;
+    }
+    if (ring_check(r) < 0 || check_consumer(r, c) < 0 || check_wait(wait) < 0 || check_part_slot(hb) < 0 ||
+        check_form(form) < 0)
+        return NULL;
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "run_stage: fn must be callable, not %.100s", Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    const int writes = form == FORM_MAP || form == FORM_INPLACE;
+    unsigned char *scr = scratch_of(r, c);
+    stagecall_t sc;
+    int rc = stagecall_init(&sc, fn, form, r->slot_bytes, scr, (PyObject *)r, slot_payload(r, r->slots));
+    sc.contract = contract != Py_None ? contract : NULL;
+    if (rc < 0) {
+        stagecall_clear(&sc);
+        return NULL;
+    }
+    Py_INCREF(fn);
+    Py_INCREF(r);
+    r->busy++; /* the mapping outlives the loop even if close() runs meanwhile (the GIL comes and goes) */
+    if (writes) ring_recover(r, c);
+    int64_t next = atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1;
+    int64_t result = 0;
+    int failed = 0;
+    pacer_t pacer;
+    pacer_init(&pacer);
+    heartbeat_store(r, hb);
+    for (;;) {
+        seq_line_t *cell;
+        int64_t seen;
+        int64_t avail = barrier_of(r, c, next, &cell, &seen);
+        if (avail < next) {
+            waiter_t w;
+            PyThreadState *ts = PyEval_SaveThread();
+            waiter_init(&w, wait, -1, ts);
+            avail = ring_wait_barrier(r, c, next, &w);
+            PyEval_RestoreThread(w.ts);
+            if (avail == WAIT_STOPPED) {
+                result = next - 1;
+                break;
+            }
+            if (avail < 0) { /* a signal handler raised */
+                failed = 1;
+                break;
+            }
+        }
+        if (avail - next >= STAGE_MAX_BATCH) avail = next + STAGE_MAX_BATCH - 1;
+        for (int64_t s = next; s <= avail; s++) {
+            unsigned char *slot = slot_at(r, s);
+            uint32_t len = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+            if (len != DROPPED_LENGTH) {
+                if (len > r->slot_bytes) len = r->slot_bytes;
+                uint32_t out_len = 0;
+                int outcome = stagecall_run(&sc, slot_payload(r, slot), len, &out_len);
+                if (outcome == CALL_ERROR) {
+                    /* everything before s is done; s stays unconsumed (not lost) */
+                    if (s - 1 > atomic_load_explicit(&r->gating[c].seq, memory_order_relaxed))
+                        cell_store_wake(&r->gating[c], s - 1);
+                    set_failed_seq(s);
+                    failed = 1;
+                    break;
+                }
+                if (outcome == CALL_NEW)
+                    redo_apply(r, c, s, out_len);
+                else if (outcome == CALL_DROP) {
+                    if (writes)
+                        redo_apply(r, c, s, DROPPED_LENGTH);
+                    else /* read-only: marking it dropped is idempotent, no redo needed */
+                        atomic_store_explicit(slot_len(slot), DROPPED_LENGTH, memory_order_relaxed);
+                }
+            }
+            if (side_effect) cell_store_wake(&r->gating[c], s); /* at most one repeat after a crash */
+            int tick = pacer_tick(&pacer);
+            if (tick != TICK_NONE) {
+                heartbeat_store(r, hb);
+                if (tick == TICK_RELEASE && !side_effect) cell_store_wake(&r->gating[c], s);
+                if (PyErr_CheckSignals() < 0) {
+                    cell_store_wake(&r->gating[c], s);
+                    failed = 1;
+                    break;
+                }
+            }
+        }
+        if (failed) break;
+        if (!side_effect) cell_store_wake(&r->gating[c], avail);
+        heartbeat_store(r, hb);
+        pacer_released(&pacer);
+        next = avail + 1;
+    }
+    stagecall_clear(&sc);
+    r->busy--;
+    if (r->closed) ring_unmap(r);
+    Py_DECREF(r);
+    Py_DECREF(fn);
+    if (failed) return NULL;
+    return PyLong_FromLongLong(result);
+}
+
+/* ============================================================================
+ * Batched egress: every available message in one call
+ * ============================================================================ */
+
+static PyObject *Ring_drain(RingObject *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (ring_check(r) < 0) return NULL;
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "drain(c, max_n, wait=WAIT_BACKOFF, timeout_ns=-1)");
+        return NULL;
+    }
+    long c = PyLong_AsLong(args[0]);
+    if (c == -1 && PyErr_Occurred()) return NULL;
+    long long max_n = PyLong_AsLongLong(args[1]);
+    if (max_n == -1 && PyErr_Occurred()) return NULL;
+    int wait = WAIT_BACKOFF;
+    int64_t timeout = -1;
+    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout) < 0) return NULL;
+    if (check_consumer(r, c) < 0) return NULL;
+    if (max_n < 1) {
+        PyErr_Format(PyExc_ValueError, "drain: max_n must be >= 1, got %lld", max_n);
+        return NULL;
+    }
+    int64_t next = atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1;
+    seq_line_t *cell;
+    int64_t seen;
+    int64_t avail = barrier_of(r, (int)c, next, &cell, &seen);
+    if (avail < next && timeout != 0) {
+        waiter_t w;
+        PyThreadState *ts = ring_nogil_begin(r);
+        waiter_init(&w, wait, timeout, ts);
+        avail = ring_wait_barrier(r, (int)c, next, &w);
+        ring_nogil_end(r, w.ts);
+        if (avail == STEP_ERROR) return NULL;
+        if (r->base == NULL) {
+            PyErr_SetString(PyExc_ValueError, "drain: the ring was closed while waiting");
+            return NULL;
+        }
+    }
+    if (avail < next) return Py_BuildValue("([]iL)", 0, (long long)-1);
+    if (avail - next >= max_n) avail = next + max_n - 1;
+    PyObject *list = PyList_New(avail - next + 1);
+    if (list == NULL) return NULL;
+    Py_ssize_t k = 0;
+    long long dropped = 0;
+    for (int64_t s = next; s <= avail; s++) {
+        unsigned char *slot = slot_at(r, s);
+        uint32_t len = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+        if (len == DROPPED_LENGTH) {
+            dropped++;
+            continue;
+        }
+        if (len > r->slot_bytes) len = r->slot_bytes;
+        PyObject *b = PyBytes_FromStringAndSize((const char *)slot_payload(r, slot), (Py_ssize_t)len);
+        if (b == NULL) {
+            Py_SET_SIZE(list, k);
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, k++, b);
+    }
+    Py_SET_SIZE(list, k); /* the dropped ones left no item */
+    cell_store_wake(&r->gating[c], avail);
+    PyObject *out = Py_BuildValue("(NLL)", list, dropped, (long long)avail);
+    return out;
+}
+
+/* ============================================================================
+ * File edges: framed input from a file descriptor into rings, framed output from a ring into a
+ * file descriptor, parsed and encoded here with the GIL released
+ * ============================================================================
+ *
+ * Ingest(fd, framing, rings, ...).run() reads the descriptor in large chunks and publishes every
+ * message it parses (framings lines / hex / len32, codecs in framing.c) into one ring or into N
+ * shard rings routed like byteor.runtime.sharding.Router (single, round robin, or CRC-32 of the
+ * bytes:offset:len window modulo N). Egress(fd, framing, ring, c, ...).run() consumes cell c and
+ * writes every message framed (hex / lines / ascii / raw / len32) through a buffer that is written
+ * whenever the ring is idle and at least every flush_interval_ns while messages flow; the cell is
+ * released only up to what has been written, and last_seq tells the caller which messages left.
+ * Both end on stop() (from another thread, or from a Python signal handler) and run Python signal
+ * handlers about every 50 ms. While run() runs, the Ingest is its rings' producer and the Egress its
+ * cell's consumer: nothing else may publish into / consume from them meanwhile.
+ */
+
+#include <poll.h>
+#include <sys/eventfd.h>
+
+#define FRAME_LINES 0
+#define FRAME_HEX 1
+#define FRAME_LEN32 2
+#define FRAME_RAW 3
+#define FRAME_ASCII 4
+
+#define ROUTE_SINGLE 0
+#define ROUTE_ROUND_ROBIN 1
+#define ROUTE_KEY 2
+
+#define EDGE_EOF 1     /* Ingest: end of input; Egress: the ring is stopped and drained */
+#define EDGE_STOPPED 2 /* stop() */
+#define EDGE_FAIL -1   /* described in the edge's error fields; raised once the GIL is back */
+#define EDGE_PYERR -3  /* a Python exception is set (a signal handler raised) */
+
+#define EDGE_POLL_MS 50
+/* Messages published between two stores of a ring's cursor (and between two clock reads). */
+#define INGEST_PUBLISH_EVERY 256
+
+static const char *const FRAME_NAMES[] = {"lines", "hex", "len32", "raw", "ascii"};
+
+static int frame_code(PyObject *name, int output) {
+    const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (s != NULL)
+        for (int i = 0; i < (output ? 5 : 3); i++)
+            if (strcmp(s, FRAME_NAMES[i]) == 0) return i;
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError, "unknown %s framing %R (one of %s)", output ? "output" : "input", name,
+                 output ? "hex, ascii, raw, lines, len32" : "lines, hex, len32");
+    return -1;
+}
+
+/* Run Python signal handlers (taking the GIL for the moment). -1 when a handler raised. */
+static int edge_signals(PyThreadState **ts) {
+    PyEval_RestoreThread(*ts);
+    int r = PyErr_CheckSignals();
+    *ts = PyEval_SaveThread();
+    return r;
+}
+
+typedef struct {
+    int fd;
+    int stop_fd;          /* eventfd written by stop(): wakes a poll on the data descriptor */
+    _Atomic int stop;
+    int running;
+    PyObject *label;      /* names the option in error messages ("--input") */
+    PyObject *error_type; /* raised for malformed input */
+    int err;              /* EDGE_FAIL detail: one of EERR_* */
+    long long err_a, err_b, err_c, err_d;
+    int err_errno;
+} edge_t;
+
+static int edge_init(edge_t *e, int fd, PyObject *label, PyObject *error_type) {
+    e->fd = fd;
+    e->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (e->stop_fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    atomic_store(&e->stop, 0);
+    e->running = 0;
+    Py_INCREF(label);
+    e->label = label;
+    Py_INCREF(error_type);
+    e->error_type = error_type;
+    e->err = 0;
+    return 0;
+}
+
+static void edge_clear(edge_t *e) {
+    if (e->stop_fd >= 0) close(e->stop_fd);
+    e->stop_fd = -1;
+    Py_CLEAR(e->label);
+    Py_CLEAR(e->error_type);
+}
+
+static inline int edge_stopped(edge_t *e) { return atomic_load_explicit(&e->stop, memory_order_acquire) != 0; }
+
+static void edge_stop(edge_t *e) {
+    atomic_store_explicit(&e->stop, 1, memory_order_release);
+    uint64_t one = 1;
+    if (e->stop_fd >= 0) (void)!write(e->stop_fd, &one, sizeof one);
+}
+
+/* Wait until fd is ready for `events` (or stop() is called), running signal handlers every
+ * EDGE_POLL_MS. EDGE_OK when ready, EDGE_STOPPED, EDGE_PYERR. */
+static int edge_poll(edge_t *e, short events, PyThreadState **ts) {
+    for (;;) {
+        if (edge_stopped(e)) return EDGE_STOPPED;
+        struct pollfd p[2] = {{e->fd, events, 0}, {e->stop_fd, POLLIN, 0}};
+        int n = poll(p, 2, EDGE_POLL_MS);
+        if (n < 0 && errno != EINTR) return 0; /* let the read/write report the descriptor's error */
+        if (edge_signals(ts) < 0) return EDGE_PYERR;
+        if (n > 0 && p[0].revents) return 0;
+    }
+}
+
+/* ---- Ingest ---------------------------------------------------------------------------------- */
+
+#define EERR_LINE_TOO_LONG 1  /* a: line, b: length (-1 unknown), c: slot_bytes */
+#define EERR_HEX_CHAR 2       /* a: line, b: the byte */
+#define EERR_HEX_ODD 3        /* a: line, b: digits */
+#define EERR_LEN32_PREFIX 4   /* a: byte offset */
+#define EERR_LEN32_BODY 5     /* a: byte offset, b: announced, c: present */
+#define EERR_LEN32_BIG 6      /* a: message index, b: byte offset, c: announced, d: slot_bytes */
+#define EERR_READ 7           /* err_errno */
+#define EERR_WRITE 8          /* err_errno */
+#define EERR_HEX_LINE_HUGE 9  /* a: line, b: buffer bytes */
+
+typedef struct {
+    PyObject_HEAD
+    edge_t e;
+    int framing;
+    int route;
+    int wait;
+    uint32_t key_off, key_len;
+    uint32_t slot_bytes;      /* the smallest of the rings' */
+    Py_ssize_t n_rings;
+    RingObject **rings;
+    int64_t *pending;         /* per ring: last written, not yet published sequence (-1: none) */
+    long long *per_ring;
+    unsigned char *buf;       /* unparsed input: buf[0..len) */
+    size_t cap, len, max_cap;
+    unsigned char *tmp;       /* a decoded hex message */
+    long long line;           /* lines consumed (lines, hex) */
+    long long offset;         /* input bytes before buf[0] */
+    long long messages;
+    long long bytes_read;
+    uint64_t rr_next;
+    int unpublished;
+    int eof;
+} IngestObject;
+
+static PyTypeObject IngestType;
+
+static void ingest_publish_pending(IngestObject *g) {
+    for (Py_ssize_t k = 0; k < g->n_rings; k++)
+        if (g->pending[k] >= 0) {
+            cell_store_wake(g->rings[k]->published, g->pending[k]);
+            g->pending[k] = -1;
+        }
+    g->unpublished = 0;
+}
+
+/* Wait (GIL released) until every consumer of r has released `need`, or stop(). */
+static int ingest_wait_room(IngestObject *g, RingObject *r, int64_t need, PyThreadState **ts) {
+    waiter_t w;
+    waiter_init(&w, g->wait, -1, *ts);
+    w.participants = r->n_consumers + 1;
+    int rc = EDGE_EOF - 1; /* 0: room */
+    for (;;) {
+        seq_line_t *lag = NULL;
+        int64_t seen = 0, m = INT64_MAX;
+        for (uint32_t i = 0; i < r->n_consumers; i++) {
+            int64_t gs = atomic_load_explicit(&r->gating[i].seq, memory_order_acquire);
+            if (gs < m) m = gs;
+            if (gs < need && lag == NULL) {
+                lag = &r->gating[i];
+                seen = gs;
+            }
+        }
+        if (m >= need) {
+            r->gating_cache = m;
+            break;
+        }
+        if (edge_stopped(&g->e)) {
+            rc = EDGE_STOPPED;
+            break;
+        }
+        if (waiter_step(&w, lag, seen) != STEP_OK) { /* no deadline: a signal handler raised */
+            rc = EDGE_PYERR;
+            break;
+        }
+    }
+    *ts = w.ts;
+    return rc;
+}
+
+/* Publish one message into the ring its route chooses. 0, EDGE_STOPPED or EDGE_PYERR. */
+static int ingest_put(IngestObject *g, const unsigned char *p, uint32_t n, PyThreadState **ts) {
+    Py_ssize_t k = 0;
+    if (g->route == ROUTE_ROUND_ROBIN) {
+        k = (Py_ssize_t)(g->rr_next % (uint64_t)g->n_rings);
+        g->rr_next++;
+    } else if (g->route == ROUTE_KEY) {
+        uint32_t off = g->key_off < n ? g->key_off : n;
+        uint32_t len = g->key_len < n - off ? g->key_len : n - off;
+        k = (Py_ssize_t)(byteor_crc32(0, p + off, len) % (uint32_t)g->n_rings);
+    }
+    RingObject *r = g->rings[k];
+    int64_t seq;
+    if (!(r->flags & FLAG_MULTI_PRODUCER)) {
+        seq = r->next_seq;
+        int64_t need = seq - r->capacity;
+        if (need > r->gating_cache) {
+            r->gating_cache = min_gating(r);
+            if (need > r->gating_cache) {
+                ingest_publish_pending(g); /* what is written becomes visible before waiting */
+                int rc = ingest_wait_room(g, r, need, ts);
+                if (rc != 0) return rc;
+            }
+        }
+        r->next_seq = seq + 1;
+    } else {
+        for (;;) {
+            int64_t cur = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
+            int64_t need = cur + 1 - r->capacity;
+            if (need > r->gating_cache) {
+                r->gating_cache = min_gating(r);
+                if (need > r->gating_cache) {
+                    ingest_publish_pending(g);
+                    int rc = ingest_wait_room(g, r, need, ts);
+                    if (rc != 0) return rc;
+                    continue;
+                }
+            }
+            if (atomic_compare_exchange_weak_explicit(&r->claim->seq, &cur, cur + 1, memory_order_acq_rel,
+                                                      memory_order_relaxed)) {
+                seq = cur + 1;
+                break;
+            }
+        }
+    }
+    unsigned char *slot = slot_at(r, seq);
+    atomic_store_explicit(slot_len(slot), n, memory_order_relaxed);
+    memcpy(slot_payload(r, slot), p, n);
+    if (r->flags & FLAG_MULTI_PRODUCER)
+        producer_publish(r, seq, seq);
+    else
+        g->pending[k] = seq;
+    g->messages++;
+    g->per_ring[k]++;
+    if (++g->unpublished >= INGEST_PUBLISH_EVERY) ingest_publish_pending(g);
+    return 0;
+}
+
+static int ingest_fail(IngestObject *g, int err, long long a, long long b, long long c) {
+    g->e.err = err;
+    g->e.err_a = a;
+    g->e.err_b = b;
+    g->e.err_c = c;
+    return EDGE_FAIL;
+}
+
+/* Parse and publish the complete messages of buf[0..len) (all of it when final). Sets *used to the
+ * bytes consumed. 0, or an EDGE_* code (the messages before a bad one are published). */
+static int ingest_parse(IngestObject *g, int final, size_t *used, PyThreadState **ts) {
+    unsigned char *b = g->buf;
+    size_t len = g->len, pos = 0;
+    int rc = 0;
+    if (g->framing == FRAME_LEN32) {
+        while (len - pos >= 4) {
+            uint32_t n = (uint32_t)b[pos] | ((uint32_t)b[pos + 1] << 8) | ((uint32_t)b[pos + 2] << 16) |
+                         ((uint32_t)b[pos + 3] << 24);
+            if (n > g->slot_bytes) {
+                rc = ingest_fail(g, EERR_LEN32_BIG, g->messages, g->offset + (long long)pos, n);
+                g->e.err_d = g->slot_bytes;
+                break;
+            }
+            if (len - pos - 4 < n) break;
+            rc = ingest_put(g, b + pos + 4, n, ts);
+            if (rc != 0) break;
+            pos += 4 + (size_t)n;
+        }
+        if (rc == 0 && final && pos < len) {
+            if (len - pos < 4)
+                rc = ingest_fail(g, EERR_LEN32_PREFIX, g->offset + (long long)pos, 0, 0);
+            else {
+                uint32_t n = (uint32_t)b[pos] | ((uint32_t)b[pos + 1] << 8) | ((uint32_t)b[pos + 2] << 16) |
+                             ((uint32_t)b[pos + 3] << 24);
+                rc = ingest_fail(g, EERR_LEN32_BODY, g->offset + (long long)pos, n, (long long)(len - pos - 4));
+            }
+        }
+        *used = pos;
+        return rc;
+    }
+    for (;;) {
+        unsigned char *nl = len > pos ? memchr(b + pos, '\n', len - pos) : NULL;
+        size_t end;
+        if (nl != NULL)
+            end = (size_t)(nl - b);
+        else if (final && pos < len)
+            end = len; /* the last line has no newline: still a message */
+        else
+            break;
+        long long lineno = g->line + 1;
+        const unsigned char *line = b + pos;
+        size_t n = end - pos;
+        if (g->framing == FRAME_LINES) {
+            if (n > g->slot_bytes) {
+                rc = ingest_fail(g, EERR_LINE_TOO_LONG, lineno, (long long)n, g->slot_bytes);
+                break;
+            }
+            rc = ingest_put(g, line, (uint32_t)n, ts);
+        } else {
+            size_t out_len = 0, digits = 0;
+            int bad = -1;
+            int h = byteor_hex_line(line, n, g->tmp, g->slot_bytes, &out_len, &bad, &digits);
+            if (h == BYTEOR_HEX_BAD_CHAR) {
+                rc = ingest_fail(g, EERR_HEX_CHAR, lineno, bad, 0);
+                break;
+            }
+            if (h == BYTEOR_HEX_ODD) {
+                rc = ingest_fail(g, EERR_HEX_ODD, lineno, (long long)digits, 0);
+                break;
+            }
+            if (h == BYTEOR_HEX_TOO_LONG) {
+                rc = ingest_fail(g, EERR_LINE_TOO_LONG, lineno, (long long)out_len, g->slot_bytes);
+                break;
+            }
+            if (h == BYTEOR_HEX_OK) rc = ingest_put(g, g->tmp, (uint32_t)out_len, ts);
+        }
+        if (rc != 0) break;
+        g->line = lineno;
+        pos = end + (nl != NULL);
+        if (nl == NULL) break;
+    }
+    *used = pos;
+    return rc;
+}
+
+static int ingest_loop(IngestObject *g, PyThreadState **ts) {
+    struct stat st;
+    int regular = fstat(g->e.fd, &st) == 0 && S_ISREG(st.st_mode);
+    int64_t next_check = mono_ns() + SIGNAL_CHECK_NS;
+    int rc = 0;
+    while (rc == 0) {
+        if (edge_stopped(&g->e)) {
+            rc = EDGE_STOPPED;
+            break;
+        }
+        if (g->eof) {
+            rc = EDGE_EOF;
+            break;
+        }
+        if (g->len == g->cap) {
+            /* the buffer holds one unfinished line: grow, unless it is already longer than any
+             * message can be (then say so rather than buffer on) */
+            if (g->cap > g->max_cap) {
+                if (g->framing == FRAME_LINES)
+                    rc = ingest_fail(g, EERR_LINE_TOO_LONG, g->line + 1, -1, g->slot_bytes);
+                else
+                    rc = ingest_fail(g, EERR_HEX_LINE_HUGE, g->line + 1, (long long)g->cap, 0);
+                break;
+            }
+            size_t ncap = g->cap * 2 > g->max_cap + 1 ? g->max_cap + 1 : g->cap * 2;
+            unsigned char *nb = realloc(g->buf, ncap);
+            if (nb == NULL) {
+                g->e.err_errno = ENOMEM;
+                rc = ingest_fail(g, EERR_READ, 0, 0, 0);
+                break;
+            }
+            g->buf = nb;
+            g->cap = ncap;
+        }
+        if (!regular) {
+            /* a pipe or terminal may stay silent: wait for data, a stop() or a signal */
+            ingest_publish_pending(g);
+            rc = edge_poll(&g->e, POLLIN, ts);
+            if (rc != 0) break;
+        }
+        ssize_t got = read(g->e.fd, g->buf + g->len, g->cap - g->len);
+        if (got < 0) {
+            if (errno == EINTR) {
+                if (edge_signals(ts) < 0) rc = EDGE_PYERR;
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                ingest_publish_pending(g);
+                rc = edge_poll(&g->e, POLLIN, ts);
+                continue;
+            }
+            g->e.err_errno = errno;
+            rc = ingest_fail(g, EERR_READ, 0, 0, 0);
+            break;
+        }
+        int final = got == 0;
+        g->len += (size_t)got;
+        g->bytes_read += got;
+        size_t used = 0;
+        rc = ingest_parse(g, final, &used, ts);
+        if (used) {
+            memmove(g->buf, g->buf + used, g->len - used);
+            g->len -= used;
+            g->offset += (long long)used;
+        }
+        if (final && rc == 0) g->eof = 1;
+        if (rc == 0) {
+            int64_t now = mono_ns();
+            if (now >= next_check) {
+                next_check = now + SIGNAL_CHECK_NS;
+                ingest_publish_pending(g);
+                if (edge_signals(ts) < 0) rc = EDGE_PYERR;
+            }
+        }
+    }
+    ingest_publish_pending(g);
+    return rc;
+}
+
+static void edge_raise(edge_t *e) {
+    PyObject *label = e->label;
+    PyObject *err = e->error_type;
+    switch (e->err) {
+    case EERR_LINE_TOO_LONG:
+        if (e->err_b >= 0)
+            PyErr_Format(err, "%U line %lld: message of %lld bytes exceeds slot_bytes=%lld", label, e->err_a, e->err_b,
+                         e->err_c);
+        else
+            PyErr_Format(err, "%U line %lld: message of more than %lld bytes exceeds slot_bytes=%lld", label, e->err_a,
+                         e->err_c, e->err_c);
+        break;
+    case EERR_HEX_CHAR: {
+        Py_UCS4 ch = e->err_b < 0x80 ? (Py_UCS4)e->err_b : 0xFFFD; /* decode("ascii", "replace") */
+        PyObject *s = PyUnicode_FromOrdinal((int)ch);
+        if (s != NULL) {
+            PyErr_Format(err, "%U line %lld is not valid hex: invalid character %R", label, e->err_a, s);
+            Py_DECREF(s);
+        }
+        break;
+    }
+    case EERR_HEX_ODD:
+        PyErr_Format(err, "%U line %lld is not valid hex: odd number of hex digits (%lld)", label, e->err_a, e->err_b);
+        break;
+    case EERR_HEX_LINE_HUGE:
+        PyErr_Format(err, "%U line %lld is longer than %lld bytes", label, e->err_a, e->err_b);
+        break;
+    case EERR_LEN32_PREFIX:
+        PyErr_Format(err, "%U len32: truncated length prefix at byte %lld", label, e->err_a);
+        break;
+    case EERR_LEN32_BODY:
+        PyErr_Format(err, "%U len32: message at byte %lld announces %lld bytes, only %lld follow", label, e->err_a,
+                     e->err_b, e->err_c);
+        break;
+    case EERR_LEN32_BIG:
+        PyErr_Format(err, "%U len32: message %lld at byte %lld is %lld bytes, larger than the slot (%lld bytes)",
+                     label, e->err_a, e->err_b, e->err_c, e->err_d);
+        break;
+    default: {
+        int code = e->err_errno;
+        PyObject *msg = PyUnicode_FromFormat("%U: %s failed: %s", label, e->err == EERR_WRITE ? "write" : "read",
+                                             code == EPIPE ? "the reader closed it (broken pipe)" : strerror(code));
+        if (msg != NULL) {
+            PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO", code, msg); /* errno picks the subclass */
+            if (exc != NULL) {
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                Py_DECREF(exc);
+            }
+            Py_DECREF(msg);
+        }
+    }
+    }
+    e->err = 0;
+}
+
+static void ingest_free_buffers(IngestObject *g) {
+    free(g->buf);
+    free(g->tmp);
+    PyMem_Free(g->pending);
+    PyMem_Free(g->per_ring);
+    g->buf = g->tmp = NULL;
+    g->pending = NULL;
+    g->per_ring = NULL;
+}
+
+static void Ingest_dealloc(IngestObject *g) {
+    for (Py_ssize_t k = 0; k < g->n_rings; k++) Py_XDECREF(g->rings[k]);
+    PyMem_Free(g->rings);
+    ingest_free_buffers(g);
+    edge_clear(&g->e);
+    Py_TYPE(g)->tp_free((PyObject *)g);
+}
+
+static PyObject *Ingest_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"fd", "framing", "rings", "route", "key_offset", "key_len", "wait", "label", "error",
+                             "chunk_bytes", NULL};
+    int fd, wait = WAIT_BACKOFF;
+    PyObject *framing, *rings_obj, *route_obj = NULL, *label = NULL, *error_type = PyExc_ValueError;
+    long long key_off = 0, key_len = 0, chunk = 1 << 20;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|$OLLiUOL", kwlist, &fd, &framing, &rings_obj, &route_obj,
+                                     &key_off, &key_len, &wait, &label, &error_type, &chunk))
+        return NULL;
+    int fr = frame_code(framing, 0);
+    if (fr < 0 || check_wait(wait) < 0) return NULL;
+    if (!PyExceptionClass_Check(error_type)) {
+        PyErr_SetString(PyExc_TypeError, "Ingest: error must be an exception class");
+        return NULL;
+    }
+    int route = ROUTE_SINGLE;
+    if (route_obj != NULL) {
+        const char *rs = PyUnicode_Check(route_obj) ? PyUnicode_AsUTF8(route_obj) : NULL;
+        if (rs != NULL && strcmp(rs, "single") == 0) route = ROUTE_SINGLE;
+        else if (rs != NULL && strcmp(rs, "round_robin") == 0) route = ROUTE_ROUND_ROBIN;
+        else if (rs != NULL && strcmp(rs, "key") == 0) route = ROUTE_KEY;
+        else {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "unknown route %R (single, round_robin, key)", route_obj);
+            return NULL;
+        }
+    }
+    if (key_off < 0 || key_off > UINT32_MAX || key_len < 0 || key_len > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "Ingest: key_offset and key_len must be in 0..2**32-1");
+        return NULL;
+    }
+    if (chunk < 4096 || chunk > (1LL << 30)) {
+        PyErr_Format(PyExc_ValueError, "Ingest: chunk_bytes %lld outside 4096..2**30", chunk);
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(rings_obj, "Ingest: rings must be a sequence of Ring");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 1 || (route == ROUTE_SINGLE && n != 1)) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "Ingest: route %s needs %s ring, got %zd", route == ROUTE_SINGLE ? "single" :
+                     "round_robin/key", route == ROUTE_SINGLE ? "exactly one" : "at least one", n);
+        return NULL;
+    }
+    IngestObject *g = (IngestObject *)type->tp_alloc(type, 0);
+    if (g == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    g->e.stop_fd = -1;
+    g->rings = PyMem_Calloc((size_t)n, sizeof(RingObject *));
+    g->pending = PyMem_Malloc((size_t)n * sizeof(int64_t));
+    g->per_ring = PyMem_Calloc((size_t)n, sizeof(long long));
+    if (g->rings == NULL || g->pending == NULL || g->per_ring == NULL) {
+        Py_DECREF(seq);
+        Py_DECREF(g);
+        return PyErr_NoMemory();
+    }
+    g->n_rings = n;
+    uint32_t slot = UINT32_MAX;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, k);
+        if (!Py_IS_TYPE(o, &RingType)) {
+            PyErr_Format(PyExc_TypeError, "Ingest: rings[%zd] is %.100s, not a Ring", k, Py_TYPE(o)->tp_name);
+            Py_DECREF(seq);
+            Py_DECREF(g);
+            return NULL;
+        }
+        Py_INCREF(o);
+        g->rings[k] = (RingObject *)o;
+        g->pending[k] = -1;
+        if (ring_check((RingObject *)o) < 0) {
+            Py_DECREF(seq);
+            Py_DECREF(g);
+            return NULL;
+        }
+        if (((RingObject *)o)->slot_bytes < slot) slot = ((RingObject *)o)->slot_bytes;
+    }
+    Py_DECREF(seq);
+    PyObject *lab = label != NULL ? Py_NewRef(label) : PyUnicode_FromString("--input");
+    if (lab == NULL || edge_init(&g->e, fd, lab, error_type) < 0) {
+        Py_XDECREF(lab);
+        Py_DECREF(g);
+        return NULL;
+    }
+    Py_DECREF(lab); /* edge_init took its own reference */
+    g->framing = fr;
+    g->route = route;
+    g->wait = wait;
+    g->key_off = (uint32_t)key_off;
+    g->key_len = (uint32_t)key_len;
+    g->slot_bytes = slot;
+    /* the longest unfinished line worth buffering: one message (a hex line may also hold spaces) */
+    g->max_cap = fr == FRAME_LINES ? (size_t)slot + 1
+                 : fr == FRAME_HEX ? 4 * (size_t)slot + (1 << 20)
+                                   : (size_t)slot + 4;
+    g->cap = (size_t)chunk;
+    if (g->cap < g->max_cap + 1 && fr == FRAME_LEN32) g->cap = g->max_cap + 1;
+    g->buf = malloc(g->cap);
+    g->tmp = malloc((size_t)slot + 1);
+    if (g->buf == NULL || g->tmp == NULL) {
+        Py_DECREF(g);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)g;
+}
+
+static PyObject *Ingest_run(IngestObject *g, PyObject *Py_UNUSED(ignored)) {
+    if (g->e.running) {
+        PyErr_SetString(PyExc_RuntimeError, "Ingest.run: already running");
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < g->n_rings; k++)
+        if (ring_check(g->rings[k]) < 0) return NULL;
+    g->e.running = 1;
+    Py_INCREF(g);
+    for (Py_ssize_t k = 0; k < g->n_rings; k++) g->rings[k]->busy++;
+    PyThreadState *ts = PyEval_SaveThread();
+    int rc = ingest_loop(g, &ts);
+    PyEval_RestoreThread(ts);
+    for (Py_ssize_t k = 0; k < g->n_rings; k++) {
+        g->rings[k]->busy--;
+        if (g->rings[k]->closed) ring_unmap(g->rings[k]);
+    }
+    g->e.running = 0;
+    PyObject *result = NULL;
+    if (rc == EDGE_FAIL)
+        edge_raise(&g->e);
+    else if (rc != EDGE_PYERR)
+        result = PyLong_FromLongLong(g->messages);
+    Py_DECREF(g);
+    return result;
+}
+
+static PyObject *Ingest_stop(IngestObject *g, PyObject *Py_UNUSED(ignored)) {
+    edge_stop(&g->e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ingest_get_messages(IngestObject *g, void *c) { return PyLong_FromLongLong(g->messages); }
+static PyObject *Ingest_get_bytes(IngestObject *g, void *c) { return PyLong_FromLongLong(g->bytes_read); }
+static PyObject *Ingest_get_eof(IngestObject *g, void *c) { return PyBool_FromLong(g->eof); }
+static PyObject *Ingest_get_line(IngestObject *g, void *c) { return PyLong_FromLongLong(g->line); }
+static PyObject *Ingest_get_per_ring(IngestObject *g, void *c) {
+    PyObject *t = PyTuple_New(g->n_rings);
+    if (t == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < g->n_rings; k++) PyTuple_SET_ITEM(t, k, PyLong_FromLongLong(g->per_ring[k]));
+    return t;
+}
+
+static PyMethodDef Ingest_methods[] = {
+    {"run", (PyCFunction)Ingest_run, METH_NOARGS,
+     "run() -> messages published so far: read, parse and publish until end of input or stop()"},
+    {"stop", (PyCFunction)Ingest_stop, METH_NOARGS, "stop(): end run() at the next message (any thread)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Ingest_getset[] = {
+    {"messages", (getter)Ingest_get_messages, NULL, "messages published", NULL},
+    {"bytes_read", (getter)Ingest_get_bytes, NULL, "bytes read from the descriptor", NULL},
+    {"eof", (getter)Ingest_get_eof, NULL, "the whole input was read and published", NULL},
+    {"lines", (getter)Ingest_get_line, NULL, "lines consumed (lines and hex framings)", NULL},
+    {"per_ring", (getter)Ingest_get_per_ring, NULL, "messages published into each ring", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject IngestType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "byteor._native.Ingest",
+    .tp_basicsize = sizeof(IngestObject),
+    .tp_dealloc = (destructor)Ingest_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Ingest(fd, framing, rings, *, route='single', key_offset=0, key_len=0, wait=WAIT_BACKOFF, "
+              "label='--input', error=ValueError, chunk_bytes=1<<20): framed input from fd into rings",
+    .tp_methods = Ingest_methods,
+    .tp_getset = Ingest_getset,
+    .tp_new = Ingest_new,
+};
+
+/* ---- Egress ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    edge_t e;
+    int framing;
+    int wait;
+    int c;
+    RingObject *ring;
+    int64_t flush_ns;
+    unsigned char *buf;
+    size_t cap, len;
+    int64_t buffered_to;       /* last sequence encoded into buf */
+    _Atomic int64_t last_seq;  /* last sequence written to the descriptor (and released) */
+    long long messages, dropped, bytes_written;
+} EgressObject;
+
+static PyTypeObject EgressType;
+
+/* Write buf[0..len) completely (short writes, EINTR, a non-blocking descriptor), then release the
+ * cell up to what was encoded. 0, EDGE_STOPPED, EDGE_PYERR or EDGE_FAIL (errno kept). */
+static int egress_flush(EgressObject *x, PyThreadState **ts) {
+    size_t off = 0;
+    while (off < x->len) {
+        ssize_t n = write(x->e.fd, x->buf + off, x->len - off);
+        if (n >= 0) {
+            off += (size_t)n;
+            x->bytes_written += n;
+            continue;
+        }
+        if (errno == EINTR) {
+            if (edge_signals(ts) < 0) return EDGE_PYERR;
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            int rc = edge_poll(&x->e, POLLOUT, ts);
+            if (rc != 0) {
+                memmove(x->buf, x->buf + off, x->len - off); /* keep what is not written */
+                x->len -= off;
+                return rc;
+            }
+            continue;
+        }
+        x->e.err = EERR_WRITE;
+        x->e.err_errno = errno;
+        memmove(x->buf, x->buf + off, x->len - off);
+        x->len -= off;
+        return EDGE_FAIL;
+    }
+    x->len = 0;
+    if (x->buffered_to > atomic_load_explicit(&x->last_seq, memory_order_relaxed)) {
+        cell_store_wake(&x->ring->gating[x->c], x->buffered_to);
+        atomic_store_explicit(&x->last_seq, x->buffered_to, memory_order_release);
+    }
+    return 0;
+}
+
+static inline size_t egress_encode(EgressObject *x, const unsigned char *p, uint32_t n, unsigned char *out) {
+    switch (x->framing) {
+    case FRAME_HEX: {
+        size_t k = byteor_hex_encode(p, n, out);
+        out[k] = '\n';
+        return k + 1;
+    }
+    case FRAME_ASCII: {
+        size_t k = byteor_utf8_replace(p, n, out);
+        out[k] = '\n';
+        return k + 1;
+    }
+    case FRAME_LEN32:
+        out[0] = (unsigned char)n;
+        out[1] = (unsigned char)(n >> 8);
+        out[2] = (unsigned char)(n >> 16);
+        out[3] = (unsigned char)(n >> 24);
+        memcpy(out + 4, p, n);
+        return (size_t)n + 4;
+    case FRAME_RAW:
+        memcpy(out, p, n);
+        return n;
+    default: /* FRAME_LINES */
+        memcpy(out, p, n);
+        out[n] = '\n';
+        return (size_t)n + 1;
+    }
+}
+
+static inline size_t egress_worst(int framing, uint32_t n) {
+    return framing == FRAME_HEX ? 2 * (size_t)n + 1 : framing == FRAME_ASCII ? 3 * (size_t)n + 1 : (size_t)n + 4;
+}
+
+static int egress_loop(EgressObject *x, PyThreadState **ts) {
+    RingObject *r = x->ring;
+    int c = x->c;
+    int64_t next = atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1;
+    int64_t last_flush = mono_ns();
+    x->buffered_to = next - 1;
+    for (;;) {
+        if (edge_stopped(&x->e)) {
+            int rc = egress_flush(x, ts);
+            return rc != 0 ? rc : EDGE_STOPPED;
+        }
+        seq_line_t *cell;
+        int64_t seen;
+        int64_t avail = barrier_of(r, c, next, &cell, &seen);
+        if (avail < next) {
+            /* idle: what is buffered goes out now, then wait (in slices, to see stop() and signals) */
+            if (x->len > 0 || x->buffered_to > atomic_load_explicit(&x->last_seq, memory_order_relaxed)) {
+                int rc = egress_flush(x, ts);
+                if (rc != 0) return rc;
+                last_flush = mono_ns();
+            }
+            waiter_t w;
+            waiter_init(&w, x->wait, EDGE_POLL_MS * 1000000LL, *ts);
+            avail = ring_wait_barrier(r, c, next, &w);
+            *ts = w.ts;
+            if (avail == WAIT_STOPPED) return EDGE_EOF;
+            if (avail == STEP_ERROR) return EDGE_PYERR;
+            if (avail < next) continue; /* a slice ended */
+        }
+        for (int64_t s = next; s <= avail; s++) {
+            unsigned char *slot = slot_at(r, s);
+            uint32_t len = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+            if (len == DROPPED_LENGTH) {
+                x->dropped++;
+            } else {
+                if (len > r->slot_bytes) len = r->slot_bytes;
+                if (x->cap - x->len < egress_worst(x->framing, len)) {
+                    int rc = egress_flush(x, ts);
+                    if (rc != 0) return rc;
+                    last_flush = mono_ns();
+                }
+                x->len += egress_encode(x, slot_payload(r, slot), len, x->buf + x->len);
+                x->messages++;
+            }
+            x->buffered_to = s;
+            if (((s - next) & 63) == 63) {
+                int64_t now = mono_ns();
+                if (now - last_flush >= x->flush_ns) { /* a steady stream still reaches the file */
+                    int rc = egress_flush(x, ts);
+                    if (rc != 0) return rc;
+                    last_flush = now;
+                }
+            }
+        }
+        next = avail + 1;
+        int64_t now = mono_ns();
+        if (now - last_flush >= x->flush_ns) {
+            int rc = egress_flush(x, ts);
+            if (rc != 0) return rc;
+            last_flush = now;
+        }
+    }
+}
+
+static void Egress_dealloc(EgressObject *x) {
+    Py_XDECREF(x->ring);
+    free(x->buf);
+    edge_clear(&x->e);
+    Py_TYPE(x)->tp_free((PyObject *)x);
+}
+
+static PyObject *Egress_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"fd", "framing", "ring", "c", "wait", "label", "flush_interval_ns", "buffer_bytes", NULL};
+    int fd, c, wait = WAIT_BACKOFF;
+    PyObject *framing, *ring, *label = NULL;
+    long long flush_ns = 200000000LL, bufsize = 1 << 20;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO!i|$iULL", kwlist, &fd, &framing, &RingType, &ring, &c, &wait,
+                                     &label, &flush_ns, &bufsize))
+        return NULL;
+    int fr = frame_code(framing, 1);
+    RingObject *r = (RingObject *)ring;
+    if (fr < 0 || check_wait(wait) < 0 || ring_check(r) < 0 || check_consumer(r, c) < 0) return NULL;
+    if (flush_ns < 1000000LL || flush_ns > 1000000000LL) {
+        PyErr_Format(PyExc_ValueError, "Egress: flush_interval_ns %lld outside 1 ms..1 s", flush_ns);
+        return NULL;
+    }
+    if (bufsize < 4096 || bufsize > (1LL << 30)) {
+        PyErr_Format(PyExc_ValueError, "Egress: buffer_bytes %lld outside 4096..2**30", bufsize);
+        return NULL;
+    }
+    EgressObject *x = (EgressObject *)type->tp_alloc(type, 0);
+    if (x == NULL) return NULL;
+    x->e.stop_fd = -1;
+    Py_INCREF(ring);
+    x->ring = r;
+    PyObject *lab = label != NULL ? Py_NewRef(label) : PyUnicode_FromString("--output-file");
+    if (lab == NULL || edge_init(&x->e, fd, lab, PyExc_ValueError) < 0) {
+        Py_XDECREF(lab);
+        Py_DECREF(x);
+        return NULL;
+    }
+    Py_DECREF(lab);
+    x->framing = fr;
+    x->wait = wait;
+    x->c = c;
+    x->flush_ns = flush_ns;
+    size_t worst = egress_worst(fr, r->slot_bytes);
+    x->cap = (size_t)bufsize > worst ? (size_t)bufsize : worst; /* any one message fits after a flush */
+    x->buf = malloc(x->cap);
+    if (x->buf == NULL) {
+        Py_DECREF(x);
+        return PyErr_NoMemory();
+    }
+    atomic_store(&x->last_seq, atomic_load_explicit(&r->gating[c].seq, memory_order_acquire));
+    return (PyObject *)x;
+}
+
+static PyObject *Egress_run(EgressObject *x, PyObject *Py_UNUSED(ignored)) {
+    if (x->e.running) {
+        PyErr_SetString(PyExc_RuntimeError, "Egress.run: already running");
+        return NULL;
+    }
+    if (ring_check(x->ring) < 0) return NULL;
+    x->e.running = 1;
+    Py_INCREF(x);
+    x->ring->busy++;
+    /* a reader that closes a pipe must end the loop with EPIPE, not kill the process with SIGPIPE:
+     * block it in this thread while writing, and take back one that our write raised */
+    sigset_t pipe_set, old_mask, pending_before;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigemptyset(&pending_before);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+    sigpending(&pending_before);
+    PyThreadState *ts = PyEval_SaveThread();
+    int rc = egress_loop(x, &ts);
+    if (rc == EDGE_FAIL && x->e.err_errno == EPIPE && !sigismember(&pending_before, SIGPIPE)) {
+        sigset_t now;
+        sigpending(&now);
+        if (sigismember(&now, SIGPIPE)) {
+            struct timespec zero = {0, 0};
+            sigtimedwait(&pipe_set, NULL, &zero);
+        }
+    }
+    PyEval_RestoreThread(ts);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    x->ring->busy--;
+    if (x->ring->closed) ring_unmap(x->ring);
+    x->e.running = 0;
+    PyObject *result = NULL;
+    if (rc == EDGE_FAIL)
+        edge_raise(&x->e);
+    else if (rc != EDGE_PYERR)
+        result = PyLong_FromLongLong(x->messages);
+    Py_DECREF(x);
+    return result;
+}
+
+static PyObject *Egress_stop(EgressObject *x, PyObject *Py_UNUSED(ignored)) {
+    edge_stop(&x->e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Egress_get_messages(EgressObject *x, void *c) { return PyLong_FromLongLong(x->messages); }
+static PyObject *Egress_get_dropped(EgressObject *x, void *c) { return PyLong_FromLongLong(x->dropped); }
+static PyObject *Egress_get_bytes(EgressObject *x, void *c) { return PyLong_FromLongLong(x->bytes_written); }
+static PyObject *Egress_get_last_seq(EgressObject *x, void *c) {
+    return PyLong_FromLongLong(atomic_load_explicit(&x->last_seq, memory_order_acquire));
+}
+
+static PyMethodDef Egress_methods[] = {
+    {"run", (PyCFunction)Egress_run, METH_NOARGS,
+     "run() -> messages written: until the ring is stopped and drained, or stop()"},
+    {"stop", (PyCFunction)Egress_stop, METH_NOARGS, "stop(): write what is encoded and end run() (any thread)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Egress_getset[] = {
+    {"messages", (getter)Egress_get_messages, NULL, "messages encoded (written once last_seq passes them)", NULL},
+    {"dropped", (getter)Egress_get_dropped, NULL, "dropped messages skipped", NULL},
+    {"bytes_written", (getter)Egress_get_bytes, NULL, "bytes written to the descriptor", NULL},
+    {"last_seq", (getter)Egress_get_last_seq, NULL, "last sequence written out (and released)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject EgressType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "byteor._native.Egress",
+    .tp_basicsize = sizeof(EgressObject),
+    .tp_dealloc = (destructor)Egress_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Egress(fd, framing, ring, c, *, wait=WAIT_BACKOFF, label='--output-file', "
+              "flush_interval_ns=200_000_000, buffer_bytes=1<<20): framed output of cell c into fd",
+    .tp_methods = Egress_methods,
+    .tp_getset = Egress_getset,
+    .tp_new = Egress_new,
+};
+
+/* ============================================================================
+ * LaneGraph roles: bridge, router, merge and stage roles as native loops over lane rings
+ * ============================================================================
+ *
+ * run_role() moves messages from its input lane rings (one consumer cell each) to its output lanes
+ * (rings, or journal writers appended through journal.c) with no Python per message; Python runs
+ * only for a Python stage's function (called as in run_stage, the GIL taken per batch). Kinds:
+ * bridge (one in, one out, unchanged), router (one in, N out; round robin or CRC-32 of a
+ * bytes:off:len window modulo N, as byteor.runtime.lanegraph._roles.Router), merge (N in, one out;
+ * fair: one message from each non-empty input in turn, each input's order kept), stage (one in, one
+ * out; the builtin identity / add_u8, or a Python function). on_full per output: block (wait;
+ * every 100 ms beat and give up if the parent is gone), drop_newest (drop and count), fail (raise).
+ *
+ * Exactly once across a SIGKILL. Messages move in batches: the output slots of a batch are
+ * written, then a batch record (the input ranges consumed, the output ranges written, the round
+ * robin position) goes into the role's stats file with its checksum last, then the output cursors
+ * are stored, then the inputs released. A role restarted after a crash reads the record: a torn
+ * record (checksum mismatch) describes a batch that was never published (its inputs are still
+ * unreleased and are processed again); a whole record whose inputs are not released describes a
+ * batch whose slots are all written, so its publication is completed (a cursor store is
+ * idempotent) and its inputs released, and nothing is published twice. A journal append is the
+ * last message of its batch (reserve + copy, record, commit): if the crash came before the commit
+ * the writer drops the reservation on reopen, and that one message is processed again. An mpsc
+ * output (whose claims interleave with other producers') is also one message per batch.
+ *
+ * Fault injection for the crash tests: BYTEOR_FAULT_ROLE_KILL=<record|publish>:<n> makes the
+ * process SIGKILL itself right after the n-th batch record is stored (record) or right after that
+ * batch's outputs are published, before its inputs are released (publish): the two windows a random
+ * kill hits too rarely to test. Read once per run_role call; unset, it costs one comparison a batch.
+ *
+ * Stats file (64-bit little-endian words; runtime/lanegraph/_stats.py): [0] messages in, [1]
+ * heartbeat (CLOCK_MONOTONIC ns), [3] dropped by the stage, [4+j] written to output j, [12+j]
+ * dropped on output j (on_full), [32..]
+ * the batch record: check, generation, round robin, last input, journal output + 1, 8 input
+ * ranges (first, last), 8 output ranges (first, last).
+ */
+
+#define ROLE_BRIDGE 0
+#define ROLE_ROUTER 1
+#define ROLE_MERGE 2
+#define ROLE_STAGE 3
+
+#define ON_FULL_BLOCK 0
+#define ON_FULL_DROP_NEWEST 1
+#define ON_FULL_FAIL 2
+
+#define ROLE_PORTS 8
+#define ROLE_MAX_BATCH 4096
+#define ROLE_BEAT_NS 100000000LL
+
+#define ST_IN 0
+#define ST_BEAT 1
+#define ST_FILTERED 3 /* messages a stage dropped on purpose */
+#define ST_WRITTEN 4
+#define ST_DROPS 12
+#define ST_REC 32
+#define ST_BYTES 1024 /* 128 words */
+
+#define REC_CHECK 0
+#define REC_GEN 1
+#define REC_RR 2
+#define REC_LAST_IN 3
+#define REC_JOURNAL 4
+#define REC_RINGS 5 /* which rings the record is about (their creation times): another run's is ignored */
+#define REC_IN 6
+#define REC_OUT (REC_IN + 2 * ROLE_PORTS)
+#define REC_WORDS (REC_OUT + 2 * ROLE_PORTS)
+_Static_assert(ST_REC + REC_WORDS <= ST_BYTES / 8, "the batch record fits the stats file");
+
+#define ROLE_ERR_FULL 1
+#define ROLE_ERR_OVERSIZE 2
+#define ROLE_ERR_ABORT 3
+#define ROLE_ERR_PY 4   /* a Python exception is set */
+#define ROLE_ERR_STAGE 5 /* the stage function failed: a Python exception is set; failed_seq */
+
+#define EMIT_OK 0
+#define EMIT_FLUSH 1 /* written; the batch must end with this message */
+#define EMIT_DROP 2  /* drop_newest */
+#define EMIT_FAIL -1
+
+typedef struct {
+    RingObject *ring;
+    int cell;
+    int64_t next;       /* next sequence to consume */
+    int done;           /* stopped and drained */
+    int64_t first, last; /* this batch's consumed range (-1: none) */
+} role_in_t;
+
+typedef struct {
+    RingObject *ring;   /* a ring output, or NULL for a journal writer */
+    PyObject *writer;   /* journal outputs: the JournalWriter */
+    PyObject *seg;      /* its current JournalSegment */
+    int64_t jnext;      /* index of the next journal record */
+    long long jcount;   /* records appended since the writer was last told */
+    Py_ssize_t jat;     /* this batch's reserved record offset (-1: none) */
+    int on_full;
+    uint32_t slot_bytes;
+    PyObject *name;
+    int64_t first, last; /* this batch's output range (-1: none); journal: the record index */
+    long long written, drops;
+} role_out_t;
+
+typedef struct {
+    int kind, nin, nout;
+    role_in_t in[ROLE_PORTS];
+    role_out_t out[ROLE_PORTS];
+    int route;
+    uint32_t key_off, key_len;
+    uint64_t rr;
+    int op;
+    uint8_t delta;
+    int has_fn;
+    int side_effect; /* flush after every message: a crash repeats at most one side effect */
+    stagecall_t sc;
+    PyObject *scratch_obj; /* a bytearray: the stage's scratch (and the INPLACE view's owner) */
+    unsigned char *scratch;
+    _Atomic uint64_t *st;
+    int wait;
+    long parent;
+    long long messages_in;
+    long long filtered;
+    int publishes; /* the batch wrote to an output */
+    int batch_msgs;
+    int last_in;
+    uint64_t gen;
+    uint64_t rings_id;
+    int64_t next_signals;
+    PyThreadState *ts; /* saved while the GIL is released */
+    int gil;
+    int err, err_out;
+    long long err_n;
+    int64_t failed_seq;
+    pacer_t pacer;    /* a Python stage: beat and publish what is done during long batches */
+    int fault_phase;  /* BYTEOR_FAULT_ROLE_KILL: 1 after the record, 2 after publishing; 0 off */
+    long long fault_at, fault_batches;
+} role_t;
+
+static void role_fault(role_t *R, int phase) {
+    if (R->fault_phase == phase && R->fault_batches == R->fault_at) raise(SIGKILL);
+}
+
+static inline void role_release_gil(role_t *R) {
+    if (R->gil) {
+        R->ts = PyEval_SaveThread();
+        R->gil = 0;
+    }
+}
+
+static inline void role_take_gil(role_t *R) {
+    if (!R->gil) {
+        PyEval_RestoreThread(R->ts);
+        R->gil = 1;
+    }
+}
+
+static inline void st_put(role_t *R, int word, uint64_t v) {
+    atomic_store_explicit(&R->st[word], v, memory_order_relaxed);
+}
+
+static void role_beat(role_t *R, int64_t now) {
+    atomic_store_explicit(&R->st[ST_BEAT], (uint64_t)now, memory_order_relaxed);
+}
+
+static void role_counters(role_t *R) {
+    st_put(R, ST_IN, (uint64_t)R->messages_in);
+    st_put(R, ST_FILTERED, (uint64_t)R->filtered);
+    for (int j = 0; j < R->nout; j++) {
+        st_put(R, ST_WRITTEN + j, (uint64_t)R->out[j].written);
+        st_put(R, ST_DROPS + j, (uint64_t)R->out[j].drops);
+    }
+}
+
+static uint64_t rec_mix(const uint64_t *w) {
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    for (int i = REC_GEN; i < REC_WORDS; i++) {
+        h ^= w[i];
+        h *= 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 31;
+    }
+    return h | 1; /* a zeroed (fresh) file never checks */
+}
+
+/* The batch record: every field, then the checksum (release: stored after the fields). */
+static void role_record(role_t *R) {
+    uint64_t w[REC_WORDS];
+    memset(w, 0, sizeof w);
+    w[REC_GEN] = ++R->gen;
+    w[REC_RR] = R->rr;
+    w[REC_LAST_IN] = (uint64_t)R->last_in;
+    w[REC_RINGS] = R->rings_id;
+    for (int k = 0; k < ROLE_PORTS; k++) {
+        w[REC_IN + 2 * k] = (uint64_t)(k < R->nin ? R->in[k].first : -1);
+        w[REC_IN + 2 * k + 1] = (uint64_t)(k < R->nin ? R->in[k].last : -1);
+    }
+    for (int j = 0; j < ROLE_PORTS; j++) {
+        w[REC_OUT + 2 * j] = (uint64_t)(j < R->nout ? R->out[j].first : -1);
+        w[REC_OUT + 2 * j + 1] = (uint64_t)(j < R->nout ? R->out[j].last : -1);
+        if (j < R->nout && R->out[j].ring == NULL && R->out[j].jat >= 0) w[REC_JOURNAL] = (uint64_t)j + 1;
+    }
+    for (int i = REC_GEN; i < REC_WORDS; i++)
+        atomic_store_explicit(&R->st[ST_REC + i], w[i], memory_order_release);
+    atomic_store_explicit(&R->st[ST_REC + REC_CHECK], rec_mix(w), memory_order_release);
+}
+
+/* End the batch: record, publish every output range, commit the journal append, release inputs. */
+static void role_flush(role_t *R) {
+    int consumed = 0;
+    for (int k = 0; k < R->nin; k++) consumed |= R->in[k].last >= 0;
+    if (!consumed && !R->publishes) return;
+    int recorded = R->publishes;
+    if (recorded) {
+        role_record(R);
+        R->fault_batches++;
+        role_fault(R, 1);
+    }
+    for (int j = 0; j < R->nout; j++) {
+        role_out_t *o = &R->out[j];
+        if (o->first < 0) continue;
+        if (o->ring == NULL) {
+            byteor_journal_commit_at(o->seg, o->jat);
+            o->jat = -1;
+        } else if (o->ring->flags & FLAG_MULTI_PRODUCER) {
+            producer_publish(o->ring, o->first, o->last);
+        } else {
+            cell_store_wake(o->ring->published, o->last);
+        }
+        o->first = o->last = -1;
+    }
+    if (recorded) role_fault(R, 2);
+    for (int k = 0; k < R->nin; k++) {
+        role_in_t *in = &R->in[k];
+        if (in->last >= 0) cell_store_wake(&in->ring->gating[in->cell], in->last);
+        in->first = in->last = -1;
+    }
+    R->publishes = 0;
+    R->batch_msgs = 0;
+    role_counters(R);
+    role_beat(R, mono_ns());
+}
+
+/* Complete the batch a crashed run left half published (see the section comment). */
+static void role_recover(role_t *R) {
+    uint64_t w[REC_WORDS];
+    for (int i = 0; i < REC_WORDS; i++) w[i] = atomic_load_explicit(&R->st[ST_REC + i], memory_order_acquire);
+    if (w[REC_CHECK] != rec_mix(w)) return; /* nothing recorded, or a torn record: nothing was published */
+    if (w[REC_RINGS] != R->rings_id) return; /* recorded over other lanes (an earlier run's file) */
+    R->gen = w[REC_GEN];
+    R->rr = w[REC_RR];
+    int pending = 0;
+    for (int k = 0; k < R->nin; k++) {
+        int64_t last = (int64_t)w[REC_IN + 2 * k + 1];
+        pending |= last >= 0 && last > atomic_load_explicit(&R->in[k].ring->gating[R->in[k].cell].seq,
+                                                            memory_order_acquire);
+    }
+    if (!pending) return;
+    int uncommitted = 0;
+    for (int j = 0; j < R->nout; j++) {
+        role_out_t *o = &R->out[j];
+        int64_t first = (int64_t)w[REC_OUT + 2 * j], last = (int64_t)w[REC_OUT + 2 * j + 1];
+        if (first < 0) continue;
+        if (o->ring == NULL) {
+            if (o->jnext <= first) uncommitted = 1; /* the reopened writer dropped the reservation */
+        } else if (o->ring->flags & FLAG_MULTI_PRODUCER) {
+            producer_publish(o->ring, first, last);
+        } else {
+            if (o->ring->next_seq <= last) o->ring->next_seq = last + 1;
+            if (atomic_load_explicit(&o->ring->published->seq, memory_order_acquire) < last)
+                cell_store_wake(o->ring->published, last);
+        }
+    }
+    int last_in = (int)w[REC_LAST_IN];
+    for (int k = 0; k < R->nin; k++) {
+        role_in_t *in = &R->in[k];
+        int64_t target = (int64_t)w[REC_IN + 2 * k + 1];
+        if (uncommitted && k == last_in) target--; /* the journal's message is processed again */
+        if (target > atomic_load_explicit(&in->ring->gating[in->cell].seq, memory_order_acquire))
+            cell_store_wake(&in->ring->gating[in->cell], target);
+    }
+    if (uncommitted && R->kind == ROLE_ROUTER && R->route == ROUTE_ROUND_ROBIN) R->rr--;
+}
+
+/* Roll a journal output over to a new segment (Python, GIL taken for the moment). */
+static int role_journal_roll(role_t *R, role_out_t *o) {
+    int had = R->gil;
+    role_take_gil(R);
+    PyObject *seg = PyObject_CallMethod(o->writer, "native_rolled", "L", o->jcount);
+    int ok = seg != NULL && byteor_journal_segment_check(seg);
+    if (seg != NULL && !ok)
+        PyErr_Format(PyExc_TypeError, "journal writer of lane %R did not hand a native segment", o->name);
+    if (ok) {
+        Py_SETREF(o->seg, seg);
+        o->jcount = 0;
+    } else {
+        Py_XDECREF(seg);
+    }
+    if (!had) role_release_gil(R);
+    return ok ? 0 : -1;
+}
+
+/* Wait for room in ring output j (GIL released): slices of 100 ms, each ends with a heartbeat and
+ * a look at the parent. 0 when there is room, EMIT_FAIL (R->err set) otherwise. */
+static int role_wait_room(role_t *R, int j, int64_t need) {
+    role_out_t *o = &R->out[j];
+    RingObject *r = o->ring;
+    int had = R->gil;
+    role_release_gil(R);
+    int rc = 0;
+    for (;;) {
+        waiter_t w;
+        waiter_init(&w, R->wait, ROLE_BEAT_NS, R->ts);
+        int s = ring_wait_room(r, need, &w);
+        R->ts = w.ts;
+        if (s == STEP_OK) break;
+        if (s == STEP_ERROR) {
+            R->err = ROLE_ERR_PY;
+            rc = EMIT_FAIL;
+            break;
+        }
+        role_counters(R);
+        role_beat(R, mono_ns());
+        if (R->parent > 0 && getppid() != R->parent) {
+            R->err = ROLE_ERR_ABORT;
+            R->err_out = j;
+            rc = EMIT_FAIL;
+            break;
+        }
+    }
+    if (had) role_take_gil(R);
+    return rc;
+}
+
+/* Write one message into output j under its on_full policy. */
+static int role_emit(role_t *R, int j, const unsigned char *p, uint32_t n) {
+    role_out_t *o = &R->out[j];
+    if (n > o->slot_bytes) {
+        R->err = ROLE_ERR_OVERSIZE;
+        R->err_out = j;
+        R->err_n = n;
+        return EMIT_FAIL;
+    }
+    if (o->ring == NULL) {
+        Py_ssize_t at = byteor_journal_reserve_copy(o->seg, p, n);
+        if (at < 0) {
+            if (role_journal_roll(R, o) < 0) {
+                R->err = ROLE_ERR_PY;
+                return EMIT_FAIL;
+            }
+            at = byteor_journal_reserve_copy(o->seg, p, n);
+            if (at < 0) { /* a fresh segment holds one record of slot_bytes (the writer checks) */
+                R->err = ROLE_ERR_OVERSIZE;
+                R->err_out = j;
+                R->err_n = n;
+                return EMIT_FAIL;
+            }
+        }
+        o->jat = at;
+        o->first = o->last = o->jnext++;
+        o->jcount++;
+        o->written++;
+        R->publishes = 1;
+        return EMIT_FLUSH;
+    }
+    RingObject *r = o->ring;
+    int mp = (r->flags & FLAG_MULTI_PRODUCER) != 0;
+    int64_t seq;
+    for (;;) {
+        int64_t cur = mp ? atomic_load_explicit(&r->claim->seq, memory_order_acquire) + 1 : r->next_seq;
+        int64_t need = cur - r->capacity;
+        if (need > r->gating_cache) r->gating_cache = min_gating(r);
+        if (need <= r->gating_cache) {
+            if (!mp) {
+                seq = cur;
+                r->next_seq = cur + 1;
+                break;
+            }
+            int64_t expect = cur - 1;
+            if (atomic_compare_exchange_weak_explicit(&r->claim->seq, &expect, cur, memory_order_acq_rel,
+                                                      memory_order_relaxed)) {
+                seq = cur;
+                break;
+            }
+            continue;
+        }
+        if (R->publishes || R->batch_msgs) { /* our own unpublished slots may be what fills it */
+            role_flush(R);
+            continue;
+        }
+        if (o->on_full == ON_FULL_DROP_NEWEST) {
+            o->drops++;
+            return EMIT_DROP;
+        }
+        if (o->on_full == ON_FULL_FAIL) {
+            R->err = ROLE_ERR_FULL;
+            R->err_out = j;
+            return EMIT_FAIL;
+        }
+        if (role_wait_room(R, j, need) < 0) return EMIT_FAIL;
+    }
+    unsigned char *slot = slot_at(r, seq);
+    atomic_store_explicit(slot_len(slot), n, memory_order_relaxed);
+    memcpy(slot_payload(r, slot), p, n);
+    if (o->first < 0) o->first = seq;
+    o->last = seq;
+    o->written++;
+    R->publishes = 1;
+    return mp ? EMIT_FLUSH : EMIT_OK;
+}
+
+/* Process message s of input k. 0, or EMIT_FAIL with R->err set (s is not consumed). */
+static int role_message(role_t *R, int k, int64_t s) {
+    role_in_t *in = &R->in[k];
+    RingObject *ir = in->ring;
+    unsigned char *slot = slot_at(ir, s);
+    uint32_t n = atomic_load_explicit(slot_len(slot), memory_order_relaxed);
+    int flush = 0;
+    if (n != DROPPED_LENGTH) {
+        if (n > ir->slot_bytes) n = ir->slot_bytes;
+        const unsigned char *p = slot_payload(ir, slot);
+        int skip = 0;
+        if (R->op == OP_ADD_U8) {
+            for (uint32_t i = 0; i < n; i++) R->scratch[i] = (unsigned char)(p[i] + R->delta);
+            p = R->scratch;
+        } else if (R->has_fn) {
+            uint32_t out_len = 0;
+            int oc = stagecall_run(&R->sc, (unsigned char *)p, n, &out_len);
+            if (oc == CALL_ERROR) {
+                R->err = ROLE_ERR_STAGE;
+                R->failed_seq = s;
+                return EMIT_FAIL;
+            }
+            if (oc == CALL_DROP) {
+                skip = 1;
+                R->filtered++;
+            }
+            if (oc == CALL_NEW) {
+                p = R->scratch;
+                n = out_len;
+            }
+        }
+        if (!skip) {
+            int j = 0;
+            if (R->kind == ROLE_ROUTER) {
+                if (R->route == ROUTE_KEY) {
+                    uint32_t off = R->key_off < n ? R->key_off : n;
+                    uint32_t len = R->key_len < n - off ? R->key_len : n - off;
+                    j = (int)(byteor_crc32(0, p + off, len) % (uint32_t)R->nout);
+                } else {
+                    j = (int)(R->rr % (uint64_t)R->nout);
+                }
+            }
+            int rc = role_emit(R, j, p, n);
+            if (rc == EMIT_FAIL) return EMIT_FAIL;
+            flush = rc == EMIT_FLUSH;
+            if (R->kind == ROLE_ROUTER && R->route == ROUTE_ROUND_ROBIN) R->rr++;
+        }
+        R->messages_in++;
+    }
+    if (in->first < 0) in->first = s;
+    in->last = s;
+    in->next = s + 1;
+    R->last_in = k;
+    R->batch_msgs++;
+    if (flush || R->side_effect || R->batch_msgs >= ROLE_MAX_BATCH) role_flush(R);
+    return 0;
+}
+
+static int role_input_done(role_in_t *in) {
+    return stop_set(in->ring) && atomic_load_explicit(&in->ring->published->seq, memory_order_acquire) < in->next;
+}
+
+/* Wait (GIL released) until some input has a message. 0, 1 when every input is done, -1 (signal). */
+static int role_wait_inputs(role_t *R) {
+    int had = R->gil;
+    role_release_gil(R);
+    int rc = 0;
+    int strategy = R->nin > 1 && R->wait == WAIT_BLOCK ? WAIT_BACKOFF : R->wait; /* no one futex for N cells */
+    for (;;) {
+        waiter_t w;
+        waiter_init(&w, strategy, ROLE_BEAT_NS, R->ts);
+        int got = 0, all_done = 1;
+        for (;;) {
+            seq_line_t *lag = NULL;
+            int64_t seen = 0;
+            got = 0;
+            all_done = 1;
+            for (int k = 0; k < R->nin; k++) {
+                role_in_t *in = &R->in[k];
+                if (in->done) continue;
+                seq_line_t *cell;
+                int64_t s;
+                if (barrier_of(in->ring, in->cell, in->next, &cell, &s) >= in->next) {
+                    got = 1;
+                    all_done = 0;
+                    break;
+                }
+                if (role_input_done(in)) {
+                    in->done = 1;
+                    continue;
+                }
+                all_done = 0;
+                if (lag == NULL) {
+                    lag = cell;
+                    seen = s;
+                    w.participants = in->ring->n_consumers + 1;
+                }
+            }
+            if (got || all_done) break;
+            int st = waiter_step(&w, R->nin == 1 ? lag : NULL, seen);
+            if (st == STEP_TIMEOUT) break;
+            if (st != STEP_OK) {
+                R->ts = w.ts;
+                R->err = ROLE_ERR_PY;
+                rc = -1;
+                goto out;
+            }
+        }
+        R->ts = w.ts;
+        if (got) break;
+        if (all_done) {
+            rc = 1;
+            break;
+        }
+        role_counters(R);
+        role_beat(R, mono_ns()); /* idle is not hung */
+    }
+out:
+    if (had) role_take_gil(R);
+    return rc;
+}
+
+static int role_run(role_t *R) {
+    int turn = 0;
+    for (;;) {
+        int64_t avail[ROLE_PORTS];
+        int any = 0;
+        for (int k = 0; k < R->nin; k++) {
+            role_in_t *in = &R->in[k];
+            seq_line_t *cell;
+            int64_t seen;
+            avail[k] = in->done ? -1 : barrier_of(in->ring, in->cell, in->next, &cell, &seen);
+            any |= avail[k] >= in->next;
+        }
+        if (!any) {
+            int rc = role_wait_inputs(R);
+            if (rc == 1) return 0;
+            if (rc < 0) return EMIT_FAIL;
+            continue;
+        }
+        if (R->has_fn) role_take_gil(R);
+        /* one message from each input that has one, in turn, until this round's messages are done */
+        int left = 1;
+        while (left) {
+            left = 0;
+            for (int i = 0; i < R->nin; i++) {
+                int k = turn;
+                turn = (turn + 1) % R->nin;
+                role_in_t *in = &R->in[k];
+                if (in->done || in->next > avail[k]) continue;
+                if (role_message(R, k, in->next) < 0) {
+                    role_flush(R);
+                    return EMIT_FAIL;
+                }
+                left |= in->next <= avail[k];
+                if (R->has_fn) {
+                    int tick = pacer_tick(&R->pacer);
+                    if (tick == TICK_RELEASE) role_flush(R); /* a slow function: publish what is done */
+                    else if (tick == TICK) role_beat(R, R->pacer.last_tick);
+                }
+            }
+        }
+        role_flush(R);
+        if (R->has_fn) pacer_released(&R->pacer);
+        int64_t now = mono_ns();
+        if (now >= R->next_signals) {
+            R->next_signals = now + SIGNAL_CHECK_NS;
+            int had = R->gil;
+            role_take_gil(R);
+            int bad = PyErr_CheckSignals() < 0;
+            if (!had && !R->has_fn) role_release_gil(R);
+            if (bad) {
+                R->err = ROLE_ERR_PY;
+                return EMIT_FAIL;
+            }
+        }
+        if (R->has_fn) role_release_gil(R);
+    }
+}
+
+static int parse_choice(PyObject *o, const char *what, const char *const *names, int n) {
+    const char *s = PyUnicode_Check(o) ? PyUnicode_AsUTF8(o) : NULL;
+    if (s != NULL)
+        for (int i = 0; i < n; i++)
+            if (strcmp(s, names[i]) == 0) return i;
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError, "run_role: unknown %s %R", what, o);
+    return -1;
+}
+
+static void role_clear(role_t *R) {
+    for (int k = 0; k < R->nin; k++) Py_CLEAR(R->in[k].ring);
+    for (int j = 0; j < R->nout; j++) {
+        Py_CLEAR(R->out[j].ring);
+        Py_CLEAR(R->out[j].writer);
+        Py_CLEAR(R->out[j].seg);
+        Py_CLEAR(R->out[j].name);
+    }
+    stagecall_clear(&R->sc);
+    Py_CLEAR(R->scratch_obj);
+}
+
+static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"kind", "inputs", "outputs", "stats", "route", "key_offset", "key_len", "op", "delta",
+                             "fn", "form", "side_effect", "wait", "parent_pid", "error", "contract_error", NULL};
+    static const char *const KINDS[] = {"bridge", "router", "merge", "stage"};
+    static const char *const FULLS[] = {"block", "drop_newest", "fail"};
+    static const char *const ROUTES[] = {"single", "round_robin", "key"};
+    static const char *const OPS[] = {"identity", "add_u8"};
+    PyObject *kind_obj, *inputs, *outputs, *route_obj = NULL, *op_obj = Py_None, *fn = Py_None;
+    PyObject *error_type = PyExc_RuntimeError, *contract = Py_None;
+    Py_buffer stats;
+    long long key_off = 0, key_len = 0;
+    int delta = 0, form = FORM_INPLACE, wait = WAIT_BACKOFF, side_effect = 0;
+    long parent = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOw*|$OLLOiOipilOO", kwlist, &kind_obj, &inputs, &outputs, &stats,
+                                     &route_obj, &key_off, &key_len, &op_obj, &delta, &fn, &form, &side_effect, &wait,
+                                     &parent, &error_type, &contract))
+        return NULL;
+    role_t *R = PyMem_Calloc(1, sizeof(role_t));
+    PyObject *result = NULL, *in_seq = NULL, *out_seq = NULL;
+    if (R == NULL) {
+        PyBuffer_Release(&stats);
+        return PyErr_NoMemory();
+    }
+    int kind = parse_choice(kind_obj, "kind", KINDS, 4);
+    if (kind < 0 || check_wait(wait) < 0 || check_form(form) < 0) goto done;
+    R->kind = kind;
+    R->wait = wait;
+    R->parent = parent;
+    R->op = -1;
+    R->route = ROUTE_SINGLE;
+    if (stats.len < ST_BYTES || ((uintptr_t)stats.buf & 7u)) {
+        PyErr_Format(PyExc_ValueError, "run_role: stats must be an 8-aligned writable buffer of >= %d bytes",
+                     ST_BYTES);
+        goto done;
+    }
+    R->st = (_Atomic uint64_t *)stats.buf;
+    if (!PyExceptionClass_Check(error_type) || (contract != Py_None && !PyExceptionClass_Check(contract))) {
+        PyErr_SetString(PyExc_TypeError, "run_role: error and contract_error must be exception classes");
+        goto done;
+    }
+    if (route_obj != NULL && (R->route = parse_choice(route_obj, "route", ROUTES, 3)) < 0) goto done;
+    if (op_obj != Py_None && (R->op = parse_choice(op_obj, "op", OPS, 2)) < 0) goto done;
+    if (key_off < 0 || key_off > UINT32_MAX || key_len < 0 || key_len > UINT32_MAX || delta < 0 || delta > 255) {
+        PyErr_SetString(PyExc_ValueError, "run_role: key_offset/key_len outside 0..2**32-1 or delta outside 0..255");
+        goto done;
+    }
+    R->key_off = (uint32_t)key_off;
+    R->key_len = (uint32_t)key_len;
+    R->delta = (uint8_t)delta;
+    R->has_fn = fn != Py_None;
+    R->side_effect = side_effect;
+    if (R->has_fn && !PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "run_role: fn must be callable");
+        goto done;
+    }
+    in_seq = PySequence_Fast(inputs, "run_role: inputs must be a sequence of (Ring, cell)");
+    out_seq = in_seq ? PySequence_Fast(outputs, "run_role: outputs must be a sequence of (target, on_full, name)")
+                     : NULL;
+    if (out_seq == NULL) goto done;
+    Py_ssize_t nin = PySequence_Fast_GET_SIZE(in_seq), nout = PySequence_Fast_GET_SIZE(out_seq);
+    int want_in_many = kind == ROLE_MERGE, want_out_many = kind == ROLE_ROUTER;
+    if (nin < 1 || nin > ROLE_PORTS || nout < 1 || nout > ROLE_PORTS || (!want_in_many && nin != 1) ||
+        (!want_out_many && nout != 1)) {
+        PyErr_Format(PyExc_ValueError, "run_role: a %s role takes %s input(s) and %s output(s) (at most %d), got %zd "
+                     "and %zd", KINDS[kind], want_in_many ? "1.." : "1", want_out_many ? "1.." : "1", ROLE_PORTS, nin,
+                     nout);
+        goto done;
+    }
+    if ((R->op >= 0 || R->has_fn) && kind != ROLE_STAGE) {
+        PyErr_SetString(PyExc_ValueError, "run_role: op and fn belong to stage roles");
+        goto done;
+    }
+    if (kind == ROLE_ROUTER && R->route == ROUTE_SINGLE) R->route = ROUTE_ROUND_ROBIN;
+    uint32_t widest = 0;
+    for (Py_ssize_t k = 0; k < nin; k++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(in_seq, k);
+        PyObject *ring;
+        int cell;
+        if (!PyTuple_Check(t) || !PyArg_ParseTuple(t, "O!i", &RingType, &ring, &cell)) {
+            if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "run_role: inputs[%zd] must be (Ring, cell)", k);
+            }
+            goto done;
+        }
+        if (ring_check((RingObject *)ring) < 0 || check_consumer((RingObject *)ring, cell) < 0) goto done;
+        Py_INCREF(ring);
+        R->in[k].ring = (RingObject *)ring;
+        R->nin = (int)k + 1;
+        R->in[k].cell = cell;
+        R->in[k].first = R->in[k].last = -1;
+        if (((RingObject *)ring)->slot_bytes > widest) widest = ((RingObject *)ring)->slot_bytes;
+    }
+    for (Py_ssize_t j = 0; j < nout; j++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(out_seq, j);
+        PyObject *target, *full, *name;
+        if (!PyTuple_Check(t) || !PyArg_ParseTuple(t, "OOU", &target, &full, &name)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "run_role: outputs[%zd] must be (Ring or JournalWriter, on_full, name)", j);
+            goto done;
+        }
+        role_out_t *o = &R->out[j];
+        R->nout = (int)j + 1;
+        o->first = o->last = -1;
+        o->jat = -1;
+        Py_INCREF(name);
+        o->name = name;
+        if ((o->on_full = parse_choice(full, "on_full", FULLS, 3)) < 0) goto done;
+        if (Py_IS_TYPE(target, &RingType)) {
+            if (ring_check((RingObject *)target) < 0) goto done;
+            Py_INCREF(target);
+            o->ring = (RingObject *)target;
+            o->slot_bytes = o->ring->slot_bytes;
+        } else {
+            PyObject *seg = PyObject_CallMethod(target, "native_segment", NULL);
+            if (seg == NULL) goto done;
+            if (!byteor_journal_segment_check(seg)) {
+                Py_DECREF(seg);
+                PyErr_Format(PyExc_TypeError, "run_role: output %R has no native journal segment", name);
+                goto done;
+            }
+            o->seg = seg;
+            Py_INCREF(target);
+            o->writer = target;
+            PyObject *v = PyObject_GetAttrString(target, "next_index");
+            long long nx = v != NULL ? PyLong_AsLongLong(v) : -1;
+            Py_XDECREF(v);
+            PyObject *sb = nx >= 0 ? PyObject_GetAttrString(target, "slot_bytes") : NULL;
+            long long slot = sb != NULL ? PyLong_AsLongLong(sb) : -1;
+            Py_XDECREF(sb);
+            if (nx < 0 || slot < 1 || slot > UINT32_MAX) {
+                if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "run_role: journal output %R is unusable", name);
+                goto done;
+            }
+            o->jnext = nx;
+            o->slot_bytes = (uint32_t)slot;
+        }
+        if (o->slot_bytes > widest) widest = o->slot_bytes;
+        o->written = (long long)atomic_load_explicit(&R->st[ST_WRITTEN + j], memory_order_relaxed);
+        o->drops = (long long)atomic_load_explicit(&R->st[ST_DROPS + j], memory_order_relaxed);
+    }
+    R->messages_in = (long long)atomic_load_explicit(&R->st[ST_IN], memory_order_relaxed);
+    R->filtered = (long long)atomic_load_explicit(&R->st[ST_FILTERED], memory_order_relaxed);
+    if (kind == ROLE_STAGE && (R->op == OP_ADD_U8 || R->has_fn)) {
+        /* the stage's scratch: as large as the larger of its input and output slots */
+        R->scratch_obj = PyByteArray_FromStringAndSize(NULL, widest);
+        if (R->scratch_obj == NULL) goto done;
+        R->scratch = (unsigned char *)PyByteArray_AS_STRING(R->scratch_obj);
+        if (R->has_fn && stagecall_init(&R->sc, fn, form, widest, R->scratch,
+                                        form == FORM_READONLY ? (PyObject *)R->in[0].ring : R->scratch_obj,
+                                        slot_payload(R->in[0].ring, R->in[0].ring->slots)) < 0)
+            goto done;
+        R->sc.contract = contract != Py_None ? contract : NULL;
+    }
+    /* resume: complete a half-published batch, then go on from each input's gating cell */
+    R->rings_id = 0x243F6A8885A308D3ull;
+    for (int k = 0; k < R->nin; k++) {
+        uint64_t created = ((ring_header_t *)(void *)R->in[k].ring->base)->created_ns;
+        R->rings_id = (R->rings_id ^ created) * 0x100000001B3ull;
+    }
+    for (int j = 0; j < R->nout; j++)
+        if (R->out[j].ring) {
+            uint64_t created = ((ring_header_t *)(void *)R->out[j].ring->base)->created_ns;
+            R->rings_id = (R->rings_id ^ created) * 0x100000001B3ull;
+        }
+    role_recover(R);
+    for (int k = 0; k < R->nin; k++)
+        R->in[k].next = atomic_load_explicit(&R->in[k].ring->gating[R->in[k].cell].seq, memory_order_acquire) + 1;
+    for (int k = 0; k < R->nin; k++) R->in[k].ring->busy++;
+    for (int j = 0; j < R->nout; j++)
+        if (R->out[j].ring) R->out[j].ring->busy++;
+    Py_INCREF(fn);
+    R->next_signals = mono_ns() + SIGNAL_CHECK_NS;
+    const char *fault = getenv("BYTEOR_FAULT_ROLE_KILL");
+    if (fault != NULL) {
+        if (strncmp(fault, "record:", 7) == 0) R->fault_phase = 1;
+        else if (strncmp(fault, "publish:", 8) == 0) R->fault_phase = 2;
+        if (R->fault_phase) R->fault_at = atoll(strchr(fault, ':') + 1);
+    }
+    role_beat(R, mono_ns());
+    pacer_init(&R->pacer);
+    R->gil = 1;
+    role_release_gil(R);
+    int rc = role_run(R);
+    role_take_gil(R);
+    role_counters(R);
+    for (int j = 0; j < R->nout; j++) { /* tell the journal writers what was appended */
+        role_out_t *o = &R->out[j];
+        if (o->writer != NULL && o->jcount > 0) {
+            PyObject *t, *v, *tb;
+            PyErr_Fetch(&t, &v, &tb);
+            PyObject *ok = PyObject_CallMethod(o->writer, "native_appended", "L", o->jcount);
+            if (ok == NULL) PyErr_WriteUnraisable(o->writer);
+            Py_XDECREF(ok);
+            PyErr_Restore(t, v, tb);
+            o->jcount = 0;
+        }
+    }
+    for (int k = 0; k < R->nin; k++) {
+        R->in[k].ring->busy--;
+        if (R->in[k].ring->closed) ring_unmap(R->in[k].ring);
+    }
+    for (int j = 0; j < R->nout; j++)
+        if (R->out[j].ring) {
+            R->out[j].ring->busy--;
+            if (R->out[j].ring->closed) ring_unmap(R->out[j].ring);
+        }
+    Py_DECREF(fn);
+    if (rc == 0) {
+        result = PyLong_FromLongLong(R->messages_in);
+    } else {
+        role_out_t *o = &R->out[R->err_out];
+        switch (R->err) {
+        case ROLE_ERR_FULL:
+            PyErr_Format(error_type, "lane %R is full (on_full=fail): the pipeline stops", o->name);
+            break;
+        case ROLE_ERR_OVERSIZE:
+            PyErr_Format(error_type, "message of %lld bytes exceeds lane %R slot_bytes=%u", R->err_n, o->name,
+                         o->slot_bytes);
+            break;
+        case ROLE_ERR_ABORT:
+            PyErr_Format(error_type, "lane %R: publishing was aborted while the lane was full", o->name);
+            break;
+        case ROLE_ERR_STAGE:
+            set_failed_seq(R->failed_seq);
+            break;
+        default:
+            break; /* ROLE_ERR_PY: the exception is set */
+        }
+    }
+done:
+    Py_XDECREF(in_seq);
+    Py_XDECREF(out_seq);
+    role_clear(R);
+    PyMem_Free(R);
+    PyBuffer_Release(&stats);
+    return result;
+}
+
+/* ============================================================================
  * Stop, participants, snapshot
  * ============================================================================ */
 
@@ -2087,6 +4427,11 @@ static PyMethodDef Ring_methods[] = {
      "run_builtin(c, op, delta, wait=WAIT_BACKOFF, *, heartbeat_slot=-1) -> last seq"},
     {"count_sink", (PyCFunction)(void (*)(void))Ring_count_sink, METH_VARARGS | METH_KEYWORDS,
      "count_sink(c, wait=WAIT_BACKOFF, *, heartbeat_slot=-1) -> (messages, bytes)"},
+    {"run_stage", (PyCFunction)(void (*)(void))Ring_run_stage, METH_VARARGS | METH_KEYWORDS,
+     "run_stage(c, fn, form, wait=WAIT_BACKOFF, *, heartbeat_slot=-1, side_effect=False, contract_error=None) "
+     "-> last seq"},
+    {"drain", (PyCFunction)(void (*)(void))Ring_drain, FASTKW,
+     "drain(c, max_n, wait=WAIT_BACKOFF, timeout_ns=-1) -> (messages, dropped, last seq)"},
     {"request_stop", (PyCFunction)Ring_request_stop, METH_NOARGS, "set the stop word and wake every waiter"},
     {"clear_stop", (PyCFunction)Ring_clear_stop, METH_NOARGS, "clear the stop word"},
     {"stop_requested", (PyCFunction)Ring_stop_requested, METH_NOARGS, "stop_requested() -> bool"},
@@ -2119,8 +4464,15 @@ static PyTypeObject RingType = {
  * Module
  * ============================================================================ */
 
+static PyMethodDef native_functions[] = {
+    {"run_role", (PyCFunction)(void (*)(void))native_run_role, METH_VARARGS | METH_KEYWORDS,
+     "run_role(kind, inputs, outputs, stats, *, route, key_offset, key_len, op, delta, fn, form, side_effect, "
+     "wait, parent_pid, error) -> messages in: a LaneGraph role as a native loop"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT, "byteor._native", "byteor's C core.", -1, NULL, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "byteor._native", "byteor's C core.", -1, native_functions, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
@@ -2139,6 +4491,12 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0) goto fail;
     if (byteor_journal_init(m) < 0) goto fail;
     if (byteor_dataguard_init(m) < 0) goto fail;
+    if (byteor_framing_init(m) < 0) goto fail;
+    if (PyType_Ready(&IngestType) < 0 || PyType_Ready(&EgressType) < 0) goto fail;
+    Py_INCREF(&IngestType);
+    if (PyModule_AddObject(m, "Ingest", (PyObject *)&IngestType) < 0) goto fail;
+    Py_INCREF(&EgressType);
+    if (PyModule_AddObject(m, "Egress", (PyObject *)&EgressType) < 0) goto fail;
     struct {
         const char *name;
         long long value;
@@ -2151,6 +4509,9 @@ PyMODINIT_FUNC PyInit__native(void) {
         {"MAX_PARTICIPANTS", MAX_PARTICIPANTS}, {"PARTICIPANT_FREE", PART_FREE},
         {"PARTICIPANT_RUNNING", PART_RUNNING},  {"PARTICIPANT_EXITED", PART_EXITED},
         {"HEADER_MIN_BYTES", OFF_SCRATCH},
+        {"FORM_MAP", FORM_MAP},             {"FORM_FILTER", FORM_FILTER},
+        {"FORM_INPLACE", FORM_INPLACE},     {"FORM_READONLY", FORM_READONLY},
+        {"ROLE_STATS_BYTES", ST_BYTES},
     };
     for (size_t i = 0; i < sizeof(consts) / sizeof(consts[0]); i++) {
         PyObject *v = PyLong_FromLongLong(consts[i].value);

@@ -20,8 +20,7 @@
  *   plan.rule_counts() -> tuple of (applied, noop) per rule
  */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "native.h"
 #include <stdint.h>
 #include <string.h>
 

@@ -1,8 +1,8 @@
 /*
  * byteor._native journal: the hot path of journal lanes (append with two-phase commit, reader scan).
  *
- * Included by core.c (`#include "journal.c"` + `byteor_journal_init(m)`), or built on its own with
- * -DBYTEOR_JOURNAL_STANDALONE as the module `_byteor_journal` (tests only).
+ * A translation unit of byteor._native (core.c's module init calls `byteor_journal_init(m)`), or
+ * built on its own with -DBYTEOR_JOURNAL_STANDALONE as the module `_byteor_journal` (tests only).
  *
  * Files, segments, rollover, fsync and recovery live in Python (byteor.lanes.journal); this file only
  * touches one mapped segment. Segment layout (little-endian; documented byte by byte in
@@ -20,10 +20,7 @@
  * (3) leaves {length, 0}: readers stop there; the Python writer zeroes it when it reopens.
  */
 
-#ifdef BYTEOR_JOURNAL_STANDALONE
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#endif
+#include "native.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -230,10 +227,35 @@ static PyTypeObject JournalSegmentType = {
 };
 
 /* ============================================================================
+ * For native loops of other translation units (core.c's LaneGraph roles): the same two phases,
+ * callable without the GIL on a segment the caller keeps a reference to
+ * ============================================================================ */
+
+int byteor_journal_segment_check(PyObject *o) {
+    if (!PyObject_TypeCheck(o, &JournalSegmentType)) return 0;
+    JournalSegmentObject *self = (JournalSegmentObject *)o;
+    return self->has_view && self->writable;
+}
+
+Py_ssize_t byteor_journal_reserve_copy(PyObject *seg, const void *data, size_t n) {
+    JournalSegmentObject *self = (JournalSegmentObject *)seg;
+    Py_ssize_t at = journal_reserve(self, (Py_ssize_t)n);
+    if (at >= 0) {
+        unsigned char *dst = (unsigned char *)self->view.buf + at + JOURNAL_RECORD_HEADER;
+        memcpy(dst, data, n);
+        Py_ssize_t pad = journal_pad8((Py_ssize_t)n) - (Py_ssize_t)n;
+        if (pad) memset(dst + n, 0, (size_t)pad);
+    }
+    return at;
+}
+
+void byteor_journal_commit_at(PyObject *seg, Py_ssize_t at) { journal_commit((JournalSegmentObject *)seg, at); }
+
+/* ============================================================================
  * Module hook
  * ============================================================================ */
 
-static int byteor_journal_init(PyObject *module) {
+int byteor_journal_init(PyObject *module) {
     if (PyType_Ready(&JournalSegmentType) < 0) return -1;
     Py_INCREF(&JournalSegmentType);
     if (PyModule_AddObject(module, "JournalSegment", (PyObject *)&JournalSegmentType) < 0) {

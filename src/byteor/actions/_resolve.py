@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._errors import ActionFailed, ByteorError, PolicyRefused, SpecError
 from .._stage import ResolvedStage, StageContext
+from ..obs import counters
+from ..obs.events import emit
 from ..policy.admission import action_family as family_of
 from ..policy.admission import admission
 from ..policy.decisions import ALLOW, DRY_RUN_ONLY
@@ -18,8 +19,6 @@ from .exec_action import ExecAction
 from .http_post import HttpPostAction, idempotency_key
 
 __all__ = ["DEAD_LETTER_DIRNAME", "Action", "admission", "build_action", "family_of", "resolve_action"]
-
-log = logging.getLogger("byteor.actions")
 
 Action = HttpPostAction | ExecAction
 #: Where failed actions go when the context names no dead-letter directory: next to the spec.
@@ -38,7 +37,10 @@ def build_action(key: str, env: Mapping[str, str] | None = None) -> Action:
 
 def _recorder_fn(key: str, family: str, target: str,
                  recorder: Callable[[dict[str, Any]], None] | None) -> Callable[[memoryview, int], int]:
+    counted = counters.current().incrementer(counters.WORDS["actions_dry_run"])
+
     def dry_run(slot: memoryview, length: int) -> int:
+        counted()
         if recorder is not None:
             recorder({"action": family, "stage": key, "target": target,
                       "idempotency_key": idempotency_key(slot[:length]), "decision": DRY_RUN_ONLY,
@@ -58,6 +60,10 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
     forwarded unchanged. A side effect that finally fails is written to the dead-letter journal
     (``ctx.dead_letter_dir``, else ``dead-letter/`` next to the spec) and raises :class:`ActionFailed`
     so that the pipeline stops (stage_failure_policy ``stop_pipeline``).
+
+    Each outcome is counted in this process's row of the run's counters file
+    (:func:`byteor.obs.counters.current`): ``actions_performed``, ``actions_failed``,
+    ``actions_dead_lettered``, ``actions_dry_run``.
     """
     fam = family_of(key)
     if fam is None:
@@ -82,6 +88,10 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
     spec_hash = ctx.spec_hash
     recorder = ctx.recorder
     perform = action.perform
+    row = counters.current()
+    performed = row.incrementer(counters.WORDS["actions_performed"])
+    failed = row.incrementer(counters.WORDS["actions_failed"])
+    dead_lettered = row.incrementer(counters.WORDS["actions_dead_lettered"])
 
     def run(slot: memoryview, length: int) -> int:
         data = bytes(slot[:length])
@@ -89,18 +99,22 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
         try:
             perform(data, ikey)
         except ActionFailed as exc:
+            failed()
             try:
                 rec = DeadLetterJournal(dl_dir).append(DeadLetterRecord(
                     stage_key=key, family=fam, target=target, idempotency_key=ikey,
                     error=str(exc), decision=ALLOW, spec_hash=spec_hash, input=data))
             except (ByteorError, OSError) as dl_exc:
-                log.error("%s stage failed: %s; dead-letter write to %s failed too: %s",
-                          fam, exc, dl_dir, dl_exc)
+                emit("action.failed", f"{fam} stage failed: {exc}; dead-letter write to {dl_dir} failed too: "
+                     f"{dl_exc}", level="error", action=fam, target=target, dead_letter=None)
                 raise ActionFailed(f"{fam} to {target} failed: {exc}; and the message could not be "
                                    f"dead-lettered in {dl_dir}: {dl_exc}") from exc
-            log.error("%s stage failed: %s; dead-lettered as %s in %s", fam, exc, rec.id, dl_dir)
+            dead_lettered()
+            emit("action.failed", f"{fam} stage failed: {exc}; dead-lettered as {rec.id} in {dl_dir}",
+                 level="error", action=fam, target=target, dead_letter=rec.id)
             raise ActionFailed(f"{fam} to {target} failed: {exc}; the message is in the dead-letter "
                                f"journal {dl_dir} (record {rec.id})") from exc
+        performed()
         if recorder is not None:
             recorder({"action": fam, "stage": key, "target": target,
                       "idempotency_key": ikey, "decision": ALLOW, "bytes": length})

@@ -10,28 +10,23 @@ They are kept on the endpoint for the client and never shown: :attr:`Endpoint.di
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .._errors import UsageError
+from ..obs.redact import mask
 
 __all__ = ["DEFAULT_PORTS", "Endpoint", "parse_uri", "redact_uri", "scrub"]
 
 REDACTED = "<redacted>"
 DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "redis": 6379, "rabbitmq-stream": 5552, "mqtt": 1883}
-_SECRET_PARAM = re.compile(r"(pass|secret|token|key|auth|credential|session|cookie|private|pwd)", re.IGNORECASE)
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#\s]*)@")
-_QUERY_PARAM = re.compile(r"([?&])([^=&#\s]+)=([^&#\s]*)")
 
 
 def redact_uri(text: str) -> str:
-    """``text`` with every URL userinfo and every credential-named query parameter value replaced
-    by ``<redacted>``. The one place adapters hide credentials in URIs."""
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-    return _QUERY_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}={REDACTED}"
-                            if _SECRET_PARAM.search(m.group(2)) else m.group(0), text)
+    """``text`` with every URL userinfo and credential-named query parameter value (and every known
+    secret value) replaced by ``<redacted>``: the package's masking rules, applied to a binding."""
+    return mask(text)
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:

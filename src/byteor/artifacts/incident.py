@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .._errors import ArtifactError, ByteorError, SpecError, UsageError
 from .._json import read_json_object, write_json
-from ..adapters._uri import redact_uri
 from ..dataguard.rules import load_rules_file, redact_json_artifact
+from ..obs.redact import mask_value
 from ..policy.audit import policy_audit_record, write_policy_audit
 from ..runtime.lanegraph.state import read_state, write_state
 from ..runtime.session_state import read_session_state
@@ -176,19 +175,9 @@ def _session_state(paths: Sequence[str], dest: Path) -> str | None:
         except ArtifactError as exc:
             return f"session_state.json under {base} is unreadable: {exc}"
         if state is not None:
-            write_json(dest, _redacted(state))
+            write_json(dest, mask_value(state))
             return None
     return "no session_state.json in the ring / lane directory (no live or killed run there)"
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact_uri(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    return value
 
 
 def _journal_lanes(spec: PipelineSpecV1 | None) -> list[str]:

@@ -46,6 +46,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("run", "edgeplane", "run a pipeline bound to brokers: --ingress/--egress/--endpoint URIs",
          frozenset({EDGEPLANE})),
     Verb("snapshot", "run", "read the live state of a ring or lane graph without touching the hot path"),
+    Verb("top", "top", "live view of a running pipeline by name or path: rates, lag, fill, restarts, drops"),
     Verb("doctor", "ops", "check that this host is fit to run a pipeline"),
     Verb("incident-bundle", "ops", "export one directory that captures what ran"),
     Verb("replay", "replay", "replay journal records from a bundle offline, with an audit"),

@@ -24,6 +24,7 @@ from typing import Any
 from .._errors import UsageError
 from ..edges import INPUT_FORMATS, OUTPUT_FORMATS, CollectSink, FileSink, FileSource, IterableSource, Sink, Source
 from ..edges.framing import parse_hex
+from ..obs import LOG_FORMATS, emit, mask_value
 from ..ops.runtime_config import RuntimeConfig, read_runtime_config
 from ..runtime.session import WAITS, RunOptions, RunSession
 from ..runtime.session_state import read_session_state
@@ -96,6 +97,12 @@ def configure(parser: argparse.ArgumentParser, verb_name: str) -> None:
                         help="where the policy audit record of a run with side-effect stages goes "
                              "(default: policy_audit-<hash8>.json next to the spec, else "
                              "/var/tmp/byteor/<name>-<hash8>/policy_audit.json)")
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) "
+                             "there while the run lasts (multi-process runs; default runtime.metrics)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=None,
+                        help="lifecycle events on stderr as text lines (default) or one JSON object per "
+                             "line (default runtime.log_format)")
     add_json_option(parser)
 
 
@@ -235,7 +242,8 @@ def options_from_args(args: argparse.Namespace, cfg: RuntimeConfig) -> RunOption
                       approval_key_set=args.approval_key_set, policy_file=args.policy_file,
                       policy_audit=args.policy_audit, ring_path=args.ring_path, lane_path=args.lane_path,
                       journal_dir=args.journal_dir, fsync=args.fsync, wait=args.wait, tuning=args.tuning,
-                      tune=True, config=cfg, extra=extra)
+                      tune=True, config=cfg, extra=extra, metrics=getattr(args, "metrics", None),
+                      log_format=getattr(args, "log_format", None))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -283,7 +291,10 @@ def _finish(args: argparse.Namespace, summary: dict[str, Any], one_shot: bool) -
             line += f" ({counts['records_kept']:,} dry-run records kept, {counts['records_omitted']:,} counted only)"
     if summary.get("policy_audit"):
         line += f"; policy audit {summary['policy_audit']}"
-    print(line, file=sys.stderr)
+    emit("run.summary", line.removeprefix("byteor run: "), who="byteor run", messages_in=summary["messages_in"],
+         messages_out=summary["messages_out"], dropped=summary["dropped"], elapsed_s=summary["elapsed_s"],
+         executor=summary["executor"], restarts=summary.get("restarts") or {},
+         stopped_by=summary.get("stopped_by"), side_effects=counts["by_decision"])
 
 
 # ==================================================================================================
@@ -302,7 +313,7 @@ def _snapshot(args: argparse.Namespace) -> int:
 
     snaps = ring_snapshots(args.ring_path)
     tuning = read_tuning(args.ring_path)
-    session = read_session_state(args.ring_path)
+    session = mask_value(read_session_state(args.ring_path))
     if args.out:
         if len(snaps) != 1:
             raise UsageError(f"--out writes one ring's snapshot; {args.ring_path} holds {len(snaps)} rings")
@@ -362,7 +373,7 @@ def _lane_snapshot(args: argparse.Namespace, tuning: dict[str, list[dict[str, st
     from ..runtime.lanegraph import lane_snapshot, render_state
 
     state = lane_snapshot(args.lane_path)
-    session = read_session_state(args.lane_path)
+    session = mask_value(read_session_state(args.lane_path))
     if args.json:
         out = {**state, "tuning": tuning} if tuning is not None else dict(state)
         if session is not None:

@@ -24,8 +24,14 @@ function rewrites the slot in place (``modifies=True``) and returns the new leng
 ``run`` parent resolves every stage before it starts them, each shard's stage process resolves its own):
 under an exclusive lock on the report's directory, a process that saw no message leaves a report written
 during this run alone, and one that saw messages adds its counters to such a report; a report older than
-the process's start is replaced. Counters of a stage process killed before ``close`` are lost (its
-restarted successor counts from zero).
+the process's start is replaced. Counters of a stage process killed before ``close`` are lost from the
+report (its restarted successor counts from zero there).
+
+Live counters: in a stage process of a multi-process run the report's counters are also published
+into the process's row of the run's counters file (``dataguard_<counter>`` words,
+:mod:`byteor.obs.counters`) about every 250 ms by a side thread and once more at ``close``, added to
+what earlier processes of the same row published: the metrics survive a restart (less the last
+quarter second of a killed process). The stage function itself pays nothing for it.
 """
 
 from __future__ import annotations
@@ -38,10 +44,11 @@ import time
 from typing import Any
 
 from .._stage import DROP, ResolvedStage, StageContext
+from ..obs import counters
 from .engine import FLOWS, FORWARD_INPUT, MAX_ENVELOPE, ON_REJECT, DataGuard, GuardConfig
 from .envelope import CODEC_IDS
 from .errors import DataGuardError, RegistryError, RuleError
-from .report import DataGuardReport, parse_report_kv, write_report
+from .report import COUNTERS, DataGuardReport, parse_report_kv, write_report
 from .rules import DEFAULT_HASH_KEY_ENV, RuleSet, load_rules_file, parse_rules
 
 __all__ = ["PROFILE_KEYS", "load_profile", "merge_report", "profile_path", "resolve_dataguard"]
@@ -52,6 +59,8 @@ PROFILE_KEYS = frozenset({
 })
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _LIMITS = {"schema_id": 2**64 - 1, "msg_type": 2**32 - 1, "required_version": 0xFFFF, "cost_sample": 2**31}
+assert counters.DATAGUARD_COUNTERS == COUNTERS  # the counters file keeps the report's counters in order
+_WORDS = [counters.WORDS[f"dataguard_{name}"] for name in COUNTERS]
 
 
 def profile_path(profile: str, ctx: StageContext) -> str:
@@ -156,14 +165,34 @@ def resolve_dataguard(key: str, ctx: StageContext) -> ResolvedStage:
 
     closed = False
     started_ns = time.time_ns() - 20_000_000  # file mtimes use the coarse clock (up to a jiffy behind)
+    publish, stop_publishing = _live_counters(guard)
 
     def close() -> None:
         nonlocal closed
         if not closed:
             closed = True
+            stop_publishing()
+            publish()
             merge_report(report_path, guard.report(), started_ns)
 
     return ResolvedStage(key=key, fn=stage, modifies=True, family="dataguard", target=profile, close=close)
+
+
+def _live_counters(guard: DataGuard) -> tuple[Any, Any]:
+    """``(publish, stop)`` for this process's counters row: publish writes what earlier processes of
+    the row left plus this guard's counts; a side thread calls it until ``stop``. Nothing happens in
+    a process without a row in a counters file (the parent resolving stages, ``--sp``)."""
+    row = counters.current()
+    if not row.live:
+        return (lambda: None), (lambda: None)
+    base = [row.get(w) for w in _WORDS]
+
+    def publish() -> None:
+        counts = guard.counts
+        for w, b, name in zip(_WORDS, base, COUNTERS, strict=True):
+            row.set(w, b + counts[name])
+
+    return publish, counters.every(publish)
 
 
 def _same_run_shape(a: DataGuardReport, b: DataGuardReport) -> bool:

@@ -129,17 +129,21 @@ class FileSource(Source):
 class IterableSource(Source):
     """Messages from a Python iterable. A list or tuple is read directly; any other iterable (a
     generator that may pause, e.g. one waiting for the pipeline's answers) is read by a thread into
-    a bounded queue (at most ``4 * 4096`` messages), so ``next_batch`` never blocks. An exception
-    raised by the iterable is raised by ``next_batch`` after the messages before it."""
+    a bounded buffer (at most 65,536 messages), so ``next_batch`` never blocks and every message is
+    visible as soon as the iterable yields it. An exception raised by the iterable is raised by
+    ``next_batch`` after the messages before it."""
+
+    LIMIT = 65536
 
     def __init__(self, items: Iterable[bytes | bytearray | memoryview], name: str = "iterable") -> None:
         self.name = name
         self._items = items
         self._direct = isinstance(items, list | tuple)
         self._pos = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)
-        self._ready = threading.Event()
         self._buf: deque[bytes] = deque()
+        self._ready = threading.Event()
+        self._space = threading.Event()
+        self._space.set()
         self._done = False
         self._error: BaseException | None = None
         self._halt = False
@@ -150,24 +154,22 @@ class IterableSource(Source):
             threading.Thread(target=self._reader, name="byteor-iterable", daemon=True).start()
 
     def _reader(self) -> None:
-        chunk: list[bytes] = []
+        buf, limit = self._buf, self.LIMIT
         try:
             for item in self._items:
-                chunk.append(item if isinstance(item, bytes) else bytes(item))
-                if len(chunk) >= 4096 or self._queue.empty():
-                    self._queue.put(chunk)
-                    self._ready.set()
-                    chunk = []
+                buf.append(item if isinstance(item, bytes) else bytes(item))
+                self._ready.set()
+                if len(buf) >= limit:
+                    self._space.clear()
+                    if len(buf) >= limit:  # the consumer may have made room in between
+                        self._space.wait()
                 if self._halt:
                     return
-            if chunk:
-                self._queue.put(chunk)
-            self._queue.put(None)
-        except BaseException as exc:  # handed to the session by next_batch
-            if chunk:
-                self._queue.put(chunk)
-            self._queue.put(exc)
-        self._ready.set()
+        except BaseException as exc:  # handed to the session by next_batch, after what came before
+            self._error = exc
+        finally:
+            self._done = True
+            self._ready.set()
 
     def next_batch(self, max_messages: int) -> Batch | None:
         if self._direct:
@@ -179,26 +181,20 @@ class IterableSource(Source):
             self.messages += len(items)
             return Batch([m if isinstance(m, bytes) else bytes(m) for m in items], self.messages)
         buf = self._buf
-        while len(buf) < max_messages and not self._done:
-            try:
-                got = self._queue.get_nowait()
-            except queue.Empty:
-                self._ready.clear()
-                break
-            if got is None:
-                self._done = True
-            elif isinstance(got, BaseException):
-                self._done = True
-                self._error = got
-            else:
-                buf.extend(got)
+        done = self._done  # read before the buffer: everything appended before it is in there
         if not buf:
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            return None if self._done else Batch(())
+            if done:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                return None
+            self._ready.clear()
+            if not buf:  # an append between the check and the clear set the event again
+                return Batch(())
         n = min(max_messages, len(buf))
         out = [buf.popleft() for _ in range(n)]
+        if len(buf) < self.LIMIT // 2:
+            self._space.set()
         self.messages += n
         return Batch(out, self.messages)
 
@@ -208,6 +204,7 @@ class IterableSource(Source):
 
     def close(self) -> None:
         self._halt = True
+        self._space.set()
 
 
 class FileSink(Sink):

@@ -432,6 +432,28 @@ class JournalWriter:
         self._next = index + 1
         return index
 
+    def native_segment(self) -> Any:
+        """The current segment for a native append loop (``byteor._native.run_role``), or None when
+        appends must stay here (the Python segment, ``fsync=always``, a pending reservation, closed).
+        The loop appends through it and reports with :meth:`native_rolled` and
+        :meth:`native_appended`; meanwhile nothing else may append."""
+        if self._always or self._reserved is not None or self.closed:
+            return None
+        if not isinstance(self._seg, _native.JournalSegment):
+            return None
+        return self._seg
+
+    def native_appended(self, count: int) -> None:
+        """``count`` records were appended and committed through :meth:`native_segment`."""
+        self._next += count
+
+    def native_rolled(self, count: int) -> Any:
+        """The native loop appended ``count`` records and found the segment full: roll over and
+        return the new segment."""
+        self.native_appended(count)
+        self._rollover()
+        return self._seg
+
     def flush(self) -> None:
         """Force what is written to disk under ``segment``/``always`` (``none``: nothing to do)."""
         if self.fsync != "none" and not self.closed:

@@ -17,6 +17,8 @@ Request keys (what an operator writes; ``run --config=FILE`` reads them)::
     runtime.lane_path=<dir>                      LaneGraph lane files
     runtime.journal_dir=<dir>                    journal lanes (default /var/tmp/byteor/<name>-<hash8>/)
     runtime.journal_fsync=none|segment|always
+    runtime.metrics=<host>:<port>                 serve Prometheus metrics and /healthz, /readyz there
+    runtime.log_format=text|json                 lifecycle events as text lines or JSON lines
 
 Effective tuning (written by the runtime after :func:`byteor.ops.tuning.apply_profile`, one group
 per role and knob, read back by ``incident-bundle`` and ``doctor``)::
@@ -40,6 +42,8 @@ from typing import Any
 
 from .._errors import UsageError
 from .._json import write_bytes_atomic
+from ..obs.events import LOG_FORMATS
+from ..obs.metrics import parse_listen
 
 __all__ = [
     "KNOBS",
@@ -91,6 +95,8 @@ class RuntimeConfig:
     lane_path: str | None = None
     journal_dir: str | None = None
     journal_fsync: str | None = None
+    metrics: str | None = None
+    log_format: str | None = None
     #: role -> knob states, in the order they were recorded.
     effective: Mapping[str, tuple[KnobState, ...]] = field(default_factory=dict)
 
@@ -147,6 +153,11 @@ def _prio(text: str) -> int:
     return value
 
 
+def _listen(text: str) -> str:
+    parse_listen(text)
+    return text
+
+
 def _path(text: str) -> str:
     if not text:
         raise ValueError("must be a non-empty path")
@@ -164,6 +175,8 @@ _SCALARS: dict[str, tuple[str, Callable[[str], object]]] = {
     "runtime.lane_path": ("lane_path", _path),
     "runtime.journal_dir": ("journal_dir", _path),
     "runtime.journal_fsync": ("journal_fsync", _choice(FSYNCS)),
+    "runtime.metrics": ("metrics", _listen),
+    "runtime.log_format": ("log_format", _choice(LOG_FORMATS)),
 }
 
 

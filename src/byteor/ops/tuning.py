@@ -9,9 +9,19 @@ isolated-core   wait=spin; pin each role to an isolated CPU; SCHED_FIFO priority
 =============== ======================================================================
 
 :func:`apply_profile` is called once in each runtime process (a stage or role process, or the
-``--sp`` process) before its loop starts. It never raises for an under-provisioned host: a knob the
-host refuses is ``Failed`` with the reason (errno, the limit that caused it), a knob applied only in
-part is ``Degraded`` with what was applied instead. A malformed request (unknown profile, bad CPU)
+``--sp`` process) before its loop starts.
+
+CPU placement is balanced across the run: every process is told the run's process names
+(``roles``) and computes the same :func:`plan_placements`, so the processes get distinct CPUs of
+the pool (isolated CPUs, ``runtime.cpus``, or the affinity set) in role order while there are
+enough, and only then share (round robin). A process that shares its CPU reports ``cpu_pinning``
+``Degraded`` naming whom it shares with, and never spins there: its ``wait`` is ``Degraded`` to
+``backoff``, so two spinning processes (SCHED_FIFO or not) never compete for one CPU. Without
+``roles`` (a lone process, ``doctor``) the CPU is picked from the role name (``crc32``).
+
+:func:`apply_profile` never raises for an under-provisioned host: a knob the host refuses is
+``Failed`` with the reason (errno, the limit that caused it), a knob applied only in part is
+``Degraded`` with what was applied instead. A malformed request (unknown profile, bad CPU)
 is a :class:`~byteor.UsageError`: a wrong request and a weak host are different problems.
 
 States: ``Requested`` = planned, not applied (:func:`plan_profile`, ``doctor --tuning``);
@@ -38,10 +48,12 @@ from .runtime_config import KNOBS, PROFILES, WAITS, KnobState, RuntimeConfig, pa
 
 __all__ = [
     "PROFILES",
+    "Placement",
     "ProfileRequest",
     "TuningReport",
     "apply_profile",
     "isolated_cpus",
+    "plan_placements",
     "plan_profile",
     "profile_request",
     "record_tuning",
@@ -170,6 +182,29 @@ def _pick_cpu(role: str, candidates: Sequence[int]) -> int:
     return sorted(candidates)[zlib.crc32(role.encode("utf-8")) % len(candidates)]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one process of a run is pinned: its CPU and the other processes pinned there."""
+
+    cpu: int
+    shares_with: tuple[str, ...]
+    processes: int
+    cpus: int
+
+
+def plan_placements(roles: Sequence[str], pool: Sequence[int]) -> dict[str, Placement]:
+    """Each of ``roles`` (in order) on the next CPU of ``pool`` (sorted): distinct CPUs while there
+    are enough, round robin after. Deterministic, so every process of a run (and a restarted one)
+    computes the same placement for itself without talking to the others."""
+    cpus = sorted(set(pool))
+    if not cpus:
+        return {}
+    names = list(dict.fromkeys(roles))
+    cpu_of = {role: cpus[i % len(cpus)] for i, role in enumerate(names)}
+    return {role: Placement(cpu, tuple(r for r in names if r != role and cpu_of[r] == cpu), len(names), len(cpus))
+            for role, cpu in cpu_of.items()}
+
+
 def _memlock_limit() -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     return soft
@@ -233,13 +268,16 @@ def apply_profile(
     cpu: int | None = None,
     config: RuntimeConfig | None = None,
     spinning_peers: int | None = None,
+    roles: Sequence[str] | None = None,
 ) -> TuningReport:
     """Apply profile ``name`` to the calling process and report every knob.
 
-    ``role`` names the process (stage id / role name) and picks its CPU deterministically when
-    ``cpu`` is not given. ``config`` overrides the profile (``runtime.cpus``, ``runtime.wait``,
-    ``runtime.mlockall``, ``runtime.sched_fifo_priority``). ``spinning_peers`` is the number of
-    processes of the pipeline that will spin: more spinners than usable CPUs degrades ``spin`` to
+    ``role`` names the process (stage id / role name). ``roles`` (every pinned process of the run,
+    ``role`` among them) balances the CPUs across the run (:func:`plan_placements`); without it the
+    CPU is picked from ``role`` alone. ``cpu`` pins to that CPU instead. ``config`` overrides the
+    profile (``runtime.cpus``, ``runtime.wait``, ``runtime.mlockall``,
+    ``runtime.sched_fifo_priority``). ``spinning_peers`` is the number of processes of the pipeline
+    that will spin: more spinners than usable CPUs degrades ``spin`` to
     ``backoff``. Raises :class:`UsageError` only for a malformed request (unknown profile, a CPU
     outside the machine); never for what the host refuses.
     """
@@ -250,6 +288,7 @@ def apply_profile(
     if cpu is not None and cpu not in range(os.cpu_count() or 1):
         raise UsageError(f"tuning: cpu {cpu} does not exist on this host (0..{(os.cpu_count() or 1) - 1})")
     usable = allowed
+    shared: Placement | None = None  # set when this process shares its CPU with others of the run
 
     # CPU pinning ---------------------------------------------------------------------------------
     if req.pinning == "none" and cpu is None:
@@ -284,7 +323,8 @@ def apply_profile(
                 )
             )
         else:
-            target = _pick_cpu(role, pool_ok)
+            placement = plan_placements(roles, pool_ok).get(role) if roles and cpu is None else None
+            target = placement.cpu if placement is not None else _pick_cpu(role, pool_ok)
             try:
                 os.sched_setaffinity(0, {target})
             except OSError as exc:
@@ -293,6 +333,12 @@ def apply_profile(
                 )
             else:
                 usable = (target,)
+                if placement is not None and placement.shares_with:
+                    shared = placement
+                    others = ", ".join(repr(r) for r in placement.shares_with)
+                    why = (f"{placement.processes} processes on {placement.cpus} cpu(s): shares cpu {target} "
+                           f"with {others}")
+                    state, reason = "Degraded", f"{reason}; {why}" if reason else why
                 knobs.append(KnobState("cpu_pinning", requested, f"cpu {target}", state, reason))
 
     # mlockall --------------------------------------------------------------------------------------
@@ -373,7 +419,18 @@ def apply_profile(
     # wait strategy ---------------------------------------------------------------------------------
     if req.wait not in WAITS:  # pragma: no cover - profile_request guarantees it
         raise UsageError(f"tuning: unknown wait strategy {req.wait!r}")
-    if req.wait == "spin" and spinning_peers is not None and spinning_peers > len(allowed):
+    if req.wait == "spin" and shared is not None:
+        knobs.append(
+            KnobState(
+                "wait",
+                "spin",
+                "backoff",
+                "Degraded",
+                f"shares cpu {shared.cpu} with {', '.join(repr(r) for r in shared.shares_with)}; "
+                "a spinning process would starve them",
+            )
+        )
+    elif req.wait == "spin" and spinning_peers is not None and spinning_peers > len(allowed):
         knobs.append(
             KnobState(
                 "wait",
@@ -430,12 +487,13 @@ def tune_process(
     spinning_peers: int | None = None,
     record_to: str | None = None,
     log: Callable[[str], None] | None = None,
+    roles: Sequence[str] | None = None,
 ) -> TuningReport:
     """What a runtime process calls once before its loop: apply the profile (``profile``, else
     ``config.tuning``, else ``default``), log one line per knob, and record the knobs in the
     runtime_config.txt at ``record_to`` when given. Returns the report (use ``report.wait``)."""
     name = profile or (config.tuning if config is not None and config.tuning else "default")
-    report = apply_profile(name, role=role, cpu=cpu, config=config, spinning_peers=spinning_peers)
+    report = apply_profile(name, role=role, cpu=cpu, config=config, spinning_peers=spinning_peers, roles=roles)
     if log is not None:
         for line in report.log_lines():
             log(line)

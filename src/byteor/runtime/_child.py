@@ -12,7 +12,6 @@ and reads the reason from the error file; anything else is a death the superviso
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
@@ -20,6 +19,8 @@ import sys
 from typing import Any
 
 from .._stage import StageContext
+from ..obs import counters
+from ..obs.events import emit
 from ._events import FileEventRecorder
 
 __all__ = ["EXIT_STAGE_FAILED", "close_recorder", "context_from_json", "context_to_json", "enter_child",
@@ -58,7 +59,8 @@ def close_recorder(ctx: StageContext | None) -> None:
 
 def enter_child(cfg: dict[str, Any]) -> None:
     """Set up this process as a child of ``cfg["parent_pid"]``: die with the parent, ignore SIGINT
-    and SIGTERM (the parent drains), and import from the parent's ``sys.path`` first."""
+    and SIGTERM (the parent drains), import from the parent's ``sys.path`` first, and count into
+    the row of the run's counters file the parent gave it (``cfg["counters"]``)."""
     parent = int(cfg["parent_pid"])
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -71,10 +73,15 @@ def enter_child(cfg: dict[str, Any]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent_path = cfg.get("context", {}).get("sys_path") or []
     sys.path[:0] = [p for p in parent_path if p not in sys.path]
+    counters.bind_config(cfg.get("counters"))
 
 
 def write_error(path: str, message: str) -> None:
-    """Leave the reason of a stage failure where the supervisor reads it, and on stderr."""
-    with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as fh:
-        fh.write(message)
-    sys.stderr.write(f"byteor: {message}\n")
+    """Leave the reason of a stage failure where the supervisor reads it (the parent reports it
+    once, event ``stage.failed``); reported here (event ``stage.error``) only when that file cannot
+    be written."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(message)
+    except OSError:
+        emit("stage.error", message, level="error")

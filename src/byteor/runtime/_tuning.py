@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..obs.events import emit
 from ..ops.runtime_config import RuntimeConfig, decode_runtime_config, encode_runtime_config
 from ..ops.tuning import TuningReport
 
@@ -33,6 +33,8 @@ class TuningPlan:
     config: RuntimeConfig = field(default_factory=RuntimeConfig)
     #: processes of the pipeline that may spin (stage/role processes + the producer process)
     spinning_peers: int | None = None
+    #: the tuning role of every stage/role process, in placement order: CPUs are balanced across them
+    roles: tuple[str, ...] = ()
     #: filled by the runner when the run ends: role -> knob states the processes recorded
     effective: dict[str, list[dict[str, str]]] = field(default_factory=dict, compare=False)
 
@@ -52,7 +54,7 @@ class TuningPlan:
 
     def to_json(self, record_to: str | None) -> dict[str, Any]:
         return {"profile": self.profile, "config": encode_runtime_config(replace(self.config, effective={})),
-                "spinning_peers": self.spinning_peers, "record_to": record_to}
+                "spinning_peers": self.spinning_peers, "record_to": record_to, "roles": list(self.roles)}
 
 
 def tune_this_process(raw: dict[str, Any] | None, role: str) -> tuple[str | None, TuningReport | None]:
@@ -67,13 +69,15 @@ def tune_this_process(raw: dict[str, Any] | None, role: str) -> tuple[str | None
     config = decode_runtime_config(raw["config"], path="runtime config")
     quiet = profile is None
 
-    def log(line: str) -> None:
-        if not quiet or " state=Applied" not in line:
-            sys.stderr.write(f"byteor: {line}\n")
-
     report = tune_process(profile, role=role, config=config,
                           spinning_peers=raw.get("spinning_peers") if profile is not None else None,
-                          record_to=raw.get("record_to"), log=log)
+                          record_to=raw.get("record_to"), roles=raw.get("roles") or None)
+    for knob, line in zip(report.knobs, report.log_lines(), strict=True):
+        applied = knob.state == "Applied"
+        level = "warning" if not applied else "debug" if quiet else "info"  # no profile asked: routine
+        emit("tuning.knob", line, level=level,
+             profile=report.profile, role=role, knob=knob.knob, requested=knob.requested, applied=knob.applied,
+             state=knob.state, reason=knob.reason)
     return (report.wait if profile is not None else None), report
 
 

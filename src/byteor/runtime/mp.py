@@ -12,6 +12,11 @@ stage per ring. Builtin stages run ``Ring.run_builtin`` (C, GIL released); Pytho
 loop ``wait_for`` -> ``fn(slot)`` -> ``release`` (modifying ones through the crash-atomic
 ``modify_begin`` / ``modify_commit``).
 
+Counters: ``<ring_dir>/counters.bin`` (:mod:`byteor.obs.counters`) has a ``session`` row (messages
+in, out and dropped, written once per batch) and one row per stage process (``<stage id>``, shard
+k), where the supervisor writes state, pid and restarts and the stage process counts its actions
+and DataGuard outcomes; it outlives restarts and is removed with the rings.
+
 Drain: :meth:`MpExecutor.close` sets the ring's ``stop`` word; every stage consumes everything
 published and exits 0, the egress delivers the rest, then the ring files are unlinked.
 """
@@ -28,6 +33,7 @@ from typing import Any
 from .. import _native
 from .._errors import PipelineFailed, ShmError, UsageError
 from .._stage import ResolvedStage, StageContext
+from ..obs import counters
 from ..spec.model import SingleRingSpecV1
 from ..spec.semantics import effective_deps
 from ._child import context_to_json
@@ -37,7 +43,7 @@ from ._tuning import RUNTIME_CONFIG_FILE, TuningPlan, read_tuning, remove_runtim
 from .sharding import BytesLike, Router
 from .supervisor import StageProcess, Supervisor, wait_quiet
 
-__all__ = ["DEFAULT_RING_ROOT", "WAITS", "BatchSink", "MpExecutor", "default_ring_dir", "ring_files"]
+__all__ = ["DEFAULT_RING_ROOT", "WAITS", "BatchSink", "MpExecutor", "default_ring_dir", "ring_files", "tuning_role"]
 
 DEFAULT_RING_ROOT = "/dev/shm/byteor"
 WAITS: dict[str, int] = {
@@ -47,6 +53,7 @@ WAITS: dict[str, int] = {
     "block": _native.WAIT_BLOCK,
 }
 _POLL_NS = 100_000_000
+_IN, _OUT, _DROPPED = (counters.WORDS[w] for w in ("messages_in", "messages_out", "dropped"))
 
 #: ``sink(shard, batch)`` receives the output messages of one ring, in sequence order.
 BatchSink = Callable[[int, list[bytes]], None]
@@ -59,6 +66,11 @@ def default_ring_dir(spec: SingleRingSpecV1, spec_hash: str) -> str:
 
 def ring_files(ring_dir: str, shards: int) -> list[str]:
     return [os.path.join(ring_dir, f"shard-{k}.ring") for k in range(shards)]
+
+
+def tuning_role(stage_id: str, shard: int, shards: int) -> str:
+    """The name a stage process tunes (and records its knobs) under: its id, ``-shard<k>`` when sharded."""
+    return stage_id + (f"-shard{shard}" if shards > 1 else "")
 
 
 def stage_roles(n_stages: int) -> dict[int, str]:
@@ -117,6 +129,8 @@ class MpExecutor:
         #: role -> knob states the stage processes recorded (read at cleanup, before the file goes)
         self.tuning_record: dict[str, list[dict[str, str]]] | None = None
         self._egress_pos = [-1] * spec.shards
+        self.counters: counters.CountersFile | None = None
+        self._row = counters.Row.detached()
         self.messages_in = 0
         self.messages_out = 0
         self.dropped = 0
@@ -142,6 +156,16 @@ class MpExecutor:
             ring = create_ring(path, self._capacity, self._slot_bytes, self._deps, self._hash_raw)
             self._rings.append(ring)
             self._created.append(path)
+        rows = [("session", counters.KIND_SESSION, 0)]
+        rows += [(st.id, counters.KIND_STAGE, k) for k in range(self.spec.shards) for st in self.spec.stages]
+        try:
+            self.counters = counters.CountersFile.create(counters.counters_path(self.ring_dir), rows)
+        except OSError as exc:
+            raise ShmError(f"cannot create {counters.counters_path(self.ring_dir)}: {exc.strerror}") from None
+        self._row = self.counters.row(0)
+
+    def _stage_row(self, shard: int, index: int) -> int:
+        return 1 + shard * len(self.spec.stages) + index
 
     def _reclaim_stale(self, path: str) -> None:
         from ..shm import stale_files, unlink
@@ -168,11 +192,14 @@ class MpExecutor:
                         "wait": self._wait, "context": self._ctx, "native": rs.builtin is not None,
                         "error_path": os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.error"),
                         "events_path": os.path.join(self.ring_dir, f"shard-{k}.stage-{i}.events"),
-                        "tuning_role": st.id + (f"-shard{k}" if self.spec.shards > 1 else ""),
+                        "tuning_role": tuning_role(st.id, k, self.spec.shards),
+                        "counters": [counters.counters_path(self.ring_dir), self._stage_row(k, i)],
                     }
                     if self._tuning is not None:
                         cfg["tuning"] = self._tuning.to_json(os.path.join(self.ring_dir, RUNTIME_CONFIG_FILE))
-                    procs.append(StageProcess(shard=k, index=i, consumer=i, name=name, config=cfg))
+                    assert self.counters is not None
+                    procs.append(StageProcess(shard=k, index=i, consumer=i, name=name, config=cfg,
+                                              row=self.counters.row(self._stage_row(k, i))))
             self._supervisor = Supervisor(self._rings, procs, on_failure=self._on_failure,
                                           max_restarts=self._max_restarts,
                                           restart_window=self._restart_window,
@@ -229,6 +256,7 @@ class MpExecutor:
             except TimeoutError:
                 done = ring.cursor() - before  # publish_many publishes what fits before it waits
             self.messages_in += done
+            self._row.set(_IN, self.messages_in)
             return done
         route = self._router.route
         done = 0
@@ -242,6 +270,7 @@ class MpExecutor:
                     break
             done += 1
         self.messages_in += done
+        self._row.set(_IN, self.messages_in)
         return done
 
     def mark(self) -> tuple[int, ...]:
@@ -262,6 +291,7 @@ class MpExecutor:
         c = self._egress_c
         dropped_len = _native.DROPPED_LENGTH
         read_bytes = ring.read_bytes
+        row = self._row
         slot = ring.register_participant(ROLE_EGRESS, os.getpid())
         nxt = ring.next_for(c)
         try:
@@ -286,9 +316,12 @@ class MpExecutor:
                         self._sink(k, batch)
                         self.messages_out += len(batch)
                         self.dropped += drops
+                        row.set(_OUT, self.messages_out)
+                        row.set(_DROPPED, self.dropped)
                 elif drops:
                     with self._sink_lock:
                         self.dropped += drops
+                        row.set(_DROPPED, self.dropped)
                 ring.release(c, avail)
                 ring.heartbeat(slot)
                 self._egress_pos[k] = avail
@@ -383,6 +416,12 @@ class MpExecutor:
             with contextlib.suppress(Exception):
                 ring.close()
         self._rings = []
+        self._row = counters.Row.detached()
+        if self.counters is not None:
+            self.counters.close()
+            self.counters = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(counters.counters_path(self.ring_dir))
         for path in self._created:  # never another run's files (e.g. a ring found in use)
             with contextlib.suppress(FileNotFoundError):
                 unlink(path)

@@ -16,6 +16,11 @@
 7. :meth:`RunSession.close` **drains** (everything taken reaches the sinks), commits the sources'
    positions and returns the **summary**.
 
+Observability: the session reports its lifecycle as events (``run.started``, ``policy.decision``,
+``run.draining``, ``run.finished``; :func:`byteor.obs.emit`, text or JSON lines by ``log_format``),
+and with ``metrics="HOST:PORT"`` serves ``/metrics``, ``/healthz`` and ``/readyz`` from a side
+thread that reads the run's files (:mod:`byteor.obs.metrics`, :mod:`byteor.runtime.observe`).
+
 Positions: a source's batch position is committed once every message of that batch (and of every
 batch before it) has left egress and the sinks confirmed it (:meth:`~byteor.edges.Sink.flush`), or
 was dropped on purpose. Sinks are flushed at least every ``flush_interval`` seconds while messages
@@ -43,6 +48,9 @@ from .._errors import PolicyRefused, UnsupportedSpecError, UsageError
 from .._stage import ResolvedStage, StageContext
 from ..edges.base import Ingress, Sink, Source
 from ..lanes.journal import FSYNC_POSTURES
+from ..obs import events
+from ..obs.metrics import parse_listen
+from ..obs.redact import mask_value
 from ..ops.runtime_config import RuntimeConfig
 from ..policy.approvals import side_effect_stages
 from ..policy.audit import policy_audit_record, write_policy_audit
@@ -79,6 +87,9 @@ class RunOptions:
     ``replay_mode`` (``dry_run``/``execute``) runs the gate as replay does: no policy audit record,
     and refusals only in execute mode. ``ring_path`` is the SingleRing ring directory; a LaneGraph
     uses ``lane_path``, else ``ring_path``; ``tuning`` a profile name (``None``: tune nothing unless ``tune`` is set).
+    ``metrics`` (``HOST:PORT``, port 0 picks one) serves Prometheus metrics and health checks while the
+    run lasts (multi-process runs); ``log_format`` (``text``/``json``) how events are written. Both
+    default to ``config``'s ``runtime.metrics`` / ``runtime.log_format``.
     """
 
     sp: bool = False
@@ -103,6 +114,8 @@ class RunOptions:
     extra: Mapping[str, Any] = field(default_factory=dict)
     memory_journals: bool = False
     flush_interval: float = 0.2
+    metrics: str | None = None
+    log_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +204,10 @@ class RunSession:
             raise UsageError(f"--wait must be one of {'|'.join(WAITS)}, got {opts.wait!r}")
         if opts.fsync is not None and opts.fsync not in FSYNC_POSTURES:
             raise UsageError(f"journal fsync posture {opts.fsync!r} is not one of {', '.join(FSYNC_POSTURES)}")
+        log_format = opts.log_format or opts.config.log_format
+        if log_format is not None and log_format not in events.LOG_FORMATS:
+            raise UsageError(f"--log-format must be one of {'|'.join(events.LOG_FORMATS)}, got {log_format!r}")
+        self.metrics_listen = self._metrics_listen()
         if isinstance(spec, str | os.PathLike):
             self.spec_path: str | None = os.fspath(spec)
             self.spec: PipelineSpecV1 = load_spec_file(self.spec_path)
@@ -198,6 +215,7 @@ class RunSession:
             self.spec_path = None
             self.spec = spec
         self.spec_label = spec_label or self.spec_path or "<python>"
+        events.configure(log_format, pipeline=self.spec.name)
         check_v1(self.spec, path=self.spec_path)
         self.spec_hash = spec_hash(self.spec)
         reasons = unsupported_reasons(self.spec, sp=opts.sp)
@@ -232,6 +250,10 @@ class RunSession:
         self._feeds: list[_Feed] = []
         self._started_ms = 0
         self._state_at = 0.0
+        self._metrics: Any = None
+        self._draining = False
+        #: where ``/metrics`` listens once started (``HOST:PORT``, the port resolved)
+        self.metrics_address: str | None = None
 
     # -- construction steps ---------------------------------------------------------------------------
 
@@ -264,17 +286,35 @@ class RunSession:
         lane = next(ln for ln in self.spec.lanes if ln.name == lane_name)
         return Ingress(name, lane.slot_bytes, lane.capacity or 4096)
 
+    def _metrics_listen(self) -> tuple[str, int] | None:
+        opts = self.options
+        text = opts.metrics or opts.config.metrics
+        if text is None:
+            return None
+        try:
+            listen = parse_listen(text)
+        except ValueError as exc:
+            raise UsageError(f"--metrics: {exc}") from None
+        if opts.sp:
+            raise UsageError("--metrics reads the shared-memory files of a multi-process run; "
+                             "--sp runs in one process (drop one of them)")
+        return listen
+
     def _tuning_plan(self) -> TuningPlan:
         """The profile every runtime process applies; ``wait`` overrides the profile's wait."""
         opts = self.options
         if isinstance(self.spec, SingleRingSpecV1):
-            processes = len(self.spec.stages) * self.spec.shards + 1
+            from .mp import tuning_role
+
+            shards = self.spec.shards
+            roles = tuple(tuning_role(st.id, k, shards) for k in range(shards) for st in self.spec.stages)
         else:
             assert self.plan is not None
-            processes = len(self.plan.roles) + 1
+            roles = tuple(rp.name for rp in self.plan.roles)
         profile = opts.tuning or opts.config.tuning
         config = dataclasses.replace(opts.config, tuning=profile, wait=opts.wait or opts.config.wait, effective={})
-        return TuningPlan(profile, config, spinning_peers=1 if opts.sp else processes)
+        return TuningPlan(profile, config, spinning_peers=1 if opts.sp else len(roles) + 1,
+                          roles=() if opts.sp else roles)
 
     def _ring_path(self) -> str | None:
         """Where the shared-memory files go (None for ``--sp``, except a LaneGraph state file)."""
@@ -311,6 +351,10 @@ class RunSession:
                             replay_mode=opts.replay_mode, policy_file=opts.policy_file, recorder=self.events,
                             dead_letter_dir=opts.dead_letter_dir)
         self.gate = gate
+        for d in gate.decisions:
+            events.emit("policy.decision", f"stage {d.index} {d.name!r}: {d.decision} ({d.reason})", text=False,
+                        stage=d.name, family=d.family, decision=d.decision, reason=d.reason,
+                        posture=gate.posture)
         if opts.replay_mode is None:
             self.policy_audit_path = self._write_audit(gate)
         refuse = opts.replay_mode in (None, "execute")
@@ -397,13 +441,50 @@ class RunSession:
             self._t0 = time.monotonic()
             self._started_ms = int(time.time() * 1000)
             self.engine.start()
+            self._start_metrics()
             self._publish_state()
+            events.emit("run.started", f"{self.spec.name} started ({self.spec.target}, "
+                        f"{'sp' if opts.sp else 'mp'})", text=False, spec_hash=self.spec_hash,
+                        target=self.spec.target, executor="sp" if opts.sp else "mp", posture=opts.posture,
+                        path=self.ring_path, metrics=self.metrics_address)
         except BaseException:
             for sink in opened:
                 sink.close()
             self._outputs = None
             self.abort()
             raise
+
+    def _start_metrics(self) -> None:
+        if self.metrics_listen is None or self.ring_path is None:
+            return
+        from ..obs.metrics import MetricsServer
+        from .observe import Observer
+
+        observer = Observer(self.ring_path)
+        lock = threading.Lock()  # scrapes and /readyz may come on several server threads
+
+        def observe() -> dict[str, Any]:
+            with lock:
+                return observer.observe()
+
+        server = MetricsServer(*self.metrics_listen, observe)
+        try:
+            host, port = server.start()
+        except OSError as exc:
+            observer.close()
+            raise UsageError(f"--metrics {self.metrics_listen[0]}:{self.metrics_listen[1]}: cannot listen: "
+                             f"{exc.strerror or exc}") from None
+        self._metrics = (server, observer)
+        self.metrics_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        events.emit("metrics.listening", f"metrics on http://{self.metrics_address}/metrics", text=False,
+                    address=self.metrics_address)
+
+    def _stop_metrics(self) -> None:
+        held, self._metrics = self._metrics, None
+        if held is not None:
+            server, observer = held
+            server.stop()
+            observer.close()
 
     def _engine(self, outputs: _Outputs) -> Any:
         opts = self.options
@@ -598,12 +679,18 @@ class RunSession:
             "started_unix_ms": self._started_ms, "updated_unix_ms": int(time.time() * 1000),
             "ring_path": self.ring_path, "journal_dir": self.journal_dir,
             "messages_in": counts["messages_in"], "messages_out": counts["messages_out"],
-            "dropped": counts["dropped"],
-            "sources": [{"endpoint": self.ingress[f.endpoint], **f.source.describe()} for f in self._feeds],
-            "sinks": [{"endpoint": name, **sink.describe()} for name, sink in sinks.items()],
+            "dropped": counts["dropped"], "metrics": self.metrics_address, "policy": self._policy_state(),
+            # masked here too: a describe() that names a URI with credentials never reaches the file
+            "sources": mask_value([{"endpoint": self.ingress[f.endpoint], **f.source.describe()} for f in self._feeds]),
+            "sinks": mask_value([{"endpoint": name, **sink.describe()} for name, sink in sinks.items()]),
         }
         with contextlib.suppress(OSError):  # observers are best effort; the run goes on
             write_session_state(directory, state)
+
+    def _policy_state(self) -> list[dict[str, Any]]:
+        if self.gate is None:
+            return []
+        return [{"stage": d.name, "family": d.family, "decision": d.decision} for d in self.gate.decisions]
 
     def _remove_state(self) -> None:
         directory = self._state_dir
@@ -631,6 +718,10 @@ class RunSession:
         """No more input: everything taken reaches the sinks; positions are committed."""
         if self.engine is None or self._closed:
             return
+        if not self._draining:
+            self._draining = True
+            events.emit("run.draining", f"{self.spec.name}: no more input; draining", text=False,
+                        messages_in=self._counts()["messages_in"])
         try:
             self.engine.drain()
             self._elapsed = time.monotonic() - self._t0
@@ -662,6 +753,13 @@ class RunSession:
                 self.abort()
                 raise
             self._release()
+            summary = self.summary()
+            events.emit("run.finished", f"{self.spec.name} finished: {summary['messages_in']:,} in, "
+                        f"{summary['messages_out']:,} out, {summary['dropped']:,} dropped", text=False,
+                        messages_in=summary["messages_in"], messages_out=summary["messages_out"],
+                        dropped=summary["dropped"], elapsed_s=summary["elapsed_s"],
+                        restarts=summary["restarts"], stopped_by=summary["stopped_by"])
+            return summary
         return self.summary()
 
     def abort(self) -> None:
@@ -676,6 +774,7 @@ class RunSession:
     def _release(self) -> None:
         self._closed = True
         engine = self.engine
+        self._stop_metrics()  # before the files it reads go away
         try:
             if engine is not None:
                 with contextlib.suppress(Exception):  # a half-started engine has nothing to show
@@ -747,7 +846,8 @@ class RunSession:
         out["policy_audit"] = self.policy_audit_path
         if any(f.source.acks for f in self._feeds):
             # broker sources: what each committed, and what the broker handed over again
-            out["sources"] = [{"endpoint": self.ingress[f.endpoint], **f.source.describe()} for f in self._feeds]
+            out["sources"] = mask_value([{"endpoint": self.ingress[f.endpoint], **f.source.describe()}
+                                         for f in self._feeds])
             out["redelivered"] = sum(int(f.source.redelivered) for f in self._feeds)
         return out
 

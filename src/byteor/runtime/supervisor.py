@@ -10,6 +10,12 @@ A stage that exits with :data:`~byteor.runtime._stage_main.EXIT_STAGE_FAILED` fa
 terms (an exception, a side effect that finally failed) and stops the pipeline; so does a stage that
 dies more than ``max_restarts`` times within ``restart_window`` seconds. Either way
 :attr:`Supervisor.failure` names the stage.
+
+Each process's state (``starting`` from spawn until it registered with its ring or stats file,
+``running``, ``restarting`` between a death and the next spawn, ``exited`` after draining,
+``failed``), pid and restart count go into its row of the run's counters file when it has one
+(:mod:`byteor.obs.counters`), where ``/readyz``, the metrics and ``byteor top`` read them; the
+transitions are reported as ``stage.*`` events (:func:`byteor.obs.emit`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import PipelineFailed
+from ..obs import counters
+from ..obs.events import emit
 from ._child import EXIT_STAGE_FAILED
 
 __all__ = ["StageProcess", "Supervisor", "wait_quiet"]
@@ -50,6 +58,12 @@ class StageProcess:
     finished: bool = False
     last_beat: int = -1
     last_beat_change: float = 0.0
+    #: its row in the run's counters file (a detached row when the run has none)
+    row: counters.Row = field(default_factory=counters.Row.detached)
+    up: bool = False
+
+    def set_state(self, state: int) -> None:
+        self.row.set(counters.WORDS["state"], state)
 
 
 class Supervisor:
@@ -95,6 +109,11 @@ class Supervisor:
                                    env=self._env)
         sp.last_beat = -1
         sp.last_beat_change = time.monotonic()
+        sp.up = False
+        sp.row.set(counters.WORDS["pid"], sp.proc.pid)
+        sp.set_state(counters.STARTING)
+        emit("stage.started", f"{sp.name} started (pid {sp.proc.pid})", text=False, stage=sp.name,
+             shard=sp.shard, pid=sp.proc.pid, restarts=sp.total_restarts)
 
     def start(self) -> None:
         for sp in self.stages:
@@ -141,8 +160,12 @@ class Supervisor:
 
     # ------------------------------------------------------------------ watching
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, sp: StageProcess | None = None) -> None:
+        if sp is not None:
+            sp.set_state(counters.FAILED)
         if self.failure is None:
+            # the run's own error line says it on a terminal; a log pipeline gets the event
+            emit("stage.failed", message, level="error", text=False, stage=sp.name if sp is not None else None)
             self.failure = PipelineFailed(message)
             self._halt.set()
             self._on_failure(self.failure)
@@ -192,13 +215,18 @@ class Supervisor:
         now = time.monotonic()
         if rc is None:
             beat = self._beat_of(sp)
+            if beat is not None and not sp.up:  # registered: attached and about to work
+                sp.up = True
+                sp.set_state(counters.RUNNING)
+                emit("stage.running", f"{sp.name} is running (pid {proc.pid})", text=False, stage=sp.name,
+                     shard=sp.shard, pid=proc.pid)
             if beat is not None and beat != sp.last_beat:
                 sp.last_beat, sp.last_beat_change = beat, now
             elif not self._pending(sp):
                 sp.last_beat_change = now
             elif now - sp.last_beat_change > (limit := self._limit(beat)):
-                sys.stderr.write(f"byteor: {sp.name} (pid {proc.pid}) has not beaten for "
-                                 f"{limit:.1f} s with work waiting; killing it\n")
+                emit("stage.hung", f"{sp.name} (pid {proc.pid}) has not beaten for {limit:.1f} s with work "
+                     "waiting; killing it", level="warning", stage=sp.name, shard=sp.shard, pid=proc.pid)
                 proc.kill()
                 proc.wait(timeout=10)
                 rc = -9
@@ -206,22 +234,29 @@ class Supervisor:
                 return
         if rc == 0:
             sp.finished = True
+            sp.set_state(counters.EXITED)
+            emit("stage.exited", f"{sp.name} (pid {proc.pid}) exited after draining", text=False,
+                 stage=sp.name, shard=sp.shard, pid=proc.pid)
             return
         if rc == EXIT_STAGE_FAILED:
             reason = _read_error(sp.config.get("error_path"))
-            self._fail(reason or f"{sp.name} failed (exit {rc})")
+            self._fail(reason or f"{sp.name} failed (exit {rc})", sp)
             return
         # A death: restart unless it keeps dying.
+        sp.set_state(counters.RESTARTING)
         self._drop_participant(sp, proc.pid)
         while sp.restarts and now - sp.restarts[0] > self.restart_window:
             sp.restarts.popleft()
         if len(sp.restarts) >= self.max_restarts:
             self._fail(f"{sp.name} keeps dying ({len(sp.restarts) + 1} deaths within "
-                       f"{self.restart_window:.0f} s, last exit {_describe_rc(rc)}); pipeline stopped")
+                       f"{self.restart_window:.0f} s, last exit {_describe_rc(rc)}); pipeline stopped", sp)
             return
         sp.restarts.append(now)
         sp.total_restarts += 1
-        sys.stderr.write(f"byteor: {sp.name} (pid {proc.pid}) died ({_describe_rc(rc)}); restarting it\n")
+        sp.row.set(counters.WORDS["restarts"], sp.total_restarts)
+        emit("stage.restarted", f"{sp.name} (pid {proc.pid}) died ({_describe_rc(rc)}); restarting it",
+             level="warning", stage=sp.name, shard=sp.shard, pid=proc.pid, exit=_describe_rc(rc),
+             restarts=sp.total_restarts)
         self._spawn(sp)
 
     def _watch(self) -> None:
@@ -230,7 +265,7 @@ class Supervisor:
                 try:
                     self._check(sp)
                 except Exception as exc:  # the watcher must not die silently
-                    self._fail(f"supervisor error while watching {sp.name}: {type(exc).__name__}: {exc}")
+                    self._fail(f"supervisor error while watching {sp.name}: {type(exc).__name__}: {exc}", sp)
                 if self.failure is not None:
                     return
             if self.all_finished():

@@ -6,8 +6,12 @@ once, attaches its input and output lanes and moves messages until every input i
 drained, then exits 0. Inputs resume where the cells (ring gating sequence, or the journal position
 saved in the stats file) say, so a restarted role neither skips nor re-reads a released message.
 
-Delivery across a role crash is at-least-once: a role killed after publishing a message but before
-releasing it on its input publishes that one message again when restarted.
+A role whose inputs are all rings runs as a native loop (``byteor._native.run_role``): messages move
+between the lanes in C, Python runs only a Python stage's function, and each batch is recorded in
+the stats file before it is published, so a role killed at any instruction and restarted publishes
+nothing twice and loses nothing (exactly once). A role reading a journal lane (or writing one with
+``fsync=always``) keeps the Python loop below, where delivery across a crash is at-least-once: a
+role killed after publishing a message but before releasing its input publishes it again.
 
 Exit codes follow the runtime's stage processes: 0 drained; ``EXIT_STAGE_FAILED`` (70) the role
 failed on its own terms (``on_full=fail``, a stage exception): the supervisor stops the pipeline
@@ -24,8 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..._errors import PipelineFailed
-from ..._stage import DROP, StageCall, describe_failure, stage_failure
+from ..._errors import PipelineFailed, StageContractError
+from ..._stage import DROP, FILTER, INPLACE, MAP, READONLY, StageCall, describe_failure, stage_failure
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import LaneReader, LaneSpec, LaneWriter, attach_lane
 from ...spec.kv import decode_kv
@@ -93,6 +97,7 @@ class _Role:
             spec = decode_kv(fh.read())
         assert isinstance(spec, LaneGraphSpecV1)
         plan = plan_lanegraph(spec)
+        self.plan_lanes = plan.lanes
         self.plan = next(r for r in plan.roles if r.name == cfg["role"])
         wait = int(cfg["wait"])
         shash = cfg["spec_hash"]
@@ -181,11 +186,84 @@ class _Role:
             self.router.delivered()
 
     def run(self) -> None:
-        if len(self.plan.inputs) == 1:
+        if self._native_outputs() is not None:
+            self._run_native()
+        elif len(self.plan.inputs) == 1:
             self._run_single()
         else:
             self._run_merge()
         self.flush_stats()
+
+    def _native_outputs(self) -> list[tuple[Any, str, str]] | None:
+        """The outputs as ``run_role`` takes them, or None when this role must run the Python loop (a
+        journal input, or a journal output whose appends must stay in Python)."""
+        if any(reader is None for reader in self.ring_inputs):
+            return None
+        outs: list[tuple[Any, str, str]] = []
+        for name, out in zip(self.plan.outputs, self.outputs, strict=True):
+            on_full = self.plan_lanes[name].on_full
+            if isinstance(out, _JournalOut):
+                if out.writer.native_segment() is None:
+                    return None
+                outs.append((out.writer, on_full, name))
+            else:
+                outs.append((out.ring, on_full, name))
+        return outs
+
+    def _stage_entry(self) -> dict[str, Any]:
+        """How the native loop runs this role's stage: a builtin kernel, or the stage function in its
+        form (called by the core exactly as :class:`~byteor._stage.StageCall` calls it here)."""
+        from ... import _native
+
+        stage = self.stage
+        if stage is None:
+            return {}
+        if stage.builtin is not None:
+            return {"op": stage.builtin[0], "delta": int(stage.builtin[1])}
+        forms = {MAP: _native.FORM_MAP, FILTER: _native.FORM_FILTER, INPLACE: _native.FORM_INPLACE,
+                 READONLY: _native.FORM_READONLY}
+        return {"fn": stage.fn, "form": forms[str(stage.form)], "side_effect": stage.side_effect,
+                "contract_error": StageContractError}
+
+    def _run_native(self) -> None:
+        """Move every message in C (``_native.run_role``) until every input is stopped and drained."""
+        from ... import _native
+
+        outputs = self._native_outputs()
+        assert outputs is not None
+        inputs = [(reader.ring, reader.cell) for reader in self.ring_inputs if reader is not None]
+        # exact counters first (a crashed run may have published after its last counter update):
+        # everything consumed on the inputs, everything in a lane this role alone writes
+        self.stats.set_messages_in(sum(int(ring.gating(cell)) + 1 for ring, cell in inputs))
+        for k, (target, _full, name) in enumerate(outputs):
+            lp = self.plan_lanes[name]
+            if lp.kind == "journal":
+                self.stats.set_written(k, int(target.next_index) - int(self.cfg["journal_starts"][name]))
+            elif lp.kind != "mpsc":
+                self.stats.set_written(k, int(target.cursor()) + 1)
+        kw: dict[str, Any] = self._stage_entry()
+        key = self.plan.route_key
+        if self.plan.kind == "router" and key is not None:
+            kw.update(route="key", key_offset=key.offset, key_len=key.length)
+        elif self.plan.kind == "router":
+            kw["route"] = "round_robin"
+        try:
+            _native.run_role(self.plan.kind, inputs, outputs, self.stats.buffer, wait=int(self.cfg["wait"]),
+                             parent_pid=self.parent, error=PipelineFailed, **kw)
+        except Exception as exc:
+            seq = getattr(exc, "failed_seq", None)
+            if seq is None:  # not the stage function's: a lane full under fail, an oversized message
+                raise
+            failure = stage_failure(f"stage role {self.plan.name!r}", int(seq), exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+        finally:
+            self.messages_in = self.stats.messages_in
+            self.filtered = self.stats.filtered
+            self.written = [self.stats.written(k) for k in range(len(self.outputs))]
+            for k, out in enumerate(self.outputs):
+                out.drops = self.stats.drops(k)
 
     def _run_single(self) -> None:
         reader, jin = self.ring_inputs[0], self.journal_inputs[0]

@@ -1,10 +1,12 @@
 """Per-role counters shared between a role process and the parent (a small mmap'd file).
 
-Layout: 32 little-endian u64 words: ``[0]`` messages in, ``[1]`` heartbeat (monotonic ns), ``[2]``
-pid, ``[3]`` messages a stage role dropped on purpose (its function returned ``None``/``DROP``),
-``[4+k]`` messages written to output k, ``[12+k]`` drops on output k, ``[20+k]`` journal
-position of input k (the next record index; survives a restart). Written by the role after each
-batch, read by the parent for ``lane_graph_state.json`` and liveness.
+Layout: 128 little-endian u64 words (``byteor._native.ROLE_STATS_BYTES``): ``[0]`` messages in,
+``[1]`` heartbeat (monotonic ns), ``[2]`` pid, ``[3]`` messages a stage role dropped on purpose (its
+function returned ``None``/``DROP``), ``[4+k]`` messages written to output k, ``[12+k]`` drops on
+output k, ``[20+k]`` journal position of input k (the next record index; survives a restart),
+``[32..]`` the batch record of the native role loop (``_native.run_role``: which input and output
+ranges the last batch covered, so a restarted role completes it instead of publishing it twice).
+Written by the role after each batch, read by the parent for ``lane_graph_state.json`` and liveness.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from typing import Any
+
+from ... import _native
 
 __all__ = ["MAX_PORTS", "RoleStats"]
 
 MAX_PORTS = 8
-_WORDS = 32
-_SIZE = _WORDS * 8
+_SIZE = _native.ROLE_STATS_BYTES
 _U64 = struct.Struct("<Q")
 _IN, _BEAT, _PID, _FILTERED = 0, 1, 2, 3
 _WRITTEN, _DROPS, _JPOS = 4, 12, 20
@@ -78,6 +82,17 @@ class RoleStats:
         for k, n in enumerate(drops):
             self._set(_DROPS + k, n)
         self._set(_BEAT, beat_ns)
+
+    def set_written(self, k: int, n: int) -> None:
+        self._set(_WRITTEN + k, n)
+
+    def set_messages_in(self, n: int) -> None:
+        self._set(_IN, n)
+
+    @property
+    def buffer(self) -> Any:
+        """The mapping itself, for the native role loop that keeps the counters while it runs."""
+        return self._mm
 
     def set_pid(self, pid: int) -> None:
         self._set(_PID, pid)

@@ -3,8 +3,10 @@
 Layout under the lane path (default ``/dev/shm/byteor/<name>-<hash8>/``): ``spec.kv`` (the canonical
 spec every role re-plans from), one ring file per ``events``/``mpsc``/``fanout`` lane
 (``<lane>.<kind>.ring``, see :mod:`byteor.lanes.shm`), ``roles/<role>.stats`` counters,
-``lane_graph_state.json`` (refreshed about every 200 ms; ``snapshot --lane-path`` reads it). Journal
-lanes live on disk under the journal directory. Everything in the lane path is removed at the end.
+``lane_graph_state.json`` (refreshed about every 200 ms; ``snapshot --lane-path`` reads it),
+``counters.bin`` (:mod:`byteor.obs.counters`: a ``session`` row with messages in, out and dropped, and
+one row per role with its state, pid, restarts, actions and DataGuard counts). Journal lanes live on
+disk under the journal directory. Everything in the lane path is removed at the end.
 
 The run session's thread is the ingress: :meth:`MpGraph.offer` publishes into an ingress lane under
 its ``on_full`` policy, waiting at most the given timeout for room. One egress thread per egress
@@ -41,6 +43,7 @@ from ..._errors import PipelineFailed, ShmError
 from ..._stage import StageContext
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import create_lane, lane_file
+from ...obs import counters
 from ...spec.kv import canonical_bytes
 from ...spec.model import LaneGraphSpecV1
 from .._child import context_to_json
@@ -56,6 +59,7 @@ from .state import STATE_FILE, lane_state_entry, new_state, role_state_entry, wr
 __all__ = ["HEARTBEAT_TIMEOUT_S", "MpGraph"]
 
 _STATE_EVERY_S = 0.2
+_IN, _OUT, _DROPPED = (counters.WORDS[w] for w in ("messages_in", "messages_out", "dropped"))
 _POLL_NS = 100_000_000
 #: A role with input waiting and no heartbeat for this long is hung: killed and restarted.
 HEARTBEAT_TIMEOUT_S = 10.0
@@ -121,6 +125,8 @@ class MpGraph:
         self._done: tuple[int, ...] = tuple(0 for _ in self.ingress)
         self.messages_in = 0
         self._out: dict[str, int] = {ref.who.split(":", 1)[1]: 0 for ref in plan.egress}
+        self.counters: counters.CountersFile | None = None
+        self._row = counters.Row.detached()
         self._started = False
         self._closed = False
 
@@ -145,6 +151,12 @@ class MpGraph:
         spec_file.write_bytes(canonical_bytes(self.spec))
         self.created.append(str(spec_file))
         (root / "roles").mkdir(exist_ok=True)
+        counters_file = counters.counters_path(self.lane_path)
+        self.counters = counters.CountersFile.create(
+            counters_file, [("session", counters.KIND_SESSION, 0),
+                            *((rp.name, counters.KIND_ROLE, 0) for rp in self.plan.roles)])
+        self.created.append(counters_file)
+        self._row = self.counters.row(0)
         for name, lp in self.plan.lanes.items():
             if lp.kind == "journal":
                 directory = journal_lane_dir(self.journal_dir, name)
@@ -174,12 +186,14 @@ class MpGraph:
                 "context": ctx, "stats_path": stats_path,
                 "error_path": str(root / "roles" / f"{rp.name}.error"),
                 "events_path": events_path,
+                "counters": [counters_file, 1 + len(procs)],
             }
             self._events_paths.append(events_path)
             if self.tuning is not None:
                 cfg["tuning"] = self.tuning.to_json(str(root / RUNTIME_CONFIG_FILE))
             label = f"role {rp.name!r}"
-            procs.append(StageProcess(shard=0, index=len(procs), consumer=0, name=label, config=cfg))
+            procs.append(StageProcess(shard=0, index=len(procs), consumer=0, name=label, config=cfg,
+                                      row=self.counters.row(1 + len(procs))))
             pending[label] = self._work_probe(rp.name)
         stats_by_proc = {f"role {name!r}": st for name, st in self.stats.items()}
 
@@ -268,6 +282,7 @@ class MpGraph:
                     batch = [read_bytes(seq) for seq in range(nxt, hi + 1)]
                     deliver(ep, 0, batch)
                     self._out[ep] += len(batch)
+                    self._row.set(_OUT, sum(self._out.values()))
                     ring.release(cell, hi)
                     nxt = hi + 1
                     self._egress_pos[key] = nxt
@@ -291,6 +306,7 @@ class MpGraph:
                     if batch:
                         deliver(ep, 0, batch)
                         self._out[ep] += len(batch)
+                        self._row.set(_OUT, sum(self._out.values()))
                         self._egress_pos[key] = sub.position
                         continue
                     if stopped and sub.position >= self._journal_end(lane):
@@ -326,6 +342,7 @@ class MpGraph:
             taken = self._publish(self.rings[lane], lane, lp.on_full, items, timeout)
         self._taken[endpoint] += taken
         self.messages_in += taken
+        self._row.set(_IN, self.messages_in)
         return taken
 
     def _publish(self, ring: Any, lane: str, policy: str, items: Sequence[bytes], timeout: float) -> int:
@@ -410,6 +427,7 @@ class MpGraph:
         now = time.monotonic()
         if now - self._last_state > _STATE_EVERY_S:
             self._last_state = now
+            self._row.set(_DROPPED, self.dropped)
             write_state(os.path.join(self.lane_path, STATE_FILE), self.state())
 
     def drain(self) -> None:
@@ -557,6 +575,10 @@ class MpGraph:
                 ring.close()
         for st in self.stats.values():
             st.close()
+        self._row = counters.Row.detached()
+        if self.counters is not None:
+            self.counters.close()
+            self.counters = None
         for path in self.created:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
