@@ -104,12 +104,30 @@ class Outage:
 
 
 class LoopThread:
-    """An asyncio event loop in a daemon thread, for the asyncio clients (NATS, RabbitMQ Streams)."""
+    """An asyncio event loop in a daemon thread, for the asyncio clients (NATS, RabbitMQ Streams).
+
+    :meth:`shared` hands every adapter of the process the same one (counted; the last
+    :meth:`stop` ends it): one more thread per adapter would compete for the GIL with the session's
+    pump and egress threads."""
+
+    _shared: LoopThread | None = None
+    _users = 0
+    _guard = threading.Lock()
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
+        self._is_shared = False
+
+    @classmethod
+    def shared(cls) -> LoopThread:
+        with cls._guard:
+            if cls._shared is None:
+                cls._shared = cls("byteor-asyncio")
+                cls._shared._is_shared = True
+            cls._users += 1
+            return cls._shared
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -127,6 +145,12 @@ class LoopThread:
             raise
 
     def stop(self) -> None:
+        if self._is_shared:
+            with LoopThread._guard:
+                LoopThread._users -= 1
+                if LoopThread._users > 0:
+                    return
+                LoopThread._shared = None
         if self.loop.is_closed():
             return
 
@@ -169,8 +193,10 @@ class Inbox:
                 self._cond.wait(0.1 if left is None else min(left, 0.1))
             if self.closed:
                 return False
+            was_empty = not self._items
             self._items.extend(items)
-            self._cond.notify_all()
+            if was_empty:  # the session waits only on an empty inbox: wake it once, not per message
+                self._cond.notify_all()
             return True
 
     async def put_async(self, items: Sequence[tuple[bytes, Any]]) -> bool:
@@ -179,15 +205,18 @@ class Inbox:
         if self.closed:
             return False
         with self._cond:
+            was_empty = not self._items
             self._items.extend(items)
-            self._cond.notify_all()
+            if was_empty:
+                self._cond.notify_all()
         return True
 
     def take(self, max_items: int) -> list[tuple[bytes, Any]]:
         with self._cond:
+            was_full = len(self._items) >= self.capacity
             n = min(max_items, len(self._items))
             out = [self._items.popleft() for _ in range(n)]
-            if n:
+            if n and was_full:  # a client thread waits only on a full inbox
                 self._cond.notify_all()
             return out
 

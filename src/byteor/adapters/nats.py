@@ -92,7 +92,7 @@ class NatsSource(Source):
         nats = require("nats", "nats")
         from nats.js.api import AckPolicy, ConsumerConfig
 
-        self._loop = LoopThread("byteor-nats-in")
+        self._loop = LoopThread.shared()
         self._nc = _open(self.ep, self.outage, self._loop)
         config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
                                 max_ack_pending=self.max_ack_pending)
@@ -221,7 +221,7 @@ class NatsSink(Sink):
         self.confirmed = 0
 
     def open(self) -> None:
-        self._loop = LoopThread("byteor-nats-out")
+        self._loop = LoopThread.shared()
         self._nc = _open(self.ep, self.outage, self._loop)
         self._js = self._nc.jetstream(publish_async_max_pending=20000)
         self.outage.connected()
@@ -232,7 +232,9 @@ class NatsSink(Sink):
         for m in msgs:
             while True:
                 try:
-                    fut = await js.publish_async(subject, m, stream=stream, wait_stall=5.0)
+                    # no wait_stall: with one, every call schedules a timeout task, yields to the loop
+                    # and the client writes each message to the socket by itself
+                    fut = await js.publish_async(subject, m, stream=stream)
                     break
                 except Exception as exc:
                     await asyncio.sleep(self.outage.failed(exc))

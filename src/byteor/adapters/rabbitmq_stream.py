@@ -82,7 +82,7 @@ class RabbitSource(Source):
 
     def open(self) -> None:
         rstream = require("rstream", "rabbitmq-stream")
-        self._loop = LoopThread("byteor-rabbit-in")
+        self._loop = LoopThread.shared()
         try:
             self._loop.run(self._start(rstream), self.ep.connect_timeout * 2 + 1)
         except AdapterError:
@@ -241,7 +241,7 @@ class RabbitSink(Sink):
 
     def open(self) -> None:
         rstream = require("rstream", "rabbitmq-stream")
-        self._loop = LoopThread("byteor-rabbit-out")
+        self._loop = LoopThread.shared()
 
         async def start() -> None:
             async def on_close(info: Any) -> None:
