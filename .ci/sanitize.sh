@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sanitize.sh: build byteor._native with AddressSanitizer + UndefinedBehaviorSanitizer in a scratch
 # copy of the sources (the working tree's extension is never touched) and run the native tests
-# (ring, journal and DataGuard kernels)
+# (ring, journal and DataGuard kernels) and the fuzz targets (tests/test_native_fuzz.py: ring attach,
+# journal reading, USM1/DataGuard rules, spec.kv; BYTEOR_FUZZ_EXAMPLES examples each, default 1500)
 # against that build, with the sanitizer runtimes preloaded into python and every child process.
 # Any ASan report or UBSan diagnostic fails the run. Uses the project venv's python (or $PYTHON).
 set -euo pipefail
@@ -35,6 +36,7 @@ export LD_PRELOAD="$ASAN_LIB $UBSAN_LIB"
 export PYTHONMALLOC=malloc            # let ASan see every Python allocation
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+export BYTEOR_FUZZ_EXAMPLES="${BYTEOR_FUZZ_EXAMPLES:-1500}"
 where="$("$PY" -c 'import byteor._native as n; print(n.__file__)')"
 case "$where" in
   "$WORK"/*) echo "==> testing $where" ;;
@@ -43,5 +45,5 @@ esac
 
 cd "$WORK"
 timeout 600 "$PY" -m pytest -q -p no:cacheprovider tests/test_native_*.py tests/test_journal_format.py \
-  tests/test_dataguard_native.py "$@"
+  tests/test_journal_integrity.py tests/test_dataguard_native.py "$@"
 echo "==> sanitized native tests passed"

@@ -6,7 +6,9 @@ Loaded by ``conftest.py`` (``pytest_plugins``); tests import the helpers from he
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from byteor import load_spec_file, spec_hash
-from byteor._formats import b64url_decode, b64url_encode
+from byteor._formats import b64url_decode, b64url_encode, format_rfc3339
 from byteor.policy import issue_credential
 from byteor.policy.approvals import encode_payload
+from byteor.policy.keys import sign_key_set
 
 
 @dataclass
@@ -103,12 +106,55 @@ class HttpTarget:
         self.server.server_close()
 
 
-def start_server() -> HttpTarget:
+def start_server(tls: ssl.SSLContext | None = None) -> HttpTarget:
+    """A recording server on 127.0.0.1 (HTTPS with ``tls``, a server-side context)."""
     srv = _Server(("127.0.0.1", 0), _Handler)
     srv.recorder = Recorder()
+    if tls is not None:
+        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     host, port = srv.server_address[:2]
-    return HttpTarget(f"http://{host}:{port}", srv.recorder, srv)
+    return HttpTarget(f"{'https' if tls else 'http'}://{host}:{port}", srv.recorder, srv)
+
+
+def tls_files(directory: Path) -> tuple[Path, ssl.SSLContext]:
+    """A throwaway CA (its PEM path, for ``BYTEOR_API_CA_FILE``) and a server context whose
+    certificate that CA signed for 127.0.0.1 (with the key identifiers Python 3.13's strict
+    verification requires)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "byteor test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+          .not_valid_after(now + timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_pem = directory / "ca.pem"
+    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain = directory / "server.pem"
+    chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(chain)
+    return ca_pem, ctx
 
 
 @pytest.fixture
@@ -174,6 +220,23 @@ class Signer:
 
 def new_signer(kid: str = "k1") -> Signer:
     return Signer(kid, Ed25519PrivateKey.generate())
+
+
+def signed_key_set(root: Signer, *signers: Signer, ttl: timedelta = timedelta(hours=1)) -> dict[str, Any]:
+    """What a control plane serves: ``signers``' public keys signed by ``root`` for ``ttl``."""
+    expires = format_rfc3339(datetime.now(UTC) + ttl)
+    return sign_key_set(root.key, root.kid, [s.entry for s in signers], expires_at=expires)
+
+
+def refresh_env(server: HttpTarget, root_file: Path, api_key: str, **extra: str) -> dict[str, str]:
+    """The environment that makes a runtime refresh its keys from ``server`` trusting ``root_file``
+    (plain http to loopback is allowed explicitly: the test servers listen on 127.0.0.1)."""
+    env = {"BYTEOR_API_BASE_URL": server.base + "/", "BYTEOR_AGENT_ID": "agent-7", "BYTEOR_AGENT_API_KEY": api_key,
+           "BYTEOR_APPROVAL_ROOT_KEYS": str(root_file)}
+    if server.base.startswith("http://"):
+        env["BYTEOR_API_ALLOW_INSECURE_LOOPBACK"] = "1"
+    env.update(extra)
+    return env
 
 
 def write_key_set(path: Path, *signers: Signer, shape: str = "object") -> Path:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from byteor.lanes.journal import JournalWriter
+from byteor.spec.kv import decode_kv, spec_hash
 
 BIN = Path(sys.executable).parent
 RECORDS = [f"order-{i:02d}".encode() for i in range(8)]
@@ -90,13 +91,18 @@ def replay_spec_text(port: int, sink: Path) -> str:
     )
 
 
+def journal_spec_hash(spec: Path) -> str:
+    """The spec hash a run of ``spec`` records in its journal segments (replay checks it)."""
+    return spec_hash(decode_kv(spec.read_bytes()))
+
+
 @pytest.fixture
 def bundle(tmp_path: Path, server: RecordingServer, byteor: Run) -> Path:
     sink = tmp_path / "exec-sink.txt"
     spec = tmp_path / "spec.kv"
     spec.write_text(replay_spec_text(server.server_address[1], sink))
     jdir = tmp_path / "journal-events"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=journal_spec_hash(spec)) as writer:
         for rec in RECORDS:
             writer.append(rec)
     out = tmp_path / "bundle"

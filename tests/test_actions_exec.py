@@ -3,13 +3,14 @@ arrive literally), input on stdin, NUL refused, the timeout kills the whole proc
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from byteor import ActionFailed, PolicyRefused, load_spec_file, spec_hash
+from byteor import ActionFailed, PolicyRefused, UsageError, load_spec_file, spec_hash
 from byteor._stage import StageContext
 from byteor.actions import DeadLetterJournal, parse_exec_key, resolve_action
 from byteor.policy.gate import RunGate, gate_run
@@ -56,10 +57,13 @@ def test_exec_is_off_unless_allowlisted_exactly(tmp_path: Path, monkeypatch: pyt
     spec_path = _spec(tmp_path, f"exec:{prog}")
     with pytest.raises(PolicyRefused, match="exec is disabled: BYTEOR_EXEC_ALLOWLIST is not set"):
         _gate(spec_path)
-    for near_miss in ("prog.sh", prog + "x", prog[:-1], "/bin/sh", prog.upper()):
+    for near_miss in (prog + "x", prog[:-1], "/bin/sh", prog.upper(), prog + "|arg"):
         monkeypatch.setenv("BYTEOR_EXEC_ALLOWLIST", near_miss)
-        with pytest.raises(PolicyRefused, match="not listed in BYTEOR_EXEC_ALLOWLIST"):
+        with pytest.raises(PolicyRefused, match="is not admitted by BYTEOR_EXEC_ALLOWLIST"):
             _gate(spec_path)
+    monkeypatch.setenv("BYTEOR_EXEC_ALLOWLIST", "prog.sh")
+    with pytest.raises(UsageError, match=r"BYTEOR_EXEC_ALLOWLIST: exec program 'prog\.sh' is not an absolute path"):
+        _gate(spec_path)
     monkeypatch.setenv("BYTEOR_EXEC_ALLOWLIST", f"/bin/true, {prog}")
     assert [d.decision for d in _gate(spec_path).decisions] == ["Allow"]
     # approval and policy still apply to an allowlisted program
@@ -146,10 +150,103 @@ def test_missing_program_and_ignored_stdin(tmp_path: Path, monkeypatch: pytest.M
     missing = str(tmp_path / "no-such-program")
     quiet = _script(tmp_path, "exit 0\n")  # never reads its stdin
     monkeypatch.setenv("BYTEOR_EXEC_ALLOWLIST", f"{missing},{quiet}")
-    stage = resolve_action(f"exec:{missing}", StageContext(decisions={f"exec:{missing}": "Allow"},
-                                                          dead_letter_dir=str(tmp_path / "dl")))
-    with pytest.raises(ActionFailed, match="cannot start"):
-        _send(stage.fn, b"x")
+    with pytest.raises(PolicyRefused, match="no-such-program cannot be used: No such file"):
+        resolve_action(f"exec:{missing}", StageContext(decisions={f"exec:{missing}": "Allow"},
+                                                       dead_letter_dir=str(tmp_path / "dl")))
     stage = resolve_action(f"exec:{quiet}", StageContext(decisions={f"exec:{quiet}": "Allow"}))
     slot = bytearray(1 << 20)  # far more than a pipe buffer: the unread input must not hang or fail
     assert stage.fn(memoryview(slot), len(slot)) == len(slot)
+
+
+SECRETS = {"AWS_SECRET_ACCESS_KEY": "aws-secret-3f9", "DATABASE_URL": "postgres://app:db-pw-77@db/app",
+           "GITHUB_TOKEN": "ghp_token_81c", "BYTEOR_AGENT_API_KEY": "agent-key-55a", "HOME_ID": "not-secret-1"}
+
+
+def test_the_child_gets_a_minimal_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`exec:sh|-c|env>f` wrote AWS_SECRET_ACCESS_KEY, DATABASE_URL, GITHUB_TOKEN and more into f."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    dump = tmp_path / "env.txt"
+    key = f"exec:/bin/sh|-c|env > {dump}"
+    monkeypatch.setenv("BYTEOR_EXEC_ALLOWLIST", "/bin/sh")
+    stage = resolve_action(key, _gate(_spec(tmp_path, key)).context)
+    _send(stage.fn, b"x")
+    seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    seen.pop("PWD", None)  # sh sets these itself
+    seen.pop("SHLVL", None)
+    seen.pop("_", None)
+    assert seen == {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    # a documented way to pass named variables: BYTEOR_EXEC_ENV
+    monkeypatch.setenv("BYTEOR_EXEC_ENV", "GITHUB_TOKEN, HOME_ID")
+    stage = resolve_action(key, _gate(_spec(tmp_path, key)).context)
+    _send(stage.fn, b"x")
+    text = dump.read_text()
+    assert "GITHUB_TOKEN=ghp_token_81c" in text and "HOME_ID=not-secret-1" in text
+    assert "aws-secret-3f9" not in text and "db-pw-77" not in text and "agent-key-55a" not in text
+    monkeypatch.setenv("BYTEOR_EXEC_ENV", "BYTEOR_AGENT_API_KEY")
+    with pytest.raises(UsageError, match="BYTEOR_AGENT_API_KEY is never passed to a program"):
+        resolve_action(key, _gate(_spec(tmp_path, key)).context)
+
+
+def test_a_bare_or_relative_program_is_refused_never_looked_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              cli) -> None:
+    """A bare name was found on PATH and a relative one against the working directory, so a planted
+    binary ran. Now the key is invalid (exit 3) and the gate denies it: nothing is looked up."""
+    marker = tmp_path / "planted-ran"
+    planted = tmp_path / "bin"
+    planted.mkdir()
+    for name in ("cat", "tool"):
+        (planted / name).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (planted / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{planted}:{os.environ['PATH']}")
+    monkeypatch.chdir(planted)
+    for key in ("exec:cat", "exec:./tool", "exec:bin/tool"):
+        spec_path = _spec(tmp_path, key)
+        res = cli("validate", str(spec_path))
+        assert res.returncode == 3 and "exec needs an absolute program path" in res.stderr, res.stderr
+        with pytest.raises(ValueError, match="is not an absolute path"):
+            parse_exec_key(key)
+        monkeypatch.setenv("BYTEOR_EXEC_ALLOWLIST", "/bin/cat")
+        with pytest.raises(PolicyRefused, match=r"Deny: exec program .* is not an absolute path"):
+            _gate(spec_path)
+        res = cli("run", str(spec_path), "--sp", "--input-ascii=x", script="byteor-actiongraph",
+                  env={"BYTEOR_EXEC_ALLOWLIST": key.removeprefix("exec:"), "PATH": os.environ["PATH"]},
+                  cwd=planted)
+        assert res.returncode in (2, 3) and "Traceback" not in res.stderr, res.stderr
+    assert not marker.exists()
+
+
+def test_the_allowlist_can_pin_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry PROGRAM|ARG could never match before, so allowing a program allowed any arguments."""
+    monkeypatch.setenv("BYTEOR_EXEC_ALLOWLIST", "/bin/echo|hello|world")
+    assert [d.decision for d in _gate(_spec(tmp_path, "exec:/bin/echo|hello|world")).decisions] == ["Allow"]
+    for other in ("exec:/bin/echo", "exec:/bin/echo|hello", "exec:/bin/echo|hello|world|again"):
+        with pytest.raises(PolicyRefused, match="with these arguments is not admitted"):
+            _gate(_spec(tmp_path, other))
+    monkeypatch.setenv("BYTEOR_EXEC_ALLOWLIST", "/bin/echo")
+    assert [d.decision for d in _gate(_spec(tmp_path, "exec:/bin/echo|anything")).decisions] == ["Allow"]
+
+
+def test_a_program_another_user_can_replace_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    prog = shared / "p.sh"
+    prog.write_text("#!/bin/sh\ncat >/dev/null\n")
+    prog.chmod(0o755)
+    key = f"exec:{prog}"
+    monkeypatch.setenv("BYTEOR_EXEC_ALLOWLIST", str(prog))
+    ctx = _gate(_spec(tmp_path, key)).context
+    resolve_action(key, ctx)  # fine as it is
+    shared.chmod(0o777)
+    with pytest.raises(PolicyRefused, match="which another user can write"):
+        resolve_action(key, ctx)
+    shared.chmod(0o755)
+    prog.chmod(0o757)
+    with pytest.raises(PolicyRefused, match="can be replaced by another user"):
+        resolve_action(key, ctx)
+    prog.chmod(0o755)
+    if os.geteuid() == 0:
+        os.chown(prog, 65534, 65534)
+        with pytest.raises(PolicyRefused, match="owner uid 65534"):
+            resolve_action(key, ctx)

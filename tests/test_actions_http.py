@@ -255,3 +255,36 @@ def test_through_byteor_run_sp(http_target: HttpTarget, tmp_path: Path, cli) -> 
     assert res.returncode == 1 and "HTTP 400" in res.stderr, res.stderr
     [rec] = DeadLetterJournal(str(tmp_path / "dead-letter")).records()
     assert rec.input == b"lost?"
+
+
+@pytest.mark.parametrize("path", ["/api/..%2fadmin", "/api/%2e%2e%2fadmin", "/api/%2E%2e/admin", "/api/.%2e/admin",
+                                  "/api/%2e/x", "/api%2F..%2Fadmin", "/api/x%5c..%5cadmin", "/api/x%00"])
+def test_encoded_dot_segments_and_separators_are_refused(path: str, http_target: HttpTarget, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`..%2f` and `%2e%2e%2f` passed a path-prefix allowlist and were sent as they were."""
+    monkeypatch.setenv("BYTEOR_HTTP_POST_ALLOWLIST", f"{http_target.base}/api")
+    url = f"{http_target.base}{path}"
+    with pytest.raises(ValueError, match=r"encoded separator|\. or \.\. segments"):
+        parse_target_url(url)
+    with pytest.raises(PolicyRefused, match="Deny"):
+        _gate(write_spec(tmp_path, f"http_post:{url}"))
+    assert http_target.recorder.requests == []
+
+
+def test_paths_are_normalised_before_they_are_compared() -> None:
+    allow = allowlist_from_env({"BYTEOR_HTTP_POST_ALLOWLIST": "https://a.example.com/api"})
+    assert url_admitted(parse_target_url("https://a.example.com/%61pi/v1"), allow)  # %61 is "a"
+    assert not url_admitted(parse_target_url("https://a.example.com/ap%69x"), allow)  # /apix
+    assert parse_target_url("https://a.example.com/a%7eb%2a").path == "/a~b%2A"
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , ,", ",,,"])
+def test_an_allowlist_with_no_valid_entry_is_a_usage_error(value: str, tmp_path: Path, cli) -> None:
+    """An allowlist of only spaces or commas used to admit everything."""
+    with pytest.raises(ValueError, match="is set but names no URL") as info:
+        allowlist_from_env({"BYTEOR_HTTP_POST_ALLOWLIST": value})
+    assert getattr(info.value, "exit_code", None) == 2
+    spec_path = write_spec(tmp_path, "http_post:https://evil.example/x")
+    res = cli("run", str(spec_path), "--sp", "--input-ascii=x", "--dry-run", script="byteor-actiongraph",
+              env={"BYTEOR_HTTP_POST_ALLOWLIST": value})
+    assert res.returncode == 2 and "BYTEOR_HTTP_POST_ALLOWLIST is set but names no URL" in res.stderr

@@ -100,6 +100,10 @@ def test_bundle_live_then_stage_killed_then_crashed(tmp_path: Path, ring_dir: Pa
         proc.stdin.write(b"one\ntwo\nthree\n")
         proc.stdin.flush()
         _wait(lambda: take_snapshot(str(ring)).cursor >= 2, "three published messages")
+        # both stage processes registered (they start after the ring exists: under load, later than
+        # the messages are published)
+        _wait(lambda: len({p.pid for p in take_snapshot(str(ring)).participants} - {proc.pid}) >= 2,
+              "both stage processes")
 
         # 1. live: every participant alive, the manifest names the same spec hash as the ring
         live = _bundle(spec, tmp_path / "live", ring_dir)

@@ -239,8 +239,9 @@ def test_snapshot_out_file_round_trips(tmp_path: Path, ring_dir: Path, cli: CliR
         os.rmdir(ring_dir)
 
 
-def test_lanegraph_dispatch(cli: CliRunner, examples: Path) -> None:
-    r = cli("run", examples / "lanegraph.kv", "--sp", "--input-hex=0102")
+def test_lanegraph_dispatch(cli: CliRunner, examples: Path, tmp_path: Path) -> None:
+    # its own journal directory: the default one is shared by every run of this spec on the machine
+    r = cli("run", examples / "lanegraph.kv", "--sp", "--input-hex=0102", f"--journal-dir={tmp_path}")
     assert (r.returncode, r.stdout) == (0, "0203\n"), r.stderr
 
 

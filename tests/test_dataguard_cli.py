@@ -223,3 +223,20 @@ def test_startup_and_usage_failures(cli: CliRunner, tmp_path: Path) -> None:
     trunc.write_bytes(struct.pack("<I", 10) + b"abc")
     code, _, err = dg(cli, "check", *base, "--required-version=2", f"--input={trunc}", "--input-format=len32")
     assert code == 2 and "says 10 bytes, 3 remain" in err
+
+
+def test_rule_numbers_beyond_the_bound_are_usage_errors_not_a_crash(cli: CliRunner, tmp_path: Path) -> None:
+    """The mask that overflowed the C kernel (exit 139), one at 2**63-1 whose output differed from the
+    Python engine, and one at 2**63 (a traceback) are all refused at parse time with exit 2."""
+    src = tmp_path / "in.hex"
+    src.write_text(encode_hex(cli, ACCOUNT) + "\n", encoding="ascii")
+    base = [f"--registry-root={REGISTRY}", "--schema-id=7", "--msg-type=1", "--mode=mapkv",
+            "--required-version=2", f"--input={src}", f"--output={tmp_path / 'o.hex'}",
+            f"--report={tmp_path / 'r.kv'}"]
+    for rule in ("blob:mask=4611686018427387904:4611686018427387904:#", f"name:mask={2**63 - 1}:1:#",
+                 f"name:truncate={2**63}", "name:mask=1:1048577:*", "email:truncate=" + "9" * 5000):
+        code, _, err = dg(cli, "redact", *base, f"--rule={rule}")
+        assert code == 2, (rule, err)
+        assert "is larger than 1048576" in err and "Traceback" not in err
+    code, _, err = dg(cli, "redact", *base, "--rule=blob:mask=1048576:1048576:#")
+    assert code == 0, err  # at the bound: accepted, and a no-op on every value

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import zlib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -103,11 +104,17 @@ def test_record_bytes_on_disk(tmp_path: Path, impl: str) -> None:
         w.append(b"12345678")
     raw = (tmp_path / segment_name(0)).read_bytes()
     assert raw[:8] == b"BYTEORJL"
-    assert struct.unpack_from("<IIQQQ", raw, 8)[:4] == (1, 64, 0, 4096)
-    assert raw[64:80] == struct.pack("<II", 5, 1) + b"hello\0\0\0"
-    assert raw[80:88] == struct.pack("<II", 0, 1)
-    assert raw[88:104] == struct.pack("<II", 8, 1) + b"12345678"
-    assert raw[104:112] == bytes(8)
+    assert struct.unpack_from("<IIQQQ", raw, 8)[:4] == (2, 128, 0, 4096)
+    assert struct.unpack_from("<I", raw, 88)[0] == zlib.crc32(raw[:88])
+
+    def record(payload: bytes) -> bytes:
+        crc = zlib.crc32(struct.pack("<I", len(payload)) + payload)
+        return struct.pack("<IIII", len(payload), 1, crc, 0) + payload + bytes(-len(payload) % 8)
+
+    assert raw[128:152] == record(b"hello")
+    assert raw[152:168] == record(b"")
+    assert raw[168:192] == record(b"12345678")
+    assert raw[192:208] == bytes(16)
 
 
 def test_rollover_creates_sealed_segments(tmp_path: Path, impl: str) -> None:
@@ -120,7 +127,7 @@ def test_rollover_creates_sealed_segments(tmp_path: Path, impl: str) -> None:
     headers = JournalReader(tmp_path).segments()
     assert [h.index for h in headers] == list(range(len(segs)))
     assert all(h.sealed for h in headers[:-1]) and not headers[-1].sealed
-    per_segment = (4096 - HEADER_BYTES) // (8 + 200)
+    per_segment = (4096 - HEADER_BYTES) // (16 + 200)
     assert headers[1].first_record == per_segment
     assert list(JournalReader(tmp_path).records()) == [payload] * 100
 
@@ -229,8 +236,8 @@ def test_corrupt_segment_header_reports_offset(tmp_path: Path, impl: str) -> Non
     path.write_bytes(bytes(data))
     with pytest.raises(JournalCorrupt) as info:
         list(JournalReader(tmp_path).records())
-    assert info.value.offset == 48 and info.value.segment == str(path)
-    assert "byte 48" in str(info.value) and isinstance(info.value, ArtifactError)
+    assert info.value.offset == 88 and info.value.segment == str(path)
+    assert "byte 88" in str(info.value) and isinstance(info.value, ArtifactError)
     data[0:8] = b"NOTAJRNL"
     path.write_bytes(bytes(data))
     with pytest.raises(JournalCorrupt, match="byte 0: bad magic"):
@@ -243,17 +250,18 @@ def test_corrupt_record_header_reports_offset(tmp_path: Path, impl: str) -> None
             w.append(b"abcdefgh")
     path = tmp_path / segment_name(0)
     data = bytearray(path.read_bytes())
-    struct.pack_into("<I", data, 96 + 4, 0x81)  # third record: unknown flag bit
+    third = HEADER_BYTES + 2 * (16 + 8)
+    struct.pack_into("<I", data, third + 4, 0x81)  # third record: unknown flag bit
     path.write_bytes(bytes(data))
     sub = JournalReader(tmp_path).subscribe()
     assert sub.poll() == [b"abcdefgh"] * 2  # what precedes the damage is delivered first
     with pytest.raises(JournalCorrupt) as info:
         sub.poll()
-    assert info.value.offset == 96 and "unknown record flag bits" in str(info.value)
+    assert info.value.offset == third and "unknown record flag bits" in str(info.value)
     sub.close()
-    struct.pack_into("<II", data, 96, 1 << 30, 1)  # length past the segment end
+    struct.pack_into("<II", data, third, 1 << 30, 1)  # length past the segment end
     path.write_bytes(bytes(data))
-    with pytest.raises(JournalCorrupt, match="byte 96: record length"):
+    with pytest.raises(JournalCorrupt, match=f"byte {third}: record length"):
         _writer(tmp_path, impl)
 
 
@@ -300,10 +308,11 @@ def test_journal_c_builds_standalone(tmp_path: Path) -> None:
     mod = _load_standalone(build_standalone(tmp_path).parent)
     buf = mmap.mmap(-1, 4096)
     seg = mod.JournalSegment(buf)
-    assert seg.append(b"abc") == 64 and seg.offset == 80
+    assert seg.append(b"abc") == 128 and seg.offset == 152
     at = seg.reserve(4)
     assert seg.scan(at) == (0, 4, at)  # reserved, not committed: invisible
     seg.commit(at)
-    assert seg.scan(64) == (1, 3, 80) and seg.scan(at) == (1, 4, 96)
+    assert seg.scan(128) == (1, 3, 152) and seg.scan(at) == (1, 4, 176)
+    assert struct.unpack_from("<I", buf, 128 + 8)[0] == zlib.crc32(struct.pack("<I", 3) + b"abc")
     seg.release()
     buf.close()

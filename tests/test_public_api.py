@@ -47,7 +47,7 @@ PUBLIC = {
     # errors
     "ActionFailed", "AdapterError", "ApprovalError", "ArtifactError", "ByteorError", "DataGuardError",
     "PipelineFailed", "PolicyRefused", "ShmError", "SpecDecodeError", "SpecError", "SpecIssue",
-    "SpecValidationError", "StageContractError", "UnsupportedSpecError", "UsageError",
+    "SpecValidationError", "StageContractError", "UnsafePathError", "UnsupportedSpecError", "UsageError",
     # specs: model, codec, validation, builders, plans
     "BytesKey", "CompileReportV1", "EndpointV1", "LaneGraphBuilder", "LaneGraphPlanV2", "LaneGraphSpecV1",
     "LaneV1", "PipelinePlanV2", "PipelineSpecV1", "RoleV1", "SingleRingBuilder", "SingleRingPlanV2",

@@ -18,6 +18,7 @@ from replay_support import (
     RecordingServer,
     Run,
     bumped,
+    journal_spec_hash,
     received,
     replay_spec_text,
     sha,
@@ -234,7 +235,7 @@ def test_replay_from_a_tar_bundle(tmp_path: Path, server: RecordingServer, byteo
     spec = tmp_path / "spec.kv"
     spec.write_text(replay_spec_text(server.server_address[1], tmp_path / "sink"))
     jdir = tmp_path / "j"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=journal_spec_hash(spec)) as writer:
         writer.append(b"only")
     assert (
         byteor(
@@ -278,7 +279,7 @@ def test_execute_runs_python_stages_through_the_registry(
         "pipeline.stages.1.depends_on.0=0\n"
     )
     jdir = tmp_path / "j"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=journal_spec_hash(spec)) as writer:
         for rec in (b"one", b"two"):
             writer.append(rec)
     env = {"PYTHONPATH": str(tmp_path)}
@@ -324,7 +325,7 @@ def test_invalid_bundle_spec_is_exit_3(tmp_path: Path, byteor: Run) -> None:
         "pipeline.stages.0.id=a\n"
     )
     jdir = tmp_path / "j"
-    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64) as writer:
+    with JournalWriter(jdir, segment_bytes=4096, slot_bytes=64, spec_hash=journal_spec_hash(spec)) as writer:
         writer.append(b"x")
     assert (
         byteor(

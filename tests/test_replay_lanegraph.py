@@ -9,6 +9,7 @@ from pathlib import Path
 from byteor.artifacts import read_replay_audit
 from byteor.lanes.journal import JournalWriter
 from byteor.replay import ReplayRequest, run_replay
+from byteor.spec import load_spec_file, spec_hash
 
 BIN = Path(sys.executable).parent
 
@@ -61,11 +62,16 @@ pipeline.roles.3.delta=2
 """
 
 
+def _hash_of(spec: Path) -> str:
+    """The spec hash a run of ``spec`` records in its journal segments."""
+    return spec_hash(load_spec_file(spec))
+
+
 def test_lanegraph_dry_run_replay(tmp_path: Path) -> None:
     spec = tmp_path / "spec.kv"
     spec.write_text(SPEC)
     jdir = tmp_path / "j"
-    with JournalWriter(jdir, segment_bytes=65536, slot_bytes=256) as writer:
+    with JournalWriter(jdir, segment_bytes=65536, slot_bytes=256, spec_hash=_hash_of(spec)) as writer:
         for i in range(5):
             writer.append(bytes([i]) * 3)
     bundle = tmp_path / "bundle"

@@ -3,6 +3,7 @@ published example, and hypothesis properties of encode/decode/hash."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from byteor import SpecDecodeError, SpecError
+from byteor import SpecDecodeError, SpecError, UsageError
 from byteor.cli import main
 from byteor.spec import canonical_bytes, decode_kv, encode_kv, load_spec_file, spec_hash
 from byteor.spec.kv import MAX_SPEC_BYTES, canonical_pairs
@@ -429,3 +430,32 @@ def test_random_bytes_raise_only_spec_errors(data: bytes) -> None:
         return
     # Whatever decodes must re-encode to a fixed point.
     assert decode_kv(encode_kv(spec)) == spec
+
+
+def test_integers_and_indexes_of_thousands_of_digits_are_spec_errors(tmp_path: Path) -> None:
+    """An integer of more than 4300 digits was a traceback and exit 1 (Python's int() limit)."""
+    path = tmp_path / "spec.kv"
+    path.write_text("pipeline.name=x\npipeline.target=SingleRing\n"
+                    f"pipeline.ring.capacity={'9' * 5000}\npipeline.stages.0.id=a\n"
+                    f"pipeline.stages.{'1' * 5000}.id=b\n")
+    proc = subprocess.run([str(BYTEOR), "validate", str(path)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert "line 3: integer of 5000 digits is out of range" in proc.stderr
+    assert "line 5: index of 5000 digits is out of range" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_fifo_as_spec_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO given as the spec used to block the command forever; anything but a regular file is a
+    usage error (exit 2), and nothing is read from it."""
+    fifo = tmp_path / "spec.kv"
+    os.mkfifo(fifo)
+    for verb in ("validate", "describe", "incident-bundle"):
+        extra = [f"--out={tmp_path / 'b'}"] if verb == "incident-bundle" else []
+        proc = subprocess.run([str(BYTEOR), verb, str(fifo), *extra], capture_output=True, text=True, timeout=30,
+                              check=False)
+        assert proc.returncode == 2, (verb, proc.stderr)
+        assert "not a regular file (a FIFO)" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(UsageError, match="a FIFO"):
+        load_spec_file(fifo)

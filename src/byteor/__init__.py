@@ -21,6 +21,7 @@ from ._errors import (
     SpecIssue,
     SpecValidationError,
     StageContractError,
+    UnsafePathError,
     UnsupportedSpecError,
     UsageError,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "StageContext",
     "StageContractError",
     "StageV1",
+    "UnsafePathError",
     "UnsupportedSpecError",
     "UsageError",
     "__version__",

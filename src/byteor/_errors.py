@@ -14,6 +14,7 @@ and each class carries the command-line exit code an operator sees (design A3)::
     │   └── ApprovalError                 4   the approval credential failed verification
     ├── ArtifactError (ValueError)        1   an artifact cannot be read or has a newer major version
     ├── ShmError                          1   a shared-memory file cannot be created or attached
+    ├── UnsafePathError                   1   a path byteor would write is not private to this user
     ├── DataGuardError (ValueError)       1   a USM1 envelope, codec, registry or rule problem
     ├── AdapterError                      1   a transport failed (vendor errors are mapped here)
     └── PipelineFailed                    1   a running pipeline stopped (stage or side effect failed)
@@ -39,6 +40,7 @@ __all__ = [
     "SpecIssue",
     "SpecValidationError",
     "StageContractError",
+    "UnsafePathError",
     "UnsupportedSpecError",
     "UsageError",
 ]
@@ -137,6 +139,11 @@ class ArtifactError(ByteorError, ValueError):
 
 class ShmError(ByteorError):
     """A shared-memory ring or lane file cannot be created or attached (foreign, truncated, mismatched)."""
+
+
+class UnsafePathError(ByteorError):
+    """A directory or file byteor would create or use belongs to someone else, is writable by others,
+    or is a link; byteor refuses it rather than write where another user could redirect the write."""
 
 
 class DataGuardError(ByteorError, ValueError):

@@ -1,13 +1,14 @@
-"""Small helpers shared by the policy modules: base64url without padding, RFC 3339 UTC times."""
+"""Small helpers shared by the policy modules: base64url without padding, RFC 3339 UTC times,
+durations."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["b64url_decode", "b64url_encode", "format_rfc3339", "parse_rfc3339", "utc_now"]
+__all__ = ["b64url_decode", "b64url_encode", "format_rfc3339", "parse_duration", "parse_rfc3339", "utc_now"]
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -43,11 +44,26 @@ def format_rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_RFC3339_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
 def parse_rfc3339(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp with an explicit offset (``Z`` or ``+hh:mm``); ``ValueError`` else."""
-    if not isinstance(text, str) or "T" not in text.upper():
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    value = datetime.fromisoformat(text.replace("z", "Z"))
-    if value.tzinfo is None:
-        raise ValueError(f"RFC 3339 timestamp without an offset: {text!r}")
-    return value.astimezone(UTC)
+    """Parse the one spelling byteor writes, ``2026-11-23T10:00:00Z`` (UTC, whole seconds, upper-case
+    ``T`` and ``Z``); anything else (another offset, fractions, ``z``, a space) is a ``ValueError``,
+    so a signed timestamp has exactly one spelling."""
+    if not isinstance(text, str) or not _RFC3339_UTC.fullmatch(text):
+        raise ValueError(f"not an RFC 3339 UTC timestamp like 2026-11-23T10:00:00Z: {text[:40]!r}")
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+_DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A positive duration written as seconds or ``N`` followed by ``s``, ``m``, ``h`` or ``d``
+    (``90``, ``15m``, ``8h``, ``30d``); ``ValueError`` for anything else, zero included."""
+    m = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"expected a positive number of seconds or N followed by s, m, h or d, got {text!r}")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])

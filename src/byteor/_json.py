@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._errors import ArtifactError
-from ._fileio import write_bytes_atomic
+from ._fileio import read_regular_file, write_bytes_atomic
+from ._fileio import write_bytes_exclusive as _write_exclusive
 from ._schemas import SCHEMA_VERSIONS
 
 __all__ = [
@@ -39,19 +40,16 @@ def dumps_artifact(obj: Mapping[str, Any]) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def write_bytes_exclusive(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
-    """Create ``path`` with ``O_EXCL`` and write ``data``; an existing file is an ArtifactError."""
+def write_bytes_exclusive(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
+    """Create ``path`` with ``O_EXCL | O_NOFOLLOW`` (private mode) and write ``data``; an existing file
+    or symlink is an ArtifactError."""
     p = os.fspath(path)
     try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        _write_exclusive(p, data, mode=mode)
     except FileExistsError:
         raise ArtifactError(f"{p}: already exists; artifacts are never overwritten") from None
     except OSError as exc:
         raise ArtifactError(f"{p}: cannot create: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def write_json(path: str | os.PathLike[str], obj: Mapping[str, Any], *, exclusive: bool = False) -> None:
@@ -67,8 +65,7 @@ def read_json_object(path: str | os.PathLike[str], *, artifact: str) -> dict[str
     """Read a JSON file whose top level must be an object; every failure names the file."""
     p = os.fspath(path)
     try:
-        with open(p, "rb") as fh:
-            raw = fh.read(MAX_ARTIFACT_BYTES + 1)
+        raw = read_regular_file(p, MAX_ARTIFACT_BYTES)
     except FileNotFoundError:
         raise ArtifactError(f"{p}: {artifact} artifact does not exist") from None
     except OSError as exc:

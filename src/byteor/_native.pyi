@@ -198,6 +198,8 @@ class DgPlan:
 
 # journal lanes (src/byteor/_native/journal.c; layout in docs/lanegraph.md)
 JOURNAL_HEADER_BYTES: Final[int]
+JOURNAL_RECORD_HEADER_BYTES: Final[int]
+JOURNAL_FORMAT_VERSION: Final[int]
 JOURNAL_FLAG_COMMITTED: Final[int]
 
 class JournalSegment:

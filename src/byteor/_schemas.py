@@ -23,4 +23,6 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "session_state": 1,
     "runtime_config": 1,
     "approval_credential": 1,
+    #: journal segment files (docs/lanegraph.md): 2 added the spec hash and the record checksum
+    "journal": 2,
 }

@@ -40,6 +40,9 @@ from typing import Any, TypeVar, overload
 from ._errors import ByteorError, PipelineFailed, StageContractError
 
 __all__ = [
+    "APPROVAL_COVERS",
+    "APPROVAL_EXPIRES_AT",
+    "APPROVAL_ID",
     "DROP",
     "FILTER",
     "FORMS",
@@ -154,6 +157,13 @@ def py_key(fn: Callable[..., Any]) -> str:
                                  "import stages by name (py:<module>:<function>)")
     return f"py:{module}:{qualname}"
 
+#: ``StageContext.extra`` keys set by the policy gate when decisions rely on a verified approval:
+#: its ``expires_at`` (RFC 3339), its id, and the stage keys allowed only because of it (one per
+#: line). Plain strings, so they reach stage processes with the rest of ``extra``.
+APPROVAL_EXPIRES_AT = "approval_expires_at"
+APPROVAL_ID = "approval_id"
+APPROVAL_COVERS = "approval_covers"
+
 
 @dataclass(frozen=True)
 class StageContext:
@@ -162,7 +172,9 @@ class StageContext:
     ``decisions`` maps a stage key to its policy decision (``Allow``, ``DryRunOnly``, ...), computed
     by the policy gate before anything runs; action resolvers honour it. ``recorder`` receives one
     dict per suppressed (dry-run) or performed side effect when set (replay audits, --dry-run
-    reports). ``extra`` carries family-specific settings (DataGuard registry root, ...).
+    reports). ``extra`` carries family-specific settings (DataGuard registry root, ...) and, when an
+    approval allowed some stages, when it expires (:data:`APPROVAL_EXPIRES_AT`): an action stage
+    stops performing its side effect at that moment and dead-letters each message instead.
     """
 
     posture: str = "dev"

@@ -362,7 +362,9 @@ static long machine_runnable(void) {
     return *p == '/' ? v : -1;
 }
 
-static long g_online_cpus = 0;
+/* Lazily read once, possibly by several waiting threads at the same time: an atomic, so the
+ * concurrent first writes (all of the same value) are not a data race. */
+static _Atomic long g_online_cpus = 0;
 
 /* Yield once and learn whether the machine is oversubscribed (see "Oversubscription" above). The
  * yield is contended when it switched to another thread (this thread's involuntary context switch
@@ -380,10 +382,13 @@ static inline int yield_probe(uint32_t participants) {
     long sw1 = thread_nivcsw();
     int switched = (sw0 >= 0 && sw1 != sw0) || mono_ns() - t0 > CONTENDED_YIELD_NS;
     if (switched) {
-        if (g_online_cpus <= 0) g_online_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        long cpus = atomic_load_explicit(&g_online_cpus, memory_order_relaxed);
+        if (cpus <= 0) {
+            cpus = sysconf(_SC_NPROCESSORS_ONLN);
+            atomic_store_explicit(&g_online_cpus, cpus, memory_order_relaxed);
+        }
         long runnable = machine_runnable();
-        switched = runnable < 0 || g_online_cpus <= 0 || runnable > g_online_cpus ||
-                   (long)participants > g_online_cpus;
+        switched = runnable < 0 || cpus <= 0 || runnable > cpus || (long)participants > cpus;
     }
     t_contended = switched;
     return t_contended;
@@ -714,6 +719,32 @@ static PyBufferProcs Ring_as_buffer = {
  * Create / attach / close
  * ============================================================================ */
 
+/* Cursors live in a file any process of the owner can write: arithmetic on values read from it
+ * saturates instead of overflowing (attach also refuses values outside [-1, CURSOR_LIMIT]). */
+#define CURSOR_LIMIT ((int64_t)1 << 62)
+
+static inline int64_t sat_add(int64_t a, int64_t b) {
+    int64_t out;
+    if (__builtin_add_overflow(a, b, &out)) return b > 0 ? INT64_MAX : INT64_MIN;
+    return out;
+}
+
+static inline int64_t sat_sub(int64_t a, int64_t b) {
+    int64_t out;
+    if (__builtin_sub_overflow(a, b, &out)) return b < 0 ? INT64_MAX : INT64_MIN;
+    return out;
+}
+
+/* 1 when consumer dependency masks admit an order (no cycle): repeatedly peel consumers whose
+ * dependencies are all peeled. Shared by create (refuses the deps) and attach (refuses the file). */
+static int deps_acyclic(const uint32_t *deps, uint32_t n) {
+    uint32_t peeled = 0;
+    for (uint32_t round = 0; round < n; round++)
+        for (uint32_t i = 0; i < n; i++)
+            if (!(peeled & (1u << i)) && (deps[i] & ~peeled) == 0) peeled |= 1u << i;
+    return peeled == (1u << n) - 1;
+}
+
 static void ring_bind(RingObject *r) {
     ring_header_t *h = (ring_header_t *)(void *)r->base;
     r->capacity = (int64_t)h->capacity;
@@ -740,7 +771,7 @@ static void ring_bind(RingObject *r) {
     r->scratch_stride = (uint32_t)round_up(r->slot_bytes, CACHE_LINE);
     int64_t claimed = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
     int64_t published = atomic_load_explicit(&r->published->seq, memory_order_acquire);
-    r->next_seq = (claimed > published ? claimed : published) + 1;
+    r->next_seq = sat_add(claimed > published ? claimed : published, 1);
     r->sp_fast = !(r->flags & FLAG_MULTI_PRODUCER);
     r->gating_cache = -1;
 }
@@ -810,16 +841,9 @@ static PyObject *Ring_create(PyObject *cls, PyObject *args, PyObject *kwds) {
         deps[i] = (uint32_t)v;
     }
     Py_DECREF(seq);
-    /* reject dependency cycles: repeatedly peel consumers whose deps are all peeled */
-    {
-        uint32_t peeled = 0;
-        for (Py_ssize_t round = 0; round < n; round++)
-            for (Py_ssize_t i = 0; i < n; i++)
-                if (!(peeled & (1u << i)) && (deps[i] & ~peeled) == 0) peeled |= 1u << i;
-        if (peeled != (1u << n) - 1) {
-            PyErr_SetString(PyExc_ValueError, "deps contain a cycle: no consumer order satisfies them");
-            goto done;
-        }
+    if (!deps_acyclic(deps, (uint32_t)n)) {
+        PyErr_SetString(PyExc_ValueError, "deps contain a cycle: no consumer order satisfies them");
+        goto done;
     }
     uint32_t flags = multi ? FLAG_MULTI_PRODUCER : 0u;
     uint64_t data_offset = layout_data_offset((uint32_t)slot_bytes, (uint32_t)n);
@@ -934,10 +958,10 @@ static PyObject *Ring_attach(PyObject *cls, PyObject *args, PyObject *kwds) {
     void *base = MAP_FAILED;
     size_t size = 0;
     if (path == NULL) goto done;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW); /* a ring is never reached through a link */
     if (fd < 0) {
         int e = errno;
-        attach_fail(path_obj, "cannot open: %s", strerror(e));
+        attach_fail(path_obj, "cannot open: %s", e == ELOOP ? "it is a symlink" : strerror(e));
         goto done;
     }
     struct stat st;
@@ -993,6 +1017,46 @@ static PyObject *Ring_attach(PyObject *cls, PyObject *args, PyObject *kwds) {
             attach_fail(path_obj, "corrupt header: dependency mask %u of consumer %u", h->deps[i], i);
             goto done;
         }
+    if (!deps_acyclic(h->deps, h->n_consumers)) {
+        attach_fail(path_obj, "corrupt header: the dependency masks contain a cycle (every consumer in it would "
+                    "wait forever)");
+        goto done;
+    }
+    /* Cursors: read consumers' before the producer's (each only grows, and a consumer never passes the
+     * published cursor), so a live ring never fails these checks; a crafted one does. */
+    {
+        unsigned char *b = (unsigned char *)base;
+        const char *bad = NULL;
+        int relation = 0;
+        int64_t value = 0;
+        int64_t gmax = -1;
+        for (uint32_t i = 0; i < h->n_consumers && !bad; i++) {
+            int64_t g = atomic_load_explicit(&((seq_line_t *)(void *)(b + OFF_GATING))[i].seq, memory_order_acquire);
+            redo_line_t *rd = &((redo_line_t *)(void *)(b + OFF_REDO))[i];
+            int64_t mk = atomic_load_explicit(&rd->marker, memory_order_acquire);
+            int64_t dn = atomic_load_explicit(&rd->done, memory_order_acquire);
+            if (g < -1 || g > CURSOR_LIMIT) bad = "gating cursor", value = g;
+            else if (mk < -1 || mk > CURSOR_LIMIT) bad = "redo marker", value = mk;
+            else if (dn < -1 || dn > CURSOR_LIMIT) bad = "redo done cursor", value = dn;
+            if (g > gmax) gmax = g;
+            if (mk > gmax) gmax = mk;
+            if (dn > gmax) gmax = dn;
+        }
+        int64_t pub = atomic_load_explicit(&((seq_line_t *)(void *)(b + OFF_PUBLISHED))->seq, memory_order_acquire);
+        int64_t claim = atomic_load_explicit(&((seq_line_t *)(void *)(b + OFF_CLAIM))->seq, memory_order_acquire);
+        if (!bad && (pub < -1 || pub > CURSOR_LIMIT)) bad = "published cursor", value = pub;
+        if (!bad && (claim < -1 || claim > CURSOR_LIMIT)) bad = "claim cursor", value = claim;
+        if (!bad && gmax > pub) bad = "a consumer cursor is beyond the published cursor", value = gmax, relation = 1;
+        if (!bad && (h->flags & FLAG_MULTI_PRODUCER) && claim < pub)
+            bad = "the claim cursor is behind the published cursor", value = claim, relation = 1;
+        if (bad) {
+            if (relation)
+                attach_fail(path_obj, "corrupt cursors: %s (%lld vs %lld)", bad, (long long)value, (long long)pub);
+            else
+                attach_fail(path_obj, "corrupt cursors: %s %lld is outside -1..2**62", bad, (long long)value);
+            goto done;
+        }
+    }
     if (has_want && memcmp(h->spec_hash, want.buf, 32) != 0) {
         char have[65], exp[65];
         hex32(h->spec_hash, have);
@@ -1635,7 +1699,7 @@ static PyObject *Ring_next_for(RingObject *r, PyObject *arg) {
     long c = PyLong_AsLong(arg);
     if (c == -1 && PyErr_Occurred()) return NULL;
     if (check_consumer(r, c) < 0) return NULL;
-    return PyLong_FromLongLong(atomic_load_explicit(&r->gating[c].seq, memory_order_acquire) + 1);
+    return PyLong_FromLongLong(sat_add(atomic_load_explicit(&r->gating[c].seq, memory_order_acquire), 1));
 }
 
 static PyObject *Ring_cursor(RingObject *r, PyObject *Py_UNUSED(ignored)) {
@@ -1658,7 +1722,9 @@ static int ring_recover(RingObject *r, int c) {
     if (marker > base) {
         uint32_t len = atomic_load_explicit(&rd->length, memory_order_acquire);
         unsigned char *slot = slot_at(r, marker);
-        if (len != DROPPED_LENGTH) memcpy(slot_payload(r, slot), scratch_of(r, c), len > r->slot_bytes ? r->slot_bytes : len);
+        /* the redo length comes from the file: never store (or copy) more than a slot holds */
+        if (len != DROPPED_LENGTH && len > r->slot_bytes) len = r->slot_bytes;
+        if (len != DROPPED_LENGTH) memcpy(slot_payload(r, slot), scratch_of(r, c), len);
         atomic_store_explicit(slot_len(slot), len, memory_order_relaxed);
         atomic_store_explicit(&rd->done, marker, memory_order_release);
         base = marker;
@@ -4325,9 +4391,9 @@ static PyObject *Ring_snapshot(RingObject *r, PyObject *Py_UNUSED(ignored)) {
         int64_t g = atomic_load_explicit(&r->gating[i].seq, memory_order_acquire);
         if (g < mn) mn = g;
         PyList_SET_ITEM(gat, i, PyLong_FromLongLong(g));
-        PyList_SET_ITEM(lag, i, PyLong_FromLongLong(cursor > g ? cursor - g : 0));
+        PyList_SET_ITEM(lag, i, PyLong_FromLongLong(cursor > g ? sat_sub(cursor, g) : 0));
     }
-    int64_t fill = cursor > mn ? cursor - mn : 0;
+    int64_t fill = cursor > mn ? sat_sub(cursor, mn) : 0;
     ring_header_t *h = (ring_header_t *)(void *)r->base;
     result = Py_BuildValue("{sLsLsOsOsLsLsIsIsOsOsy#sLsOsLsI}", "cursor", (long long)cursor, "claim", (long long)claim,
                            "gating", gat, "lag", lag, "fill", (long long)fill, "capacity", (long long)r->capacity,

@@ -120,6 +120,8 @@ enum { C_SEEN, C_ACCEPTED, C_REJECTED, C_DECODE_ERR, C_CODEC_MISMATCH, C_SCHEMA_
 #define DG_MAX_FIELDS 64
 #define DG_HEADER 24
 #define DG_MAX_PAYLOAD 65535
+/* rules.MAX_RULE_NUMBER: the largest prefix, suffix or truncate length a plan accepts */
+#define DG_MAX_RULE_NUMBER ((Py_ssize_t)1 << 20)
 
 typedef struct {
     const uint8_t *name;
@@ -363,12 +365,18 @@ static int dg_apply(DgPlan *pl, const dg_rule *r, const dg_value *v, dg_out *o) 
             dg_write_value(o, &nv);
             return 1;
         }
-        if (units <= r->prefix + r->suffix) { dg_write_value(o, v); return 0; }
+        /* Compared without forming prefix + suffix: both come from a rule and their sum must not
+         * overflow whatever they are (the plan also bounds them to DG_MAX_RULE_NUMBER). */
+        if (units <= r->prefix || units - r->prefix <= r->suffix) { dg_write_value(o, v); return 0; }
         Py_ssize_t middle = units - r->prefix - r->suffix;
         Py_ssize_t head = str ? dg_utf8_offset(v->data, v->len, r->prefix) : r->prefix;
         Py_ssize_t tail = str ? dg_utf8_offset(v->data, v->len, units - r->suffix) : v->len - r->suffix;
+        Py_ssize_t masked, total;
+        if (__builtin_mul_overflow(middle, r->mask_len, &masked) ||
+            __builtin_add_overflow(head + (v->len - tail), masked, &total))
+            return R_FALLBACK;
         dg_w(o, &t, 1);
-        dg_wv(o, (uint64_t)(head + middle * r->mask_len + (v->len - tail)));
+        dg_wv(o, (uint64_t)total);
         dg_w(o, v->data, head);
         dg_wfill(o, r->mask, r->mask_len, middle);
         dg_w(o, v->data + tail, v->len - tail);
@@ -637,8 +645,10 @@ static PyObject *DgPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
             goto fail;
         if (dg_bytes(repl, &r->repl, &r->repl_len, "replacement") < 0) goto fail;
         if (dg_bytes(mask, &r->mask, &r->mask_len, "mask") < 0) goto fail;
-        if (r->action < A_DROP || r->action > A_TRUNCATE || r->prefix < 0 || r->suffix < 0 || r->n < 0) {
-            PyErr_SetString(PyExc_ValueError, "DgPlan: bad rule");
+        if (r->action < A_DROP || r->action > A_TRUNCATE || r->prefix < 0 || r->suffix < 0 || r->n < 0 ||
+            r->prefix > DG_MAX_RULE_NUMBER || r->suffix > DG_MAX_RULE_NUMBER || r->n > DG_MAX_RULE_NUMBER ||
+            (r->action == A_MASK && (r->mask_len < 1 || r->mask_len > 4))) {
+            PyErr_SetString(PyExc_ValueError, "DgPlan: bad rule (numbers 0..2**20, mask of 1..4 bytes)");
             goto fail;
         }
         if (repl_int != Py_None) {

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._errors import ActionFailed, ByteorError, PolicyRefused, SpecError
-from .._stage import ResolvedStage, StageContext
+from .._formats import parse_rfc3339
+from .._redact import scrub
+from .._stage import APPROVAL_COVERS, APPROVAL_EXPIRES_AT, APPROVAL_ID, ResolvedStage, StageContext
 from ..obs import counters
 from ..obs.events import emit
 from ..policy.admission import action_family as family_of
 from ..policy.admission import admission
-from ..policy.decisions import ALLOW, DRY_RUN_ONLY
+from ..policy.decisions import ALLOW, DRY_RUN_ONLY, REQUIRE_APPROVAL
 from . import exec_action, http_post
 from .deadletter import DeadLetterJournal, DeadLetterRecord
 from .exec_action import ExecAction
@@ -50,6 +53,20 @@ def _recorder_fn(key: str, family: str, target: str,
     return dry_run
 
 
+def _approval_expiry(ctx: StageContext, key: str) -> tuple[str, float | None]:
+    """When the approval that allowed ``key`` expires (RFC 3339 text, Unix seconds), or ("", None)
+    when the key was allowed without one."""
+    covers = str(ctx.extra.get(APPROVAL_COVERS, "")).split("\n")
+    text = str(ctx.extra.get(APPROVAL_EXPIRES_AT, ""))
+    if key not in covers or not text:
+        return "", None
+    try:
+        return text, parse_rfc3339(text).timestamp()
+    except ValueError:
+        raise PolicyRefused(f"stage {key[:60]!r}: the approval expiry {text[:40]!r} in the run context is not "
+                            "an RFC 3339 timestamp") from None
+
+
 def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
     """Resolve an action stage once, at startup.
 
@@ -57,9 +74,12 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
     ``DryRunOnly`` (or ``ctx.dry_run``) performs nothing and calls ``ctx.recorder`` with action,
     stage, target, idempotency key, decision and byte count. Anything else, or no decision at all,
     is refused here (:class:`PolicyRefused`): the gate must have run. The input bytes are always
-    forwarded unchanged. A side effect that finally fails is written to the dead-letter journal
-    (``ctx.dead_letter_dir``, else ``dead-letter/`` next to the spec) and raises :class:`ActionFailed`
-    so that the pipeline stops (stage_failure_policy ``stop_pipeline``).
+    forwarded unchanged. When the stage was allowed by an approval that expires during the run
+    (``ctx.extra``, see :data:`~byteor._stage.APPROVAL_EXPIRES_AT`), every message from that moment
+    on is dead-lettered (decision ``RequireApproval``) instead of performed, and forwarded. A side
+    effect that finally fails is written to the dead-letter journal (``ctx.dead_letter_dir``, else
+    ``dead-letter/`` next to the spec) and raises :class:`ActionFailed` so that the pipeline stops
+    (stage_failure_policy ``stop_pipeline``).
 
     Each outcome is counted in this process's row of the run's counters file
     (:func:`byteor.obs.counters.current`): ``actions_performed``, ``actions_failed``,
@@ -92,28 +112,50 @@ def resolve_action(key: str, ctx: StageContext) -> ResolvedStage:
     performed = row.incrementer(counters.WORDS["actions_performed"])
     failed = row.incrementer(counters.WORDS["actions_failed"])
     dead_lettered = row.incrementer(counters.WORDS["actions_dead_lettered"])
+    expires_at, expires = _approval_expiry(ctx, key)
+    expired_reported = False
+
+    def dead_letter(data: bytes, ikey: str, error: str, decision: str) -> DeadLetterRecord:
+        try:
+            rec = DeadLetterJournal(dl_dir).append(DeadLetterRecord(
+                stage_key=key, family=fam, target=target, idempotency_key=ikey,
+                error=scrub(error), decision=decision, spec_hash=spec_hash, input=data))
+        except (ByteorError, OSError) as dl_exc:
+            emit("action.failed", f"{fam} stage: {error}; dead-letter write to {dl_dir} failed too: {dl_exc}",
+                 level="error", action=fam, target=target, dead_letter=None)
+            raise ActionFailed(scrub(f"{fam} to {target}: {error}; and the message could not be dead-lettered "
+                                     f"in {dl_dir}: {dl_exc}")) from None
+        dead_lettered()
+        return rec
 
     def run(slot: memoryview, length: int) -> int:
+        nonlocal expired_reported
         data = bytes(slot[:length])
         ikey = idempotency_key(data)
+        if expires is not None and time.time() >= expires:
+            # The approval that allowed this side effect has run out: keep the message for a redrive
+            # under a new approval, perform nothing, and let the pipeline go on.
+            why = (f"the approval {ctx.extra.get(APPROVAL_ID, '')} allowing it expired at {expires_at}; "
+                   "the side effect was not performed")
+            rec = dead_letter(data, ikey, why, REQUIRE_APPROVAL)
+            if not expired_reported:
+                emit("action.approval_expired", f"{fam} stage {target}: {why}; this and later messages go to the "
+                     f"dead-letter journal {dl_dir} (first record {rec.id})", level="warning", action=fam,
+                     target=target, dead_letter=rec.id)
+                expired_reported = True
+            if recorder is not None:
+                recorder({"action": fam, "stage": key, "target": target,
+                          "idempotency_key": ikey, "decision": REQUIRE_APPROVAL, "bytes": length})
+            return length
         try:
             perform(data, ikey)
         except ActionFailed as exc:
             failed()
-            try:
-                rec = DeadLetterJournal(dl_dir).append(DeadLetterRecord(
-                    stage_key=key, family=fam, target=target, idempotency_key=ikey,
-                    error=str(exc), decision=ALLOW, spec_hash=spec_hash, input=data))
-            except (ByteorError, OSError) as dl_exc:
-                emit("action.failed", f"{fam} stage failed: {exc}; dead-letter write to {dl_dir} failed too: "
-                     f"{dl_exc}", level="error", action=fam, target=target, dead_letter=None)
-                raise ActionFailed(f"{fam} to {target} failed: {exc}; and the message could not be "
-                                   f"dead-lettered in {dl_dir}: {dl_exc}") from exc
-            dead_lettered()
+            rec = dead_letter(data, ikey, str(exc), ALLOW)
             emit("action.failed", f"{fam} stage failed: {exc}; dead-lettered as {rec.id} in {dl_dir}",
                  level="error", action=fam, target=target, dead_letter=rec.id)
-            raise ActionFailed(f"{fam} to {target} failed: {exc}; the message is in the dead-letter "
-                               f"journal {dl_dir} (record {rec.id})") from exc
+            raise ActionFailed(scrub(f"{fam} to {target} failed: {exc}; the message is in the dead-letter "
+                                     f"journal {dl_dir} (record {rec.id})")) from exc
         performed()
         if recorder is not None:
             recorder({"action": fam, "stage": key, "target": target,

@@ -1,6 +1,7 @@
 """The dead-letter journal: side effects that finally failed, kept for ``redrive``.
 
-A directory (mode 0700, since the input bytes may be sensitive) holding two journal lanes
+A private directory (0700, checked like every directory byteor writes: see :mod:`byteor._fileio`;
+the input bytes may be sensitive) holding two journal lanes
 (:mod:`byteor.lanes.journal`: append-only segmented logs, crash-consistent, ``fsync="always"`` so
 an acknowledged record survives a power loss):
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._errors import ActionFailed, ArtifactError, PipelineFailed
+from .._fileio import ensure_private_dir
 from .._formats import format_rfc3339, utc_now
 from ..lanes.journal import JournalReader, JournalWriter
 
@@ -109,7 +111,7 @@ class DeadLetterJournal:
     def __init__(self, directory: str, *, create: bool = True) -> None:
         self.directory = directory
         if create:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            ensure_private_dir(directory)
         elif not os.path.isdir(directory):
             raise ArtifactError(f"{directory}: dead-letter directory does not exist")
         self.path = os.path.join(directory, RECORDS_LANE)

@@ -1,15 +1,24 @@
-"""``exec:PROGRAM|ARG|...``: run an allowlisted program with the message bytes on its stdin.
+"""``exec:/PROGRAM|ARG|...``: run an allowlisted program with the message bytes on its stdin.
 
 Parsed once at resolve time: the key is split on ``|`` (no quoting, no shell: ``;``, ``$()`` and
-spaces reach the program literally), a NUL anywhere is refused, the program must be non-empty and
-listed exactly in ``BYTEOR_EXEC_ALLOWLIST`` (comma-separated; exec is off when it is unset).
+spaces reach the program literally), a NUL anywhere is refused, the program must be an absolute
+path (never looked up on ``PATH`` or against the working directory) admitted by
+``BYTEOR_EXEC_ALLOWLIST`` (``PROGRAM`` admits any arguments, ``PROGRAM|ARG|...`` exactly that
+command; exec is off when it is unset), and the program file must be one that only root or this user
+can replace: a regular executable file owned by root or this user, not writable by group or others,
+in directories that pass the same test (a sticky world-writable directory such as ``/tmp`` is
+accepted as an ancestor). ``{env:NAME}`` in an argument is replaced from the environment.
+
+The child gets a minimal environment, never byteor's: ``PATH=/usr/local/bin:/usr/bin:/bin``, the
+locale and time zone variables that are set (``LANG``, ``LC_ALL``, ``LC_CTYPE``, ``TZ``), and the
+variables named in ``BYTEOR_EXEC_ENV`` (comma-separated names; ``BYTEOR_AGENT_API_KEY`` may not be
+named). A secret a program needs is passed that way, by name, never written into the spec.
 
 Per message the program is started in a new session (its own process group), the bytes are written
 to stdin, stdout/stderr are discarded, and it must exit 0 within ``BYTEOR_EXEC_TIMEOUT`` seconds
 (default 5); at the timeout the whole process group gets SIGKILL. A non-zero exit or a timeout is
 not retried (the program may have acted); only transient spawn failures (EAGAIN, ENOMEM, EMFILE,
-ENFILE) are retried with the action retry shape. ``BYTEOR_AGENT_API_KEY`` is removed from the
-child's environment.
+ENFILE) are retried with the action retry shape.
 """
 
 from __future__ import annotations
@@ -18,23 +27,28 @@ import contextlib
 import errno
 import os
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Mapping
 
-from .._errors import ActionFailed, UsageError
-from ..policy.admission import EXEC_ALLOWLIST_ENV, EXEC_PREFIX, ExecCmd, exec_allowlist, parse_exec_key
+from .._errors import ActionFailed, PolicyRefused, UsageError
+from ..policy.admission import EXEC_ALLOWLIST_ENV, EXEC_PREFIX, ExecCmd, exec_allowlist, expand_env, parse_exec_key
 from .retry import RetryConfig, env_number
 
 __all__ = [
     "ALLOWLIST_ENV",
+    "BASE_PATH",
     "DEFAULT_TIMEOUT_S",
+    "ENV_PASS_ENV",
     "PREFIX",
     "TIMEOUT_ENV",
     "ExecAction",
     "ExecCmd",
+    "child_environment",
     "exec_allowlist",
     "parse_exec_key",
+    "program_problem",
 ]
 
 PREFIX = EXEC_PREFIX
@@ -42,7 +56,54 @@ ALLOWLIST_ENV = EXEC_ALLOWLIST_ENV
 TIMEOUT_ENV = "BYTEOR_EXEC_TIMEOUT"
 DEFAULT_TIMEOUT_S = 5.0
 _TRANSIENT = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
-_HIDDEN_ENV = ("BYTEOR_AGENT_API_KEY",)
+#: Comma-separated names of variables passed on to exec children (documented in the module).
+ENV_PASS_ENV = "BYTEOR_EXEC_ENV"
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+_LOCALE_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
+_NEVER_PASSED = ("BYTEOR_AGENT_API_KEY",)
+
+
+def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment an exec child gets (module docstring); :class:`UsageError` when
+    ``BYTEOR_EXEC_ENV`` names a malformed or forbidden variable."""
+    environ = os.environ if env is None else env
+    out = {"PATH": BASE_PATH}
+    out.update({name: environ[name] for name in _LOCALE_ENV if name in environ})
+    for raw in environ.get(ENV_PASS_ENV, "").split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        if not name.replace("_", "a").isalnum() or name[0].isdigit():
+            raise UsageError(f"{ENV_PASS_ENV}: {name[:40]!r} is not a variable name")
+        if name in _NEVER_PASSED:
+            raise UsageError(f"{ENV_PASS_ENV}: {name} is never passed to a program")
+        if name in environ:
+            out[name] = environ[name]
+    return out
+
+
+def program_problem(program: str) -> str | None:
+    """Why ``program`` is not a file only root or this user can replace, or None (module docstring)."""
+    try:
+        real = os.path.realpath(program, strict=True)
+        st = os.stat(real)
+    except OSError as exc:
+        return f"exec program {program} cannot be used: {exc.strerror}"
+    me = os.geteuid()
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+        return f"exec program {program} is not an executable regular file"
+    if st.st_uid not in (0, me) or st.st_mode & 0o022:
+        return (f"exec program {program} can be replaced by another user (owner uid {st.st_uid}, mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); it must be owned by root or this user and not group/world-writable")
+    directory = os.path.dirname(real)
+    while True:
+        d = os.stat(directory)
+        if d.st_uid not in (0, me) or (d.st_mode & 0o022 and not d.st_mode & stat.S_ISVTX):
+            return (f"exec program {program} lies in {directory}, which another user can write (owner uid "
+                    f"{d.st_uid}, mode {stat.S_IMODE(d.st_mode):04o})")
+        if directory == "/":
+            return None
+        directory = os.path.dirname(directory)
 
 
 class ExecAction:
@@ -56,11 +117,8 @@ class ExecAction:
         self.cmd = cmd
         self.timeout = timeout
         self.retry = retry
-        base = dict(os.environ if env is None else env)
-        for name in _HIDDEN_ENV:
-            base.pop(name, None)
-        self._env = base
-        self._argv = cmd.argv
+        self._env = child_environment(env)
+        self._argv = [expand_env(arg, env) for arg in cmd.argv]
 
     @property
     def target(self) -> str:
@@ -70,6 +128,9 @@ class ExecAction:
     def from_key(cls, key: str, env: Mapping[str, str] | None = None) -> ExecAction:
         env = os.environ if env is None else env
         cmd = parse_exec_key(key)
+        why = program_problem(cmd.program)
+        if why is not None:
+            raise PolicyRefused(why)
         timeout = env_number(env, TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
         if timeout <= 0:
             raise UsageError(f"{TIMEOUT_ENV} must be > 0")

@@ -1,7 +1,8 @@
 """``http_post:<url>``: POST the message bytes to a URL, with an idempotency key and retries.
 
 Everything is parsed once when the stage resolves: the URL (http or https, a host, no userinfo, no
-dot segments), the allowlist (``BYTEOR_HTTP_POST_ALLOWLIST``), the timeout
+dot segments or encoded separators; ``{env:NAME}`` placeholders in its path or query replaced from
+the environment), the allowlist (``BYTEOR_HTTP_POST_ALLOWLIST``), the timeout
 (``BYTEOR_HTTP_POST_TIMEOUT``, seconds, default 10) and the retry shape. Per message the stage only
 hashes the bytes for ``Idempotency-Key: sha256:<hex>`` and posts them on one pooled keep-alive
 ``httpx.Client``.
@@ -79,7 +80,7 @@ class HttpPostAction:
     @classmethod
     def from_key(cls, key: str, env: Mapping[str, str] | None = None) -> HttpPostAction:
         env = os.environ if env is None else env
-        target = parse_target_url(key[len(PREFIX):])
+        target = parse_target_url(key[len(PREFIX):], env=env)
         timeout = env_number(env, TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
         if timeout <= 0:
             raise UsageError(f"{TIMEOUT_ENV} must be > 0")

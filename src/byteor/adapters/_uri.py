@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .._errors import UsageError
-from ..obs.redact import mask
+from .._redact import mask_secrets
+from .._redact import scrub as _scrub
 
 __all__ = ["DEFAULT_PORTS", "Endpoint", "parse_uri", "redact_uri", "scrub"]
 
@@ -25,17 +26,13 @@ DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "redis": 6379, "rabbitmq-stream": 
 
 def redact_uri(text: str) -> str:
     """``text`` with every URL userinfo and credential-named query parameter value (and every known
-    secret value) replaced by ``<redacted>``: the package's masking rules, applied to a binding."""
-    return mask(text)
+    secret value of the environment) replaced by ``<redacted>``: :mod:`byteor._redact`'s rules."""
+    return _scrub(text)
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
     """A vendor's message made safe to show: URIs redacted, every known secret value masked."""
-    text = redact_uri(text)
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, REDACTED)
-    return text
+    return mask_secrets(_scrub(text), [s for s in secrets if s])
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tarfile
 import time
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ArtifactError, UsageError
+from .._fileio import CopyReport, copy_tree_nofollow, open_new
 from .._json import check_version, read_json_object, require, write_json
 from ..policy.audit import read_policy_audit
 from .environment import EnvironmentRecord, read_environment
@@ -33,6 +33,7 @@ from .small import RuntimeInfo, SpecValidation, read_runtime, read_spec_validati
 
 __all__ = [
     "CONDITIONAL_FILES",
+    "DEAD_LETTER_DIR",
     "JOURNALS_DIR",
     "MANIFEST",
     "REQUIRED_FILES",
@@ -51,6 +52,8 @@ REQUIRED_FILES = ("spec.kv", "spec_validation.json", "runtime.json", "policy_aud
 CONDITIONAL_FILES = ("runtime_config.txt", "single_ring_snapshot.json", "lane_graph_state.json")
 MANIFEST = "bundle_manifest.json"
 JOURNALS_DIR = "journals"
+#: the run's dead-letter journal (failed side effects), copied when it exists
+DEAD_LETTER_DIR = "dead-letter"
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -140,6 +143,8 @@ class IncidentBundle:
     single_ring_snapshot: dict[str, Any] | None = None
     lane_graph_state: dict[str, Any] | None = None
     journals: dict[str, Path] = field(default_factory=dict)
+    #: the copied dead-letter journal (failed side effects, what ``redrive`` would send), if any
+    dead_letter: Path | None = None
     manifest: dict[str, Any] | None = None
 
     def journal_path(self, lane: str) -> Path:
@@ -218,15 +223,17 @@ def read_incident_bundle(path: str | os.PathLike[str], *, verify: bool = True) -
         lane_graph_state=state,
         journals=journals,
         manifest=manifest,
+        dead_letter=root / DEAD_LETTER_DIR if (root / DEAD_LETTER_DIR).is_dir() else None,
     )
 
 
 def tar_bundle(bundle_dir: str | os.PathLike[str], tar_path: str | os.PathLike[str]) -> Path:
-    """Pack ``bundle_dir`` as one ``.tar.gz`` (top folder = the directory's name), created exclusively."""
+    """Pack ``bundle_dir`` as one ``.tar.gz`` (top folder = the directory's name), created exclusively,
+    without following a link at ``tar_path``, private (mode 0600)."""
     src = Path(bundle_dir)
     dst = Path(tar_path)
     try:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = open_new(dst, os.O_WRONLY)
     except FileExistsError:
         raise UsageError(f"{dst}: already exists; an incident bundle never overwrites") from None
     except OSError as exc:
@@ -253,14 +260,10 @@ def extract_bundle_tar(tar_path: str | os.PathLike[str], dest: str | os.PathLike
     raise ArtifactError(f"{tar_path}: archive does not hold one bundle directory")
 
 
-def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
-    """Copy a journal directory's segment files (not its lock file); return the bytes copied."""
-    total = 0
+def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> CopyReport:
+    """Copy a journal directory's files (not its lock file) without following any link: symlinks,
+    hard-linked files, FIFOs and files another user owns are refused and listed in the report, never
+    copied (they could make a bundle carry a file its writer cannot read otherwise). Raises
+    :class:`~byteor.UnsafePathError` when ``src`` itself is a symlink."""
     # writer.lock is the live writer's flock file, not data: a bundle is read, never appended to.
-    shutil.copytree(
-        src, dst, symlinks=False, ignore_dangling_symlinks=True, ignore=shutil.ignore_patterns("*.lock")
-    )
-    for p in Path(dst).rglob("*"):
-        if p.is_file():
-            total += p.stat().st_size
-    return total
+    return copy_tree_nofollow(src, dst, skip=lambda name: name.endswith(".lock"))

@@ -5,21 +5,15 @@ pairs sorted by name), ``proc_status`` (the text of ``/proc/self/status`` or nul
 ``environment_v`` version field.
 
 Redaction (applied by :func:`capture_environment`, and again by the writer so that a hand-built
-record cannot leak either):
-
-* the value of every variable whose name contains, case-insensitively, ``KEY``, ``TOKEN``,
-  ``SECRET``, ``PASSWORD``, ``PASSWD``, ``CREDENTIAL``, ``AUTH``, ``COOKIE``, ``SESSION`` or
-  ``PRIVATE`` becomes ``<redacted>``;
-* credentials embedded in a URL anywhere in a value (``scheme://user:pass@host``, also a bare
-  ``scheme://token@host``) become ``scheme://<redacted>@host``;
-* the same two rules apply to ``args`` (``--api-key=VALUE`` / ``--api-key VALUE`` options and URLs
-  in arguments).
+record cannot leak either) follows the rules of :mod:`byteor._redact`: secret-named variables become
+``<redacted>``, URLs lose their userinfo and credential-like query values, and the command line
+loses the values of secret options (``--token=V``, ``--approval V``, ``-p V``) and every secret value
+the environment holds.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +22,15 @@ from typing import Any
 
 from .._errors import ArtifactError, UsageError
 from .._json import check_version, read_json_object, require, write_json
+from .._redact import (
+    REDACTED,
+    SECRET_NAME_MARKERS,
+    is_secret_name,
+    redact_argv,
+    redact_env,
+    redact_urls_in,
+    secret_values,
+)
 
 __all__ = [
     "REDACTED",
@@ -43,66 +46,16 @@ __all__ = [
     "write_environment",
 ]
 
-REDACTED = "<redacted>"
-SECRET_NAME_MARKERS = (
-    "KEY",
-    "TOKEN",
-    "SECRET",
-    "PASSWORD",
-    "PASSWD",
-    "CREDENTIAL",
-    "AUTH",
-    "COOKIE",
-    "SESSION",
-    "PRIVATE",
-)
 VERSION_FIELD = "environment_v"
 
-# scheme://userinfo@ where userinfo has no '/', '@' or whitespace: the credential part of a URL.
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#@\s]+)@")
-# --some-token=VALUE / -secret=VALUE options on a command line.
-_OPTION = re.compile(r"^(-{1,2}[A-Za-z0-9_.\-]+=)(.*)$", re.DOTALL)
+#: URL redaction (rule 2 of :mod:`byteor._redact`), under the name this module always exported.
+redact_value = redact_urls_in
 
 
-def is_secret_name(name: str) -> bool:
-    """Whether a variable (or option) name marks its value as a secret (design A6 list)."""
-    upper = name.upper()
-    return any(marker in upper for marker in SECRET_NAME_MARKERS)
-
-
-def redact_value(value: str) -> str:
-    """``value`` with every URL userinfo (``user:pass@``) replaced by ``<redacted>``."""
-    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", value)
-
-
-def redact_env(env: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The environment as ``(name, value)`` pairs sorted by name, secrets redacted."""
-    out: list[tuple[str, str]] = []
-    for name in sorted(env):
-        value = env[name]
-        out.append((name, REDACTED if is_secret_name(name) else redact_value(value)))
-    return out
-
-
-def redact_args(args: Iterable[str]) -> list[str]:
-    """Command-line arguments with secret-named option values and URL credentials redacted."""
-    out: list[str] = []
-    hide_next = False
-    for arg in args:
-        if hide_next and not arg.startswith("-"):
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        hide_next = False
-        m = _OPTION.match(arg)
-        if m and is_secret_name(m.group(1).lstrip("-").rstrip("=")):
-            out.append(m.group(1) + REDACTED)
-        elif arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-")):
-            out.append(arg)
-            hide_next = True  # `--token VALUE`: the value is the next argument
-        else:
-            out.append(redact_value(arg))
-    return out
+def redact_args(args: Iterable[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """Command-line arguments with secret option values, URL credentials and the secret values of
+    ``env`` (default: this process's environment) redacted."""
+    return redact_argv(args, secret_values(env))
 
 
 @dataclass(frozen=True)
@@ -162,7 +115,7 @@ def capture_environment(
     return EnvironmentRecord(
         pid=os.getpid(),
         cwd=cwd,
-        args=tuple(redact_args(argv)),
+        args=tuple(redact_args(argv, environ)),
         env=tuple(redact_env(environ)),
         proc_status=_read_text("/proc/self/status"),
     )
@@ -197,7 +150,7 @@ def capture_process_environment(pid: int) -> EnvironmentRecord:
     return EnvironmentRecord(
         pid=pid,
         cwd=cwd,
-        args=tuple(redact_args(args)),
+        args=tuple(redact_args(args, env)),
         env=tuple(redact_env(env)),
         proc_status=_read_text(str(base / "status")),
     )

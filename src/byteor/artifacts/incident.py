@@ -18,10 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._errors import ArtifactError, ByteorError, SpecError, UsageError
+from .._errors import ArtifactError, ByteorError, SpecError, UnsafePathError, UsageError
+from .._fileio import copy_file_nofollow, dir_mode, make_dirs, read_regular_file, write_bytes_exclusive
 from .._json import read_json_object, write_json
+from .._redact import redact_spec_text, redact_strings, scrub
 from ..dataguard.rules import load_rules_file, redact_json_artifact
-from ..obs.redact import mask_value
 from ..policy.audit import policy_audit_record, write_policy_audit
 from ..runtime.lanegraph.state import read_state, write_state
 from ..runtime.session_state import read_session_state
@@ -29,7 +30,7 @@ from ..shm import write_ring_snapshot_file
 from ..spec.kv import canonical_bytes, decode_kv, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from ..spec.validate import check_v1
-from .bundle import JOURNALS_DIR, ManifestEntry, check_out_dir, copy_tree, tar_bundle, write_manifest
+from .bundle import DEAD_LETTER_DIR, JOURNALS_DIR, ManifestEntry, check_out_dir, copy_tree, tar_bundle, write_manifest
 from .environment import capture_environment, capture_process_environment, write_environment
 from .small import SpecValidation, write_runtime, write_spec_validation
 
@@ -55,6 +56,11 @@ class BundleRequest:
     lane_path: str | None = None
     config_path: str | None = None
     journal_dirs: Mapping[str, str] = field(default_factory=dict)
+    #: where the run kept its journal lanes (``run --journal-dir``); a SingleRing run's ingress
+    #: journal is ``<journal_root>/<ingress>``
+    journal_root: str | None = None
+    #: the dead-letter journal of the run's action stages (default ``dead-letter/`` next to the spec)
+    dead_letter_dir: str | None = None
     posture: str = "dev"
     tar: bool = False
     redact_rules: str | None = None
@@ -105,8 +111,7 @@ def describe_spec(spec: PipelineSpecV1) -> str:
 
 def _read_spec_bytes(path: str) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SPEC_BYTES + 1)
+        data = read_regular_file(path, MAX_SPEC_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{path}: spec file does not exist") from None
     except IsADirectoryError:
@@ -122,12 +127,23 @@ def _validate(spec_path: str, raw: bytes) -> tuple[PipelineSpecV1 | None, SpecVa
     try:
         spec = decode_kv(raw, path=spec_path)
     except SpecError as exc:
-        return None, SpecValidation(False, error="; ".join(exc.lines()))
+        return None, SpecValidation(False, error=scrub("; ".join(exc.lines())))
     try:
         check_v1(spec, path=spec_path)
     except SpecError as exc:
-        return spec, SpecValidation(False, error="; ".join(exc.lines()))
+        return spec, SpecValidation(False, error=scrub("; ".join(exc.lines())))
     return spec, SpecValidation(True, description=describe_spec(spec))
+
+
+def _bundle_spec_bytes(spec: PipelineSpecV1 | None, raw: bytes, valid: bool) -> bytes:
+    """spec.kv for the bundle: the canonical form of a valid spec (validation refuses credentials in
+    it), else the spec as found (canonical when it decodes) with every value that may hold a
+    credential redacted: a spec refused for carrying a secret must not hand it on."""
+    if spec is not None and valid:
+        return canonical_bytes(spec)
+    # surrogateescape: bytes that are not UTF-8 are kept as found (they may be why it is invalid)
+    text = (canonical_bytes(spec) if spec is not None else raw).decode("utf-8", errors="surrogateescape")
+    return redact_spec_text(text).encode("utf-8", errors="surrogateescape")
 
 
 def _policy_audit(
@@ -143,6 +159,18 @@ def _policy_audit(
     rec = policy_audit_record(req.spec_path, mode=req.posture, enforced=False, lane_path=lane_path, wait=wait)
     write_policy_audit(str(path), rec)
     return None
+
+
+def _copy_journal(src: str, dest: Path, lane: str, absent: dict[str, str], *, where: str | None = None) -> None:
+    """Copy one journal without following links; what is refused is named in the manifest."""
+    where = where or f"{JOURNALS_DIR}/{lane}"
+    try:
+        report = copy_tree(src, dest)
+    except UnsafePathError as exc:
+        absent[where] = f"refused: {exc}"
+        return
+    for name, why in report.refused.items():
+        absent[f"{where}/{name}"] = f"refused: {why}"
 
 
 def _ring_snapshot(ring_path: str, dest: Path) -> str | None:
@@ -175,21 +203,27 @@ def _session_state(paths: Sequence[str], dest: Path) -> str | None:
         except ArtifactError as exc:
             return f"session_state.json under {base} is unreadable: {exc}"
         if state is not None:
-            write_json(dest, mask_value(state))
+            masked = redact_strings(state)
+            assert isinstance(masked, dict)
+            write_json(dest, masked)
             return None
     return "no session_state.json in the ring / lane directory (no live or killed run there)"
 
 
 def _journal_lanes(spec: PipelineSpecV1 | None) -> list[str]:
-    if not isinstance(spec, LaneGraphSpecV1):
-        return []
-    return [lane.name for lane in spec.lanes if lane.kind == "journal"]
+    """The journals a run of ``spec`` may have kept: a LaneGraph's journal lanes, a SingleRing's
+    ingress journal (recorded when the run was given ``--journal-dir``)."""
+    if isinstance(spec, SingleRingSpecV1):
+        return [spec.ingress]
+    if isinstance(spec, LaneGraphSpecV1):
+        return [lane.name for lane in spec.lanes if lane.kind == "journal"]
+    return []
 
 
 def _find_journal(lane: str, req: BundleRequest, spec: PipelineSpecV1 | None) -> str | None:
     if lane in req.journal_dirs:
         return req.journal_dirs[lane]
-    roots: list[str] = []
+    roots: list[str] = [req.journal_root] if req.journal_root else []
     for base in (req.lane_path, default_journal_dir(spec) if spec is not None else None):
         if base:
             roots += [os.path.join(base, "journal"), base]
@@ -248,21 +282,23 @@ def create_incident_bundle(
         name = out.name
     parent = (tar_path or out).parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(parent)
     except OSError as exc:
         raise UsageError(f"{parent}: cannot create the output directory: {exc.strerror}") from None
+    except UnsafePathError as exc:
+        raise UsageError(str(exc)) from None
     # Everything is written into a hidden staging directory next to the target and published at the
     # end with one rename (or as one archive): nobody ever sees half a bundle, and a failure leaves
     # nothing behind that would block a retry with the same --out.
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent))
     root = staging / name
-    root.mkdir()
+    os.mkdir(root, dir_mode())
     try:
         created_ms = int(time.time() * 1000)
         absent: dict[str, str] = {}
         say("spec")
         spec, validation = _validate(req.spec_path, raw)
-        (root / "spec.kv").write_bytes(canonical_bytes(spec) if spec is not None else raw)
+        write_bytes_exclusive(root / "spec.kv", _bundle_spec_bytes(spec, raw, validation.ok))
         write_spec_validation(root / "spec_validation.json", validation)
         write_runtime(root / "runtime.json")
         ring_path = req.ring_path
@@ -289,13 +325,17 @@ def create_incident_bundle(
         wait: str | None = None
         if config_path is not None:
             say("runtime config")
-            shutil.copyfile(config_path, root / "runtime_config.txt")  # byte for byte, as found
-            from ..ops.runtime_config import read_runtime_config
-
             try:
-                wait = read_runtime_config(config_path).wait
-            except UsageError as exc:
-                absent["runtime_config.txt (decoded)"] = f"copied as found, but it does not decode: {exc}"
+                copy_file_nofollow(config_path, root / "runtime_config.txt")  # byte for byte, as found
+            except UnsafePathError as exc:
+                absent["runtime_config.txt"] = f"refused: {exc}"
+            else:
+                from ..ops.runtime_config import read_runtime_config
+
+                try:
+                    wait = read_runtime_config(config_path).wait
+                except UsageError as exc:
+                    absent["runtime_config.txt (decoded)"] = f"copied as found, but it does not decode: {exc}"
         else:
             absent["runtime_config.txt"] = "no --config given and none next to the ring / lane files"
         say("policy audit")
@@ -336,10 +376,20 @@ def create_incident_bundle(
         for lane in lanes:
             src = _find_journal(lane, req, spec)
             if src is None:
-                absent[f"{JOURNALS_DIR}/{lane}"] = "journal directory not found"
+                absent[f"{JOURNALS_DIR}/{lane}"] = (
+                    "journal directory not found" if not isinstance(spec, SingleRingSpecV1)
+                    else "not recorded (a SingleRing run records its ingress with --journal-dir)")
                 continue
             say(f"journal {lane}")
-            copy_tree(src, root / JOURNALS_DIR / lane)
+            (root / JOURNALS_DIR).mkdir(mode=dir_mode(), exist_ok=True)
+            _copy_journal(src, root / JOURNALS_DIR / lane, lane, absent)
+        dead_letter = req.dead_letter_dir or os.path.join(os.path.dirname(os.path.abspath(req.spec_path)),
+                                                          DEAD_LETTER_DIR)
+        if os.path.isdir(dead_letter):
+            say("dead-letter journal")
+            _copy_journal(dead_letter, root / DEAD_LETTER_DIR, DEAD_LETTER_DIR, absent, where=DEAD_LETTER_DIR)
+        else:
+            absent[DEAD_LETTER_DIR] = f"no dead-letter journal at {dead_letter}"
         if req.redact_rules is not None:
             say("redaction rules")
             _apply_redact_rules(req.redact_rules, root)

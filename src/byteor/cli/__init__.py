@@ -3,19 +3,22 @@
 Each verb lives in its own module under ``byteor.cli`` exposing ``configure(parser)`` and
 ``run(args) -> int``. Modules are imported only when their verb is used, so ``byteor --help`` and a
 quick ``validate`` stay fast. Every :class:`~byteor.ByteorError` becomes its documented exit code and
-one readable line per problem on stderr, never a traceback.
+one readable line per problem on stderr, never a traceback; error lines and log lines pass through
+:mod:`byteor._redact` first.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._errors import ByteorError, SpecError
+from .._redact import RedactingFilter, scrub
 
 __all__ = ["PRODUCTS", "VERBS", "Verb", "main"]
 
@@ -91,6 +94,28 @@ def _version() -> str:
     return distribution_version()
 
 
+def _log_to_stderr() -> None:
+    """byteor's warnings go to stderr as plain lines, every one through the redaction filter (a log
+    call may interpolate any value: a URL, an exception text)."""
+    logger = logging.getLogger("byteor")
+    if any(isinstance(f, RedactingFilter) for h in logger.handlers for f in h.filters):
+        return
+    handler = _StderrHandler()
+    handler.addFilter(RedactingFilter())
+    logger.addHandler(handler)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes each record's message to whatever ``sys.stderr`` is at that moment (as logging's own
+    last-resort handler does), so redirections made after the first verb still apply."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # a closed or broken stderr must not break the command
+            self.handleError(record)
+
+
 def main(argv: Sequence[str] | None = None, product: str = RUNTIME) -> int:
     """Run one verb of ``product`` and return its exit code.
 
@@ -124,6 +149,7 @@ def _main(argv: Sequence[str] | None, product: str) -> int:
     if verb is None:
         print(f"{product}: unknown verb {name!r}; `{product} --help` lists the verbs", file=sys.stderr)
         return 2
+    _log_to_stderr()
     module = importlib.import_module(f"byteor.cli.{verb.module}")
     parser = argparse.ArgumentParser(prog=f"{product} {name}", description=verb.summary)
     parser.set_defaults(product=product, verb=name)
@@ -134,10 +160,10 @@ def _main(argv: Sequence[str] | None, product: str) -> int:
         return code
     except SpecError as exc:
         for line in exc.lines():
-            print(f"{product} {name}: {line}", file=sys.stderr)
+            print(f"{product} {name}: {scrub(line)}", file=sys.stderr)
         return exc.exit_code
     except ByteorError as exc:
-        print(f"{product} {name}: {exc}", file=sys.stderr)
+        print(f"{product} {name}: {scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{product} {name}: interrupted", file=sys.stderr)

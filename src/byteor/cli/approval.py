@@ -17,6 +17,8 @@ from datetime import timedelta
 from typing import Any
 
 from .._errors import ApprovalError, PolicyRefused, UsageError
+from .._fileio import ensure_private_dir, write_bytes_exclusive, write_text_atomic
+from .._formats import parse_duration
 from ._common import (
     add_env_option,
     add_json_option,
@@ -26,9 +28,6 @@ from ._common import (
     posture,
     stdout_console,
 )
-
-_TTL = re.compile(r"([0-9]+)([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def configure(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -93,11 +92,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_private(path: str, data: bytes) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_bytes_exclusive(path, data, mode=0o600)
     except FileExistsError:
         raise UsageError(f"{path} already exists; refusing to overwrite a key or credential") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -113,24 +112,20 @@ def _keygen(args: argparse.Namespace) -> int:
     kid = args.kid or "k-" + hashlib.sha256(raw).hexdigest()[:16]
     if not re.fullmatch(r"[A-Za-z0-9._-]+", kid):
         raise UsageError(f"--kid must use only letters, digits, '.', '_' and '-', got {kid!r}")
-    os.makedirs(args.out, mode=0o700, exist_ok=True)
+    ensure_private_dir(args.out)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     priv_path = os.path.join(args.out, f"{kid}.pem")
     pub_path = os.path.join(args.out, f"{kid}.pub.json")
     entry = TrustedKey.from_raw(kid, raw).to_json()
     _write_private(priv_path, pem)
-    with open(pub_path, "w", encoding="utf-8") as fh:
-        json.dump(entry, fh, indent=2)
-        fh.write("\n")
+    write_text_atomic(pub_path, json.dumps(entry, indent=2) + "\n")
     if args.key_set:
         keys: list[dict[str, str]] = []
         if os.path.exists(args.key_set):
             keys = load_key_set(args.key_set).to_json()
         keys = [k for k in keys if k["kid"] != kid] + [entry]
-        with open(args.key_set, "w", encoding="utf-8") as fh:
-            json.dump({"keys": keys}, fh, indent=2)
-            fh.write("\n")
+        write_text_atomic(args.key_set, json.dumps({"keys": keys}, indent=2) + "\n")
     result = {"kid": kid, "private_key": priv_path, "public_key": pub_path, "entry": entry,
               "key_set": args.key_set}
     if args.json:
@@ -146,11 +141,11 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _parse_ttl(text: str) -> timedelta:
-    m = _TTL.fullmatch(text.strip())
-    if not m or int(m.group(1)) == 0:
+    try:
+        return parse_duration(text)
+    except ValueError:
         raise UsageError("--ttl must be a positive number of seconds or N followed by s, m, h or d; "
-                         f"got {text!r}")
-    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+                         f"got {text!r}") from None
 
 
 def _issue(args: argparse.Namespace) -> int:
@@ -201,6 +196,7 @@ def _user() -> str:
 
 def _verify(args: argparse.Namespace) -> int:
     from ..policy.approvals import CHECKS, read_credential, required_capabilities, verify_credential
+    from ..policy.decisions import policy_table
     from ..policy.keys import load_runtime_keys
 
     loaded = load_spec(args, validate=False)
@@ -216,7 +212,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         keys = load_runtime_keys(spec_dir, args.approval_key_set)
         verified = verify_credential(credential, keys=keys, spec_hash=loaded.hash, posture=env,
-                                     required=required)
+                                     required=required, max_lifetime=policy_table().rules(env).approval_max_lifetime)
         details = verified.summary()
     except ApprovalError as exc:
         failure = exc

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from .._errors import DataGuardError, UsageError
+from .._fileio import file_mode
 from ..dataguard import codecs
 from ..dataguard.engine import DROP, FORWARD_INPUT, DataGuard, GuardConfig
 from ..dataguard.envelope import CODEC_IDS, CODEC_NAMES, decode, encode
@@ -238,7 +239,9 @@ def _process(args: argparse.Namespace) -> int:
     out = bytearray(guard.config.capacity)
     try:
         if args.output:
-            out_fh = open(args.output, "wb")  # noqa: SIM115 - closed in finally
+            # private like every file byteor writes; the operator named this path, so a link is followed
+            out_fh = os.fdopen(os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                       file_mode()), "wb")
         with open(args.input, "rb") as in_fh:
             for i, record in enumerate(_read_records(in_fh, fmt, args.input), 1):
                 n = guard.process_into(record, out)

@@ -67,6 +67,11 @@ def configure(parser: argparse.ArgumentParser, verb: str) -> None:
         default=[],
         help="copy this journal lane directory into the bundle (repeatable)",
     )
+    parser.add_argument("--journal-dir", metavar="DIR",
+                        help="where the run kept its journals (run --journal-dir): journal lanes, and a "
+                             "SingleRing run's ingress journal <DIR>/<ingress>")
+    parser.add_argument("--dead-letter", metavar="DIR",
+                        help="the dead-letter journal to include (default: dead-letter/ next to the spec)")
     parser.add_argument("--tar", action="store_true", help="write one DIR.tar.gz instead of a directory")
     parser.add_argument(
         "--pid",
@@ -150,6 +155,8 @@ def _bundle(args: argparse.Namespace) -> int:
         lane_path=args.lane_path,
         config_path=args.config,
         journal_dirs=_journals(args.journal),
+        journal_root=args.journal_dir,
+        dead_letter_dir=args.dead_letter,
         posture=posture(args),
         tar=args.tar,
         redact_rules=args.redact_rules,

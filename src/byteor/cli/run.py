@@ -80,9 +80,10 @@ def configure(parser: argparse.ArgumentParser, verb_name: str) -> None:
                              "runtime.journal_fsync, ...; defaults for the options not given here")
     parser.add_argument("--journal-dir", metavar="DIR",
                         help="LaneGraph: where journal lanes live (default $BYTEOR_JOURNAL_DIR/<name>-<hash8>, "
-                             "else /var/tmp/byteor/<name>-<hash8>/journal)")
+                             "else /var/tmp/byteor/<name>-<hash8>/journal). SingleRing: record every message "
+                             "the run takes into the journal DIR/<ingress>, for incident bundles and replay")
     parser.add_argument("--fsync", choices=FSYNCS, default=None,
-                        help="LaneGraph journal durability: none, segment, always "
+                        help="journal durability: none, segment, always "
                              "(default $BYTEOR_JOURNAL_FSYNC, else none)")
     add_env_option(parser)
     parser.add_argument("--dry-run", action="store_true",
@@ -289,6 +290,8 @@ def _finish(args: argparse.Namespace, summary: dict[str, Any], one_shot: bool) -
         line += f"; {counts['total']:,} side effect(s): " + ", ".join(f"{n:,} {d}" for d, n in by.items())
         if counts["records_omitted"]:
             line += f" ({counts['records_kept']:,} dry-run records kept, {counts['records_omitted']:,} counted only)"
+    if summary.get("journal"):
+        line += f"; ingress journal {summary['journal']}"
     if summary.get("policy_audit"):
         line += f"; policy audit {summary['policy_audit']}"
     emit("run.summary", line.removeprefix("byteor run: "), who="byteor run", messages_in=summary["messages_in"],

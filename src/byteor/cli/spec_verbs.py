@@ -15,10 +15,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
 from .._errors import SpecError, SpecIssue, UsageError
+from .._fileio import write_text_atomic
 from ..spec.kv import encode_kv, load_spec_file, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from ._common import (
@@ -314,15 +314,10 @@ def _import_target(target: str) -> object:
 
 
 def _write_atomic(path: str, data: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".spec.", dir=directory)
+        write_text_atomic(path, data, make_dirs=True)
     except OSError as exc:
         raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def _compile(args: argparse.Namespace) -> int:

@@ -50,7 +50,7 @@ from .envelope import CODEC_IDS, MAX_PAYLOAD_LEN, V1_HEADER_LEN, decode_header, 
 from .errors import CodecError, EnvelopeError, RegistryError, RuleError
 from .registry import Registry, Schema
 from .report import COUNTERS, DataGuardReport
-from .rules import APPLIED, DROPPED, RuleSet, apply_rule
+from .rules import APPLIED, DROPPED, RuleSet, apply_rule, i64_of
 
 __all__ = ["DROP", "FLOWS", "FORWARD_INPUT", "ON_REJECT", "DataGuard", "GuardConfig"]
 
@@ -474,19 +474,13 @@ def _native_plan(guard: DataGuard, schema: Schema) -> Any:
         for f in schema.fields)
     rule_specs = []
     for r in rules.rules:
-        as_int = int(r.value) if r.action == "replace_with" and _is_int(r.value) else None
+        as_int = i64_of(r.value) if r.action == "replace_with" else None
         as_bool = {"true": 1, "false": 0}.get(r.value, -1) if r.action == "replace_with" else -1
         rule_specs.append((_ACTIONS[r.action], r.value.encode("utf-8"), as_int, as_bool, r.prefix, r.suffix,
                            r.mask_char.encode("utf-8"), r.n))
     return _native.DgPlan(CODEC_IDS[c.mode], c.schema_id, c.msg_type, schema.msg_version, c.mode == "row",
                      guard._checks, redacts, c.on_reject == "forward_input", c.capacity, fields,
                      tuple(rule_specs), rules.hash_key)
-
-
-def _is_int(text: str) -> bool:
-    body = text[1:] if text.startswith("-") else text
-    return body.isdigit() and body.isascii() and (body == "0" or not body.startswith("0")) \
-        and -(2**63) <= int(text) < 2**63
 
 
 #: One decoded field: name, tag, value, and the content bytes of a string/bytes value.

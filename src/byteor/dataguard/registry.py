@@ -25,6 +25,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from .._fileio import read_regular_file
 from .codecs import TYPE_TAGS
 from .envelope import CODEC_IDS
 from .errors import RegistryError
@@ -36,6 +37,8 @@ _SCHEMA_KEYS = frozenset({"codec", "fields", "description"})
 _FIELD_KEYS = frozenset({"name", "type", "required"})
 #: Bound on distinct tuples remembered by the per-message lookups (never per-message file I/O beyond it).
 _CACHE_LIMIT = 4096
+#: A schema file larger than this is refused.
+MAX_SCHEMA_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,10 @@ class Schema:
 
 def _parse_schema(path: str, schema_id: int, msg_type: int, version: int) -> Schema:
     try:
-        with open(path, "rb") as fh:
-            raw = json.loads(fh.read().decode("utf-8"))
+        data = read_regular_file(path, MAX_SCHEMA_BYTES)
+        if len(data) > MAX_SCHEMA_BYTES:
+            raise RegistryError(f"{path}: schema file is larger than {MAX_SCHEMA_BYTES} bytes")
+        raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RegistryError(f"{path}: not valid JSON ({exc})") from exc
     except OSError as exc:

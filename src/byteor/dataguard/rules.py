@@ -11,6 +11,9 @@ Rule syntax (one per ``--rule=``, or one per line of a rules file)::
                                replace each one between with the single character C
     FIELD:truncate=N           keep the first N characters (bytes for a bytes value)
 
+P, S and N are decimal integers of at most :data:`MAX_RULE_NUMBER` (a larger number could never
+apply to a USM1 value, which is at most 65,535 bytes); a larger one is a :class:`RuleError` (exit 2).
+
 ``FIELD`` is everything before the first ``:`` (so a field name cannot contain ``:``). Rules apply in
 the order given; several rules may name one field. A rule leaves a value unchanged (a *no-op*, counted
 in ``counts.redact_noop``) when mask sees at most P+S characters, truncate at most N, or replace_with
@@ -34,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._fileio import read_regular_file
 from .codecs import Value
 from .errors import RuleError
 
@@ -41,6 +45,7 @@ __all__ = [
     "ACTIONS",
     "DEFAULT_HASH_KEY_ENV",
     "DROPPED",
+    "MAX_RULE_NUMBER",
     "Rule",
     "RuleSet",
     "apply_rule",
@@ -53,6 +58,12 @@ __all__ = [
 ACTIONS = ("drop", "replace_with", "hash", "mask", "truncate")
 #: The environment variable whose value keys ``hash`` (HMAC-SHA256) when set and non-empty.
 DEFAULT_HASH_KEY_ENV = "BYTEOR_DATAGUARD_HASH_KEY"
+
+#: The largest P, S or N a rule accepts: far above any USM1 value (at most 65,535 bytes), and small
+#: enough that no sum or product of them can overflow in the C kernel.
+MAX_RULE_NUMBER = 1 << 20
+#: A rules file larger than this is refused (rules are a few lines).
+MAX_RULES_BYTES = 1024 * 1024
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
 _NUM = re.compile(r"0|[1-9][0-9]*")
@@ -90,12 +101,21 @@ class Rule:
             return f"mask character {self.mask_char!r} is not one byte, but {self.field!r} is bytes"
         if self.action == "replace_with":
             if type_name == "int" and not _INT.fullmatch(self.value):
-                return f"{self.field!r} is int but {self.value!r} is not an integer"
-            if type_name == "int" and not -(2**63) <= int(self.value) < 2**63:
-                return f"{self.value} does not fit an i64"
+                return f"{self.field!r} is int but {self.value[:40]!r} is not an integer"
+            if type_name == "int" and i64_of(self.value) is None:
+                return f"{self.value[:40]} does not fit an i64"
             if type_name == "bool" and self.value not in ("true", "false"):
                 return f"{self.field!r} is bool; replace_with needs true or false"
         return None
+
+
+def i64_of(text: str) -> int | None:
+    """``text`` as a signed 64-bit integer, or None when it is not a decimal integer in range
+    (checked on the text first: thousands of digits are never converted)."""
+    if not _INT.fullmatch(text) or len(text.lstrip("-")) > 19:
+        return None
+    n = int(text)
+    return n if -(2**63) <= n < 2**63 else None
 
 
 def parse_rule(text: str) -> Rule:
@@ -119,12 +139,20 @@ def parse_rule(text: str) -> Rule:
             raise RuleError(f"rule {text!r}: mask needs =P:S:C (P and S non-negative integers)")
         if len(parts[2]) != 1:
             raise RuleError(f"rule {text!r}: mask character C must be exactly one character")
-        return Rule(text, field, action, prefix=int(parts[0]), suffix=int(parts[1]), mask_char=parts[2])
+        return Rule(text, field, action, prefix=_bounded(text, "P", parts[0]), suffix=_bounded(text, "S", parts[1]),
+                    mask_char=parts[2])
     if action == "truncate":
         if not eq or not _NUM.fullmatch(arg):
             raise RuleError(f"rule {text!r}: truncate needs =N (a non-negative integer)")
-        return Rule(text, field, action, n=int(arg))
+        return Rule(text, field, action, n=_bounded(text, "N", arg))
     raise RuleError(f"rule {text!r}: unknown action {action!r} (drop, replace_with, hash, mask, truncate)")
+
+
+def _bounded(text: str, name: str, digits: str) -> int:
+    # Compared as text first: a number of thousands of digits is refused without converting it.
+    if len(digits) > len(str(MAX_RULE_NUMBER)) or int(digits) > MAX_RULE_NUMBER:
+        raise RuleError(f"rule {text[:80]!r}: {name} is larger than {MAX_RULE_NUMBER}")
+    return int(digits)
 
 
 def parse_rules(texts: Iterable[str]) -> list[Rule]:
@@ -138,8 +166,10 @@ def load_rules_file(path: str | os.PathLike[str]) -> list[Rule]:
     """
     p = os.fspath(path)
     try:
-        with open(p, "rb") as fh:
-            text = fh.read().decode("utf-8")
+        data = read_regular_file(p, MAX_RULES_BYTES)
+        if len(data) > MAX_RULES_BYTES:
+            raise RuleError(f"rules file {p!r}: larger than {MAX_RULES_BYTES} bytes")
+        text = data.decode("utf-8")
     except OSError as exc:
         raise RuleError(f"rules file {p!r}: cannot read ({exc.strerror})") from exc
     except UnicodeDecodeError as exc:
@@ -202,7 +232,8 @@ def apply_rule(rule: Rule, value: Value, hash_key: bytes | None = None) -> tuple
         if isinstance(value, bool):
             new = rule.value == "true" if rule.value in ("true", "false") else rule.value
         elif isinstance(value, int):
-            new = int(rule.value) if _INT.fullmatch(rule.value) else rule.value
+            as_int = i64_of(rule.value)
+            new = as_int if as_int is not None else rule.value
         elif isinstance(value, bytes):
             new = rule.value.encode("utf-8")
         else:

@@ -43,6 +43,7 @@ import re
 import time
 from typing import Any
 
+from .._fileio import make_dirs
 from .._stage import DROP, ResolvedStage, StageContext
 from ..obs import counters
 from .engine import FLOWS, FORWARD_INPUT, MAX_ENVELOPE, ON_REJECT, DataGuard, GuardConfig
@@ -207,8 +208,7 @@ def merge_report(path: str, report: DataGuardReport, started_ns: int) -> None:
     The read-add-write runs under ``flock`` on the report's directory, so concurrent stage processes
     of one run never lose each other's counts.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    directory = make_dirs(os.path.dirname(os.path.abspath(path)))
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(dir_fd, fcntl.LOCK_EX)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
 
 from .._errors import UsageError
+from .._fileio import file_mode
 from .base import Batch, Sink, Source
 from .framing import FrameParser, encoder
 
@@ -224,7 +225,10 @@ class FileSink(Sink):
             self._fh = sys.stdout.buffer
             return
         try:
-            self._fh = open(self.path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in close()
+            # O_NOFOLLOW: an output path that is a symlink is refused, never written through
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         file_mode())
+            self._fh = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise UsageError(f"{self.label} {self.path}: {exc.strerror}") from None
         self._own = True

@@ -1,16 +1,26 @@
 """Journal lanes: an append-only segmented log on disk, crash-consistent by two-phase commit.
 
 A journal is a directory of fixed-size segment files ``seg-<N>.journal`` (N zero-padded decimal, from
-0). Each segment starts with a 64-byte header, then records: an 8-byte header (u32 little-endian
-payload length, u32 flags with bit 0 ``COMMITTED``) and the payload padded with zeros to 8 bytes.
-The byte-by-byte layout is in ``docs/lanegraph.md`` and in ``byteor/_native/journal.c``.
+0, one more per segment). Each segment starts with a 128-byte header (format version 2: index, first
+record index, the spec hash of the pipeline that wrote it, a checksum), then records: a 16-byte
+header (u32 little-endian payload length, u32 flags with bit 0 ``COMMITTED``, u32 CRC-32 of the
+length and payload) and the payload padded with zeros to 8 bytes. The byte-by-byte layout is in
+``docs/lanegraph.md`` and in ``byteor/_native/journal.c``.
 
 Guarantees:
 
-* A reader never returns a half-written record: it stops at the first record whose ``COMMITTED`` flag
-  is not set (the writer stores the flag last, with release ordering, after the payload).
+* A reader never returns a half-written or damaged record: it stops at the first record whose
+  ``COMMITTED`` flag is not set (the writer stores the flag last, with release ordering, after the
+  payload and its checksum), and a committed record whose checksum does not match is corruption.
+* Corruption is reported, never skipped (:class:`JournalCorrupt` names the file and byte offset):
+  a damaged header or record, a segment whose header names another index than its file, segment
+  indexes that do not increase by one, a gap between one segment's last record and the next
+  segment's first, a sealed segment holding fewer records than it was sealed with. Record positions
+  are never renumbered: a position is the segment's first record index plus the record's place in it.
 * A writer killed at any point loses nothing it committed. Reopening the directory finds the last
   committed record, zeroes a half-written tail (a reservation without commit) and appends after it.
+* Segment files are allocated in full when created (``posix_fallocate``), so a full disk is a clean
+  :class:`~byteor.PipelineFailed` when a segment is created, never a ``SIGBUS`` in a writer or reader.
 * What survives a *power loss* depends on the fsync posture: ``none`` (nothing is forced to disk; a
   process crash loses nothing, a kernel crash or power loss may lose recent records), ``segment``
   (each full segment is synced at rollover and on ``flush``/``close``: a power loss loses at most the
@@ -20,6 +30,8 @@ Guarantees:
   writer dies). Any number of readers, each with its own position (a record index, global across
   segments). Retention (``max_segments``) removes the oldest segments; a reader whose position was
   removed gets :class:`JournalOverrun`, never silently skipped records.
+* The directory is private (created 0700 and checked, see :mod:`byteor._fileio`), segment files are
+  0600, and no file is opened through a symlink.
 
 Record positions are global 0-based indexes: ``append`` returns the index of the record it wrote.
 """
@@ -27,6 +39,7 @@ Record positions are global 0-based indexes: ``append`` returns the index of the
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import mmap
 import os
@@ -41,6 +54,8 @@ from typing import Any, Literal, Protocol
 
 from .. import _native
 from .._errors import ArtifactError, PipelineFailed, UsageError
+from .._fileio import ensure_private_dir, open_existing_private, open_new
+from .._schemas import SCHEMA_VERSIONS
 
 __all__ = [
     "FLAG_COMMITTED",
@@ -60,24 +75,29 @@ __all__ = [
 ]
 
 MAGIC = b"BYTEORJL"
-VERSION = 1
-HEADER_BYTES = 64
-RECORD_HEADER_BYTES = 8
+#: Journal format version: 2 added the spec hash, the record checksum and the sealed record count.
+VERSION = SCHEMA_VERSIONS["journal"]
+HEADER_BYTES = 128
+RECORD_HEADER_BYTES = 16
 FLAG_COMMITTED = 1
 SEGMENT_FLAG_SEALED = 1
+NO_SPEC_HASH = bytes(32)
 FSYNC_POSTURES = ("none", "segment", "always")
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_SLOT_BYTES = 256
 
 _SEGMENT_RE = re.compile(r"seg-([0-9]+)\.journal")
-# magic, version, header_bytes, segment index, segment_bytes, first record, created ns
-_HEAD = struct.Struct("<8sIIQQQQ")
+# magic, version, header_bytes, segment index, segment_bytes, first record, created ns, max payload,
+# reserved, spec hash: the fixed part, covered by the header checksum at offset 88
+_HEAD = struct.Struct("<8sIIQQQQII32s")
 _U32 = struct.Struct("<I")
 _RECORD = struct.Struct("<II")
-_OFF_CRC = 48
-_OFF_MAX_PAYLOAD = 52
-_OFF_FLAGS = 56
-_ZEROS = bytes(8)
+_SEAL = struct.Struct("<IQ")  # segment flags, record count: covered by the seal checksum at 104
+_OFF_CRC = 88
+_OFF_FLAGS = 92
+_OFF_SEAL_CRC = 104
+_OFF_RECORD_CRC = 8
+_ZEROS = bytes(16)
 _PAGE = mmap.PAGESIZE
 
 FsyncPosture = Literal["none", "segment", "always"]
@@ -116,10 +136,17 @@ class SegmentHeader:
     created_ns: int
     max_payload: int
     flags: int
+    spec_hash_raw: bytes = NO_SPEC_HASH
+    sealed_records: int = 0
 
     @property
     def sealed(self) -> bool:
         return bool(self.flags & SEGMENT_FLAG_SEALED)
+
+    @property
+    def spec_hash(self) -> str | None:
+        """``sha256:<hex>`` of the spec whose run wrote this segment, or None when none was recorded."""
+        return None if self.spec_hash_raw == NO_SPEC_HASH else "sha256:" + self.spec_hash_raw.hex()
 
 
 def segment_name(index: int) -> str:
@@ -144,20 +171,41 @@ def _pad8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def _pack_header(index: int, segment_bytes: int, first_record: int, max_payload: int) -> bytes:
-    head = _HEAD.pack(MAGIC, VERSION, HEADER_BYTES, index, segment_bytes, first_record, time.time_ns())
+def _spec_hash_raw(spec_hash: str | bytes | None) -> bytes:
+    if spec_hash is None or spec_hash == "":
+        return NO_SPEC_HASH
+    if isinstance(spec_hash, bytes):
+        raw = spec_hash
+    else:
+        try:
+            raw = bytes.fromhex(spec_hash.removeprefix("sha256:"))
+        except ValueError:
+            raw = b""
+    if len(raw) != 32:
+        raise UsageError(f"journal spec hash {spec_hash!r} is not sha256:<64 hex digits>")
+    return raw
+
+
+def _pack_header(index: int, segment_bytes: int, first_record: int, max_payload: int, spec_hash: bytes) -> bytes:
+    head = _HEAD.pack(MAGIC, VERSION, HEADER_BYTES, index, segment_bytes, first_record, time.time_ns(),
+                      max_payload, 0, spec_hash)
     crc = zlib.crc32(head) & 0xFFFFFFFF
-    return head + struct.pack("<IIII", crc, max_payload, 0, 0)
+    out = head + _U32.pack(crc) + _SEAL.pack(0, 0)
+    out += _U32.pack(zlib.crc32(out[_OFF_FLAGS:_OFF_SEAL_CRC]) & 0xFFFFFFFF)
+    return out + bytes(HEADER_BYTES - len(out))
 
 
-def _parse_header(path: str, buf: Any, file_size: int) -> SegmentHeader:
+def _parse_header(path: str, buf: Any, file_size: int, expect_index: int | None = None) -> SegmentHeader:
     if file_size < HEADER_BYTES:
         raise JournalCorrupt(path, 0, f"file is {file_size} bytes, shorter than the segment header")
-    magic, version, header_bytes, index, segment_bytes, first, created = _HEAD.unpack_from(buf, 0)
+    magic, version, header_bytes, index, segment_bytes, first, created, max_payload, _res, shash = \
+        _HEAD.unpack_from(buf, 0)
     if magic != MAGIC:
         raise JournalCorrupt(path, 0, f"bad magic {bytes(magic)!r} (expected {MAGIC!r})")
     if version != VERSION:
-        raise JournalCorrupt(path, 8, f"unsupported journal version {version} (this build reads {VERSION})")
+        older = (" (written by an older byteor: move the directory away, that version still reads it, or use "
+                 "another journal directory)") if version < VERSION else ""
+        raise JournalCorrupt(path, 8, f"unsupported journal version {version} (this build reads {VERSION}){older}")
     (crc,) = _U32.unpack_from(buf, _OFF_CRC)
     if crc != zlib.crc32(bytes(buf[0:_OFF_CRC])) & 0xFFFFFFFF:
         raise JournalCorrupt(path, _OFF_CRC, "segment header checksum mismatch")
@@ -165,9 +213,21 @@ def _parse_header(path: str, buf: Any, file_size: int) -> SegmentHeader:
         raise JournalCorrupt(path, 12, f"header_bytes {header_bytes} (expected {HEADER_BYTES})")
     if segment_bytes != file_size or segment_bytes % 8:
         raise JournalCorrupt(path, 24, f"segment_bytes {segment_bytes} != file size {file_size}")
-    (max_payload,) = _U32.unpack_from(buf, _OFF_MAX_PAYLOAD)
-    (flags,) = _U32.unpack_from(buf, _OFF_FLAGS)
-    return SegmentHeader(index, segment_bytes, first, created, max_payload, flags)
+    if expect_index is not None and index != expect_index:
+        raise JournalCorrupt(path, 16, f"the header names segment {index}, but the file is segment {expect_index}")
+    flags, count = _SEAL.unpack_from(buf, _OFF_FLAGS)
+    if flags & SEGMENT_FLAG_SEALED:
+        (seal_crc,) = _U32.unpack_from(buf, _OFF_SEAL_CRC)
+        if seal_crc != zlib.crc32(bytes(buf[_OFF_FLAGS:_OFF_SEAL_CRC])) & 0xFFFFFFFF:
+            raise JournalCorrupt(path, _OFF_SEAL_CRC, "seal checksum mismatch (segment flags or record count damaged)")
+    if flags & ~SEGMENT_FLAG_SEALED:
+        raise JournalCorrupt(path, _OFF_FLAGS, f"unknown segment flag bits 0x{flags:08x}")
+    return SegmentHeader(index, segment_bytes, first, created, max_payload, flags, bytes(shash), count)
+
+
+def _record_crc(buf: Any, at: int, length: int) -> int:
+    crc = zlib.crc32(bytes(buf[at:at + 4]))
+    return zlib.crc32(buf[at + RECORD_HEADER_BYTES: at + RECORD_HEADER_BYTES + length], crc) & 0xFFFFFFFF
 
 
 # ============================================================================
@@ -188,9 +248,9 @@ class _Segment(Protocol):
 class _PySegment:
     """The journal.c protocol in Python (used when the native core lacks ``JournalSegment``).
 
-    Ordering: the header word, the payload and the flag are written by separate calls, in that order;
-    on x86-64 (TSO) stores become visible in program order, which is what readers in other processes
-    rely on. The native segment uses explicit release/acquire atomics and is preferred.
+    Ordering: the header word, the payload, the checksum and the flag are written by separate calls,
+    in that order; on x86-64 (TSO) stores become visible in program order, which is what readers in
+    other processes rely on. The native segment uses explicit release/acquire atomics and is preferred.
     """
 
     __slots__ = ("_buf", "_len", "_writable", "offset")
@@ -205,7 +265,7 @@ class _PySegment:
         n = len(data) if isinstance(data, bytes | bytearray) else memoryview(data).nbytes
         at = self.reserve(n)
         if at >= 0:
-            self._buf[at + 8 : at + 8 + n] = data
+            self._buf[at + RECORD_HEADER_BYTES : at + RECORD_HEADER_BYTES + n] = data
             self.commit(at)
         return at
 
@@ -214,16 +274,20 @@ class _PySegment:
         need = RECORD_HEADER_BYTES + _pad8(n)
         if not self._writable:
             raise ValueError("journal segment is mapped read-only")
-        if n < 0 or at + need > self._len:
+        if n < 0 or n > 0xFFFFFFFF or at + need > self._len:
             return -1
         _RECORD.pack_into(self._buf, at, n, 0)
+        self._buf[at + 8 : at + RECORD_HEADER_BYTES] = _ZEROS[:8]
         pad = _pad8(n) - n
         if pad:
-            self._buf[at + 8 + n : at + 8 + n + pad] = _ZEROS[:pad]
+            start = at + RECORD_HEADER_BYTES + n
+            self._buf[start : start + pad] = _ZEROS[:pad]
         self.offset = at + need
         return at
 
     def commit(self, at: int, /) -> None:
+        (length,) = _U32.unpack_from(self._buf, at)
+        _U32.pack_into(self._buf, at + _OFF_RECORD_CRC, _record_crc(self._buf, at, length))
         _U32.pack_into(self._buf, at + 4, FLAG_COMMITTED)
 
     def scan(self, at: int, /) -> tuple[int, int, int]:
@@ -237,6 +301,8 @@ class _PySegment:
         nxt = at + RECORD_HEADER_BYTES + _pad8(length)
         if nxt > self._len:
             return (-1, length, at)
+        if _U32.unpack_from(self._buf, at + _OFF_RECORD_CRC)[0] != _record_crc(self._buf, at, length):
+            return (-1, length, at)
         return (1, length, nxt)
 
     def release(self) -> None:
@@ -244,6 +310,11 @@ class _PySegment:
 
 
 _NATIVE_SEGMENT = _native.JournalSegment
+if (_native.JOURNAL_HEADER_BYTES, getattr(_native, "JOURNAL_RECORD_HEADER_BYTES", 8)) != (HEADER_BYTES,
+                                                                                       RECORD_HEADER_BYTES):
+    # a stale extension next to newer Python code would write records this reader cannot read
+    raise ImportError(f"byteor._native was built for another journal format (header {_native.JOURNAL_HEADER_BYTES} "
+                      f"bytes, this code writes format {VERSION} with {HEADER_BYTES}); rebuild it: pip install -e .")
 
 
 def native_available() -> bool:
@@ -261,32 +332,43 @@ def _segment(buffer: Any, offset: int, impl: str) -> _Segment:
 
 
 class _Mapped:
-    """One segment file mapped in memory, with its header and a segment accessor."""
+    """One segment file mapped in memory, with its header and a segment accessor.
+
+    ``expect_index`` is the index the file name gives: a header naming another index is corruption.
+    A writable mapping has its blocks allocated first, so a write can never fault on a full disk.
+    """
 
     __slots__ = ("fd", "header", "mm", "path", "seg")
 
-    def __init__(self, path: Path, *, writable: bool, impl: str) -> None:
+    def __init__(self, path: Path, *, writable: bool, impl: str, expect_index: int | None = None) -> None:
         self.path = path
         flags = os.O_RDWR if writable else os.O_RDONLY
-        self.fd = os.open(path, flags | os.O_CLOEXEC)
+        self.fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             size = os.fstat(self.fd).st_size
             if size < HEADER_BYTES:
                 raise JournalCorrupt(str(path), 0, f"file is {size} bytes, shorter than the header")
+            if writable:
+                _allocate(self.fd, size, path)
             access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
             self.mm = mmap.mmap(self.fd, size, access=access)
         except BaseException:
             os.close(self.fd)
             raise
         try:
-            self.header = _parse_header(str(path), self.mm, size)
+            self.header = _parse_header(str(path), self.mm, size, expect_index)
             self.seg = _segment(self.mm, HEADER_BYTES, impl)
         except BaseException:
             self.mm.close()
             os.close(self.fd)
             raise
 
-    def set_flags(self, flags: int) -> None:
+    def seal(self, records: int) -> None:
+        """Record the segment's record count and set SEALED, the flag last (see the module docs)."""
+        flags = self.header.flags | SEGMENT_FLAG_SEALED
+        seal = _SEAL.pack(flags, records)
+        _SEAL.pack_into(self.mm, _OFF_FLAGS, self.header.flags, records)
+        _U32.pack_into(self.mm, _OFF_SEAL_CRC, zlib.crc32(seal) & 0xFFFFFFFF)
         _U32.pack_into(self.mm, _OFF_FLAGS, flags)
 
     def sync(self, start: int = 0, end: int | None = None) -> None:
@@ -301,6 +383,20 @@ class _Mapped:
         os.close(self.fd)
 
 
+def _allocate(fd: int, size: int, path: Path) -> None:
+    """Reserve every block of a segment now: a full disk is an error here, never a SIGBUS later."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise PipelineFailed(
+                f"journal {path.parent}: no space left for segment {path.name} ({size} bytes): "
+                f"{exc.strerror}; free space on that filesystem or lower segment_bytes"
+            ) from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -313,9 +409,25 @@ def _scan_error(mapped: _Mapped, at: int, length: int) -> JournalCorrupt:
     raw = _RECORD.unpack_from(mapped.mm, at)[1]
     if raw & ~FLAG_COMMITTED:
         why = f"unknown record flag bits 0x{raw:08x}"
-    else:
+    elif at + RECORD_HEADER_BYTES + _pad8(length) > mapped.header.segment_bytes:
         why = f"record length {length} runs past the segment end ({mapped.header.segment_bytes} bytes)"
+    else:
+        why = f"record checksum mismatch (length {length}): the record is damaged"
     return JournalCorrupt(str(mapped.path), at, why)
+
+
+def _zero_after(mapped: _Mapped, at: int) -> int | None:
+    """The offset of the first non-zero byte from ``at`` to the segment end, or None."""
+    mm = mapped.mm
+    size = len(mm)
+    step = 1 << 16
+    pos = at
+    while pos < size:
+        chunk = mm[pos:min(size, pos + step)]
+        if chunk.count(0) != len(chunk):
+            return pos + next(i for i, b in enumerate(chunk) if b)
+        pos += step
+    return None
 
 
 # ============================================================================
@@ -329,8 +441,11 @@ class JournalWriter:
     ``segment_bytes`` is the size of each segment file; ``slot_bytes`` the largest payload accepted
     (a larger one raises :class:`~byteor.UsageError`); ``fsync`` the durability posture (module
     docstring). ``max_segments`` keeps at most that many segment files (oldest removed at rollover).
-    Raises :class:`~byteor.PipelineFailed` when another live writer holds the directory and
-    :class:`JournalCorrupt` when the existing tail breaks the format.
+    ``spec_hash`` (``sha256:<hex>``) is recorded in every segment this writer creates; an existing
+    tail segment that records another spec is sealed and a new segment started, so one segment
+    always belongs to one spec version. Raises :class:`~byteor.PipelineFailed` when another live
+    writer holds the directory or the disk is full, :class:`~byteor.UnsafePathError` when the
+    directory is not private, and :class:`JournalCorrupt` when the existing tail breaks the format.
     """
 
     def __init__(
@@ -342,6 +457,7 @@ class JournalWriter:
         fsync: str = "none",
         max_segments: int | None = None,
         impl: str = "auto",
+        spec_hash: str | bytes | None = None,
     ) -> None:
         if fsync not in FSYNC_POSTURES:
             raise UsageError(f"journal fsync posture {fsync!r} is not one of {', '.join(FSYNC_POSTURES)}")
@@ -363,9 +479,10 @@ class JournalWriter:
         self.max_segments = max_segments
         self._impl = impl
         self._always = fsync == "always"
+        self._spec_hash = _spec_hash_raw(spec_hash)
         self._reserved: tuple[int, int, memoryview, memoryview] | None = None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.directory / "writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        ensure_private_dir(self.directory)
+        self._lock_fd = open_existing_private(self.directory / "writer.lock", os.O_RDWR)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -500,38 +617,51 @@ class JournalWriter:
         tmp = self.directory / f".{segment_name(index)}.tmp"
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = open_new(tmp, os.O_RDWR)
         try:
-            os.ftruncate(fd, self.segment_bytes)
-            os.pwrite(fd, _pack_header(index, self.segment_bytes, first_record, self.slot_bytes), 0)
+            _allocate(fd, self.segment_bytes, final)
+            os.pwrite(fd, _pack_header(index, self.segment_bytes, first_record, self.slot_bytes, self._spec_hash), 0)
             if self.fsync != "none":
                 os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
-        if final.exists():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        os.close(fd)
+        if final.exists() or final.is_symlink():
             tmp.unlink()
             raise PipelineFailed(f"journal {self.directory}: {final.name} already exists")
         os.rename(tmp, final)  # readers see a segment only with its complete header
         if self.fsync != "none":
             _fsync_dir(self.directory)
-        return _Mapped(final, writable=True, impl=self._impl)
+        return _Mapped(final, writable=True, impl=self._impl, expect_index=index)
 
     def _open_tail(self) -> tuple[_Mapped, int]:
         segments = list_segments(self.directory)
         if not segments:
             return self._create_segment(0, 0), 0
         index, path = segments[-1]
-        mapped = _Mapped(path, writable=True, impl=self._impl)
+        mapped = _Mapped(path, writable=True, impl=self._impl, expect_index=index)
         try:
             count, end = _count_committed(mapped)
             fits = end + RECORD_HEADER_BYTES <= len(mapped.mm)
             status, length, _ = mapped.seg.scan(end) if fits else (0, 0, end)
-            if length:  # a reservation that was never committed: zero it so the next record starts clean
-                stop = min(len(mapped.mm), end + RECORD_HEADER_BYTES + _pad8(length))
-                mapped.mm[end:stop] = bytes(stop - end)
             if status < 0:  # pragma: no cover - _count_committed raised already
                 raise _scan_error(mapped, end, length)
+            if length:  # a reservation that was never committed: zero it so the next record starts clean
+                stop = min(len(mapped.mm), end + RECORD_HEADER_BYTES + _pad8(length))
+                # Nothing is ever written after an uncommitted reservation (one writer appends in
+                # order): bytes after it mean a committed record lost its flag, not a crash.
+                if stop + RECORD_HEADER_BYTES <= len(mapped.mm) and \
+                        bytes(mapped.mm[stop:stop + RECORD_HEADER_BYTES]) != _ZEROS:
+                    raise JournalCorrupt(str(path), end, f"record {mapped.header.first_record + count} is not "
+                                         "committed but later records follow it")
+                mapped.mm[end:stop] = bytes(stop - end)
             nxt = mapped.header.first_record + count
+            if mapped.header.sealed and mapped.header.sealed_records != count:
+                raise JournalCorrupt(str(path), end, f"segment sealed with {mapped.header.sealed_records} records "
+                                     f"holds {count} readable ones")
             mapped.seg.release()
             mapped.seg = _segment(mapped.mm, end, self._impl)
         except BaseException:
@@ -540,12 +670,16 @@ class JournalWriter:
         if mapped.header.sealed:  # the next segment was removed: start a new one after it
             mapped.close()
             return self._create_segment(index + 1, nxt), nxt
+        if mapped.header.spec_hash_raw != self._spec_hash:  # another spec version wrote it: its own segment
+            mapped.seal(count)
+            mapped.close()
+            return self._create_segment(index + 1, nxt), nxt
         return mapped, nxt
 
     def _rollover(self) -> None:
         old = self._current
         nxt = self._create_segment(old.header.index + 1, self._next)
-        old.set_flags(SEGMENT_FLAG_SEALED)
+        old.seal(self._next - old.header.first_record)
         if self.fsync != "none":
             old.sync()
         old.close()
@@ -605,9 +739,9 @@ class JournalSubscription:
         if not segments:
             return False
         oldest = 0
-        for _index, path in reversed(segments):
+        for index, path in reversed(segments):
             try:
-                mapped = _Mapped(path, writable=False, impl="auto")
+                mapped = _Mapped(path, writable=False, impl="auto", expect_index=index)
             except FileNotFoundError:  # removed by retention while we looked
                 continue
             if mapped.header.first_record <= self.position:
@@ -625,6 +759,8 @@ class JournalSubscription:
         assert cur is not None
         later = [(i, p) for i, p in list_segments(self.directory) if i > cur.header.index]
         if not later:
+            if cur.seg.scan(self._offset)[0] == 0:
+                _check_sealed_count(cur, self._index, self._offset)
             return False
         # The writer creates segment N+1 only after committing everything in N: look once more.
         if cur.seg.scan(self._offset)[0] == 1:
@@ -633,13 +769,23 @@ class JournalSubscription:
         if nxt_index != cur.header.index + 1:
             raise JournalOverrun(str(self.directory), self.position, _first_record(nxt_path))
         try:
-            mapped = _Mapped(nxt_path, writable=False, impl="auto")
+            mapped = _Mapped(nxt_path, writable=False, impl="auto", expect_index=nxt_index)
         except FileNotFoundError:
             raise JournalOverrun(str(self.directory), self.position, self._oldest()) from None
+        first = mapped.header.first_record
+        if first != self._index:
+            mapped.close()
+            if first > self._index:
+                why = (f"record {self._index} is not committed, but the next segment ({nxt_path.name}) starts at "
+                       f"record {first}: records {self._index}..{first - 1} are missing")
+            else:
+                why = f"the next segment ({nxt_path.name}) starts at record {first}, inside this one (at {self._index})"
+            raise JournalCorrupt(str(cur.path), self._offset, why)
+        _check_sealed_count(cur, self._index, self._offset)
         cur.close()
         self._mapped = mapped
         self._offset = HEADER_BYTES
-        self._index = mapped.header.first_record
+        self._index = first
         return True
 
     def _oldest(self) -> int:
@@ -672,6 +818,12 @@ class JournalSubscription:
                 if out:  # hand over what was read; the error is raised again by the next poll
                     break
                 raise _scan_error(mapped, self._offset, length)
+            lost = _committed_after(mapped, self._offset, length)
+            if lost is not None:
+                if out:
+                    break
+                raise JournalCorrupt(str(mapped.path), self._offset, f"record {self._index} is not committed, but "
+                                     f"the record after it (at byte {lost}) is: a committed record lost its flag")
             try:
                 moved = self._advance()
             except JournalOverrun:
@@ -690,6 +842,35 @@ class JournalSubscription:
             self._mapped = None
 
 
+def _committed_after(mapped: _Mapped, at: int, length: int) -> int | None:
+    """Where a committed record follows the uncommitted one at ``at`` (corruption: the one writer
+    commits in order, and a commit's release store publishes every earlier commit), else None."""
+    nxt = at + RECORD_HEADER_BYTES + _pad8(length)
+    if nxt + RECORD_HEADER_BYTES > len(mapped.mm) or length > mapped.header.max_payload:
+        return None
+    if mapped.seg.scan(nxt)[0] != 1:
+        return None
+    if mapped.seg.scan(at)[0] == 1:  # committed meanwhile: a live writer, not damage
+        return None
+    return nxt
+
+
+def _check_sealed_count(mapped: _Mapped, index: int, offset: int) -> None:
+    """A sealed segment must hold exactly the records it was sealed with (read live: the writer seals
+    after a reader may have mapped it)."""
+    flags, count = _SEAL.unpack_from(mapped.mm, _OFF_FLAGS)
+    if not flags & SEGMENT_FLAG_SEALED:
+        return
+    (seal_crc,) = _U32.unpack_from(mapped.mm, _OFF_SEAL_CRC)
+    if seal_crc != zlib.crc32(bytes(mapped.mm[_OFF_FLAGS:_OFF_SEAL_CRC])) & 0xFFFFFFFF:
+        raise JournalCorrupt(str(mapped.path), _OFF_SEAL_CRC, "seal checksum mismatch (segment flags or record "
+                             "count damaged)")
+    readable = index - mapped.header.first_record
+    if readable != count:
+        raise JournalCorrupt(str(mapped.path), offset, f"segment sealed with {count} records holds {readable} "
+                             f"readable ones (record {index} is not committed)")
+
+
 def _first_record(path: Path) -> int:
     try:
         with open(path, "rb") as fh:
@@ -699,6 +880,10 @@ def _first_record(path: Path) -> int:
     if len(head) < HEADER_BYTES:
         raise JournalCorrupt(str(path), 0, "file shorter than the segment header")
     return int(_HEAD.unpack_from(head, 0)[5])
+
+
+def _successor_first(segments: list[tuple[int, Path]], i: int) -> int | None:
+    return _first_record(segments[i + 1][1]) if i + 1 < len(segments) else None
 
 
 class JournalReader:
@@ -713,11 +898,33 @@ class JournalReader:
     def segments(self) -> list[SegmentHeader]:
         """Headers of the segment files present, oldest first."""
         out = []
-        for _, path in list_segments(self.directory):
-            mapped = _Mapped(path, writable=False, impl="auto")
+        for index, path in list_segments(self.directory):
+            mapped = _Mapped(path, writable=False, impl="auto", expect_index=index)
             out.append(mapped.header)
             mapped.close()
         return out
+
+    def check_spec_hash(self, expected: str, start: int = 0) -> None:
+        """Refuse (:class:`~byteor.ArtifactError`) when a segment holding records from ``start`` on
+        records another spec hash than ``expected`` (``sha256:<hex>``), or none: such records cannot
+        be shown to come from that spec version."""
+        want = _spec_hash_raw(expected)
+        segments = list_segments(self.directory)
+        for i, (index, path) in enumerate(segments):
+            mapped = _Mapped(path, writable=False, impl="auto", expect_index=index)
+            try:
+                header = mapped.header
+                end = _successor_first(segments, i)
+                if end is None:
+                    end = header.first_record + _count_committed(mapped)[0]
+            finally:
+                mapped.close()
+            if end <= max(start, header.first_record):
+                continue  # holds no record at or after `start`
+            if header.spec_hash_raw != want:
+                found = header.spec_hash or "no spec hash"
+                raise ArtifactError(f"{path}: journal segment {index} was written by spec {found}, not by "
+                                    f"{expected}; its records cannot be replayed as that spec's")
 
     def subscribe(self, start: int = 0) -> JournalSubscription:
         """A subscriber starting at record index ``start``."""
@@ -738,7 +945,7 @@ class JournalReader:
         if not segments:
             return (0, 0)
         oldest = _first_record(segments[0][1])
-        mapped = _Mapped(segments[-1][1], writable=False, impl="auto")
+        mapped = _Mapped(segments[-1][1], writable=False, impl="auto", expect_index=segments[-1][0])
         try:
             count, _ = _count_committed(mapped)
             return (oldest, mapped.header.first_record + count)
@@ -753,12 +960,47 @@ class JournalReader:
         return list(self.records(max(oldest, end - n)))
 
     def verify(self) -> int:
-        """Scan every segment; returns the record count or raises :class:`JournalCorrupt`."""
+        """Check every byte of every segment; return the record count or raise :class:`JournalCorrupt`.
+
+        Checked: each header (magic, version, checksum, size, the index its file name gives), that
+        indexes increase by one and each segment's first record follows the previous segment's last,
+        every record's checksum, that a sealed segment holds the records it was sealed with, and that
+        nothing but zeros follows the last committed record (an uncommitted reservation is allowed
+        only at the tail of the last segment, where a writer may be appending).
+        """
+        segments = list_segments(self.directory)
         total = 0
-        for _, path in list_segments(self.directory):
-            mapped = _Mapped(path, writable=False, impl="auto")
+        expected_first: int | None = None
+        previous: int | None = None
+        for i, (index, path) in enumerate(segments):
+            mapped = _Mapped(path, writable=False, impl="auto", expect_index=index)
             try:
-                total += _count_committed(mapped)[0]
+                header = mapped.header
+                if previous is not None and index != previous + 1:
+                    raise JournalCorrupt(str(path), 16, f"segment {previous + 1} is missing before segment {index}")
+                if expected_first is not None and header.first_record != expected_first:
+                    raise JournalCorrupt(str(path), 32, f"first record is {header.first_record}, but the previous "
+                                         f"segment ends at record {expected_first}")
+                count, end = _count_committed(mapped)
+                tail = end
+                if end + RECORD_HEADER_BYTES <= len(mapped.mm):
+                    _status, length, _ = mapped.seg.scan(end)
+                    if length or bytes(mapped.mm[end:end + RECORD_HEADER_BYTES]) != _ZEROS:
+                        if i != len(segments) - 1:
+                            raise JournalCorrupt(str(path), end, f"record {header.first_record + count} is not "
+                                                 "committed, in a segment that is not the last")
+                        tail = end + RECORD_HEADER_BYTES + _pad8(length)
+                stray = _zero_after(mapped, tail)
+                if stray is not None:
+                    last = header.first_record + count - 1
+                    raise JournalCorrupt(str(path), stray, f"data after the last readable record ({last}): a record "
+                                         "lost its COMMITTED flag or was damaged")
+                if header.sealed and header.sealed_records != count:
+                    raise JournalCorrupt(str(path), end, f"segment sealed with {header.sealed_records} records "
+                                         f"holds {count} readable ones")
             finally:
                 mapped.close()
+            total += count
+            expected_first = header.first_record + count
+            previous = index
         return total

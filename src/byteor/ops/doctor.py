@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ApprovalError, UsageError
+from .._formats import parse_rfc3339
 from ..policy.approvals import decode_credential, read_credential, required_capabilities, verify_credential
+from ..policy.decisions import policy_table
 from ..policy.keys import KeySet, load_key_set
 from ..spec.kv import spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
@@ -469,7 +471,7 @@ def _key_set_check(key_path: str, families: list[str], needs_approval: bool) -> 
                 detail + "; cached without a refresh time",
                 "refresh the keys from the control plane",
             ), keys
-        age = (datetime.now(UTC) - _parse_time(keys.last_refresh_at)).total_seconds()
+        age = (datetime.now(UTC) - parse_rfc3339(keys.last_refresh_at)).total_seconds()
         detail += f", last refreshed {keys.last_refresh_at} ({age / 3600:.1f} h ago)"
         if age > KEYSET_STALE_SECONDS:
             return Check(
@@ -479,10 +481,6 @@ def _key_set_check(key_path: str, families: list[str], needs_approval: bool) -> 
                 "refresh the keys from the control plane",
             ), keys
     return Check("signing_keys", "pass", detail), keys
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def check_keys(opts: DoctorOptions) -> list[Check]:
@@ -520,7 +518,7 @@ def check_keys(opts: DoctorOptions) -> list[Check]:
     except ApprovalError as exc:
         out.append(Check("approval", "fail", f"{origin}: {exc}", "issue a new approval"))
         return out
-    left = (_parse_time(payload.expires_at) - datetime.now(UTC)).total_seconds()
+    left = (parse_rfc3339(payload.expires_at) - datetime.now(UTC)).total_seconds()
     detail = (
         f"{origin}: approval {payload.approval_id} by {payload.issued_by}, posture "
         f"{payload.environment_posture}, capabilities {','.join(payload.capabilities) or 'none'}, "
@@ -533,6 +531,7 @@ def check_keys(opts: DoctorOptions) -> list[Check]:
             spec_hash=spec_hash(opts.spec),
             posture=opts.posture,
             required=required_capabilities(opts.spec),
+            max_lifetime=policy_table().rules(opts.posture).approval_max_lifetime,
         )
     except ApprovalError as exc:
         status = "fail" if needs_approval or exc.check == "expiry" else "warn"

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._errors import UsageError
+from .._fileio import read_regular_file
 from .._json import write_bytes_atomic
 from ..obs.events import LOG_FORMATS
 from ..obs.metrics import parse_listen
@@ -261,8 +262,7 @@ def read_runtime_config(path: str | os.PathLike[str]) -> RuntimeConfig:
     """Read and decode a runtime_config.txt; a missing file is a UsageError (exit 2)."""
     p = os.fspath(path)
     try:
-        with open(p, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        raw = read_regular_file(p, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{p}: runtime config file does not exist") from None
     except OSError as exc:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import UsageError
+from .._fileio import open_existing_private
 from .runtime_config import KNOBS, PROFILES, WAITS, KnobState, RuntimeConfig, parse_cpu_list
 
 __all__ = [
@@ -463,7 +464,7 @@ def record_tuning(path: str | os.PathLike[str], report: TuningReport) -> Runtime
     from .runtime_config import decode_runtime_config, write_runtime_config
 
     p = os.fspath(path)
-    lock_fd = os.open(p + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    lock_fd = open_existing_private(p + ".lock", os.O_RDWR)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         try:

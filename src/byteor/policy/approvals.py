@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,15 +27,20 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .._errors import ApprovalError, UsageError
+from .._fileio import read_regular_file
 from .._formats import b64url_decode, b64url_encode, format_rfc3339, parse_rfc3339, utc_now
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1
+from .decisions import DEFAULT_MAX_APPROVAL_LIFETIME
 from .keys import KeySet
 
 __all__ = [
     "APPROVAL_FILE",
     "CAPABILITIES",
     "CHECKS",
+    "CLOCK_SKEW",
     "CREDENTIAL_VERSION",
+    "DEFAULT_MAX_LIFETIME",
+    "IDENTITY_ENV",
     "PAYLOAD_FIELDS",
     "SIDE_EFFECT_FAMILIES",
     "ApprovalPayload",
@@ -45,6 +50,7 @@ __all__ = [
     "issue_credential",
     "read_credential",
     "required_capabilities",
+    "run_identity",
     "side_effect_stages",
     "verify_credential",
 ]
@@ -61,6 +67,13 @@ PAYLOAD_FIELDS = (
     "capabilities", "issued_at", "expires_at", "issued_by", "approval_id",
 )
 _MAX_CREDENTIAL_CHARS = 64 * 1024
+#: How far in the future ``issued_at`` may lie (issuer and runtime clocks disagree a little).
+CLOCK_SKEW = timedelta(minutes=5)
+#: The longest lifetime (``expires_at - issued_at``) accepted unless a policy file says otherwise.
+DEFAULT_MAX_LIFETIME = DEFAULT_MAX_APPROVAL_LIFETIME
+#: The run's identity: when a variable is set, the credential's field must equal it.
+IDENTITY_ENV = {"org_id": "BYTEOR_ORG_ID", "project_id": "BYTEOR_PROJECT_ID",
+                "environment_id": "BYTEOR_ENVIRONMENT_ID"}
 
 
 @dataclass(frozen=True)
@@ -147,7 +160,12 @@ def read_credential(value: str | None, spec_dir: str) -> tuple[str, str] | None:
         if os.path.isfile(value):
             return _read_cred_file(value), value
         if "/" in value:  # never part of a credential (base64url has no '/'): a path that is missing
-            raise UsageError(f"{value}: approval credential file does not exist")
+            # A credential in the standard base64 alphabet holds '/' too: such a value (long, or with
+            # '+' or '=') is never echoed. A credential is hundreds of characters; a path rarely is.
+            if len(value) < 200 and not any(c in value for c in "+="):
+                raise UsageError(f"{value}: approval credential file does not exist")
+            raise UsageError("--approval names no file (a value with '/' is taken as a path; this one is not "
+                             "shown because it may be a credential)")
         return value.strip(), "--approval"
     default = os.path.join(spec_dir, APPROVAL_FILE)
     if os.path.isfile(default):
@@ -157,8 +175,7 @@ def read_credential(value: str | None, spec_dir: str) -> tuple[str, str] | None:
 
 def _read_cred_file(path: str) -> str:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(_MAX_CREDENTIAL_CHARS + 1)
+        data = read_regular_file(path, _MAX_CREDENTIAL_CHARS)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read approval credential: {exc.strerror}") from None
     try:
@@ -239,9 +256,23 @@ def decode_credential(credential: str) -> ApprovalPayload:
     return _fields(obj)
 
 
+def run_identity(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The identity fields this run is configured with (:data:`IDENTITY_ENV`, the non-empty ones)."""
+    environ = os.environ if env is None else env
+    return {field: environ[var] for field, var in IDENTITY_ENV.items() if environ.get(var, "")}
+
+
 def verify_credential(credential: str, *, keys: KeySet | None, spec_hash: str, posture: str,
-                      required: Iterable[str], now: datetime | None = None) -> VerifiedApproval:
-    """Run every check in :data:`CHECKS` order; raise ApprovalError for the first that fails."""
+                      required: Iterable[str], now: datetime | None = None,
+                      max_lifetime: timedelta | None = DEFAULT_MAX_LIFETIME,
+                      identity: Mapping[str, str] | None = None) -> VerifiedApproval:
+    """Run every check in :data:`CHECKS` order; raise ApprovalError for the first that fails.
+
+    ``environment`` also compares ``identity`` (default: :func:`run_identity` of the process
+    environment) with the credential's ``org_id`` / ``project_id`` / ``environment_id``; ``expiry``
+    also refuses an ``issued_at`` more than :data:`CLOCK_SKEW` in the future, an ``expires_at`` not
+    after ``issued_at``, and a lifetime longer than ``max_lifetime`` (None: no cap).
+    """
     payload_bytes, signature, obj = _decode(credential.strip())
     kid: str = obj["kid"]
     # signature (an unknown kid fails here too: the credential cannot be tied to a trusted key)
@@ -265,16 +296,39 @@ def verify_credential(credential: str, *, keys: KeySet | None, spec_hash: str, p
     if payload.environment_posture != posture:
         raise ApprovalError("environment", f"credential is for posture {payload.environment_posture!r}, "
                                            f"this run is {posture!r}")
+    for field, want in (run_identity() if identity is None else identity).items():
+        have = getattr(payload, field)
+        if have != want:
+            raise ApprovalError("environment", f"credential is for {field} {have!r}, this run is {want!r} "
+                                               f"({IDENTITY_ENV.get(field, field)})")
     moment = now or utc_now()
+    issued = parse_rfc3339(payload.issued_at)
     expires = parse_rfc3339(payload.expires_at)
     if moment >= expires:
         raise ApprovalError("expiry", f"credential expired at {payload.expires_at}")
+    if expires <= issued:
+        raise ApprovalError("expiry", f"credential expires ({payload.expires_at}) before it is issued "
+                                      f"({payload.issued_at})")
+    if issued > moment + CLOCK_SKEW:
+        raise ApprovalError("expiry", f"credential is issued at {payload.issued_at}, in the future beyond the "
+                                      f"allowed clock skew of {int(CLOCK_SKEW.total_seconds())} s")
+    if max_lifetime is not None and expires - issued > max_lifetime:
+        raise ApprovalError("expiry", f"credential lifetime {_span(expires - issued)} exceeds the policy's "
+                                      f"maximum of {_span(max_lifetime)}")
     req = tuple(sorted(set(required)))
     missing = [c for c in req if c not in payload.capabilities]
     if missing:
         raise ApprovalError("capabilities", f"credential lacks required capabilities {', '.join(missing)} "
                                             f"(carries {', '.join(payload.capabilities) or 'none'})")
     return VerifiedApproval(payload, req, keys.source)
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def side_effect_stages(spec: PipelineSpecV1) -> list[tuple[int, str, str, str]]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from .._errors import ArtifactError, SpecError, UsageError
 from .._fileio import write_text_atomic
+from .._redact import redact_strings
 from .._schemas import SCHEMA_VERSIONS
 from .._version import DISTRIBUTION, distribution_version
 from ..spec.model import PipelineSpecV1
@@ -97,9 +98,11 @@ def _one_line(exc: Exception) -> str:
 
 
 def write_policy_audit(path: str, record: dict[str, Any]) -> None:
-    """Write the record as JSON (atomic: temp file + rename). Checks the shape first."""
+    """Write the record as JSON (atomic: temp file + rename, mode 0600). Checks the shape first.
+    Every string goes through :func:`byteor._redact.redact_strings`: the record of a spec refused for
+    carrying a credential must not carry it either."""
     _check(record, where="policy audit record")
-    write_text_atomic(path, json.dumps(record, indent=2) + "\n", make_dirs=True)
+    write_text_atomic(path, json.dumps(redact_strings(record), indent=2) + "\n", make_dirs=True)
 
 
 def read_policy_audit(path: str) -> dict[str, Any]:

@@ -17,14 +17,18 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
 from .._errors import UsageError
+from .._fileio import read_regular_file
+from .._formats import parse_duration
 
 __all__ = [
     "ALLOW",
     "DECISIONS",
+    "DEFAULT_MAX_APPROVAL_LIFETIME",
     "DEFAULT_TABLE",
     "DENY",
     "DRY_RUN_ONLY",
@@ -56,7 +60,10 @@ REPLAY_POLICIES = ("disabled", "dry_run_only", "allowed")
 REPLAY_MODES = ("dry_run", "execute")
 FAMILIES = ("http_post", "exec")
 POLICY_FILE_ENV = "BYTEOR_POLICY_FILE"
+#: Approvals may live at most this long unless the policy file sets ``approval_max_lifetime``.
+DEFAULT_MAX_APPROVAL_LIFETIME = timedelta(days=30)
 POLICY_FILE_VERSION = 1
+MAX_POLICY_FILE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -73,13 +80,17 @@ class PostureRules:
     replay: str = "allowed"
     replay_execute: str = "require_approval"
     families: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: The longest approval lifetime (``expires_at - issued_at``) accepted; None: no cap.
+    approval_max_lifetime: timedelta | None = DEFAULT_MAX_APPROVAL_LIFETIME
 
     def rule_for(self, family: str) -> str:
         return self.families.get(family, self.side_effects)
 
     def to_json(self) -> dict[str, Any]:
+        cap = self.approval_max_lifetime
         return {"side_effects": self.side_effects, "families": dict(self.families),
-                "replay": self.replay, "replay_execute": self.replay_execute}
+                "replay": self.replay, "replay_execute": self.replay_execute,
+                "approval_max_lifetime": None if cap is None else int(cap.total_seconds())}
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,17 @@ def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
     return value
 
 
+def _lifetime(raw: Any, where: str) -> timedelta | None:
+    if raw is None:
+        return None
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise ValueError(raw)
+        return parse_duration(str(raw))
+    except ValueError:
+        raise UsageError(f"{where} must be seconds or N with s/m/h/d (or null for no cap), got {raw!r}") from None
+
+
 def load_policy_file(path: str) -> PolicyTable:
     """Read an operator policy file; postures and fields it leaves out keep their defaults.
 
@@ -119,13 +141,18 @@ def load_policy_file(path: str) -> PolicyTable:
 
         {"policy_version": 1,
          "postures": {"staging": {"side_effects": "allow", "families": {"exec": "deny"},
-                                  "replay": "dry_run_only", "replay_execute": "require_approval"}}}
+                                  "replay": "dry_run_only", "replay_execute": "require_approval",
+                                  "approval_max_lifetime": "8h"}}}
+
+    ``approval_max_lifetime`` is seconds or ``N`` with ``s``/``m``/``h``/``d``, or null for no cap.
 
     Unknown keys and values are errors (:class:`UsageError`, exit 2) naming the file and the field.
     """
     try:
-        with open(path, "rb") as fh:
-            obj = json.loads(fh.read())
+        raw = read_regular_file(path, MAX_POLICY_FILE_BYTES)
+        if len(raw) > MAX_POLICY_FILE_BYTES:
+            raise UsageError(f"{path}: policy file is larger than {MAX_POLICY_FILE_BYTES} bytes")
+        obj = json.loads(raw)
     except FileNotFoundError:
         raise UsageError(f"{path}: policy file does not exist") from None
     except OSError as exc:
@@ -150,7 +177,7 @@ def load_policy_file(path: str) -> PolicyTable:
             raise UsageError(f"{where}: unknown posture; expected one of {', '.join(POSTURES)}")
         if not isinstance(body, dict):
             raise UsageError(f"{where} must be an object")
-        extra = sorted(set(body) - {"side_effects", "families", "replay", "replay_execute"})
+        extra = sorted(set(body) - {"side_effects", "families", "replay", "replay_execute", "approval_max_lifetime"})
         if extra:
             raise UsageError(f"{where}: unknown field `{extra[0]}`")
         rules = table[name]
@@ -161,6 +188,9 @@ def load_policy_file(path: str) -> PolicyTable:
         if "replay_execute" in body:
             rules = replace(rules, replay_execute=_choice(body["replay_execute"], RULES,
                                                           f"{where}.replay_execute"))
+        if "approval_max_lifetime" in body:
+            rules = replace(rules, approval_max_lifetime=_lifetime(body["approval_max_lifetime"],
+                                                                   f"{where}.approval_max_lifetime"))
         if "families" in body:
             fams = body["families"]
             if not isinstance(fams, dict):

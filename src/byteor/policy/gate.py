@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from .._errors import ApprovalError, PolicyRefused, UsageError
-from .._stage import StageContext
+from .._stage import APPROVAL_COVERS, APPROVAL_EXPIRES_AT, APPROVAL_ID, StageContext
 from ..spec.model import PipelineSpecV1
 from .admission import admission
 from .approvals import VerifiedApproval, read_credential, required_capabilities, side_effect_stages
 from .approvals import verify_credential as _verify
-from .decisions import DENY, REFUSING, REPLAY_MODES, REQUIRE_APPROVAL, PolicyTable, decide, policy_table
+from .decisions import ALLOW, DENY, REFUSING, REPLAY_MODES, REQUIRE_APPROVAL, PolicyTable, decide, policy_table
 from .keys import load_runtime_keys
 
 __all__ = ["RunGate", "StageDecision", "evaluate_run", "gate_run"]
@@ -115,13 +115,14 @@ def evaluate_run(spec: PipelineSpecV1, *, spec_path: str, spec_hash: str, postur
             required = required_capabilities(spec, replay_execute=replay_mode == "execute")
             try:
                 verified = _verify(credential, keys=keys, spec_hash=spec_hash, posture=posture,
-                                   required=required, now=now)
+                                   required=required, now=now, max_lifetime=rules.approval_max_lifetime)
             except ApprovalError as exc:
                 problem = exc
                 problem_text = str(exc)
 
     decisions: list[StageDecision] = []
     by_key: dict[str, str] = {}
+    covered: set[str] = set()  # keys allowed only because an approval verified
     for index, name, key, fam in stages:
         if index in denied:
             decision, reason = DENY, denied[index]
@@ -130,14 +131,20 @@ def evaluate_run(spec: PipelineSpecV1, *, spec_path: str, spec_hash: str, postur
                                       approved=verified is not None, approval_problem=problem_text)
             if verified is not None and decision != DENY and "approval" in reason:
                 reason += f" (approval {verified.payload.approval_id}, key {verified.payload.kid})"
+            if verified is not None and decision == ALLOW and provisional.get(index) == REQUIRE_APPROVAL:
+                covered.add(key)
         decisions.append(StageDecision(index, name, key, fam, decision, reason))
         # The same key twice gets the stricter of its decisions.
         previous = by_key.get(key)
         if previous is None or _rank(decision) > _rank(previous):
             by_key[key] = decision
+    extra: dict[str, Any] = {}
+    if verified is not None and covered:
+        extra = {APPROVAL_EXPIRES_AT: verified.payload.expires_at, APPROVAL_ID: verified.payload.approval_id,
+                 APPROVAL_COVERS: "\n".join(sorted(covered))}
     context = StageContext(posture=posture, dry_run=dry_run, spec_hash=spec_hash, spec_dir=spec_dir,
                            decisions=by_key, recorder=recorder,
-                           dead_letter_dir=dead_letter_dir or os.path.join(spec_dir, "dead-letter"))
+                           dead_letter_dir=dead_letter_dir or os.path.join(spec_dir, "dead-letter"), extra=extra)
     return RunGate(decisions, context, posture, table, verified, problem, origin, replay_mode)
 
 

@@ -8,29 +8,49 @@ may be active at once (rotation): a credential verifies when the key its ``kid``
 Refresh (design A4): when ``BYTEOR_API_BASE_URL``, ``BYTEOR_AGENT_ID`` and ``BYTEOR_AGENT_API_KEY``
 are all set, :func:`load_runtime_keys` first fetches ``GET {base}/v1/agents/{agent_id}/signing-keys``
 with ``Authorization: Bearer {key}`` and writes the cache ``signing_keys.json`` next to the spec
-(``source="refreshed"``). If the control plane cannot be reached or answers badly, the local file is
-used and the fallback is logged (never the API key).
+(``source="refreshed"``). Whoever controls the network must not be able to mint approvals, so:
+
+* the base URL must be ``https://``, verified against the system CAs (or ``BYTEOR_API_CA_FILE``);
+  plain ``http://`` is accepted only to a loopback address and only with
+  ``BYTEOR_API_ALLOW_INSECURE_LOOPBACK=1`` (for tests and local development);
+* the answer must be signed by a root key the operator pins locally (``BYTEOR_APPROVAL_ROOT_KEYS``,
+  a key-set file): ``{"keys": [...], "expires_at": RFC3339, "signature": {"kid", "alg": "ed25519",
+  "value": base64url}}``, the signature over the canonical JSON of ``{"expires_at", "keys"}``
+  (keys sorted, separators ``,`` ``:``, UTF-8); an expired set is refused, so a captured old set
+  cannot be replayed forever;
+* an explicit ``--approval-key-set`` is never overridden: refresh is not even attempted then.
+
+If refresh is not configured safely, the control plane cannot be reached, or the answer is bad or
+unsigned, the local file is used and the fallback is logged (never the API key; the base URL is
+redacted).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .._errors import UsageError
-from .._fileio import write_text_atomic
+from .._fileio import read_regular_file, write_text_atomic
 from .._formats import b64url_decode, b64url_encode, format_rfc3339, parse_rfc3339, utc_now
+from .._redact import redact_url
 
 __all__ = [
+    "ALLOW_INSECURE_LOOPBACK_ENV",
+    "CA_FILE_ENV",
     "KEY_CACHE_FILE",
     "REFRESH_ENV",
+    "ROOT_KEYS_ENV",
     "KeySet",
     "RefreshConfig",
     "TrustedKey",
@@ -38,6 +58,8 @@ __all__ = [
     "load_key_set",
     "load_runtime_keys",
     "parse_key_set",
+    "refresh_refusal",
+    "sign_key_set",
     "write_key_cache",
 ]
 
@@ -46,6 +68,12 @@ log = logging.getLogger("byteor.policy")
 #: The key cache / key set looked up next to the spec.
 KEY_CACHE_FILE = "signing_keys.json"
 REFRESH_ENV = ("BYTEOR_API_BASE_URL", "BYTEOR_AGENT_ID", "BYTEOR_AGENT_API_KEY")
+#: A key-set file of root keys; a refreshed set must be signed by one of them.
+ROOT_KEYS_ENV = "BYTEOR_APPROVAL_ROOT_KEYS"
+#: ``1`` allows refresh over plain http to a loopback address (tests, local development).
+ALLOW_INSECURE_LOOPBACK_ENV = "BYTEOR_API_ALLOW_INSECURE_LOOPBACK"
+#: A PEM file of CA certificates to verify the control plane with instead of the system's.
+CA_FILE_ENV = "BYTEOR_API_CA_FILE"
 REFRESH_TIMEOUT_S = 5.0
 MAX_KEY_SET_BYTES = 1024 * 1024
 _SOURCES = ("refreshed", "cached")
@@ -135,12 +163,13 @@ def parse_key_set(obj: Any, *, origin: str) -> KeySet:
 def load_key_set(path: str) -> KeySet:
     """Read a key-set file (any of the three shapes). Missing or malformed: :class:`UsageError`."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_regular_file(path, MAX_KEY_SET_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{path}: key set file does not exist") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read key set: {exc.strerror}") from None
+    if len(data) > MAX_KEY_SET_BYTES:
+        raise UsageError(f"{path}: key set is larger than {MAX_KEY_SET_BYTES} bytes")
     try:
         obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -150,18 +179,25 @@ def load_key_set(path: str) -> KeySet:
 
 @dataclass(frozen=True)
 class RefreshConfig:
-    """The control-plane bootstrap. ``api_key`` is a secret: never logged, never in errors or repr."""
+    """The control-plane bootstrap. ``api_key`` is a secret: never logged, never in errors or repr;
+    the base URL is shown redacted (it may carry userinfo)."""
 
     base_url: str
     agent_id: str
     api_key: str
 
     def __repr__(self) -> str:
-        return f"RefreshConfig(base_url={self.base_url!r}, agent_id={self.agent_id!r}, api_key=<redacted>)"
+        return (f"RefreshConfig(base_url={redact_url(self.base_url)!r}, agent_id={self.agent_id!r}, "
+                "api_key=<redacted>)")
 
     @property
     def url(self) -> str:
         return f"{self.base_url.rstrip('/')}/v1/agents/{self.agent_id}/signing-keys"
+
+    @property
+    def display(self) -> str:
+        """The URL for logs and errors, credentials redacted."""
+        return redact_url(self.url)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RefreshConfig | None:
@@ -173,39 +209,130 @@ class RefreshConfig:
         return cls(*values)
 
 
-def fetch_keys(config: RefreshConfig, *, timeout: float = REFRESH_TIMEOUT_S) -> KeySet:
-    """GET the signing keys from the control plane.
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
-    Raises ``RuntimeError`` (transport error, non-200, bad JSON, empty set) with a message that names
-    the URL but never contains the API key.
+
+def refresh_refusal(config: RefreshConfig, env: Mapping[str, str] | None = None) -> str | None:
+    """Why refresh must not be attempted with ``config`` (no request is sent then), or None."""
+    env = os.environ if env is None else env
+    try:
+        url = httpx.URL(config.url)
+    except (httpx.InvalidURL, ValueError):
+        return f"BYTEOR_API_BASE_URL {redact_url(config.base_url)!r} is not a valid URL"
+    if url.userinfo:
+        return "BYTEOR_API_BASE_URL must not carry credentials (the API key goes in BYTEOR_AGENT_API_KEY)"
+    if url.scheme == "http":
+        if not _loopback(url.host) or env.get(ALLOW_INSECURE_LOOPBACK_ENV, "") != "1":
+            return (f"BYTEOR_API_BASE_URL must be https:// (plain http:// only to a loopback address with "
+                    f"{ALLOW_INSECURE_LOOPBACK_ENV}=1)")
+    elif url.scheme != "https":
+        return "BYTEOR_API_BASE_URL must be https://"
+    if not env.get(ROOT_KEYS_ENV, ""):
+        return (f"no root key is pinned ({ROOT_KEYS_ENV}): a refreshed key set could not be told apart from "
+                "one minted by whoever controls the network")
+    return None
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sign_key_set(root: Ed25519PrivateKey, root_kid: str, keys: KeySet | list[dict[str, str]],
+                 *, expires_at: str) -> dict[str, Any]:
+    """The signed key-set document a control plane serves (module docstring): ``keys`` signed by
+    ``root`` (whose public key the runtimes pin) until ``expires_at`` (RFC 3339)."""
+    entries = keys.to_json() if isinstance(keys, KeySet) else list(keys)
+    signature = root.sign(_canonical({"expires_at": expires_at, "keys": entries}))
+    return {"keys": entries, "expires_at": expires_at,
+            "signature": {"kid": root_kid, "alg": "ed25519", "value": b64url_encode(signature)}}
+
+
+def _verify_signed(obj: Any, roots: KeySet, where: str) -> list[Any]:
+    """The key entries of a signed key-set document, after checking its root signature and expiry."""
+    if not isinstance(obj, dict) or set(obj) != {"keys", "expires_at", "signature"}:
+        raise RuntimeError(f"{where}: the key set is not signed (expected keys, expires_at and signature)")
+    sig, expires, entries = obj["signature"], obj["expires_at"], obj["keys"]
+    if not isinstance(sig, dict) or sig.get("alg") != "ed25519" or not isinstance(sig.get("kid"), str) \
+            or not isinstance(sig.get("value"), str):
+        raise RuntimeError(f"{where}: `signature` must be {{kid, alg: ed25519, value}}")
+    root = roots.get(sig["kid"])
+    if root is None:
+        raise RuntimeError(f"{where}: signed by `{sig['kid']}`, which is not a pinned root key ({roots.origin})")
+    try:
+        raw = b64url_decode(sig["value"])
+        root.public_key.verify(raw, _canonical({"expires_at": expires, "keys": entries}))
+    except (ValueError, InvalidSignature):
+        raise RuntimeError(f"{where}: the root signature does not verify under `{sig['kid']}`") from None
+    try:
+        until = parse_rfc3339(expires)
+    except (TypeError, ValueError):
+        raise RuntimeError(f"{where}: `expires_at` is not an RFC 3339 timestamp") from None
+    if utc_now() >= until:
+        raise RuntimeError(f"{where}: the signed key set expired at {expires}")
+    if not isinstance(entries, list):
+        raise RuntimeError(f"{where}: `keys` must be a list")
+    return entries
+
+
+def _ssl_context(env: Mapping[str, str]) -> ssl.SSLContext:
+    ca = env.get(CA_FILE_ENV, "")
+    try:
+        return ssl.create_default_context(cafile=ca or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise RuntimeError(f"{CA_FILE_ENV}={ca}: cannot load CA certificates ({exc})") from None
+
+
+def fetch_keys(config: RefreshConfig, *, timeout: float = REFRESH_TIMEOUT_S,
+               env: Mapping[str, str] | None = None) -> KeySet:
+    """GET the signing keys from the control plane and check them against the pinned root keys.
+
+    Raises ``RuntimeError`` (refresh refused by configuration, transport or TLS error, non-200, bad
+    JSON, unsigned or badly signed set, empty set) with a message that names the redacted URL but
+    never contains the API key. No request is sent when :func:`refresh_refusal` objects.
     """
+    env = os.environ if env is None else env
+    why = refresh_refusal(config, env)
+    if why is not None:
+        raise RuntimeError(f"refresh refused: {why}")
+    try:
+        roots = load_key_set(env[ROOT_KEYS_ENV])
+    except UsageError as exc:
+        raise RuntimeError(f"pinned root keys unusable: {exc}") from None
+    shown = config.display
     headers = {"Authorization": f"Bearer {config.api_key}", "Accept": "application/json"}
     body = bytearray()
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client, \
+        with httpx.Client(timeout=timeout, follow_redirects=False, verify=_ssl_context(env)) as client, \
                 client.stream("GET", config.url, headers=headers) as resp:
             status = resp.status_code
             if status == 200:
                 for chunk in resp.iter_bytes():
                     body += chunk
                     if len(body) > MAX_KEY_SET_BYTES:
-                        raise RuntimeError(f"response from {config.url} is over {MAX_KEY_SET_BYTES} bytes")
+                        raise RuntimeError(f"response from {shown} is over {MAX_KEY_SET_BYTES} bytes")
     except httpx.HTTPError as exc:
-        raise RuntimeError(f"{type(exc).__name__} from {config.url}") from None
+        raise RuntimeError(f"{type(exc).__name__} from {shown}") from None
     if status != 200:
-        raise RuntimeError(f"HTTP {status} from {config.url}")
+        raise RuntimeError(f"HTTP {status} from {shown}")
     try:
         obj = json.loads(bytes(body))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RuntimeError(f"response from {config.url} is not JSON") from None
+        raise RuntimeError(f"response from {shown} is not JSON") from None
+    entries = _verify_signed(obj, roots, shown)
     try:
-        parsed = parse_key_set(obj, origin=config.url)
+        parsed = parse_key_set(entries, origin=shown)
     except UsageError as exc:
         raise RuntimeError(str(exc)) from None
     if not parsed.keys:
-        raise RuntimeError(f"{config.url} returned no keys")
+        raise RuntimeError(f"{shown} returned no keys")
     now = format_rfc3339(utc_now())
-    return KeySet(parsed.keys, "refreshed", config.url, now)
+    return KeySet(parsed.keys, "refreshed", shown, now)
 
 
 def write_key_cache(path: str, keys: KeySet) -> None:
@@ -218,31 +345,31 @@ def load_runtime_keys(spec_dir: str, key_set: str | None,
                       refresh: RefreshConfig | None = None) -> KeySet | None:
     """The keys to verify with at startup.
 
-    With a refresh bootstrap (argument, else the environment), the control plane is asked first;
-    on success the cache next to the spec is rewritten and the fresh keys are used. Otherwise (or
-    on failure, which is logged as a warning) the explicit ``key_set`` file is read, else
-    ``signing_keys.json`` next to the spec. Returns ``None`` when there is no key source at all.
+    An explicit ``key_set`` file is used as it is: it is never overridden, and no refresh request is
+    sent. Otherwise, with a refresh bootstrap (argument, else the environment), the control plane is
+    asked first (module docstring); on success the cache next to the spec is rewritten and the fresh
+    keys are used; on failure (logged as a warning) ``signing_keys.json`` next to the spec is read.
+    Returns ``None`` when there is no key source at all.
     """
+    if key_set:
+        return load_key_set(key_set)
     refresh = refresh if refresh is not None else RefreshConfig.from_env()
     cache_path = os.path.join(spec_dir, KEY_CACHE_FILE)
-    local = key_set if key_set else cache_path
     if refresh is not None:
         try:
             fresh = fetch_keys(refresh)
         except RuntimeError as exc:
-            have = os.path.exists(local)
+            have = os.path.exists(cache_path)
             log.warning("signing-key refresh failed (%s); using the cached key set %s", exc,
-                        local if have else "(none found)")
+                        cache_path if have else "(none found)")
         else:
             try:
                 write_key_cache(cache_path, fresh)
             except OSError as exc:
                 log.warning("signing keys refreshed but the cache %s could not be written: %s",
                             cache_path, exc.strerror)
-            log.info("signing keys refreshed from %s (%d keys)", refresh.url, len(fresh.keys))
+            log.info("signing keys refreshed from %s (%d keys)", refresh.display, len(fresh.keys))
             return fresh
-    if key_set:
-        return load_key_set(key_set)
     if os.path.exists(cache_path):
         return load_key_set(cache_path)
     return None

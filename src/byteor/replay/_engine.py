@@ -238,6 +238,7 @@ def run_replay(req: ReplayRequest, *, progress: Callable[[int, int], None] | Non
         except ArtifactError as exc:
             raise UsageError(str(exc)) from None
         selection = select_records(journal_dir, req.last_n)
+        _reader(os.fspath(journal_dir)).check_spec_hash(shash, selection.start)
         spec_path = str(bundle.path / "spec.kv")
         dead_letter = os.path.splitext(os.path.abspath(req.out))[0] + ".dead-letter"
         options = RunOptions(sp=True, posture=req.posture, approval=req.approval, approval_key_set=req.key_set,

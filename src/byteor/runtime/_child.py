@@ -18,6 +18,7 @@ import signal
 import sys
 from typing import Any
 
+from .._fileio import write_text_atomic
 from .._stage import StageContext
 from ..obs import counters
 from ..obs.events import emit
@@ -81,7 +82,6 @@ def write_error(path: str, message: str) -> None:
     once, event ``stage.failed``); reported here (event ``stage.error``) only when that file cannot
     be written."""
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(message)
+        write_text_atomic(path, message)  # replaces, never follows, a link planted there
     except OSError:
         emit("stage.error", message, level="error")

@@ -17,15 +17,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections import Counter
 from typing import IO, Any
+
+from .._fileio import open_existing_private
 
 __all__ = ["MAX_RECORDS", "EventLog", "FileEventRecorder"]
 
 #: Dry-run records kept per run (and per stage process); later ones are counted only.
 MAX_RECORDS = 10_000
 ALLOW = "Allow"
+
+
+def _open_append(path: str) -> IO[str]:
+    """The records file, opened for appending without following a link (closed by the caller)."""
+    return os.fdopen(open_existing_private(path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8")
 
 
 class EventLog:
@@ -108,7 +116,7 @@ class FileEventRecorder:
             sys.stderr.write("byteor stage: " + line)
             return
         if self._fh is None:
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._fh = _open_append(self.path)
         self._fh.write(line)
         self._fh.flush()  # a record survives a later crash of this process
 
@@ -122,7 +130,7 @@ class FileEventRecorder:
                         sys.stderr.write("byteor stage: " + line)
                 else:
                     if self._fh is None:
-                        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                        self._fh = _open_append(self.path)
                     self._fh.write(line)
             if self._fh is not None:
                 self._fh.close()

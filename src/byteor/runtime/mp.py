@@ -140,16 +140,14 @@ class MpExecutor:
     # ------------------------------------------------------------------ start
 
     def _create_rings(self) -> None:
-        from ..shm import create_ring
+        from ..shm import create_ring, private_ring_dir
 
-        if not os.path.isdir(self.ring_dir):
-            try:
-                os.makedirs(self.ring_dir, mode=0o700)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise ShmError(f"cannot create ring directory {self.ring_dir}: {exc.strerror}") from None
-            self._created_dir = True
+        existed = os.path.isdir(self.ring_dir)
+        try:
+            private_ring_dir(self.ring_dir)  # ours, 0700, not planted by another user
+        except OSError as exc:
+            raise ShmError(f"cannot create ring directory {self.ring_dir}: {exc.strerror or exc}") from None
+        self._created_dir = not existed
         for path in self.paths:
             if os.path.exists(path):
                 self._reclaim_stale(path)

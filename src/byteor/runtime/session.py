@@ -47,7 +47,7 @@ from typing import Any
 from .._errors import PolicyRefused, UnsupportedSpecError, UsageError
 from .._stage import ResolvedStage, StageContext
 from ..edges.base import Ingress, Sink, Source
-from ..lanes.journal import FSYNC_POSTURES
+from ..lanes.journal import FSYNC_POSTURES, JournalWriter
 from ..obs import events
 from ..obs.metrics import parse_listen
 from ..obs.redact import mask_value
@@ -55,6 +55,7 @@ from ..ops.runtime_config import RuntimeConfig
 from ..policy.approvals import side_effect_stages
 from ..policy.audit import policy_audit_record, write_policy_audit
 from ..policy.gate import RunGate, evaluate_run
+from ..shm import private_ring_dir
 from ..spec.kv import load_spec_file, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
 from ..spec.validate import check_v1
@@ -230,6 +231,12 @@ class RunSession:
         self.wait = None if opts.sp else self.tuning.wait()
         self.ring_path = self._ring_path()
         self.journal_dir: str | None = None
+        #: SingleRing: where the run records every message it takes (``--journal-dir``), for bundles
+        #: and replay; a journal lane named after the ingress boundary
+        self.ingress_journal: str | None = None
+        if isinstance(self.spec, SingleRingSpecV1) and opts.journal_dir:
+            self.ingress_journal = os.path.join(opts.journal_dir, self.spec.ingress)
+        self._journal: JournalWriter | None = None
         if isinstance(self.spec, LaneGraphSpecV1):
             self.journal_dir = opts.journal_dir or default_journal_dir(self.spec, self.spec_hash)
         self.gate: RunGate | None = None
@@ -440,6 +447,11 @@ class RunSession:
             self._outputs = outputs
             self._t0 = time.monotonic()
             self._started_ms = int(time.time() * 1000)
+            if self.ingress_journal is not None:
+                fsync = opts.fsync or os.environ.get("BYTEOR_JOURNAL_FSYNC") or "none"
+                assert isinstance(self.spec, SingleRingSpecV1)
+                self._journal = JournalWriter(self.ingress_journal, slot_bytes=self.spec.slot_bytes, fsync=fsync,
+                                              spec_hash=self.spec_hash)
             self.engine.start()
             self._start_metrics()
             self._publish_state()
@@ -540,6 +552,14 @@ class RunSession:
             raise UsageError(f"no ingress endpoint named {endpoint!r} (ingress: {', '.join(names)})")
         return names.index(endpoint)
 
+    def _taken(self, items: Sequence[bytes | bytearray | memoryview], n: int) -> None:
+        """The engine took ``items[:n]``: record them in the ingress journal when there is one."""
+        journal = self._journal
+        if journal is not None and n:
+            append = journal.append
+            for i in range(n):
+                append(items[i])
+
     def publish(self, items: Sequence[bytes | bytearray | memoryview], endpoint: str | int | None = None) -> None:
         """Push messages in (blocks while the pipeline is full). Raises
         :class:`~byteor.PipelineFailed` once a stage failed, :class:`~byteor.UsageError` for a
@@ -549,7 +569,10 @@ class RunSession:
         done = 0
         n = len(items)
         while done < n:
-            done += engine.offer(e, items[done:] if done else items, _OFFER_TIMEOUT_S * 5)
+            chunk = items[done:] if done else items
+            k = engine.offer(e, chunk, _OFFER_TIMEOUT_S * 5)
+            self._taken(chunk, k)
+            done += k
             if done < n:
                 engine.tick()
         if time.monotonic() - self._state_at >= _STATE_EVERY_S:
@@ -640,6 +663,7 @@ class RunSession:
                 if n:
                     moved = True
                     feed.offset += n
+                    self._taken(rest, n)
                 if feed.offset >= len(pending):
                     self._queue.append((feed, feed.position, engine.mark(), len(pending)))
                     feed.pending = None
@@ -728,7 +752,7 @@ class RunSession:
             self._state = self._final_state()
             if self.options.sp and self._state is not None and self.ring_path is not None:
                 # a one-process graph has no live state file; leave the final one where asked
-                os.makedirs(self.ring_path, exist_ok=True)
+                private_ring_dir(self.ring_path)
                 write_state(os.path.join(self.ring_path, STATE_FILE), self._state)
             self._flush_and_commit(everything=True)
         except BaseException:
@@ -786,6 +810,9 @@ class RunSession:
                 engine.close()
         finally:
             self._close_stages()
+            journal, self._journal = self._journal, None
+            if journal is not None:
+                journal.close()
             if self._outputs is not None:
                 for sink in self._outputs.sinks.values():
                     sink.close()
@@ -828,7 +855,8 @@ class RunSession:
             "executor": "sp" if opts.sp else "mp",
         }
         if isinstance(self.spec, SingleRingSpecV1):
-            out.update({"shards": self.spec.shards, "ring_path": self.ring_path, "wait": self.wait})
+            out.update({"shards": self.spec.shards, "ring_path": self.ring_path, "wait": self.wait,
+                        "journal": self.ingress_journal})
         else:
             out.update({"wait": self.wait, "lane_path": self.ring_path, "journal_dir": self.journal_dir})
         out["messages_in"] = counts["messages_in"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from .. import _native
 from .._errors import ShmError
+from .._fileio import ensure_private_dir
 
 __all__ = [
     "DEFAULT_DIR",
@@ -20,6 +21,7 @@ __all__ = [
     "create_ring",
     "hash_bytes",
     "pid_alive",
+    "private_ring_dir",
     "ring_files_under",
     "stale_files",
     "unlink",
@@ -47,16 +49,19 @@ def hash_bytes(spec_hash: bytes | str) -> bytes:
 
 def create_ring(path: str | os.PathLike[str], capacity: int, slot_bytes: int, deps: Sequence[int],
                 spec_hash: bytes | str, *, multi_producer: bool = False) -> _native.Ring:
-    """Create (``O_EXCL``, mode 0600) and map a new ring file; parent directories are made (0700).
+    """Create (``O_EXCL``, mode 0600) and map a new ring file in a private directory.
 
-    Raises :class:`~byteor.ShmError` naming the path when the file exists, the directory is not
-    writable, ``/dev/shm`` has no room, or the geometry is invalid.
+    The parent directory is made or checked by :func:`byteor._fileio.ensure_private_dir` (0700, owned
+    by this user, not writable by others; below :data:`DEFAULT_DIR` every component must be ours).
+    Raises :class:`~byteor.ShmError` naming the path when the file exists, the directory cannot be
+    created, ``/dev/shm`` has no room, or the geometry is invalid, and
+    :class:`~byteor.UnsafePathError` when the directory belongs to someone else.
     """
     p = os.fspath(path)
     raw = hash_bytes(spec_hash)
     parent = os.path.dirname(os.path.abspath(p))
     try:
-        os.makedirs(parent, mode=0o700, exist_ok=True)
+        private_ring_dir(parent)
     except OSError as exc:
         raise ShmError(f"{p}: cannot create directory {parent}: {exc.strerror}") from None
     try:
@@ -68,6 +73,15 @@ def create_ring(path: str | os.PathLike[str], capacity: int, slot_bytes: int, de
         raise ShmError(f"{p}: cannot create ring file: {why}") from None
     except ValueError as exc:
         raise ShmError(f"{p}: {exc}") from None
+
+
+def private_ring_dir(directory: str | os.PathLike[str]) -> str:
+    """Create or check a ring / lane directory (the helper executors call before creating files in
+    it): :func:`~byteor._fileio.ensure_private_dir`, with every component from :data:`DEFAULT_DIR`
+    down owned by this user when the directory lies below it. Returns the absolute path."""
+    d = os.path.abspath(os.fspath(directory))
+    below_default = d == DEFAULT_DIR or d.startswith(DEFAULT_DIR + "/")
+    return ensure_private_dir(d, own_from=DEFAULT_DIR if below_default else None)
 
 
 def attach_ring(path: str | os.PathLike[str], *, expect_hash: bytes | str | None = None) -> _native.Ring:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import re
 from functools import lru_cache
 from importlib import metadata
 from urllib.parse import urlsplit
+
+from .._redact import argv_credential_parts, url_credential_parts
 
 __all__ = [
     "BUILTIN_FAMILIES",
@@ -34,6 +37,8 @@ BUILTIN_FAMILIES = ("http_post", "exec", "dataguard", "py")
 ENTRY_POINT_GROUP = "byteor.stages"
 
 _PY_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+_PLACEHOLDER = re.compile(r"\{env:[A-Za-z_][A-Za-z0-9_]*\}")
+_ANY_PLACEHOLDER = re.compile(r"\{env:[^}]*\}?")
 _URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 _FAMILY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
@@ -64,6 +69,9 @@ def _check_http_post(rest: str) -> str | None:
         return "http_post needs an http:// or https:// URL"
     if _URL_BAD_CHARS.search(rest):
         return "http_post URL contains whitespace, a control character or a backslash"
+    authority = re.split(r"[/?#]", rest.split("://", 1)[1], maxsplit=1)[0]
+    if "{env:" in authority:
+        return "http_post URL: {env:NAME} placeholders are allowed in the path and query only"
     try:
         parts = urlsplit(rest)
         host = parts.hostname
@@ -74,15 +82,40 @@ def _check_http_post(rest: str) -> str | None:
         return "http_post URL must not embed credentials (user:pass@host); secrets do not belong in a spec"
     if not host:
         return "http_post URL has no host"
+    why = _placeholders(rest)
+    if why:
+        return f"http_post URL: {why}"
+    found = url_credential_parts(rest)
+    if found:
+        return (f"http_post URL carries a credential ({', '.join(found)}); secrets do not belong in a spec: write "
+                "{env:NAME} in its place and set NAME in the environment")
+    return None
+
+
+def _placeholders(text: str) -> str | None:
+    for m in _ANY_PLACEHOLDER.finditer(text):
+        if not _PLACEHOLDER.fullmatch(m.group(0)):
+            return f"malformed placeholder {m.group(0)[:40]!r} (expected {{env:NAME}})"
     return None
 
 
 def _check_exec(rest: str) -> str | None:
     if "\x00" in rest:
         return "exec key contains a NUL byte"
-    program = rest.split("|", 1)[0]
+    program, *args = rest.split("|")
     if not program:
-        return "exec needs a program: exec:PROGRAM|ARG|..."
+        return "exec needs a program: exec:/ABSOLUTE/PROGRAM|ARG|..."
+    if not program.startswith("/") or os.path.normpath(program) != program:
+        return ("exec needs an absolute program path (exec:/usr/bin/prog|ARG|...); programs are never looked up "
+                "on PATH or against the working directory")
+    for arg in args:
+        why = _placeholders(arg)
+        if why:
+            return f"exec argument: {why}"
+    found = argv_credential_parts(args)
+    if found:
+        return (f"exec arguments carry a credential ({', '.join(found)}); secrets do not belong in a spec: write "
+                "{env:NAME} in its place, or pass the variable to the program with BYTEOR_EXEC_ENV")
     return None
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import SpecDecodeError, SpecIssue, UsageError
+from .._fileio import NotRegularFileError, read_regular_file
 from .model import (
     DEFAULT_CAPACITY,
     DEFAULT_SEGMENT_BYTES,
@@ -54,6 +55,9 @@ __all__ = [
 #: Specs larger than this are refused before parsing.
 MAX_SPEC_BYTES = 1024 * 1024
 _MAX_INT = 2**63 - 1
+_MAX_INT_DIGITS = len(str(_MAX_INT))
+#: An array index longer than this cannot be dense (every earlier index would have to be present).
+_MAX_INDEX_DIGITS = 9
 
 _INDEX = r"(0|[1-9][0-9]*)"
 _ANY_INDEX = r"([0-9]+)"
@@ -72,7 +76,10 @@ class _Bad(Exception):
 
 def _int(value: str) -> int:
     if not _DECIMAL.fullmatch(value):
-        raise _Bad(f"expected a decimal integer, got {value!r}")
+        raise _Bad(f"expected a decimal integer, got {value[:40]!r}")
+    # Checked on the text first: int() of thousands of digits is slow, and refused beyond 4300.
+    if len(value.lstrip("0")) > _MAX_INT_DIGITS:
+        raise _Bad(f"integer of {len(value)} digits is out of range (at most {_MAX_INT})")
     n = int(value)
     if n > _MAX_INT:
         raise _Bad(f"integer {value} is out of range")
@@ -313,7 +320,11 @@ class _Decoder:
             bad_index = next((s for s in (idx_s, sub_s) if s is not None and not _INDEX_OK.fullmatch(s)),
                              None)
             if bad_index is not None:
-                self.bad(key, f"index {bad_index!r} has a leading zero", ln.lineno)
+                self.bad(key, f"index {bad_index[:20]!r} has a leading zero", ln.lineno)
+                continue
+            long_index = next((s for s in (idx_s, sub_s) if s is not None and len(s) > _MAX_INDEX_DIGITS), None)
+            if long_index is not None:
+                self.bad(key[:80], f"index of {len(long_index)} digits is out of range", ln.lineno)
                 continue
             element = arrays[array].setdefault(int(idx_s), _Element({}, {}, ln.lineno))
             element.first_line = min(element.first_line, ln.lineno)
@@ -570,12 +581,13 @@ def load_spec_file(path: str | os.PathLike[str]) -> PipelineSpecV1:
     """Read and decode a spec file. A missing or unreadable file is a :class:`UsageError` (exit 2)."""
     p = os.fspath(path)
     try:
-        with open(p, "rb") as fh:
-            data = fh.read(MAX_SPEC_BYTES + 1)
+        data = read_regular_file(p, MAX_SPEC_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{p}: spec file does not exist") from None
     except IsADirectoryError:
         raise UsageError(f"{p}: is a directory, expected a spec.kv file") from None
+    except NotRegularFileError as exc:
+        raise UsageError(f"{p}: {exc.strerror}; a spec must be a regular file") from None
     except OSError as exc:
         raise UsageError(f"{p}: cannot read spec file: {exc.strerror}") from None
     return decode_kv(data, path=p)

@@ -39,8 +39,9 @@ __all__ = ["MIN_SEGMENT_BYTES", "NAME_RE", "check_v1", "is_power_of_two", "valid
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 #: The smallest journal segment accepted (one page); a segment must also hold one record.
 MIN_SEGMENT_BYTES = 4096
-#: Journal record header bytes (u32 length + u32 checksum) counted against ``segment_bytes``.
-_JOURNAL_RECORD_OVERHEAD = 8
+#: A journal segment's header (128 bytes) plus one record header (16 bytes: length, flags, checksum,
+#: reserved): what a segment needs beyond one padded payload (docs/lanegraph.md, format 2).
+_JOURNAL_RECORD_OVERHEAD = 128 + 16
 
 
 def is_power_of_two(n: int) -> bool:
@@ -217,12 +218,12 @@ class _Validator:
                 self.bad(f"{p}.fanout", f"key does not apply to {lane.kind} lanes")
             if lane.kind == "journal":
                 seg = DEFAULT_SEGMENT_BYTES if lane.segment_bytes is None else lane.segment_bytes
-                need = max(MIN_SEGMENT_BYTES, (lane.slot_bytes if isinstance(lane.slot_bytes, int) else 0)
-                           + _JOURNAL_RECORD_OVERHEAD)
+                slot = lane.slot_bytes if isinstance(lane.slot_bytes, int) else 0
+                need = max(MIN_SEGMENT_BYTES, (slot + 7) // 8 * 8 + _JOURNAL_RECORD_OVERHEAD)
                 if not isinstance(seg, int) or seg < need:
                     self.bad(f"{p}.segment_bytes",
-                             f"segment_bytes must be >= {MIN_SEGMENT_BYTES} and >= slot_bytes + "
-                             f"{_JOURNAL_RECORD_OVERHEAD} (here {need}), got {seg!r}")
+                             f"segment_bytes must be >= {MIN_SEGMENT_BYTES} and hold one record: slot_bytes "
+                             f"rounded up to 8, + {_JOURNAL_RECORD_OVERHEAD} (here {need}), got {seg!r}")
             elif lane.segment_bytes is not None:
                 self.bad(f"{p}.segment_bytes", f"key does not apply to {lane.kind} lanes")
             if lane.on_full is not None:

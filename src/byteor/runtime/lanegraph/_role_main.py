@@ -74,9 +74,9 @@ class _JournalIn:
 class _JournalOut:
     __slots__ = ("drops", "writer")
 
-    def __init__(self, lp: LanePlan, directory: str, fsync: str) -> None:
+    def __init__(self, lp: LanePlan, directory: str, fsync: str, spec_hash: str | None = None) -> None:
         self.writer = JournalWriter(directory, segment_bytes=lp.segment_bytes, slot_bytes=lp.slot_bytes,
-                                    fsync=fsync)
+                                    fsync=fsync, spec_hash=spec_hash)
         self.drops = 0
 
     def publish(self, msg: Any) -> bool:
@@ -130,7 +130,7 @@ class _Role:
         for name in self.plan.outputs:
             lp = plan.lane(name)
             if lp.kind == "journal":
-                jout = _JournalOut(lp, str(journal_lane_dir(cfg["journal_dir"], name)), cfg["fsync"])
+                jout = _JournalOut(lp, str(journal_lane_dir(cfg["journal_dir"], name)), cfg["fsync"], shash)
                 self.closers.append(jout.writer.close)
                 self.outputs.append(jout)
             else:

@@ -17,6 +17,7 @@ import struct
 from typing import Any
 
 from ... import _native
+from ..._fileio import open_existing_private
 
 __all__ = ["MAX_PORTS", "RoleStats"]
 
@@ -33,7 +34,8 @@ class RoleStats:
     def __init__(self, path: str, *, create: bool = False) -> None:
         self.path = path
         if create:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            fd = open_existing_private(path, os.O_RDWR)  # no link followed, private
+            os.ftruncate(fd, 0)
             os.ftruncate(fd, _SIZE)
         else:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)

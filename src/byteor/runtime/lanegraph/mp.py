@@ -40,10 +40,12 @@ from typing import Any
 
 from ... import _native
 from ..._errors import PipelineFailed, ShmError
+from ..._fileio import ensure_private_dir, write_bytes_atomic
 from ..._stage import StageContext
 from ...lanes.journal import JournalReader, JournalSubscription, JournalWriter
 from ...lanes.shm import create_lane, lane_file
 from ...obs import counters
+from ...shm import private_ring_dir
 from ...spec.kv import canonical_bytes
 from ...spec.model import LaneGraphSpecV1
 from .._child import context_to_json
@@ -138,7 +140,7 @@ class MpGraph:
             if lp.kind != "journal" and os.path.exists(lane_file(self.lane_path, name, lp.kind)):
                 raise ShmError(f"{lane_file(self.lane_path, name, lp.kind)} exists: another run uses this lane "
                                "path, or a stopped run left it behind (remove it, or pass another --lane-path)")
-        root.mkdir(parents=True, exist_ok=True)
+        private_ring_dir(root)  # ours, 0700, not planted by another user
         self._started = True
         try:
             self._setup(root)
@@ -148,9 +150,9 @@ class MpGraph:
 
     def _setup(self, root: Path) -> None:
         spec_file = root / "spec.kv"
-        spec_file.write_bytes(canonical_bytes(self.spec))
+        write_bytes_atomic(spec_file, canonical_bytes(self.spec))
         self.created.append(str(spec_file))
-        (root / "roles").mkdir(exist_ok=True)
+        ensure_private_dir(root / "roles")
         counters_file = counters.counters_path(self.lane_path)
         self.counters = counters.CountersFile.create(
             counters_file, [("session", counters.KIND_SESSION, 0),
@@ -160,7 +162,7 @@ class MpGraph:
         for name, lp in self.plan.lanes.items():
             if lp.kind == "journal":
                 directory = journal_lane_dir(self.journal_dir, name)
-                directory.mkdir(parents=True, exist_ok=True)
+                ensure_private_dir(directory)
                 self.journal_starts[name] = JournalReader(directory).positions()[1]
                 continue
             self.rings[name] = create_lane(self.lane_path, lane_spec(lp), self.spec_hash)
@@ -170,7 +172,7 @@ class MpGraph:
                 lp = self.plan.lane(lane)
                 self._in_writers[lane] = JournalWriter(journal_lane_dir(self.journal_dir, lane),
                                                        segment_bytes=lp.segment_bytes, slot_bytes=lp.slot_bytes,
-                                                       fsync=self.fsync)
+                                                       fsync=self.fsync, spec_hash=self.spec_hash)
                 self._ingress_journaled[lane] = 0
         ctx = context_to_json(self.context)
         procs: list[StageProcess] = []

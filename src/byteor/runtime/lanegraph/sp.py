@@ -53,14 +53,14 @@ class _JournalLane:
     """A journal lane in the SP runner: appends go to disk; each reader cell is a subscription that
     starts where the journal ended when the run began (older records belong to earlier runs)."""
 
-    def __init__(self, plan: LanePlan, directory: str, fsync: str) -> None:
+    def __init__(self, plan: LanePlan, directory: str, fsync: str, spec_hash: str | None = None) -> None:
         self.name = plan.name
         self.kind = "journal"
         self.capacity = 0
         self.slot_bytes = plan.slot_bytes
         self.drops = 0
         self.writer = JournalWriter(directory, segment_bytes=plan.segment_bytes, slot_bytes=plan.slot_bytes,
-                                    fsync=fsync)
+                                    fsync=fsync, spec_hash=spec_hash)
         self.directory = directory
         start = self.writer.next_index
         self.start = start
@@ -268,7 +268,7 @@ class SpGraph:
                 if lp.kind == "journal" and memory_journals:
                     self.lanes[name] = _MemoryJournal(lp)
                 elif lp.kind == "journal":
-                    jl = _JournalLane(lp, str(journal_lane_dir(journal_dir, name)), fsync)
+                    jl = _JournalLane(lp, str(journal_lane_dir(journal_dir, name)), fsync, spec_hash)
                     self._journals.append(jl)
                     self.lanes[name] = jl
                 else:
