@@ -21,10 +21,11 @@ from pathlib import Path
 from .._errors import ArtifactError, ByteorError, SpecError, UnsafePathError, UsageError
 from .._fileio import copy_file_nofollow, dir_mode, make_dirs, read_regular_file, write_bytes_exclusive
 from .._json import read_json_object, write_json
-from .._redact import redact_spec_text, scrub
+from .._redact import redact_spec_text, redact_strings, scrub
 from ..dataguard.rules import load_rules_file, redact_json_artifact
 from ..policy.audit import policy_audit_record, write_policy_audit
 from ..runtime.lanegraph.state import read_state, write_state
+from ..runtime.session_state import read_session_state
 from ..shm import write_ring_snapshot_file
 from ..spec.kv import canonical_bytes, decode_kv, spec_hash
 from ..spec.model import LaneGraphSpecV1, PipelineSpecV1, SingleRingSpecV1
@@ -194,6 +195,21 @@ def _lane_state(lane_path: str, dest: Path) -> str | None:
     return None
 
 
+def _session_state(paths: Sequence[str], dest: Path) -> str | None:
+    """The run's bindings (its sources and sinks, credentials redacted) from session_state.json."""
+    for base in paths:
+        try:
+            state = read_session_state(base)
+        except ArtifactError as exc:
+            return f"session_state.json under {base} is unreadable: {exc}"
+        if state is not None:
+            masked = redact_strings(state)
+            assert isinstance(masked, dict)
+            write_json(dest, masked)
+            return None
+    return "no session_state.json in the ring / lane directory (no live or killed run there)"
+
+
 def _journal_lanes(spec: PipelineSpecV1 | None) -> list[str]:
     """The journals a run of ``spec`` may have kept: a LaneGraph's journal lanes, a SingleRing's
     ingress journal (recorded when the run was given ``--journal-dir``)."""
@@ -352,6 +368,10 @@ def create_incident_bundle(
                 absent["lane_graph_state.json"] = why
         else:
             absent["lane_graph_state.json"] = "no --lane-path given"
+        say("session state")
+        why = _session_state([p for p in (ring_path, lane_path) if p], root / "session_state.json")
+        if why:
+            absent["session_state.json"] = why
         lanes = list(dict.fromkeys([*_journal_lanes(spec), *req.journal_dirs]))
         for lane in lanes:
             src = _find_journal(lane, req, spec)

@@ -363,30 +363,6 @@ def _compile(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _adapters() -> tuple[list[str], str]:
-    """Adapter names from ``byteor.adapters`` if this build has it, and where the list came from."""
-    try:
-        mod = importlib.import_module("byteor.adapters")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("byteor.adapters", "byteor"):
-            return [], f"byteor.adapters failed to import: {exc}"
-        return [], "this build has no byteor.adapters package"
-    for name in ("available_adapters", "adapter_names", "ADAPTERS", "REGISTRY", "registry"):
-        value = getattr(mod, name, None)
-        if value is None:
-            continue
-        if callable(value):
-            try:
-                value = value()
-            except Exception as exc:  # an adapter registry bug must not hide the rest of the report
-                return [], f"byteor.adapters.{name}() failed: {exc}"
-        try:
-            return sorted(str(v) for v in value), f"byteor.adapters.{name}"
-        except TypeError:
-            continue
-    return [], "byteor.adapters has no adapter registry"
-
-
 def _capabilities_data() -> dict[str, Any]:
     from .. import _native as native
     from ..spec.families import BUILTIN_FAMILIES, entry_point_families
@@ -401,7 +377,8 @@ def _capabilities_data() -> dict[str, Any]:
     )
 
     waits = sorted(n[len("WAIT_"):].lower() for n in dir(native) if n.startswith("WAIT_"))
-    adapters, adapters_source = _adapters()
+    from ..adapters import available_adapters
+
     features = {
         "native_extension": True,
         "native_journal": True,
@@ -419,8 +396,7 @@ def _capabilities_data() -> dict[str, Any]:
         "limits": {"max_stages": MAX_STAGES, "max_fanout": MAX_FANOUT},
         "wait_strategies": waits,
         "native_abi": getattr(native, "ABI_VERSION", None) if native else None,
-        "adapters": adapters,
-        "adapters_source": adapters_source,
+        "adapters": available_adapters(),
         "features": features,
     }
 
@@ -445,7 +421,9 @@ def _capabilities(args: argparse.Namespace) -> int:
                             f"{data['limits']['max_fanout']}")
     table.add_row("wait strategies", ", ".join(data["wait_strategies"]) or "none exposed by byteor._native")
     table.add_row("native ABI", str(data["native_abi"]) if data["native_abi"] is not None else "not built")
-    table.add_row("adapters", ", ".join(data["adapters"]) or f"none ({data['adapters_source']})")
+    table.add_row("adapters", ", ".join(
+        f"{a['uri']} ({a['client']} {a['version']})" if a["installed"]
+        else f"{a['uri']} (not installed: pip install 'byteor[{a['extra']}]')" for a in data["adapters"]))
     table.add_row("features", ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in data["features"].items()))
     stdout_console().print(table)
     return 0

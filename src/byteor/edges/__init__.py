@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Batch, Sink, Source
+from .base import Batch, Ingress, Sink, Source
 from .files import CallbackSink, CollectSink, FileSink, FileSource, IterableSource
 from .framing import INPUT_FORMATS, OUTPUT_FORMATS, FrameParser, encoder, parse_hex
 
@@ -15,6 +15,7 @@ __all__ = [
     "FileSink",
     "FileSource",
     "FrameParser",
+    "Ingress",
     "IterableSource",
     "Sink",
     "Source",

@@ -19,7 +19,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Batch", "Sink", "Source"]
+__all__ = ["Batch", "Ingress", "Sink", "Source"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ingress:
+    """What a source feeds, told by :meth:`Source.bind` before :meth:`Source.open`: the ingress
+    endpoint's name, the largest message its slots hold and how many messages its ring or lane
+    holds (the bound on what is in flight inside the pipeline)."""
+
+    endpoint: str
+    slot_bytes: int
+    capacity: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +49,18 @@ class Source:
     """
 
     name: str = "source"
+    #: True for sources whose :meth:`commit` acknowledges upstream (a broker). The session then
+    #: keeps what was taken but not yet committed within the ingress capacity (batches of at most
+    #: half of it, a flush and commit before taking more), so a restart after a crash repeats at
+    #: most that many messages.
+    acks: bool = False
+    #: Messages the upstream handed over again (a broker's redelivery after a crash or takeover):
+    #: an upper bound on the duplicates this run wrote where the broker marks them; shown in the
+    #: summary and in :meth:`describe`.
+    redelivered: int = 0
+
+    def bind(self, ingress: Ingress) -> None:
+        """Told once, before :meth:`open`, what this source feeds (slot size, capacity)."""
 
     def open(self) -> None:
         """Connect or open; raise :class:`~byteor.UsageError` (bad argument) or

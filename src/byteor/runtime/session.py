@@ -46,7 +46,7 @@ from typing import Any
 
 from .._errors import PolicyRefused, UnsupportedSpecError, UsageError
 from .._stage import ResolvedStage, StageContext
-from ..edges.base import Sink, Source
+from ..edges.base import Ingress, Sink, Source
 from ..lanes.journal import FSYNC_POSTURES, JournalWriter
 from ..obs import events
 from ..obs.metrics import parse_listen
@@ -183,6 +183,9 @@ class _Feed:
     offset: int = 0
     position: Any = None
     ended: bool = False
+    #: an acknowledging source: at most this many messages taken and not yet committed
+    window: int | None = None
+    uncommitted: int = 0
 
 
 class RunSession:
@@ -244,7 +247,7 @@ class RunSession:
         self._resolve(wrap_stage)
         self.engine: Any = None
         self._outputs: _Outputs | None = None
-        self._queue: deque[tuple[_Feed, Any, tuple[int, ...]]] = deque()
+        self._queue: deque[tuple[_Feed, Any, tuple[int, ...], int]] = deque()
         self._t0 = 0.0
         self._elapsed: float | None = None
         self.stopped_by: str | None = None
@@ -279,6 +282,17 @@ class RunSession:
             return tuple(ref.who.split(":", 1)[1] for ref in self.plan.egress)
         assert isinstance(self.spec, SingleRingSpecV1)
         return (self.spec.egress,)
+
+    def ingress_limits(self, endpoint: int) -> Ingress:
+        """Slot size and capacity of the ring or lane an ingress endpoint feeds (a journal lane,
+        which has no capacity, counts as the engine's preferred batch)."""
+        if self.plan is None:
+            assert isinstance(self.spec, SingleRingSpecV1)
+            return Ingress(self.spec.ingress, self.spec.slot_bytes, self.spec.capacity)
+        assert isinstance(self.spec, LaneGraphSpecV1)
+        name, lane_name = self.plan.ingress[endpoint]
+        lane = next(ln for ln in self.spec.lanes if ln.name == lane_name)
+        return Ingress(name, lane.slot_bytes, lane.capacity or 4096)
 
     def _metrics_listen(self) -> tuple[str, int] | None:
         opts = self.options
@@ -581,6 +595,10 @@ class RunSession:
         input_error: BaseException | None = None
         try:
             for feed in feeds:
+                limits = self.ingress_limits(feed.endpoint)
+                feed.source.bind(limits)
+                if feed.source.acks:
+                    feed.window = max(2, limits.capacity)
                 feed.source.open()
                 opened.append(feed.source)
             self._feeds = feeds
@@ -605,13 +623,25 @@ class RunSession:
                 return None
             moved = False
             active = False
+            held = False
             for feed in feeds:
                 if feed.ended:
                     continue
                 active = True
                 if feed.pending is None:
+                    want = batch_max
+                    if feed.window is not None:
+                        # an acknowledging source: what is taken and not committed stays within the
+                        # ingress capacity, so a crash repeats at most that many messages
+                        want = min(batch_max, feed.window // 2)
+                        if feed.uncommitted + want > feed.window:
+                            self._flush_and_commit()
+                            last_flush = time.monotonic()
+                            if feed.uncommitted + want > feed.window:
+                                held = True
+                                continue
                     try:
-                        batch = feed.source.next_batch(batch_max)
+                        batch = feed.source.next_batch(want)
                     except UsageError as exc:
                         feed.ended = True
                         return exc
@@ -623,6 +653,7 @@ class RunSession:
                     feed.pending = list(batch.messages)
                     feed.offset = 0
                     feed.position = batch.position
+                    feed.uncommitted += len(feed.pending)
                 pending = feed.pending
                 rest = pending[feed.offset:] if feed.offset else pending
                 try:
@@ -635,7 +666,7 @@ class RunSession:
                     feed.offset += n
                     self._taken(rest, n)
                 if feed.offset >= len(pending):
-                    self._queue.append((feed, feed.position, engine.mark()))
+                    self._queue.append((feed, feed.position, engine.mark(), len(pending)))
                     feed.pending = None
             engine.tick()
             now = time.monotonic()
@@ -648,7 +679,7 @@ class RunSession:
                 return None
             if not moved:
                 waiting = [f for f in feeds if not f.ended and f.pending is None]
-                if waiting:
+                if waiting and not held:
                     waiting[0].source.wait(_IDLE_WAIT_S)
                 else:
                     time.sleep(0.0005)
@@ -721,11 +752,12 @@ class RunSession:
         self._outputs.flush()
         queue = self._queue
         while queue:
-            feed, position, mark = queue[0]
+            feed, position, mark, count = queue[0]
             if done is not None and any(d < m for d, m in zip(done, mark, strict=True)):
                 break
             queue.popleft()
             feed.source.commit(position)
+            feed.uncommitted -= count
 
     # -- stop -----------------------------------------------------------------------------------------
 
@@ -863,6 +895,11 @@ class RunSession:
         out["side_effect_counts"] = self.events.summary()
         out["policy"] = self.gate.to_json() if self.gate is not None else None
         out["policy_audit"] = self.policy_audit_path
+        if any(f.source.acks for f in self._feeds):
+            # broker sources: what each committed, and what the broker handed over again
+            out["sources"] = mask_value([{"endpoint": self.ingress[f.endpoint], **f.source.describe()}
+                                         for f in self._feeds])
+            out["redelivered"] = sum(int(f.source.redelivered) for f in self._feeds)
         return out
 
     @property

@@ -1,0 +1,558 @@
+"""Broker adapters: byteor-edgeplane pass-through against each broker's own client loop.
+
+For every broker, in one run, against the same local service (Kafka: librdkafka's mock cluster in
+this process), N messages are put in an input topic/subject/stream first, then:
+
+* ``<broker>.raw``: the client library's own consume -> produce loop with the same guarantee
+  (produce, wait for the broker's confirmation, then commit/ack the input);
+* ``byteor.<broker>``: the run session with the ``<broker>://`` source and sink and one identity
+  stage (SingleRing, one process per stage), the way ``byteor-edgeplane run`` runs it;
+* Kafka only: ``byteor.kafka.py_map`` (a Python map stage ``bytes.upper``), and the same one-function
+  map in ``kafka.quixstreams`` (``sdf.apply``) and ``kafka.bytewax`` (``op.map`` between
+  ``KafkaSource`` and ``KafkaSink``), each in its own process.
+
+Rates are messages per second from the first message taken to the last one confirmed (connection
+set-up and the group join are not counted). Goals: each ``byteor.<broker>`` >= 80 % of
+``<broker>.raw``; ``byteor.kafka.py_map`` ahead of ``kafka.quixstreams`` and ``kafka.bytewax``.
+
+    python -m benchmarks.adapters [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import Result, parser, print_table, write_json
+
+QUIET = logging.getLogger("byteor.bench.kafka")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
+SPEC = """pipeline.name=edgebench
+pipeline.target=SingleRing
+pipeline.ring.capacity=4096
+pipeline.ring.slot_bytes=128
+pipeline.stages.0.id=s0
+"""
+
+
+def _payloads(n: int) -> list[bytes]:
+    return [b"order-%08d-" % i + b"x" * 40 for i in range(n)]
+
+
+# ==================================================================================================
+# byteor: the run session with the adapters (what byteor-edgeplane run does)
+# ==================================================================================================
+
+
+def run_byteor(ingress: str, egress: str, n: int, workdir: Path, stage: str = "identity") -> float:
+    from byteor.adapters import open_sink, open_source
+    from byteor.cli.edgeplane import LimitedSource, _Budget
+    from byteor.edges.base import Batch, Source
+    from byteor.runtime.session import RunOptions, RunSession
+
+    spec = workdir / f"edge-{uuid.uuid4().hex[:6]}.kv"
+    if stage == "identity":
+        spec.write_text(SPEC + "pipeline.stages.0.op=identity\n")
+    else:
+        (workdir / "bench_map.py").write_text("def upper(msg):\n    return msg.upper()\n")
+        spec.write_text(SPEC + "pipeline.stages.0.op=resolver\npipeline.stages.0.resolver_key=py:bench_map:upper\n")
+    first: list[float] = []
+
+    class Clock(LimitedSource):
+        def next_batch(self, max_messages: int) -> Batch | None:
+            batch = super().next_batch(max_messages)
+            if batch is not None and batch.messages and not first:
+                first.append(time.perf_counter())
+            return batch
+
+    source: Source = Clock(open_source(ingress), _Budget(n, None))
+    session = RunSession(str(spec), RunOptions(ring_path=f"/dev/shm/byteor/bench-edge-{uuid.uuid4().hex[:8]}"))
+    with session:
+        session.start(open_sink(egress))
+        session.run(source)
+    end = time.perf_counter()
+    return n / (end - first[0])
+
+
+# ==================================================================================================
+# Kafka
+# ==================================================================================================
+
+
+class Kafka:
+    def __init__(self) -> None:
+        import confluent_kafka as ck
+
+        self.ck = ck
+        self.owner = ck.Producer({"test.mock.num.brokers": 1, "logger": QUIET})
+        self.bootstrap = ",".join(f"{b.host}:{b.port}" for b in self.owner.list_topics(timeout=10).brokers.values())
+
+    def fill(self, n: int) -> tuple[str, str]:
+        uid = uuid.uuid4().hex[:8]
+        p = self.ck.Producer({"bootstrap.servers": self.bootstrap, "logger": QUIET, "linger.ms": 5})
+        for m in _payloads(n):
+            p.produce(f"in-{uid}", m)
+        p.flush(60)
+        return f"in-{uid}", f"out-{uid}"
+
+    def raw(self, n: int) -> float:
+        ck = self.ck
+        t_in, t_out = self.fill(n)
+        c = ck.Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"raw-{t_in}", "logger": QUIET,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        p = ck.Producer({"bootstrap.servers": self.bootstrap, "logger": QUIET, "enable.idempotence": True,
+                         "linger.ms": 5})
+        c.subscribe([t_in])
+        done = 0
+        t0 = None
+        while done < n:
+            msgs = [m for m in c.consume(2048, 1.0) if m.error() is None]
+            if not msgs:
+                continue
+            t0 = t0 or time.perf_counter()
+            for m in msgs:
+                p.produce(t_out, m.value())
+            p.flush(30)
+            c.commit(asynchronous=True)
+            done += len(msgs)
+        c.commit(asynchronous=False)
+        rate = n / (time.perf_counter() - (t0 or 0))
+        c.close()
+        return rate
+
+    def byteor(self, n: int, workdir: Path, stage: str = "identity") -> float:
+        t_in, t_out = self.fill(n)
+        return run_byteor(f"kafka://{self.bootstrap}/{t_in}?group=b-{t_in}", f"kafka://{self.bootstrap}/{t_out}",
+                          n, workdir, stage)
+
+    def peer(self, which: str, n: int, timeout: float) -> float:
+        """quixstreams or bytewax doing the same one-function map, in a process of its own."""
+        t_in, t_out = self.fill(n)
+        code = PEERS[which].format(bootstrap=self.bootstrap, t_in=t_in, t_out=t_out, n=n)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                              check=False)
+        if proc.returncode != 0:
+            raise RuntimeError((proc.stderr.strip().splitlines() or ["failed"])[-1])
+        return float(proc.stdout.strip().splitlines()[-1])
+
+
+PEERS = {
+    "quixstreams": textwrap.dedent("""
+        import time, logging
+        from quixstreams import Application
+        app = Application(broker_address="{bootstrap}", consumer_group="quix-{t_in}", auto_offset_reset="earliest",
+                          auto_create_topics=False, use_changelog_topics=False, loglevel="ERROR",
+                          consumer_extra_config={{"logger": logging.getLogger("q")}},
+                          producer_extra_config={{"logger": logging.getLogger("q")}})
+        src = app.topic("{t_in}", value_deserializer="bytes")
+        dst = app.topic("{t_out}", value_serializer="bytes")
+        first = []
+        def upper(v):
+            if not first:
+                first.append(time.perf_counter())
+            return v.upper()
+        sdf = app.dataframe(src).apply(upper)
+        sdf.to_topic(dst)
+        app.run(count={n}, timeout=120, collect=False)
+        print({n} / (time.perf_counter() - first[0]))
+    """),
+    "bytewax": textwrap.dedent("""
+        import time
+        import bytewax.operators as op
+        from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+        from bytewax.dataflow import Dataflow
+        from bytewax.testing import run_main
+        first = []
+        def upper(msg):
+            if not first:
+                first.append(time.perf_counter())
+            return KafkaSinkMessage(None, msg.value.upper())
+        flow = Dataflow("bench")
+        inp = op.input("in", flow, KafkaSource(["{bootstrap}"], ["{t_in}"], tail=False,
+                                               add_config={{"group.id": "bw-{t_in}"}}))
+        op.output("out", op.map("upper", inp, upper), KafkaSink(["{bootstrap}"], "{t_out}"))
+        run_main(flow)
+        print({n} / (time.perf_counter() - first[0]))
+    """),
+}
+
+
+# ==================================================================================================
+# Redis Streams
+# ==================================================================================================
+
+
+class Redis:
+    def __init__(self) -> None:
+        import redis
+
+        self.r = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=10)
+        self.keys: list[str] = []
+
+    def fill(self, n: int) -> tuple[str, str]:
+        uid = uuid.uuid4().hex[:8]
+        k_in, k_out = f"byteor-bench:{uid}:in", f"byteor-bench:{uid}:out"
+        self.keys += [k_in, k_out]
+        pipe = self.r.pipeline(transaction=False)
+        for m in _payloads(n):
+            pipe.xadd(k_in, {"data": m})
+        pipe.execute()
+        self.r.xgroup_create(k_in, "g", id="0")
+        return k_in, k_out
+
+    def raw(self, n: int) -> float:
+        k_in, k_out = self.fill(n)
+        r = self.r
+        done = 0
+        t0 = None
+        while done < n:
+            res = r.xreadgroup("g", "c", {k_in: ">"}, count=2048, block=1000)
+            if not res:
+                continue
+            t0 = t0 or time.perf_counter()
+            entries = res[0][1]
+            pipe = r.pipeline(transaction=False)
+            for _id, fields in entries:
+                pipe.xadd(k_out, {"data": fields[b"data"]})
+            pipe.execute()
+            r.xack(k_in, "g", *[e[0] for e in entries])
+            done += len(entries)
+        return n / (time.perf_counter() - (t0 or 0))
+
+    def byteor(self, n: int, workdir: Path) -> float:
+        k_in, k_out = self.fill(n)
+        return run_byteor(f"redis://127.0.0.1:6379/{k_in}?group=g&consumer=b", f"redis://127.0.0.1:6379/{k_out}",
+                          n, workdir)
+
+    def close(self) -> None:
+        if self.keys:
+            self.r.delete(*self.keys)
+
+
+# ==================================================================================================
+# NATS JetStream
+# ==================================================================================================
+
+
+class Nats:
+    def __init__(self) -> None:
+        self.streams: list[str] = []
+
+    async def _fill(self, n: int) -> tuple[str, str]:
+        import nats
+        from nats.js.api import StreamConfig
+
+        uid = uuid.uuid4().hex[:8]
+        nc = await nats.connect("nats://127.0.0.1:4222")
+        js = nc.jetstream(publish_async_max_pending=20000)
+        for s in (f"BIN_{uid}", f"BOUT_{uid}"):
+            await js.add_stream(StreamConfig(name=s, subjects=[f"{s}.x"]))
+            self.streams.append(s)
+        for m in _payloads(n):
+            await js.publish_async(f"BIN_{uid}.x", m)
+        await js.publish_async_completed()
+        await nc.close()
+        return f"BIN_{uid}", f"BOUT_{uid}"
+
+    def fill(self, n: int) -> tuple[str, str]:
+        return asyncio.run(self._fill(n))
+
+    def raw(self, n: int) -> float:
+        s_in, s_out = self.fill(n)
+
+        async def go() -> float:
+            import nats
+            from nats.js.api import AckPolicy, ConsumerConfig
+
+            nc = await nats.connect("nats://127.0.0.1:4222")
+            js = nc.jetstream(publish_async_max_pending=20000)
+            sub = await js.pull_subscribe(f"{s_in}.x", durable="raw", stream=s_in,
+                                          config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20000))
+            done, t0 = 0, None
+            while done < n:
+                try:
+                    msgs = await sub.fetch(512, timeout=1)
+                except nats.errors.TimeoutError:
+                    continue
+                t0 = t0 or time.perf_counter()
+                for m in msgs:
+                    await js.publish_async(f"{s_out}.x", m.data)
+                await js.publish_async_completed()
+                for m in msgs:
+                    await m.ack()
+                done += len(msgs)
+            await nc.flush()
+            rate = n / (time.perf_counter() - (t0 or 0))
+            await nc.close()
+            return rate
+
+        return asyncio.run(go())
+
+    def byteor(self, n: int, workdir: Path) -> float:
+        s_in, s_out = self.fill(n)
+        return run_byteor(f"nats://127.0.0.1:4222/{s_in}.x?stream={s_in}&durable=b",
+                          f"nats://127.0.0.1:4222/{s_out}.x?stream={s_out}", n, workdir)
+
+    def close(self) -> None:
+        async def go() -> None:
+            import nats
+
+            nc = await nats.connect("nats://127.0.0.1:4222")
+            js = nc.jetstream()
+            for s in self.streams:
+                with contextlib.suppress(Exception):
+                    await js.delete_stream(s)
+            await nc.close()
+
+        asyncio.run(go())
+
+
+# ==================================================================================================
+# RabbitMQ Streams
+# ==================================================================================================
+
+
+class Rabbit:
+    def __init__(self) -> None:
+        self.streams: list[str] = []
+
+    def fill(self, n: int) -> tuple[str, str]:
+        uid = uuid.uuid4().hex[:8]
+        s_in, s_out = f"byteor-bench-{uid}-in", f"byteor-bench-{uid}-out"
+
+        async def go() -> None:
+            from rstream import AMQPMessage, Producer
+
+            p = Producer("127.0.0.1", 5552, username="guest", password="guest")
+            await p.start()
+            for s in (s_in, s_out):
+                await p.create_stream(s, exists_ok=True)
+                self.streams.append(s)
+            data = _payloads(n)
+            for i in range(0, n, 500):
+                await p.send_batch(s_in, [AMQPMessage(body=m) for m in data[i:i + 500]])
+            await asyncio.sleep(0.5)
+            await p.close()
+
+        asyncio.run(go())
+        return s_in, s_out
+
+    def raw(self, n: int) -> float:
+        s_in, s_out = self.fill(n)
+
+        async def go() -> float:
+            from rstream import AMQPMessage, Consumer, ConsumerOffsetSpecification, OffsetType, Producer, amqp_decoder
+
+            p = Producer("127.0.0.1", 5552, username="guest", password="guest")
+            c = Consumer("127.0.0.1", 5552, username="guest", password="guest")
+            await p.start()
+            await c.start()
+            queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue(8192)
+
+            async def cb(msg: Any, ctx: Any) -> None:
+                await queue.put((bytes(msg.body), ctx.offset))
+
+            await c.subscribe(s_in, cb, decoder=amqp_decoder, subscriber_name="raw",
+                              offset_specification=ConsumerOffsetSpecification(OffsetType.FIRST, None))
+            done, t0 = 0, None
+            while done < n:
+                item = await queue.get()
+                t0 = t0 or time.perf_counter()
+                batch = [item]
+                while not queue.empty() and len(batch) < 2048:
+                    batch.append(queue.get_nowait())
+                for i in range(0, len(batch), 500):
+                    part = batch[i:i + 500]
+                    confirmed = asyncio.Event()
+                    left = [len(part)]
+
+                    def on_confirm(_status: Any, left: list[int] = left, ev: asyncio.Event = confirmed) -> None:
+                        left[0] -= 1
+                        if left[0] == 0:
+                            ev.set()
+
+                    await p.send_batch(s_out, [AMQPMessage(body=b) for b, _ in part], on_publish_confirm=on_confirm)
+                    await confirmed.wait()
+                await c.store_offset(s_in, "raw", batch[-1][1])
+                done += len(batch)
+            rate = n / (time.perf_counter() - (t0 or 0))
+            await c.close()
+            await p.close()
+            return rate
+
+        return asyncio.run(go())
+
+    def byteor(self, n: int, workdir: Path) -> float:
+        s_in, s_out = self.fill(n)
+        return run_byteor(f"rabbitmq-stream://127.0.0.1:5552/{s_in}?consumer=b",
+                          f"rabbitmq-stream://127.0.0.1:5552/{s_out}", n, workdir)
+
+    def close(self) -> None:
+        async def go() -> None:
+            from rstream import Producer
+
+            p = Producer("127.0.0.1", 5552, username="guest", password="guest")
+            await p.start()
+            for s in self.streams:
+                with contextlib.suppress(Exception):
+                    await p.delete_stream(s)
+            await p.close()
+
+        asyncio.run(go())
+
+
+# ==================================================================================================
+# MQTT (QoS 1)
+# ==================================================================================================
+
+
+class Mqtt:
+    """MQTT keeps nothing for a topic without a session, so the input is published while the
+    consumer (raw or byteor) is connected; the rate is that of the whole flow."""
+
+    def _publish(self, topic: str, n: int, delay: float) -> threading.Thread:
+        import paho.mqtt.client as mqtt
+
+        def go() -> None:
+            time.sleep(delay)
+            p = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            p.max_inflight_messages_set(1000)
+            p.connect("127.0.0.1", 1883)
+            p.loop_start()
+            infos = [p.publish(topic, m, qos=1) for m in _payloads(n)]
+            for info in infos:
+                info.wait_for_publish(60)
+            p.disconnect()
+            p.loop_stop()
+
+        t = threading.Thread(target=go, daemon=True)
+        t.start()
+        return t
+
+    def raw(self, n: int) -> float:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        uid = uuid.uuid4().hex[:8]
+        t_in, t_out = f"byteor-bench/{uid}/in", f"byteor-bench/{uid}/out"
+        got: list[tuple[bytes, int]] = []
+        lock = threading.Condition()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"raw-{uid}", protocol=mqtt.MQTTv5)
+        c.manual_ack_set(True)
+
+        def on_message(_c: Any, _u: Any, msg: Any) -> None:
+            with lock:
+                got.append((msg.payload, msg.mid))
+                lock.notify()
+
+        c.on_message = on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = 65535
+        c.connect("127.0.0.1", 1883, clean_start=True, properties=props)
+        c.subscribe(t_in, qos=1)
+        c.loop_start()
+        out = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        out.max_inflight_messages_set(1000)
+        out.connect("127.0.0.1", 1883)
+        out.loop_start()
+        time.sleep(0.5)
+        pub = self._publish(t_in, n, 0.0)
+        done, t0 = 0, None
+        while done < n:
+            with lock:
+                while not got:
+                    lock.wait(1.0)
+                batch, got[:] = list(got), []
+            t0 = t0 or time.perf_counter()
+            infos = [out.publish(t_out, m, qos=1) for m, _ in batch]
+            for info in infos:
+                info.wait_for_publish(30)
+            for _, mid in batch:
+                c.ack(mid, 1)
+            done += len(batch)
+        rate = n / (time.perf_counter() - (t0 or 0))
+        pub.join()
+        for cl in (c, out):
+            cl.disconnect()
+            cl.loop_stop()
+        return rate
+
+    def byteor(self, n: int, workdir: Path) -> float:
+        uid = uuid.uuid4().hex[:8]
+        t_in = f"byteor-bench/{uid}/in"
+        self._publish(t_in, n, 1.5)  # once the byteor session is subscribed
+        return run_byteor(f"mqtt://127.0.0.1:1883/{t_in}?client_id=bench-{uid}&session_expiry=60",
+                          f"mqtt://127.0.0.1:1883/byteor-bench/{uid}/out", n, workdir)
+
+
+# ==================================================================================================
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.split("\n")[0] if __doc__ else "adapters")
+    args = p.parse_args(argv)
+    n = 4_000 if args.quick else 40_000
+    os.environ.setdefault("BYTEOR_LOG_FORMAT", "text")
+    results: list[Result] = []
+    workdir = Path(tempfile.mkdtemp(prefix="byteor-bench-edge-"))
+    sys.path.insert(0, str(workdir))
+
+    def row(name: str, fn: Callable[[], float], note: str) -> None:
+        try:
+            rate = fn()
+            results.append(Result(name, msgs_per_s=rate, note=note))
+        except Exception as exc:  # a broker or peer that cannot run here: say why instead of a figure
+            results.append(Result.not_measured(name, f"{type(exc).__name__}: {exc}"[:160]))
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
+    os.dup2(devnull, 2)  # the adapters' lifecycle lines and the clients' logs would drown the table
+    try:
+        kafka = Kafka()
+        row("kafka.raw", lambda: kafka.raw(n), "confluent-kafka consume -> produce -> flush -> commit")
+        row("byteor.kafka", lambda: kafka.byteor(n, workdir), "edgeplane identity pass-through")
+        row("byteor.kafka.py_map", lambda: kafka.byteor(n, workdir, "py_map"), "py: map stage bytes.upper")
+        row("kafka.quixstreams", lambda: kafka.peer("quixstreams", n, 240), "sdf.apply(bytes.upper), own process")
+        row("kafka.bytewax", lambda: kafka.peer("bytewax", n, 240), "op.map(bytes.upper), own process")
+        for label, broker in (("redis", Redis()), ("nats", Nats()), ("rabbitmq_stream", Rabbit()), ("mqtt", Mqtt())):
+            row(f"{label}.raw", lambda b=broker: b.raw(n), "client loop with the same guarantee")  # type: ignore[misc]
+            row(f"byteor.{label}", lambda b=broker: b.byteor(n, workdir), "edgeplane identity pass-through")  # type: ignore[misc]
+            close = getattr(broker, "close", None)
+            if close is not None:
+                close()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    by = {r.name: r.msgs_per_s for r in results}
+    goals: dict[str, float | None] = {}
+    for b in ("kafka", "redis", "nats", "rabbitmq_stream", "mqtt"):
+        raw, ours = by.get(f"{b}.raw"), by.get(f"byteor.{b}")
+        goals[f"byteor.{b} / {b}.raw (goal >= 0.80)"] = (ours / raw) if raw and ours else None
+    for peer in ("quixstreams", "bytewax"):
+        ours, theirs = by.get("byteor.kafka.py_map"), by.get(f"kafka.{peer}")
+        goals[f"byteor.kafka.py_map / kafka.{peer} (goal > 1)"] = (ours / theirs) if ours and theirs else None
+    print_table(f"broker adapters ({n:,} messages of 60 bytes; msgs/s)", results,
+                ratio_to=["kafka.raw", "kafka.quixstreams"])
+    for name, value in goals.items():
+        print(f"{name}: {'not measured' if value is None else f'{value:.2f}'}")
+    if args.json:
+        write_json(args.json, results, extra={"goals": goals, "n": n})
+
+
+if __name__ == "__main__":
+    main()
