@@ -13,9 +13,13 @@ else
 fi
 
 echo "==> Debian packages the tests use"
-# prometheus: the metrics test scrapes a running pipeline with a real server it starts itself
+# prometheus: the metrics test scrapes a running pipeline with a real server it starts itself;
+# graphviz: `dot` draws the console's topology; chromium: the browser the console tests drive
+# (through Playwright, which is told where it is: `playwright install` is never run)
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v dot >/dev/null 2>&1 || need+=(graphviz)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing ${need[*]}"

@@ -50,6 +50,7 @@ VERBS: tuple[Verb, ...] = (
          frozenset({EDGEPLANE})),
     Verb("snapshot", "run", "read the live state of a ring or lane graph without touching the hot path"),
     Verb("top", "top", "live view of a running pipeline by name or path: rates, lag, fill, restarts, drops"),
+    Verb("console", "console", "local web page of the pipelines on this host: topology, lag, policy, evidence"),
     Verb("doctor", "ops", "check that this host is fit to run a pipeline"),
     Verb("incident-bundle", "ops", "export one directory that captures what ran"),
     Verb("replay", "replay", "replay journal records from a bundle offline, with an audit"),

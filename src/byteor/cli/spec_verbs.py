@@ -13,7 +13,6 @@ import importlib
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 from typing import Any
 
@@ -213,27 +212,20 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _dot(args: argparse.Namespace) -> int:
-    from ..spec.dot import to_dot
+    from ..spec.dot import RENDER_FORMATS, render_dot, to_dot
 
     loaded = load_spec(args)
     text = to_dot(loaded.spec)
     if not args.render:
         sys.stdout.write(text)
         return 0
-    exe = shutil.which("dot")
-    if exe is None:
-        raise UsageError("--render needs graphviz's `dot` on PATH, which is not installed here; install "
-                         "graphviz, or omit --render and pipe the DOT text to a renderer")
     fmt = os.path.splitext(args.render)[1].lstrip(".").lower() or "svg"
-    if fmt not in ("svg", "png", "pdf"):
+    if fmt not in RENDER_FORMATS:
         raise UsageError(f"--render {args.render}: unsupported extension .{fmt}; use .svg, .png or .pdf")
     try:
-        proc = subprocess.run([exe, f"-T{fmt}", "-o", args.render], input=text, text=True,
-                              capture_output=True, timeout=60, check=False)
-    except subprocess.TimeoutExpired:
-        raise UsageError("graphviz `dot` did not finish within 60 s") from None
-    if proc.returncode != 0:
-        raise UsageError(f"graphviz `dot` failed: {proc.stderr.strip()[:300]}")
+        render_dot(text, fmt, out=args.render)
+    except UsageError as exc:
+        raise UsageError(f"--render: {exc}") from None
     print(f"wrote {args.render}")
     return 0
 

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from .._errors import UsageError
-from ..runtime.observe import SHM_ROOT, Observer, find_pipeline, pipeline_dirs
+from ..runtime.observe import SHM_ROOT, Observer, find_pipeline, pipeline_dirs, rates
 from ._common import add_json_option, emit_json, stdout_console
 
 __all__ = ["configure", "run"]
@@ -74,26 +74,6 @@ def _target(given: str | None) -> str:
 
 def _running(obs: dict[str, Any]) -> bool:
     return obs["session"] is not None or bool(obs.get("rings"))
-
-
-def rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """Messages per second between two observations: in, out, and per stage processed."""
-    dt = max((after["taken_unix_ms"] - before["taken_unix_ms"]) / 1000.0, 1e-3)
-
-    def per_s(a: Any, b: Any) -> float | None:
-        if not isinstance(a, int) or not isinstance(b, int):
-            return None
-        return float(round(max(0, b - a) / dt, 1))
-
-    earlier = {(s["stage"], s["shard"]): s["processed"] for s in before["stages"]}
-    return {
-        "interval_s": round(dt, 3),
-        "messages_in_per_s": per_s(before.get("messages_in"), after.get("messages_in")),
-        "messages_out_per_s": per_s(before.get("messages_out"), after.get("messages_out")),
-        "stages": [{"stage": s["stage"], "shard": s["shard"],
-                    "processed_per_s": per_s(earlier.get((s["stage"], s["shard"])), s["processed"])}
-                   for s in after["stages"]],
-    }
 
 
 def _live(observer: Observer, first: dict[str, Any], interval: float) -> int:

@@ -12,7 +12,8 @@ writes and never waits on:
 
 Any of them may be missing (a bare ring of a benchmark has only its ring file): the observation
 then lacks that part. Every string taken from a file is masked (:func:`byteor.obs.mask`). The same
-observation feeds the Prometheus endpoint (:mod:`byteor.obs.metrics`), ``/readyz`` and ``byteor top``.
+observation feeds the Prometheus endpoint (:mod:`byteor.obs.metrics`), ``/readyz``, ``byteor top`` and
+the console (:mod:`byteor.console`).
 
 Shape (``observe_v`` 1)::
 
@@ -43,7 +44,7 @@ from ._stage_main import ROLE_STAGE_BASE
 from .lanegraph.state import STATE_FILE, read_state
 from .session_state import SESSION_STATE_FILE, read_session_state
 
-__all__ = ["OBSERVE_VERSION", "Observer", "find_pipeline", "pipeline_dirs"]
+__all__ = ["OBSERVE_VERSION", "Observer", "find_pipeline", "pipeline_dirs", "rates"]
 
 OBSERVE_VERSION = 1
 #: Where runs keep their files unless told otherwise (SingleRing rings and LaneGraph lanes alike).
@@ -81,6 +82,26 @@ def find_pipeline(name_or_path: str, root: str = SHM_ROOT) -> str:
         raise UsageError(f"{len(found)} running pipelines are named {name_or_path!r}: {', '.join(found)}; "
                          "pass one of these paths")
     return found[0]
+
+
+def rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Messages per second between two observations: in, out, and per stage processed."""
+    dt = max((after["taken_unix_ms"] - before["taken_unix_ms"]) / 1000.0, 1e-3)
+
+    def per_s(a: Any, b: Any) -> float | None:
+        if not isinstance(a, int) or not isinstance(b, int):
+            return None
+        return float(round(max(0, b - a) / dt, 1))
+
+    earlier = {(s["stage"], s["shard"]): s["processed"] for s in before["stages"]}
+    return {
+        "interval_s": round(dt, 3),
+        "messages_in_per_s": per_s(before.get("messages_in"), after.get("messages_in")),
+        "messages_out_per_s": per_s(before.get("messages_out"), after.get("messages_out")),
+        "stages": [{"stage": s["stage"], "shard": s["shard"],
+                    "processed_per_s": per_s(earlier.get((s["stage"], s["shard"])), s["processed"])}
+                   for s in after["stages"]],
+    }
 
 
 class Observer:

@@ -257,6 +257,7 @@ class RunSession:
         self._feeds: list[_Feed] = []
         self._started_ms = 0
         self._state_at = 0.0
+        self._fixed: dict[str, Any] | None = None
         self._metrics: Any = None
         self._draining = False
         #: where ``/metrics`` listens once started (``HOST:PORT``, the port resolved)
@@ -703,18 +704,40 @@ class RunSession:
             "started_unix_ms": self._started_ms, "updated_unix_ms": int(time.time() * 1000),
             "ring_path": self.ring_path, "journal_dir": self.journal_dir,
             "messages_in": counts["messages_in"], "messages_out": counts["messages_out"],
-            "dropped": counts["dropped"], "metrics": self.metrics_address, "policy": self._policy_state(),
+            "dropped": counts["dropped"], "metrics": self.metrics_address,
             # masked here too: a describe() that names a URI with credentials never reaches the file
             "sources": mask_value([{"endpoint": self.ingress[f.endpoint], **f.source.describe()} for f in self._feeds]),
             "sinks": mask_value([{"endpoint": name, **sink.describe()} for name, sink in sinks.items()]),
+            **self._fixed_state(),
         }
         with contextlib.suppress(OSError):  # observers are best effort; the run goes on
             write_session_state(directory, state)
 
-    def _policy_state(self) -> list[dict[str, Any]]:
-        if self.gate is None:
-            return []
-        return [{"stage": d.name, "family": d.family, "decision": d.decision} for d in self.gate.decisions]
+    def _fixed_state(self) -> dict[str, Any]:
+        """What does not change while the run lasts: the spec it runs, its policy and evidence paths
+        (the console draws the topology and writes bundles from these)."""
+        if self._fixed is None:
+            from ..spec.kv import canonical_bytes
+
+            gate = self.gate
+            approval = None
+            if gate is not None and gate.approval is not None:
+                # what the approval says, never the credential itself
+                approval = {**gate.approval.summary(), "issued_at": gate.approval.payload.issued_at}
+            self._fixed = {
+                "spec_path": os.path.abspath(self.spec_path) if self.spec_path else None,
+                "spec_kv": canonical_bytes(self.spec).decode("utf-8"),
+                "policy": [] if gate is None else [
+                    {"stage": d.name, "index": d.index, "key": d.key, "family": d.family, "decision": d.decision,
+                     "reason": d.reason} for d in gate.decisions],
+                "dry_run": self.options.dry_run,
+                "approval": approval,
+                "approval_error": None if gate is None or gate.approval_error is None else str(gate.approval_error),
+                "policy_audit": self.policy_audit_path,
+                "dead_letter_dir": None if gate is None else gate.context.dead_letter_dir,
+                "ingress_journal": self.ingress_journal,
+            }
+        return self._fixed
 
     def _remove_state(self) -> None:
         directory = self._state_dir

@@ -7,8 +7,15 @@ hot path. Fields (version ``state_v``)::
 
     state_v, name, spec_hash, target ("SingleRing" | "LaneGraph"), executor ("sp" | "mp"),
     posture, pid, started_unix_ms, updated_unix_ms, ring_path, journal_dir (LaneGraph) | null,
-    messages_in, messages_out, dropped,
-    sources: [{endpoint, name, ...}], sinks: [{endpoint, name, ...}]
+    messages_in, messages_out, dropped, metrics ("HOST:PORT" | null),
+    sources: [{endpoint, name, ...}], sinks: [{endpoint, name, ...}],
+    spec_path (the file the run was started from | null), spec_kv (the canonical spec.kv text it runs),
+    policy: [{stage, index, key, family, decision, reason}] (one per side-effecting stage), dry_run,
+    approval: {approval_id, kid, issued_by, issued_at, expires_at, capabilities, required,
+               environment_posture, environment_id, key_source} | null (the verified approval in force;
+               never the credential), approval_error (why an approval given was not accepted) | null,
+    policy_audit (the policy audit record's path) | null, dead_letter_dir | null,
+    ingress_journal (SingleRing: where the run records every message it takes, ``--journal-dir``) | null
 
 Each source and sink entry is what its ``describe()`` returned (an adapter adds ``position``,
 ``lag``, ``connected``...), never a credential: adapters describe themselves with redacted names.
