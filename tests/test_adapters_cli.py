@@ -5,6 +5,7 @@ name, keys and headers, and credentials that never show."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -134,7 +135,7 @@ def test_a_secret_in_a_uri_or_the_environment_shows_nowhere(cli, edge, tmp_path,
         spec.write_text(CHAIN)
         e = edge(spec, f"--ingress=redis://{user}:{secret}@127.0.0.1:6379/{stream}:in?group=g&consumer=c",
                  f"--egress=redis://{user}@127.0.0.1:6379/{stream}:out", f"--ring-path={ring_dir}", "--json",
-                 "--idle-exit=3", env={"BYTEOR_REDIS_PASSWORD": env_secret, "BYTEOR_LOG_FORMAT": "json"})
+                 env={"BYTEOR_REDIS_PASSWORD": env_secret, "BYTEOR_LOG_FORMAT": "json"})
         e.wait_for("ingress")
         deadline = time.monotonic() + 10
         while not (ring_dir / "session_state.json").exists():
@@ -146,6 +147,7 @@ def test_a_secret_in_a_uri_or_the_environment_shows_nowhere(cli, edge, tmp_path,
         bundle = tmp_path / "bundle"
         made = cli("incident-bundle", spec, f"--out={bundle}", f"--ring-path={ring_dir}", f"--pid={e.proc.pid}")
         assert made.returncode == 0, made.stderr
+        e.proc.send_signal(signal.SIGTERM)  # stop it now that the evidence is taken (it drains first)
         assert e.wait() == 0, e.stderr
         assert r.xlen(stream + ":out") == 1
         bindings = json.loads((bundle / "session_state.json").read_text())
