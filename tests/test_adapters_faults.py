@@ -4,13 +4,16 @@ the other takes over its partitions or pending entries."""
 
 from __future__ import annotations
 
+import shutil
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from broker_support import wait_out
+from conftest import SHM
 
 pytestmark = pytest.mark.services
 
@@ -65,15 +68,19 @@ def test_a_cut_connection_is_retried_and_loses_nothing(name, make_broker, edge, 
 
 
 @pytest.mark.parametrize("name", ["kafka", "redis"])
-def test_two_instances_in_one_group_share_the_work_and_survive_a_kill(name, make_broker, edge, tmp_path) -> None:
+def test_two_instances_in_one_group_share_the_work_and_survive_a_kill(name, make_broker, edge, tmp_path,  # noqa: PLR0917
+                                                                       request) -> None:
     broker = make_broker(name)
     spec = _spec(tmp_path)
     outs = [tmp_path / "a.out", tmp_path / "b.out"]
     params = [{"consumer": "a", "claim_idle": "2"}, {"consumer": "b", "claim_idle": "2"}] if name == "redis" \
         else [{}, {}]
     idle = "--idle-exit=14" if name == "kafka" else "--idle-exit=5"
+    # Unique per run: the instance killed below leaves its ring directory behind, as a crash does.
+    rings = [SHM / f"t-scale-{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    request.addfinalizer(lambda: [shutil.rmtree(r, ignore_errors=True) for r in rings])
     a, b = (edge(spec, f"--ingress={broker.ingress(**params[i])}", f"--egress=file:{outs[i]}?format=lines",
-                 f"--ring-path=/dev/shm/byteor/t-scale-{tmp_path.name}-{i}", idle, "--output=lines")
+                 f"--ring-path={rings[i]}", idle, "--output=lines")
             for i in range(2))
     a.wait_for("ingress")
     b.wait_for("ingress")
