@@ -21,7 +21,10 @@ from .._redact import scrub as _scrub
 __all__ = ["DEFAULT_PORTS", "Endpoint", "parse_uri", "redact_uri", "scrub"]
 
 REDACTED = "<redacted>"
-DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "redis": 6379, "rabbitmq-stream": 5552, "mqtt": 1883}
+DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "redis": 6379, "rabbitmq-stream": 5552, "mqtt": 1883, "http": 80,
+                 "https": 443, "ws": 80}
+#: schemes whose path may be empty (``/``) and whose empty host means 127.0.0.1 (a server binds it)
+_WEB = ("http", "https", "ws")
 
 
 def redact_uri(text: str) -> str:
@@ -165,11 +168,13 @@ def parse_uri(text: str, label: str = "--ingress") -> Endpoint:
         if not colon:
             host, port = item, str(DEFAULT_PORTS[scheme])
         host = host.strip("[]")
+        if not host and scheme in _WEB:
+            host = "127.0.0.1"
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise UsageError(f"{label} {shown}: bad HOST:PORT {redact_uri(item)!r}")
         hosts.append((host, int(port)))
     name = unquote(parts.path.lstrip("/"))
-    if not name:
+    if not name and scheme not in _WEB:
         what = {"kafka": "TOPIC", "nats": "SUBJECT", "redis": "STREAM", "rabbitmq-stream": "STREAM",
                 "mqtt": "TOPIC"}[scheme]
         raise UsageError(f"{label} {shown}: missing /{what} after the address")

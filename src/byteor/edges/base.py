@@ -58,6 +58,9 @@ class Source:
     #: an upper bound on the duplicates this run wrote where the broker marks them; shown in the
     #: summary and in :meth:`describe`.
     redelivered: int = 0
+    #: Seconds between the session's flush-and-commit rounds this source asks for, when its upstream
+    #: waits on each commit (an HTTP client waiting for its answer); None: the run's flush interval.
+    commit_interval: float | None = None
 
     def bind(self, ingress: Ingress) -> None:
         """Told once, before :meth:`open`, what this source feeds (slot size, capacity)."""

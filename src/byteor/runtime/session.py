@@ -616,7 +616,8 @@ class RunSession:
         outputs = self._outputs
         assert outputs is not None
         batch_max = int(engine.preferred_batch)
-        interval = self.options.flush_interval
+        asked = [f.source.commit_interval for f in feeds if f.source.commit_interval]
+        interval = min([self.options.flush_interval, *asked])
         last_flush = time.monotonic()
         while True:
             if stop is not None and stop.is_set():

@@ -1,0 +1,139 @@
+"""The hand-over of the server adapters (HTTP, WebSocket): requests a server's event loop accepted,
+taken by the run session in batches, and answered once the session committed them.
+
+A server has no upstream that could send a message again after a crash, so its acknowledgement
+(HTTP ``202``, a WebSocket ack frame) is the commit itself: the session commits a position only
+once every message up to it left egress and the sinks confirmed it (:meth:`Sink.flush`). What a
+client saw acknowledged therefore survives a SIGKILL of the whole process group; what it did not
+is the client's to send again.
+
+The intake holds at most ``capacity`` messages not yet taken (the ring's capacity): a request that
+does not fit is refused at once (HTTP ``503``) or waits for room (WebSocket: the server stops
+reading the connection), never accepted and then dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["Intake"]
+
+#: ``done(ok)``: called on the server's event loop; ``ok`` is False when the run stopped first
+Done = Callable[[bool], None]
+
+
+class _Entry:
+    __slots__ = ("done", "end", "messages", "offset")
+
+    def __init__(self, messages: Sequence[bytes], done: Done) -> None:
+        self.messages = messages
+        self.done = done
+        self.offset = 0
+        self.end = 0
+
+
+class Intake:
+    """Accepted requests in arrival order. :meth:`offer` runs on the server's loop; :meth:`take`,
+    :meth:`commit` and :meth:`close` on the session's thread. A position is the number of messages
+    taken before it (each request's messages get consecutive numbers)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
+        self.loop = loop
+        self.capacity = max(1, capacity)
+        self._lock = threading.Lock()
+        self._queue: deque[_Entry] = deque()
+        self._queued = 0
+        self._taken: deque[_Entry] = deque()
+        self._seq = 0
+        self._arrived = threading.Event()
+        self.closed = False
+        self.requests = 0
+        self.acknowledged = 0
+        self.refused_full = 0
+
+    def offer(self, messages: Sequence[bytes], done: Done) -> bool:
+        """Queue one request's messages; False (nothing queued) when they do not fit or the run stops."""
+        n = len(messages)
+        with self._lock:
+            if self.closed or self._queued + n > self.capacity:
+                self.refused_full += 1
+                return False
+            self._queue.append(_Entry(messages, done))
+            self._queued += n
+            self.requests += 1
+        self._arrived.set()
+        return True
+
+    def room(self) -> int:
+        return self.capacity - self._queued
+
+    def take(self, max_messages: int) -> tuple[list[bytes], int]:
+        """Up to ``max_messages`` queued messages (a request larger than that is split across
+        batches) and the position after them."""
+        out: list[bytes] = []
+        with self._lock:
+            queue = self._queue
+            while queue and len(out) < max_messages:
+                entry = queue[0]
+                want = max_messages - len(out)
+                msgs = entry.messages
+                rest = len(msgs) - entry.offset
+                if rest <= want:
+                    out.extend(msgs[entry.offset:] if entry.offset else msgs)
+                    queue.popleft()
+                    entry.end = self._seq + len(out)
+                    self._taken.append(entry)
+                else:
+                    out.extend(msgs[entry.offset:entry.offset + want])
+                    entry.offset += want
+            self._queued -= len(out)
+            self._seq += len(out)
+            if not queue:
+                self._arrived.clear()
+            return out, self._seq
+
+    def wait(self, timeout: float) -> None:
+        self._arrived.wait(timeout)
+
+    def commit(self, position: int) -> None:
+        """Everything up to ``position`` left egress: answer the requests it completes."""
+        done: list[Done] = []
+        with self._lock:
+            taken = self._taken
+            while taken and taken[0].end <= position:
+                done.append(taken.popleft().done)
+            self.acknowledged += len(done)
+        if done:
+            self._answer(done, True)
+
+    def close(self) -> None:
+        """The run stops: every request not yet committed is answered as refused."""
+        with self._lock:
+            self.closed = True
+            left = [e.done for e in self._taken] + [e.done for e in self._queue]
+            self._taken.clear()
+            self._queue.clear()
+            self._queued = 0
+        self._arrived.set()
+        if left:
+            self._answer(left, False)
+
+    def _answer(self, done: list[Done], ok: bool) -> None:
+        # one hop to the loop per commit, not one per request
+        try:
+            self.loop.call_soon_threadsafe(_fire, done, ok)
+        except RuntimeError:  # the loop is gone: nobody is waiting any more
+            pass
+
+    def describe(self) -> dict[str, Any]:
+        return {"requests": self.requests, "acknowledged": self.acknowledged, "queued": self._queued,
+                "refused_full": self.refused_full}
+
+
+def _fire(done: list[Done], ok: bool) -> None:
+    for fn in done:
+        fn(ok)
