@@ -15,6 +15,7 @@ reading the connection), never accepted and then dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -124,10 +125,8 @@ class Intake:
 
     def _answer(self, done: list[Done], ok: bool) -> None:
         # one hop to the loop per commit, not one per request
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
             self.loop.call_soon_threadsafe(_fire, done, ok)
-        except RuntimeError:  # the loop is gone: nobody is waiting any more
-            pass
 
     def describe(self) -> dict[str, Any]:
         return {"requests": self.requests, "acknowledged": self.acknowledged, "queued": self._queued,

@@ -26,6 +26,7 @@ backoff (``Retry-After`` honoured up to 5 s) until ``retry_for``; any other stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import importlib.util
@@ -44,7 +45,7 @@ from ._base import LoopThread, Outage, require
 from ._intake import Intake
 from ._uri import Endpoint
 
-__all__ = ["HttpSink", "HttpSource", "bearer_check"]
+__all__ = ["HttpSink", "HttpSource", "bearer_check", "env_token"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -55,16 +56,24 @@ _FRAMINGS = {b"application/octet-stream": "one", b"application/x-ndjson": "lines
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 
-def bearer_check(ep: Endpoint) -> Callable[[bytes | None], bool] | None:
-    """``?token_env=NAME``: a check of an ``Authorization`` header value against ``Bearer $NAME``
-    in constant time (both sides hashed first, so not even the length leaks); None without it."""
+def env_token(ep: Endpoint) -> str | None:
+    """The secret ``?token_env=NAME`` names (None without the parameter); exit 2 when unset."""
     name = ep.param("token_env")
     if name is None:
         return None
-    token = os.environ.get(name, "")
-    if not name or not token:
+    token = os.environ.get(name, "") if name else ""
+    if not token:
         raise UsageError(f"{ep.label} {ep.display}: ?token_env= names the variable {name!r}, which is unset or "
                          "empty")
+    return token
+
+
+def bearer_check(ep: Endpoint) -> Callable[[bytes | None], bool] | None:
+    """``?token_env=NAME``: a check of an ``Authorization`` header value against ``Bearer $NAME``
+    in constant time (both sides hashed first, so not even the length leaks); None without it."""
+    token = env_token(ep)
+    if token is None:
+        return None
     want = hashlib.sha256(b"Bearer " + token.encode()).digest()
 
     def check(given: bytes | None) -> bool:
@@ -257,10 +266,8 @@ class HttpSource(Source):
         server, self._server = self._server, None
         if server is not None:
             server.should_exit = True
-            try:
+            with contextlib.suppress(Exception):
                 self._serving.result(10)
-            except Exception:  # noqa: BLE001 - the server is going away either way
-                pass
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.stop()
@@ -294,12 +301,7 @@ class HttpSink(Sink):
         self.batch = ep.integer("batch", 1000, minimum=1)
         self.format = ep.choice("format", ("ndjson", "len32"), "ndjson")
         self.timeout = ep.number("timeout", 10.0, minimum=0.1)
-        token_env = ep.param("token_env")
-        token = os.environ.get(token_env, "") if token_env else None
-        if token_env is not None and not token:
-            raise UsageError(f"{ep.label} {ep.display}: ?token_env= names the variable {token_env!r}, which is unset "
-                             "or empty")
-        self._token = token
+        self._token = env_token(ep)
         host, port = ep.hosts[0]
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.url = f"{ep.scheme}://{netloc}/{quote(ep.name)}"

@@ -30,9 +30,10 @@ def configure(parser: argparse.ArgumentParser, verb_name: str) -> None:
     run_verb.configure(parser, verb_name)
     edge = parser.add_argument_group("edge bindings (docs/adapters.md)")
     edge.add_argument("--ingress", metavar="URI",
-                      help="where messages come from: kafka://, nats://, redis://, rabbitmq-stream://, mqtt://, http://, ws://, "
-                           "file:PATH?format=..., or - (stdin, --input-format)")
-    edge.add_argument("--egress", metavar="URI", help="where messages go (the same schemes; - is stdout in --output)")
+                      help="where messages come from: kafka://, nats://, redis://, rabbitmq-stream://, mqtt://, "
+                           "http:// (a server), ws:// (a server), file:PATH?format=..., or - (stdin, --input-format)")
+    edge.add_argument("--egress", metavar="URI",
+                      help="where messages go (the same schemes, https:// too; - is stdout in --output)")
     edge.add_argument("--endpoint", metavar="NAME=URI", action="append", default=[],
                       help="bind a LaneGraph endpoint by name (repeatable)")
     edge.add_argument("--bindings", metavar="FILE", help="endpoint bindings as lines endpoint.<name>.uri=URI")
