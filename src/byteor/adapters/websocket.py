@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,7 +35,7 @@ from ..obs.events import emit
 from ._base import LoopThread, Outage, require
 from ._intake import Intake
 from ._uri import Endpoint
-from .http import bearer_check, env_token
+from .http import bearer_check, env_token, listen_socket
 
 __all__ = ["WsSink", "WsSource"]
 
@@ -88,9 +87,7 @@ class WsSource(Source):
     def open(self) -> None:
         server_mod = require("websockets.asyncio.server", "ws")
         try:
-            sock = socket.create_server((self.host, self.port),
-                                        family=socket.AF_INET6 if ":" in self.host else socket.AF_INET,
-                                        backlog=2048)
+            sock = listen_socket(self.host, self.port)
         except OSError as exc:
             raise AdapterError(f"{self.ep.display}: cannot listen on {self.host}:{self.port}: "
                                f"{exc.strerror or exc}") from None
