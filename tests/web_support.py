@@ -118,7 +118,7 @@ class Sender:
                                         headers=self.headers) as resp:
                     await resp.read()
                     status, retry_after = resp.status, resp.headers.get("retry-after")
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 self.todo.insert(0, req)
                 await asyncio.sleep(0.05)
                 continue
@@ -208,7 +208,7 @@ class HttpReceiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 if owner.fail_left > 0:
@@ -293,10 +293,8 @@ def rss_kib(pid: int) -> int:
     """Resident memory of a process and its children, in KiB (the edgeplane runs its stages as children)."""
     total = 0
     pids = [pid]
-    try:
+    with contextlib.suppress(OSError):
         pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
     for p in pids:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
