@@ -43,10 +43,11 @@ __all__ = ["WsSink", "WsSource"]
 class _Conn:
     """One client connection's acknowledgement counter."""
 
-    __slots__ = ("acked", "changed")
+    __slots__ = ("acked", "changed", "sent")
 
     def __init__(self) -> None:
         self.acked = 0
+        self.sent = 0
         self.changed = asyncio.Event()
 
     def done(self, ok: bool) -> None:
@@ -76,6 +77,7 @@ class WsSource(Source):
         self.intake: Intake | None = None
         self._thread: LoopThread | None = None
         self._server: Any = None
+        self._conns: set[_Conn] = set()
         self.messages = 0
         self.connections = 0
         self.refused = 0
@@ -125,6 +127,7 @@ class WsSource(Source):
         assert intake is not None
         self.connections += 1
         conn = _Conn()
+        self._conns.add(conn)
         acker = asyncio.create_task(self._ack(ws, conn))
         try:
             async for message in ws:
@@ -139,18 +142,18 @@ class WsSource(Source):
         except Exception:
             pass
         finally:
-            # acknowledgements of what this connection sent still go out while it stays open
             acker.cancel()
+            self._conns.discard(conn)
 
     @staticmethod
     async def _ack(ws: Any, conn: _Conn) -> None:
-        sent = 0
         while True:
             await conn.changed.wait()
             conn.changed.clear()
-            if conn.acked != sent:
-                sent = conn.acked
-                await ws.send(json.dumps({"acked": sent}))
+            if conn.acked != conn.sent:
+                n = conn.acked
+                await ws.send(json.dumps({"acked": n}))
+                conn.sent = n
 
     # -- the session's side --------------------------------------------------------------------------
 
@@ -179,7 +182,10 @@ class WsSource(Source):
         thread, self._thread = self._thread, None
         if server is not None and thread is not None:
             async def stop() -> None:
-                await asyncio.sleep(0.05)  # let the last acknowledgements go out
+                # the last commit's acknowledgements go out before the connections close
+                deadline = time.monotonic() + 2.0
+                while any(c.sent < c.acked for c in self._conns) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
                 server.close()
                 await server.wait_closed()
 
