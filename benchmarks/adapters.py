@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import Result, parser, print_table, write_json
+from benchmarks._web import web_rows
 
 QUIET = logging.getLogger("byteor.bench.kafka")
 QUIET.addHandler(logging.NullHandler())
@@ -504,7 +505,14 @@ class Mqtt:
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__.split("\n")[0] if __doc__ else "adapters")
+    p.add_argument("--only", metavar="GROUPS", default="",
+                   help="comma-separated row groups to run: kafka,redis,nats,rabbitmq_stream,mqtt,web (default: all)")
     args = p.parse_args(argv)
+    only = {g.strip() for g in args.only.split(",") if g.strip()}
+
+    def want(group: str) -> bool:
+        return not only or group in only
+
     n = 4_000 if args.quick else 40_000
     os.environ.setdefault("BYTEOR_LOG_FORMAT", "text")
     results: list[Result] = []
@@ -522,18 +530,25 @@ def main(argv: list[str] | None = None) -> None:
     saved = os.dup(2)
     os.dup2(devnull, 2)  # the adapters' lifecycle lines and the clients' logs would drown the table
     try:
-        kafka = Kafka()
-        row("kafka.raw", lambda: kafka.raw(n), "confluent-kafka consume -> produce -> flush -> commit")
-        row("byteor.kafka", lambda: kafka.byteor(n, workdir), "edgeplane identity pass-through")
-        row("byteor.kafka.py_map", lambda: kafka.byteor(n, workdir, "py_map"), "py: map stage bytes.upper")
-        row("kafka.quixstreams", lambda: kafka.peer("quixstreams", n, 240), "sdf.apply(bytes.upper), own process")
-        row("kafka.bytewax", lambda: kafka.peer("bytewax", n, 240), "op.map(bytes.upper), own process")
-        for label, broker in (("redis", Redis()), ("nats", Nats()), ("rabbitmq_stream", Rabbit()), ("mqtt", Mqtt())):
+        if want("kafka"):
+            kafka = Kafka()
+            row("kafka.raw", lambda: kafka.raw(n), "confluent-kafka consume -> produce -> flush -> commit")
+            row("byteor.kafka", lambda: kafka.byteor(n, workdir), "edgeplane identity pass-through")
+            row("byteor.kafka.py_map", lambda: kafka.byteor(n, workdir, "py_map"), "py: map stage bytes.upper")
+            row("kafka.quixstreams", lambda: kafka.peer("quixstreams", n, 240), "sdf.apply(bytes.upper), own process")
+            row("kafka.bytewax", lambda: kafka.peer("bytewax", n, 240), "op.map(bytes.upper), own process")
+        brokers = (("redis", Redis), ("nats", Nats), ("rabbitmq_stream", Rabbit), ("mqtt", Mqtt))
+        for label, broker in ((label, make()) for label, make in brokers if want(label)):
             row(f"{label}.raw", lambda b=broker: b.raw(n), "client loop with the same guarantee")  # type: ignore[misc]
             row(f"byteor.{label}", lambda b=broker: b.byteor(n, workdir), "edgeplane identity pass-through")  # type: ignore[misc]
             close = getattr(broker, "close", None)
             if close is not None:
                 close()
+        if want("web"):
+            try:
+                results.extend(web_rows(args.quick, workdir))
+            except Exception as exc:  # no aiohttp / uvicorn / websockets here: say why instead of a figure
+                results.append(Result.not_measured("byteor.http", f"{type(exc).__name__}: {exc}"[:160]))
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -543,11 +558,15 @@ def main(argv: list[str] | None = None) -> None:
     for b in ("kafka", "redis", "nats", "rabbitmq_stream", "mqtt"):
         raw, ours = by.get(f"{b}.raw"), by.get(f"byteor.{b}")
         goals[f"byteor.{b} / {b}.raw (goal >= 0.80)"] = (ours / raw) if raw and ours else None
+    for b in ("http", "ws"):
+        raw, ours = by.get(f"{b}.raw"), by.get(f"byteor.{b}")
+        goals[f"byteor.{b} / {b}.raw (goal >= 0.80)"] = (ours / raw) if raw and ours else None
     for peer in ("quixstreams", "bytewax"):
         ours, theirs = by.get("byteor.kafka.py_map"), by.get(f"kafka.{peer}")
         goals[f"byteor.kafka.py_map / kafka.{peer} (goal > 1)"] = (ours / theirs) if ours and theirs else None
-    print_table(f"broker adapters ({n:,} messages of 60 bytes; msgs/s)", results,
-                ratio_to=["kafka.raw", "kafka.quixstreams"])
+    print_table(f"broker adapters ({n:,} messages of 60 bytes; msgs/s); HTTP: requests/s of one message and "
+                "request latency; WebSocket: messages/s and send-to-ack latency", results,
+                ratio_to=["kafka.raw", "kafka.quixstreams", "http.raw", "ws.raw"])
     for name, value in goals.items():
         print(f"{name}: {'not measured' if value is None else f'{value:.2f}'}")
     if args.json:
