@@ -137,7 +137,7 @@ def _pct(samples: list[float], q: float) -> float:
 # ==================================================================================================
 
 
-async def _http_load(url: str, clients: int, seconds: float) -> tuple[int, list[float], dict[int, int]]:
+async def _http_load(url: str, clients: int, seconds: float) -> tuple[float, list[float], dict[int, int]]:
     import aiohttp
 
     lat: list[float] = []
@@ -163,20 +163,16 @@ async def _http_load(url: str, clients: int, seconds: float) -> tuple[int, list[
         t0 = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - t0
-    return int(len(lat) / elapsed), lat, status
+    return len(lat) / elapsed, lat, status
 
 
-def http_row(name: str, server_argv: list[str], port: int, *, clients: int, seconds: float, workdir: Path,
-             note: str) -> Result:
+def http_once(server_argv: list[str], port: int, *, clients: int, seconds: float,
+              workdir: Path) -> tuple[float, list[float], dict[int, int]]:
     server = _Server(server_argv, port, workdir)
     try:
-        rate, lat, status = asyncio.run(_http_load(f"http://127.0.0.1:{port}/ingest", clients, seconds))
+        return asyncio.run(_http_load(f"http://127.0.0.1:{port}/ingest", clients, seconds))
     finally:
         server.stop()
-    if not lat:
-        return Result.not_measured(name, f"no 202 answers: {status}")
-    return Result(name, msgs_per_s=rate, p50_us=_pct(lat, 0.5), p99_us=_pct(lat, 0.99), p999_us=_pct(lat, 0.999),
-                  note=note, extra={"status": status, "clients": clients, "seconds": seconds})
 
 
 # ==================================================================================================
@@ -219,35 +215,57 @@ async def _ws_load(url: str, connections: int, per_conn: int, acked_by_byteor: b
     return connections * per_conn / (time.perf_counter() - t0), lat
 
 
-def ws_row(name: str, server_argv: list[str], port: int, *, connections: int, per_conn: int, workdir: Path,
-           note: str, acked: bool) -> Result:
+def ws_once(server_argv: list[str], port: int, *, connections: int, per_conn: int, workdir: Path,
+            acked: bool) -> tuple[float, list[float], dict[int, int]]:
     server = _Server(server_argv, port, workdir)
     try:
         rate, lat = asyncio.run(_ws_load(f"ws://127.0.0.1:{port}/ingest", connections, per_conn, acked))
     finally:
         server.stop()
-    if not lat:
-        return Result(name, msgs_per_s=rate, note=note)
-    return Result(name, msgs_per_s=rate, p50_us=_pct(lat, 0.5), p99_us=_pct(lat, 0.99), p999_us=_pct(lat, 0.999),
-                  note=note)
+    return rate, lat, {}
+
+
+def _row(name: str, runs: list[tuple[float, list[float], dict[int, int]]], note: str) -> Result:
+    rates = sorted(r for r, _, _ in runs)
+    lat = [x for _, ls, _ in runs for x in ls]
+    status: dict[int, int] = {}
+    for _, _, st in runs:
+        for k, v in st.items():
+            status[k] = status.get(k, 0) + v
+    if not rates[-1]:
+        return Result.not_measured(name, f"nothing acknowledged: {status}")
+    p = {} if not lat else {"p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99), "p999_us": _pct(lat, 0.999)}
+    return Result(name, msgs_per_s=rates[len(rates) // 2], range=(rates[0], rates[-1]), note=note,
+                  extra={"status": status} if status else {}, **p)
 
 
 def web_rows(quick: bool, workdir: Path) -> list[Result]:
-    """``http.raw``, ``byteor.http``, ``ws.raw``, ``byteor.ws``, measured now, one after the other."""
-    seconds = 2.0 if quick else 8.0
+    """``http.raw``, ``byteor.http``, ``ws.raw``, ``byteor.ws``. The machine is shared, so each
+    peer and its byteor row alternate, round after round (1 round with ``--quick``, else 3), and
+    each row reports its median round with the spread."""
+    rounds = 1 if quick else 3
+    seconds = 2.0 if quick else 5.0
     clients = 50
-    per_conn = 1000 if quick else 10_000
-    out: list[Result] = []
-    p = _free_port()
-    out.append(http_row("http.raw", [sys.executable, "-c", RAW_HTTP, str(p)], p, clients=clients, seconds=seconds,
-                        workdir=workdir, note="starlette + uvicorn: append the body, 202"))
-    p = _free_port()
-    out.append(http_row("byteor.http", _edgeplane(f"http://127.0.0.1:{p}/ingest", workdir), p, clients=clients,
-                        seconds=seconds, workdir=workdir, note="edgeplane identity; 202 after egress"))
-    p = _free_port()
-    out.append(ws_row("ws.raw", [sys.executable, "-c", RAW_WS, str(p)], p, connections=8, per_conn=per_conn,
-                      workdir=workdir, note="websockets server: append each frame", acked=False))
-    p = _free_port()
-    out.append(ws_row("byteor.ws", _edgeplane(f"ws://127.0.0.1:{p}/ingest", workdir), p, connections=8,
-                      per_conn=per_conn, workdir=workdir, note="edgeplane identity; ack after egress", acked=True))
-    return out
+    per_conn = 1000 if quick else 5000
+    runs: dict[str, list[tuple[float, list[float], dict[int, int]]]] = {k: [] for k in
+                                                                        ("http.raw", "byteor.http", "ws.raw",
+                                                                         "byteor.ws")}
+    for _ in range(rounds):
+        p = _free_port()
+        runs["http.raw"].append(http_once([sys.executable, "-c", RAW_HTTP, str(p)], p, clients=clients,
+                                          seconds=seconds, workdir=workdir))
+        p = _free_port()
+        runs["byteor.http"].append(http_once(_edgeplane(f"http://127.0.0.1:{p}/ingest", workdir), p,
+                                             clients=clients, seconds=seconds, workdir=workdir))
+    for _ in range(rounds):
+        p = _free_port()
+        runs["ws.raw"].append(ws_once([sys.executable, "-c", RAW_WS, str(p)], p, connections=8, per_conn=per_conn,
+                                      workdir=workdir, acked=False))
+        p = _free_port()
+        runs["byteor.ws"].append(ws_once(_edgeplane(f"ws://127.0.0.1:{p}/ingest", workdir), p, connections=8,
+                                         per_conn=per_conn, workdir=workdir, acked=True))
+    notes = {"http.raw": f"starlette + uvicorn: append the body, 202 ({clients} clients)",
+             "byteor.http": "edgeplane identity stage; 202 after egress",
+             "ws.raw": "websockets server: append each frame (8 connections)",
+             "byteor.ws": "edgeplane identity stage; ack after egress"}
+    return [_row(name, r, notes[name]) for name, r in runs.items()]

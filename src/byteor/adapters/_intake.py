@@ -63,10 +63,12 @@ class Intake:
             if self.closed or self._queued + n > self.capacity:
                 self.refused_full += 1
                 return False
+            wake = not self._queue
             self._queue.append(_Entry(messages, done))
             self._queued += n
             self.requests += 1
-        self._arrived.set()
+        if wake:  # the session waits only on an empty intake: wake it once, not per request
+            self._arrived.set()
         return True
 
     def room(self) -> int:
