@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -50,10 +51,17 @@ class _Conn:
         self.sent = 0
         self.changed = asyncio.Event()
 
-    def done(self, ok: bool) -> None:
+    def done(self, count: int, ok: bool) -> None:
         if ok:
-            self.acked += 1
+            self.acked += count
             self.changed.set()
+
+
+def _buffered(ws: Any) -> Any:
+    """How many frames ``ws`` has read from its socket and not handed out yet (a callable), or None
+    when this websockets version does not say: frames already there go to the intake together."""
+    frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
+    return frames.__len__ if frames is not None and hasattr(frames, "__len__") else None
 
 
 class WsSource(Source):
@@ -129,16 +137,24 @@ class WsSource(Source):
         conn = _Conn()
         self._conns.add(conn)
         acker = asyncio.create_task(self._ack(ws, conn))
+        buffered = _buffered(ws)
+        most = min(512, intake.capacity)
+        batch: list[bytes] = []
         try:
             async for message in ws:
                 if isinstance(message, str):
                     await ws.close(1003, "binary frames only")
                     break
-                while not intake.offer((message,), conn.done):
+                batch.append(message)
+                if buffered is not None and buffered() and len(batch) < most:
+                    continue  # more frames are already here: hand them over together
+                done = functools.partial(conn.done, len(batch))
+                while not intake.offer(batch, done):
                     if intake.closed:
                         await ws.close(1001, "stopping")
                         return
                     await asyncio.sleep(0.002)  # full: stop reading, TCP pushes back on the client
+                batch = []
         except Exception:
             pass
         finally:
