@@ -5,16 +5,18 @@ on loopback, with the same clients, message size and duration against each:
 
 * ``http.raw``: a minimal starlette app under uvicorn (same parser, same listening socket options)
   whose one route appends the request body to a list and answers 202;
-* ``byteor.http``: ``byteor-edgeplane run`` with ``--ingress=http://...`` (one identity stage,
-  egress to /dev/null): every answer is a ``202``, given only after the message left egress;
+* ``byteor.http``: ``byteor-edgeplane run --wait=block`` with ``--ingress=http://...`` (one
+  identity stage in its own process, egress to /dev/null): every answer is a ``202``, given only
+  after the message left egress;
 * ``ws.raw``: a ``websockets`` server that appends every binary frame to a list;
-* ``byteor.ws``: ``byteor-edgeplane run`` with ``--ingress=ws://...``; a client counts a message
-  done when the server's ``{"acked": N}`` frame covers it.
+* ``byteor.ws``: ``byteor-edgeplane run --wait=block`` with ``--ingress=ws://...``; a client counts
+  a message done when the server's ``{"acked": N}`` frame covers it.
 
 HTTP rows: requests (one 60-byte message each, ``application/octet-stream``) per second and the
 request latency (p50/p99). WebSocket rows: messages per second from the first frame sent to the
 last frame received (``ws.raw``: the server's answer to a final text frame) or acknowledged
-(``byteor.ws``), and for ``byteor.ws`` the send-to-acknowledgement latency.
+(``byteor.ws``), and for ``byteor.ws`` the send-to-acknowledgement latency, which under this flood
+(every client sends all its frames at once) is mostly the time a frame queues behind the others.
 """
 
 from __future__ import annotations
@@ -123,8 +125,10 @@ def _edgeplane(ingress: str, workdir: Path) -> list[str]:
     spec = workdir / "webbench.kv"
     spec.write_text(SPEC)
     exe = Path(sys.executable).parent / "byteor-edgeplane"
+    # --wait=block: requests arrive a few at a time, and on a small machine stage processes that
+    # spin while they wait take the CPU the server needs (docs/adapters.md, HTTP)
     return [str(exe), "run", str(spec), f"--ingress={ingress}", "--egress=file:/dev/null?format=raw",
-            f"--ring-path=/dev/shm/byteor/bench-web-{uuid.uuid4().hex[:8]}"]
+            f"--ring-path=/dev/shm/byteor/bench-web-{uuid.uuid4().hex[:8]}", "--wait=block"]
 
 
 def _pct(samples: list[float], q: float) -> float:
