@@ -12,8 +12,10 @@ on loopback, with the same clients, message size and duration against each:
 * ``byteor.ws``: ``byteor-edgeplane run --wait=block`` with ``--ingress=ws://...``; a client counts
   a message done when the server's ``{"acked": N}`` frame covers it.
 
-HTTP rows: requests (one 60-byte message each, ``application/octet-stream``) per second and the
-request latency (p50/p99). WebSocket rows: messages per second from the first frame sent to the
+CPU s/M is the CPU the server used (its process and its children: byteor's stage processes) per
+million requests or messages: on a shared machine a steadier comparison than the rates. HTTP rows:
+requests (one 60-byte message each, ``application/octet-stream``) per second and the request
+latency (p50/p99). WebSocket rows: messages per second from the first frame sent to the
 last frame received (``ws.raw``: the server's answer to a final text frame) or acknowledged
 (``byteor.ws``), and for ``byteor.ws`` the send-to-acknowledgement latency, which under this flood
 (every client sends all its frames at once) is mostly the time a frame queues behind the others.
@@ -22,6 +24,7 @@ last frame received (``ws.raw``: the server's answer to a final text frame) or a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -111,6 +114,19 @@ class _Server:
                     raise RuntimeError(f"server did not start: {self.err.read_text()[-300:]}") from None
                 time.sleep(0.05)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by the server and its child processes."""
+        pids = [self.proc.pid]
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
+        ticks = 0
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -170,13 +186,19 @@ async def _http_load(url: str, clients: int, seconds: float) -> tuple[float, lis
     return len(lat) / elapsed, lat, status
 
 
-def http_once(server_argv: list[str], port: int, *, clients: int, seconds: float,
-              workdir: Path) -> tuple[float, list[float], dict[int, int]]:
+Run = tuple[float, list[float], dict[int, int], float]
+
+
+def http_once(server_argv: list[str], port: int, *, clients: int, seconds: float, workdir: Path) -> Run:
+    """One round: rate, latencies, statuses, and the server's CPU seconds per million requests."""
     server = _Server(server_argv, port, workdir)
     try:
-        return asyncio.run(_http_load(f"http://127.0.0.1:{port}/ingest", clients, seconds))
+        cpu0 = server.cpu_s()
+        rate, lat, status = asyncio.run(_http_load(f"http://127.0.0.1:{port}/ingest", clients, seconds))
+        cpu = server.cpu_s() - cpu0
     finally:
         server.stop()
+    return rate, lat, status, cpu * 1e6 / max(1, len(lat))
 
 
 # ==================================================================================================
@@ -220,27 +242,30 @@ async def _ws_load(url: str, connections: int, per_conn: int, acked_by_byteor: b
 
 
 def ws_once(server_argv: list[str], port: int, *, connections: int, per_conn: int, workdir: Path,
-            acked: bool) -> tuple[float, list[float], dict[int, int]]:
+            acked: bool) -> Run:
     server = _Server(server_argv, port, workdir)
     try:
+        cpu0 = server.cpu_s()
         rate, lat = asyncio.run(_ws_load(f"ws://127.0.0.1:{port}/ingest", connections, per_conn, acked))
+        cpu = server.cpu_s() - cpu0
     finally:
         server.stop()
-    return rate, lat, {}
+    return rate, lat, {}, cpu * 1e6 / (connections * per_conn)
 
 
-def _row(name: str, runs: list[tuple[float, list[float], dict[int, int]]], note: str) -> Result:
-    rates = sorted(r for r, _, _ in runs)
-    lat = [x for _, ls, _ in runs for x in ls]
+def _row(name: str, runs: list[Run], note: str) -> Result:
+    rates = sorted(r for r, _, _, _ in runs)
+    lat = [x for _, ls, _, _ in runs for x in ls]
+    cpu = sorted(c for _, _, _, c in runs)
     status: dict[int, int] = {}
-    for _, _, st in runs:
+    for _, _, st, _ in runs:
         for k, v in st.items():
             status[k] = status.get(k, 0) + v
     if not rates[-1]:
         return Result.not_measured(name, f"nothing acknowledged: {status}")
     p = {} if not lat else {"p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99), "p999_us": _pct(lat, 0.999)}
     return Result(name, msgs_per_s=rates[len(rates) // 2], range=(rates[0], rates[-1]), note=note,
-                  extra={"status": status} if status else {}, **p)
+                  cpu_s_per_m=cpu[len(cpu) // 2], extra={"status": status} if status else {}, **p)
 
 
 def web_rows(quick: bool, workdir: Path) -> list[Result]:
@@ -251,9 +276,7 @@ def web_rows(quick: bool, workdir: Path) -> list[Result]:
     seconds = 2.0 if quick else 5.0
     clients = 50
     per_conn = 1000 if quick else 5000
-    runs: dict[str, list[tuple[float, list[float], dict[int, int]]]] = {k: [] for k in
-                                                                        ("http.raw", "byteor.http", "ws.raw",
-                                                                         "byteor.ws")}
+    runs: dict[str, list[Run]] = {k: [] for k in ("http.raw", "byteor.http", "ws.raw", "byteor.ws")}
     for _ in range(rounds):
         p = _free_port()
         runs["http.raw"].append(http_once([sys.executable, "-c", RAW_HTTP, str(p)], p, clients=clients,
