@@ -238,7 +238,8 @@ class HttpSource(Source):
             return 503, f"{why}; retry later", [(b"retry-after", self.retry_after)]
         if not await fut:
             return 503, "stopping before these messages left egress; retry later", [(b"retry-after", self.retry_after)]
-        return 202, f"accepted {len(messages)} messages", []
+        n = len(messages)
+        return 202, f"accepted {n} message{'' if n == 1 else 's'}", []
 
     # -- the session's side --------------------------------------------------------------------------
 
