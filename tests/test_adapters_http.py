@@ -169,3 +169,27 @@ def test_bad_http_bindings_are_usage_errors(cli, tmp_path) -> None:
         res = cli("run", spec, f"--ingress={uri}", script="byteor-edgeplane", timeout=60)
         assert res.returncode == 2, res.stderr
         assert words in res.stderr and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.services
+def test_http_egress_sigkill_then_restart_loses_nothing(make_broker, edge, tmp_path, ring_dir,
+                                                          http_receiver) -> None:
+    broker = make_broker("redis")  # an ingress that keeps what was not committed
+    receiver = http_receiver()
+    spec = web_spec(tmp_path, pace_s=0.0001)
+    msgs = [b"k%05d" % i for i in range(N)]
+    args = [f"--ingress={broker.ingress()}", f"--egress=http://127.0.0.1:{receiver.port}/sink?batch=200",
+            f"--ring-path={ring_dir}", "--json"]
+    first = edge(spec, *args)
+    first.wait_for("ingress")
+    broker.produce(msgs)
+    deadline = time.monotonic() + 60
+    while len(receiver.posts) < 15:
+        assert time.monotonic() < deadline, first.stderr
+        time.sleep(0.02)
+    first.kill_group()
+    second = edge(spec, *args, "--idle-exit=3")
+    assert second.wait() == 0, second.stderr
+    got = Counter(receiver.messages())
+    assert set(got) == {bump(m) for m in msgs}, f"{len({bump(m) for m in msgs} - set(got))} lost"
+    assert sum(got.values()) - len(got) <= 512 + 200  # repeats: at most what was in flight

@@ -10,6 +10,8 @@ import signal
 import time
 from collections import Counter
 
+import pytest
+
 from web_support import WsSender, bump, free_port, read_hex, web_spec
 
 N = 20_000
@@ -126,3 +128,26 @@ def test_websocket_egress_sends_every_message_to_the_server(edge, tmp_path, ring
         time.sleep(0.05)
     assert ws_receiver.frames == [bump(m) for m in msgs]
     assert ws_receiver.paths == {"/out"}
+
+
+@pytest.mark.services
+def test_websocket_egress_sigkill_then_restart_loses_nothing(make_broker, edge, tmp_path, ring_dir,
+                                                               ws_receiver) -> None:
+    broker = make_broker("redis")  # an ingress that keeps what was not committed
+    spec = web_spec(tmp_path, pace_s=0.0001)
+    msgs = _msgs()
+    args = [f"--ingress={broker.ingress()}", f"--egress=ws://127.0.0.1:{ws_receiver.port}/out",
+            f"--ring-path={ring_dir}", "--json"]
+    first = edge(spec, *args)
+    first.wait_for("ingress")
+    broker.produce(msgs)
+    deadline = time.monotonic() + 60
+    while len(ws_receiver.frames) < 3000:
+        assert time.monotonic() < deadline, first.stderr
+        time.sleep(0.02)
+    first.kill_group()
+    second = edge(spec, *args, "--idle-exit=3")
+    assert second.wait() == 0, second.stderr
+    got = Counter(ws_receiver.frames)
+    assert set(got) == {bump(m) for m in msgs}, f"{len({bump(m) for m in msgs} - set(got))} lost"
+    assert sum(got.values()) - len(got) <= 512 + 1024  # repeats: at most what was in flight
