@@ -6,6 +6,7 @@ recognisable by their ``Idempotency-Key``."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import signal
@@ -149,9 +150,12 @@ def test_http_egress_posts_batches_retries_503_with_the_same_idempotency_key(edg
     msgs = [b"e%05d" % i for i in range(N)]
     inp.write_bytes(b"".join(m + b"\n" for m in msgs))
     e = edge(web_spec(tmp_path), f"--ingress=file:{inp}?format=lines",
-             f"--egress=http://127.0.0.1:{receiver.port}/sink?batch=500", f"--ring-path={ring_dir}", "--json")
+             f"--egress=http://bob:hunter2pass@127.0.0.1:{receiver.port}/sink?batch=500", f"--ring-path={ring_dir}",
+             "--json")
     assert e.wait() == 0, e.stderr
     assert receiver.messages() == [bump(m) for m in msgs]
+    assert {h["authorization"] for _, h in receiver.posts} == {"Basic " + base64.b64encode(b"bob:hunter2pass").decode()}
+    assert "hunter2pass" not in e.stderr + e.stdout
     keys = [h["idempotency-key"] for _, h in receiver.posts]
     assert len(set(keys)) == len(keys)
     assert [h["idempotency-key"] for h in receiver.failed] == [keys[0], keys[0]]  # the retried batch
@@ -165,10 +169,12 @@ def test_bad_http_bindings_are_usage_errors(cli, tmp_path) -> None:
     assert "WEB_TOKEN" not in os.environ
     for uri, words in ((f"https://127.0.0.1:{free_port()}/x", "http:// only"),
                        (f"http://127.0.0.1:{free_port()}/x?token_env=WEB_TOKEN", "unset"),
-                       (f"http://127.0.0.1:{free_port()}/x?max_body=-1", "max_body")):
+                       (f"http://127.0.0.1:{free_port()}/x?max_body=-1", "max_body"),
+                       (f"http://bob:hunter2pass@127.0.0.1:{free_port()}/x", "no user or password")):
         res = cli("run", spec, f"--ingress={uri}", script="byteor-edgeplane", timeout=60)
         assert res.returncode == 2, res.stderr
         assert words in res.stderr and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        assert "hunter2pass" not in res.stderr
 
 
 @pytest.mark.services

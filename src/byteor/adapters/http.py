@@ -26,6 +26,7 @@ backoff (``Retry-After`` honoured up to 5 s) until ``retry_for``; any other stat
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -45,7 +46,7 @@ from ._base import LoopThread, Outage, require
 from ._intake import Intake
 from ._uri import Endpoint
 
-__all__ = ["HttpSink", "HttpSource", "bearer_check", "env_token", "listen_socket"]
+__all__ = ["HttpSink", "HttpSource", "basic_auth", "bearer_check", "env_token", "listen_socket", "no_credentials"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -66,6 +67,21 @@ def env_token(ep: Endpoint) -> str | None:
         raise UsageError(f"{ep.label} {ep.display}: ?token_env= names the variable {name!r}, which is unset or "
                          "empty")
     return token
+
+
+def no_credentials(ep: Endpoint) -> None:
+    """A server checks tokens (``?token_env=``); user and password in an ingress URI would be ignored."""
+    if ep.username is not None or ep.password is not None:
+        raise UsageError(f"{ep.label} {ep.display}: a {ep.scheme}:// ingress takes no user or password; "
+                         "require a bearer token with ?token_env=NAME")
+
+
+def basic_auth(ep: Endpoint) -> str | None:
+    """``Authorization: Basic ...`` for the user and password of an egress URI (or the environment)."""
+    if ep.username is None and ep.password is None:
+        return None
+    raw = f"{ep.username or ''}:{ep.password or ''}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 def bearer_check(ep: Endpoint) -> Callable[[bytes | None], bool] | None:
@@ -102,6 +118,7 @@ class HttpSource(Source):
         self.max_body = ep.integer("max_body", 16 << 20, minimum=1)
         self.retry_after = str(ep.integer("retry_after", 1, minimum=0)).encode()
         self.max_clients = ep.integer("max_clients", 1000, minimum=1)
+        no_credentials(ep)
         self.check = bearer_check(ep)
         self.slot_bytes = 1 << 20
         self.capacity = 1024
@@ -330,8 +347,9 @@ class HttpSink(Sink):
     def open(self) -> None:
         httpx = require("httpx", self.ep.scheme)
         headers = {"content-type": self._ctype}
-        if self._token:
-            headers["authorization"] = f"Bearer {self._token}"
+        auth = f"Bearer {self._token}" if self._token else basic_auth(self.ep)
+        if auth:
+            headers["authorization"] = auth
         self._client = httpx.Client(timeout=self.timeout, headers=headers)
 
     def write(self, messages: Sequence[bytes], shard: int = 0) -> None:

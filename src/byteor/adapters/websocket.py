@@ -36,7 +36,7 @@ from ..obs.events import emit
 from ._base import LoopThread, Outage, require
 from ._intake import Intake
 from ._uri import Endpoint
-from .http import bearer_check, env_token, listen_socket
+from .http import basic_auth, bearer_check, env_token, listen_socket, no_credentials
 
 __all__ = ["WsSink", "WsSource"]
 
@@ -79,6 +79,7 @@ class WsSource(Source):
         self.name = ep.display
         self.host, self.port = ep.hosts[0]
         self.path = "/" + ep.name
+        no_credentials(ep)
         self.check = bearer_check(ep)
         self.slot_bytes = 1 << 20
         self.capacity = 1024
@@ -247,7 +248,8 @@ class WsSink(Sink):
 
     def _connect(self) -> None:
         client = require("websockets.sync.client", "ws")
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+        auth = f"Bearer {self._token}" if self._token else basic_auth(self.ep)
+        headers = {"Authorization": auth} if auth else None
         self._ws = client.connect(self.url, additional_headers=headers, open_timeout=self.ep.connect_timeout,
                                   compression=None, max_size=None, proxy=None, ping_interval=None,
                                   close_timeout=1)
