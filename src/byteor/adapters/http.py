@@ -36,7 +36,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .._errors import AdapterError, UsageError
 from ..edges.base import Batch, Ingress, Sink, Source
@@ -71,7 +71,8 @@ def env_token(ep: Endpoint) -> str | None:
 
 def no_credentials(ep: Endpoint) -> None:
     """A server checks tokens (``?token_env=``); user and password in an ingress URI would be ignored."""
-    if ep.username is not None or ep.password is not None:
+    # only the URI's own userinfo: BYTEOR_HTTP_* in the environment may be meant for an egress
+    if "@" in urlsplit(ep.display).netloc:
         raise UsageError(f"{ep.label} {ep.display}: a {ep.scheme}:// ingress takes no user or password; "
                          "require a bearer token with ?token_env=NAME")
 
