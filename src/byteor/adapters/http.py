@@ -110,11 +110,11 @@ class HttpSource(Source):
         if ep.scheme != "http":
             raise UsageError(f"{ep.label} {ep.display}: ingress serves http:// only; terminate TLS in front of it")
         ep.check_params(("token_env", "max_body", "retry_after", "max_clients"))
+        if len(ep.hosts) != 1:
+            raise UsageError(f"{ep.label} {ep.display}: http:// ingress listens on one HOST:PORT")
         self.ep = ep
         self.name = ep.display
         self.host, self.port = ep.hosts[0]
-        if len(ep.hosts) != 1:
-            raise UsageError(f"{ep.label} {ep.display}: http:// ingress listens on one HOST:PORT")
         self.path = "/" + ep.name
         self.max_body = ep.integer("max_body", 16 << 20, minimum=1)
         self.retry_after = str(ep.integer("retry_after", 1, minimum=0)).encode()
@@ -293,7 +293,7 @@ class HttpSource(Source):
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "adapter": "http", "listen": f"{self.host}:{self.port}",
-                               "messages": self.messages, "responses": {str(k): v for k, v in self.status.items()}}
+                               "messages": self.messages, "responses": {str(k): v for k, v in self.status.copy().items()}}
         if self.intake is not None:
             out.update(self.intake.describe())
         return out
