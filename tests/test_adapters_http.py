@@ -199,3 +199,19 @@ def test_http_egress_sigkill_then_restart_loses_nothing(make_broker, edge, tmp_p
     got = Counter(receiver.messages())
     assert set(got) == {bump(m) for m in msgs}, f"{len({bump(m) for m in msgs} - set(got))} lost"
     assert sum(got.values()) - len(got) <= 512 + 200  # repeats: at most what was in flight
+
+
+def test_http_egress_len32_carries_newlines_that_ndjson_refuses(edge, tmp_path, ring_dir, http_receiver) -> None:
+    receiver = http_receiver()
+    inp = tmp_path / "in.hex"
+    inp.write_text("41\n0941\n")  # add_u8 turns 0x09 into a newline
+    url = f"http://127.0.0.1:{receiver.port}/sink"
+    e = edge(web_spec(tmp_path), f"--ingress=file:{inp}?format=hex", f"--egress={url}?format=len32",
+             f"--ring-path={ring_dir}", "--json")
+    assert e.wait() == 0, e.stderr
+    body, headers = receiver.posts[0]
+    assert headers["content-type"] == "application/x-byteor-len32"
+    assert body == b"\x01\x00\x00\x00B" + b"\x02\x00\x00\x00\nB"
+    e = edge(web_spec(tmp_path), f"--ingress=file:{inp}?format=hex", f"--egress={url}", f"--ring-path={ring_dir}")
+    assert e.wait() == 1
+    assert "message 1 contains a newline" in e.stderr and "format=len32" in e.stderr and "Traceback" not in e.stderr
