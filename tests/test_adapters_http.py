@@ -63,8 +63,9 @@ def test_sigkill_then_restart_loses_no_request_that_got_202(edge, tmp_path, ring
         time.sleep(0.02)
     first.kill_group()
     acked_before = len(sender.acked)
-    second = edge(spec, *args, f"--egress=file:{outs[1]}?format=hex", "--idle-exit=3")
+    second = edge(spec, *args, f"--egress=file:{outs[1]}?format=hex")
     sender.join()  # refused and unanswered requests are sent again to the restarted instance
+    second.proc.send_signal(signal.SIGTERM)
     assert second.wait() == 0, second.stderr
     got = Counter(read_hex(*outs))
     lost = [m for m in sender.acked if bump(m) not in got]
@@ -194,7 +195,7 @@ def test_http_egress_sigkill_then_restart_loses_nothing(make_broker, edge, tmp_p
         assert time.monotonic() < deadline, first.stderr
         time.sleep(0.02)
     first.kill_group()
-    second = edge(spec, *args, "--idle-exit=3")
+    second = edge(spec, *args, "--idle-exit=2")
     assert second.wait() == 0, second.stderr
     got = Counter(receiver.messages())
     assert set(got) == {bump(m) for m in msgs}, f"{len({bump(m) for m in msgs} - set(got))} lost"

@@ -146,7 +146,7 @@ def test_websocket_egress_sigkill_then_restart_loses_nothing(make_broker, edge, 
         assert time.monotonic() < deadline, first.stderr
         time.sleep(0.02)
     first.kill_group()
-    second = edge(spec, *args, "--idle-exit=3")
+    second = edge(spec, *args, "--idle-exit=2")
     assert second.wait() == 0, second.stderr
     got = Counter(ws_receiver.frames)
     assert set(got) == {bump(m) for m in msgs}, f"{len({bump(m) for m in msgs} - set(got))} lost"

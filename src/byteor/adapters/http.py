@@ -292,8 +292,9 @@ class HttpSource(Source):
             thread.stop()
 
     def describe(self) -> dict[str, Any]:
+        responses = {str(k): v for k, v in self.status.copy().items()}
         out: dict[str, Any] = {"name": self.name, "adapter": "http", "listen": f"{self.host}:{self.port}",
-                               "messages": self.messages, "responses": {str(k): v for k, v in self.status.copy().items()}}
+                               "messages": self.messages, "responses": responses}
         if self.intake is not None:
             out.update(self.intake.describe())
         return out

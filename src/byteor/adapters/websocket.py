@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -253,6 +254,8 @@ class WsSink(Sink):
         self._ws = client.connect(self.url, additional_headers=headers, open_timeout=self.ep.connect_timeout,
                                   compression=None, max_size=None, proxy=None, ping_interval=None,
                                   close_timeout=1)
+        with contextlib.suppress(AttributeError, OSError):  # the flush's ping must not wait behind Nagle
+            self._ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def open(self) -> None:
         require("websockets.sync.client", "ws")
