@@ -26,6 +26,8 @@ __all__ = ["Intake"]
 
 #: seconds the session waits after the first request arrived in an empty intake
 LINGER = 0.001
+#: the longest the session waits for new requests while taken ones wait for their commit
+COMMIT_POLL = 0.0005
 #: ``done(ok)``: called on the server's event loop; ``ok`` is False when the run stopped first
 Done = Callable[[bool], None]
 
@@ -105,7 +107,11 @@ class Intake:
     def wait(self, timeout: float) -> None:
         """Until a request arrives (at most ``timeout``), then ``LINGER`` more: requests arriving
         together go into one batch, one ring publish and one stage wake-up instead of one each
-        (about a fifth less CPU per request at 2 000 requests/s, for 1 ms more latency)."""
+        (about a fifth less CPU per request at 2 000 requests/s, for 1 ms more latency). While
+        clients wait for a commit, at most ``COMMIT_POLL``: the session checks for finished
+        batches only between waits."""
+        if self._taken:
+            timeout = min(timeout, COMMIT_POLL)
         if self._arrived.wait(timeout) and not self.closed:
             time.sleep(LINGER)
 

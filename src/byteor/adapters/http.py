@@ -104,7 +104,7 @@ class HttpSource(Source):
 
     acks = True
     #: the client waits for its ``202`` until the commit: commit often
-    commit_interval = 0.005
+    commit_interval = 0.001
 
     def __init__(self, ep: Endpoint) -> None:
         if ep.scheme != "http":

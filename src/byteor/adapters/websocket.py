@@ -70,7 +70,7 @@ class WsSource(Source):
 
     acks = True
     #: clients wait for their acknowledgement until the commit: commit often
-    commit_interval = 0.005
+    commit_interval = 0.001
 
     def __init__(self, ep: Endpoint) -> None:
         ep.check_params(("token_env",))
