@@ -15,7 +15,9 @@ committed them, that is once they went through the ring and left egress confirme
 * ``401`` a missing or wrong ``Authorization: Bearer`` token (``?token_env=NAME``, compared in
   constant time); ``404`` another path; ``405`` another method; ``GET /healthz`` is ``200``.
 
-Nothing of a request answered ``4xx`` or ``503`` enters the pipeline.
+Nothing of a request answered ``4xx`` or ``503`` enters the pipeline, with one exception: a request
+of more messages than one batch (half the ring) that the run's stop splits is answered ``503``
+although its first part went out (a repeat on retry, never a loss).
 
 Egress buffers messages and POSTs ``batch`` of them per request as NDJSON or ``len32``, each with an
 ``Idempotency-Key`` derived from the batch's position in this run's output and its content (a
