@@ -22,7 +22,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Intake"]
+from ..edges.base import Batch, Ingress, Source
+
+__all__ = ["Intake", "IntakeSource"]
 
 #: seconds the session waits after the first request arrived in an empty intake
 LINGER = 0.001
@@ -151,3 +153,48 @@ class Intake:
 def _fire(done: list[Done], ok: bool) -> None:
     for fn in done:
         fn(ok)
+
+
+class IntakeSource(Source):
+    """What the server sources share: the session's side of an :class:`Intake`. Subclasses start
+    their server in :meth:`open` (``self.intake = Intake(loop, self.capacity)``) and stop it in
+    :meth:`close` after calling this one."""
+
+    #: a commit is what the clients wait for
+    acks = True
+    #: clients wait for their answer until the commit: commit often
+    commit_interval = 0.001
+
+    def __init__(self) -> None:
+        self.intake: Intake | None = None
+        self.slot_bytes = 1 << 20
+        self.capacity = 1024
+        self.messages = 0
+
+    def bind(self, ingress: Ingress) -> None:
+        self.slot_bytes = ingress.slot_bytes
+        self.capacity = ingress.capacity
+
+    def next_batch(self, max_messages: int) -> Batch | None:
+        intake = self.intake
+        if intake is None:
+            return Batch(())
+        messages, position = intake.take(max_messages)
+        if not messages:
+            return Batch(())
+        self.messages += len(messages)
+        return Batch(messages, position)
+
+    def wait(self, timeout: float) -> None:
+        if self.intake is not None:
+            self.intake.wait(timeout)
+        else:
+            time.sleep(min(timeout, 0.001))
+
+    def commit(self, position: Any) -> None:
+        if self.intake is not None:
+            self.intake.commit(position)
+
+    def close(self) -> None:
+        if self.intake is not None:
+            self.intake.close()

@@ -41,11 +41,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .._errors import AdapterError, UsageError
-from ..edges.base import Batch, Ingress, Sink, Source
+from ..edges.base import Sink
 from ..edges.framing import FrameParser, encoder
 from ..obs.events import emit
 from ._base import LoopThread, Outage, require
-from ._intake import Intake
+from ._intake import Intake, IntakeSource
 from ._uri import Endpoint
 
 __all__ = ["HttpSink", "HttpSource", "basic_auth", "bearer_check", "env_token", "listen_socket", "no_credentials"]
@@ -101,14 +101,11 @@ def bearer_check(ep: Endpoint) -> Callable[[bytes | None], bool] | None:
     return check
 
 
-class HttpSource(Source):
+class HttpSource(IntakeSource):
     """``POST PATH`` ingress (see the module docstring)."""
 
-    acks = True
-    #: the client waits for its ``202`` until the commit: commit often
-    commit_interval = 0.001
-
     def __init__(self, ep: Endpoint) -> None:
+        super().__init__()
         if ep.scheme != "http":
             raise UsageError(f"{ep.label} {ep.display}: ingress serves http:// only; terminate TLS in front of it")
         ep.check_params(("token_env", "max_body", "retry_after", "max_clients"))
@@ -123,18 +120,10 @@ class HttpSource(Source):
         self.max_clients = ep.integer("max_clients", 1000, minimum=1)
         no_credentials(ep)
         self.check = bearer_check(ep)
-        self.slot_bytes = 1 << 20
-        self.capacity = 1024
-        self.intake: Intake | None = None
         self._thread: LoopThread | None = None
         self._server: Any = None
         self._serving: Any = None
-        self.messages = 0
         self.status: dict[int, int] = {}
-
-    def bind(self, ingress: Ingress) -> None:
-        self.slot_bytes = ingress.slot_bytes
-        self.capacity = ingress.capacity
 
     def open(self) -> None:
         uvicorn = require("uvicorn", "http")
@@ -261,29 +250,8 @@ class HttpSource(Source):
         n = len(messages)
         return 202, f"accepted {n} message{'' if n == 1 else 's'}", []
 
-    # -- the session's side --------------------------------------------------------------------------
-
-    def next_batch(self, max_messages: int) -> Batch | None:
-        intake = self.intake
-        if intake is None:
-            return Batch(())
-        messages, position = intake.take(max_messages)
-        if not messages:
-            return Batch(())
-        self.messages += len(messages)
-        return Batch(messages, position)
-
-    def wait(self, timeout: float) -> None:
-        if self.intake is not None:
-            self.intake.wait(timeout)
-
-    def commit(self, position: Any) -> None:
-        if self.intake is not None:
-            self.intake.commit(position)
-
     def close(self) -> None:
-        if self.intake is not None:
-            self.intake.close()
+        super().close()
         server, self._server = self._server, None
         if server is not None:
             server.should_exit = True

@@ -32,10 +32,10 @@ from typing import Any
 from urllib.parse import quote
 
 from .._errors import AdapterError, UsageError
-from ..edges.base import Batch, Ingress, Sink, Source
+from ..edges.base import Sink
 from ..obs.events import emit
 from ._base import LoopThread, Outage, require
-from ._intake import Intake
+from ._intake import Intake, IntakeSource
 from ._uri import Endpoint
 from .http import basic_auth, bearer_check, env_token, listen_socket, no_credentials
 
@@ -65,14 +65,11 @@ def _buffered(ws: Any) -> Any:
     return frames.__len__ if frames is not None and hasattr(frames, "__len__") else None
 
 
-class WsSource(Source):
+class WsSource(IntakeSource):
     """The WebSocket ingress server (see the module docstring)."""
 
-    acks = True
-    #: clients wait for their acknowledgement until the commit: commit often
-    commit_interval = 0.001
-
     def __init__(self, ep: Endpoint) -> None:
+        super().__init__()
         ep.check_params(("token_env",))
         if len(ep.hosts) != 1:
             raise UsageError(f"{ep.label} {ep.display}: ws:// ingress listens on one HOST:PORT")
@@ -82,19 +79,11 @@ class WsSource(Source):
         self.path = "/" + ep.name
         no_credentials(ep)
         self.check = bearer_check(ep)
-        self.slot_bytes = 1 << 20
-        self.capacity = 1024
-        self.intake: Intake | None = None
         self._thread: LoopThread | None = None
         self._server: Any = None
         self._conns: set[_Conn] = set()
-        self.messages = 0
         self.connections = 0
         self.refused = 0
-
-    def bind(self, ingress: Ingress) -> None:
-        self.slot_bytes = ingress.slot_bytes
-        self.capacity = ingress.capacity
 
     def open(self) -> None:
         server_mod = require("websockets.asyncio.server", "ws")
@@ -173,29 +162,8 @@ class WsSource(Source):
                 await ws.send(json.dumps({"acked": n}))
                 conn.sent = n
 
-    # -- the session's side --------------------------------------------------------------------------
-
-    def next_batch(self, max_messages: int) -> Batch | None:
-        intake = self.intake
-        if intake is None:
-            return Batch(())
-        messages, position = intake.take(max_messages)
-        if not messages:
-            return Batch(())
-        self.messages += len(messages)
-        return Batch(messages, position)
-
-    def wait(self, timeout: float) -> None:
-        if self.intake is not None:
-            self.intake.wait(timeout)
-
-    def commit(self, position: Any) -> None:
-        if self.intake is not None:
-            self.intake.commit(position)
-
     def close(self) -> None:
-        if self.intake is not None:
-            self.intake.close()
+        super().close()
         server, self._server = self._server, None
         thread, self._thread = self._thread, None
         if server is not None and thread is not None:
@@ -208,7 +176,6 @@ class WsSource(Source):
                 await server.wait_closed()
 
             with contextlib.suppress(Exception):
-
                 thread.run(stop(), 10)
         if thread is not None:
             thread.stop()
