@@ -6,6 +6,7 @@ recognisable by their ``Idempotency-Key``."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -216,3 +217,31 @@ def test_http_egress_len32_carries_newlines_that_ndjson_refuses(edge, tmp_path, 
     e = edge(web_spec(tmp_path), f"--ingress=file:{inp}?format=hex", f"--egress={url}", f"--ring-path={ring_dir}")
     assert e.wait() == 1
     assert "message 1 contains a newline" in e.stderr and "format=len32" in e.stderr and "Traceback" not in e.stderr
+
+
+def test_server_intake_splits_large_requests_answers_in_order_and_refuses_when_full() -> None:
+    from byteor.adapters._intake import Intake
+
+    loop = asyncio.new_event_loop()
+    try:
+        answers: list[tuple[str, bool]] = []
+        intake = Intake(loop, capacity=6)
+        assert intake.offer([b"a1", b"a2", b"a3", b"a4"], lambda ok: answers.append(("a", ok)))
+        assert intake.offer([b"b1"], lambda ok: answers.append(("b", ok)))
+        assert not intake.offer([b"c1", b"c2"], lambda ok: answers.append(("c", ok)))  # 5 + 2 > 6: refused whole
+        assert intake.take(3) == ([b"a1", b"a2", b"a3"], 3)  # a request larger than a batch is split
+        intake.commit(3)
+        loop.run_until_complete(asyncio.sleep(0))
+        assert answers == []  # a's last message is not taken yet
+        assert intake.take(10) == ([b"a4", b"b1"], 5)
+        assert intake.offer([b"d1"], lambda ok: answers.append(("d", ok)))
+        intake.commit(4)
+        loop.run_until_complete(asyncio.sleep(0))
+        assert answers == [("a", True)]
+        intake.commit(5)
+        intake.close()  # d was never taken: refused
+        loop.run_until_complete(asyncio.sleep(0))
+        assert answers == [("a", True), ("b", True), ("d", False)]
+        assert not intake.offer([b"e1"], lambda ok: answers.append(("e", ok)))
+    finally:
+        loop.close()
