@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 from benchmarks._common import Result, bench_dir, parser, print_table, repeat, write_json
+from benchmarks.obs import overhead_json
 from byteor import _native
 from byteor.lanes.journal import JournalWriter
 from byteor.lanes.shm import LaneSpec, create_lane, lane_file
@@ -306,6 +307,8 @@ def main() -> None:
                     help="a directory on a real filesystem for the journal rows (default /var/tmp)")
     ap.add_argument("--wait", choices=("spin", "yield", "backoff", "block"), default="backoff",
                     help="wait strategy of every ring participant (default backoff)")
+    ap.add_argument("--metrics", action="store_true",
+                    help="also measure representative rows with run --metrics off and on (same run)")
     args = ap.parse_args()
     _CFG["wait"] = getattr(_native, f"WAIT_{args.wait.upper()}")
     _CFG["wait_name"] = args.wait
@@ -371,9 +374,10 @@ def main() -> None:
         goal = targets.get(name)
         verdict = "" if goal is None else f" (goal >= {goal}: {'met' if value >= goal else 'NOT met'})"
         print(f"{name}: {value:.3f}{verdict}")
+    metrics = overhead_json("lanes", args.quick) if args.metrics else None
     if args.json:
         write_json(args.json, results, extra={"goals": goals, "n": n, "journal_records": jn, "wait": args.wait,
-                                              "capacity": CAPACITY, "msg_bytes": len(MSG)})
+                                              "capacity": CAPACITY, "msg_bytes": len(MSG), "metrics_overhead": metrics})
 
 
 if __name__ == "__main__":
