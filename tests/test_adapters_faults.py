@@ -87,7 +87,7 @@ def test_two_instances_in_one_group_share_the_work_and_survive_a_kill(name, make
     if name == "kafka":
         time.sleep(4.0)  # both joined the group and hold partitions before anything arrives
     broker.produce([b"m%05d" % i for i in range(N)])
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90  # a group rebalance on a loaded 2-core machine can take most of a minute
     while not all(p.exists() and p.stat().st_size > 0 for p in outs):
         assert time.monotonic() < deadline, "both instances should take work"
         time.sleep(0.05)
