@@ -54,6 +54,9 @@ _STOP_GRACE_S = 2.0
 def _modules() -> tuple[Any, Any, Any]:
     """grpc, the generated messages and the generated service module (an AdapterError naming the
     extra when grpcio or a recent enough protobuf is missing)."""
+    # gRPC's core logs to stderr by itself; byteor reports what fails in its own one-line errors
+    # and events (GRPC_VERBOSITY=ERROR or DEBUG in the environment brings its lines back)
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     grpc = require("grpc", "grpc")
     try:
         from ._grpc import byteor_edge_pb2, byteor_edge_pb2_grpc
@@ -113,8 +116,9 @@ class _Server:
             self.server = loop.run(start(), self.ep.connect_timeout)
         except Exception as exc:
             loop.stop()
-            raise AdapterError(f"{self.role} {self.ep.display}: cannot listen on {address} "
-                               f"({self.ep.scrub(exc) or type(exc).__name__}): is the port in use?") from exc
+            why = ("the address is in use or not local" if "Failed to bind" in str(exc)
+                   else self.ep.scrub(exc) or type(exc).__name__)
+            raise AdapterError(f"{self.role} {self.ep.display}: cannot listen on {address}: {why}") from exc
         self.loop = loop
         emit("adapter.listening", f"{self.role} {self.ep.display}: listening on {address}", adapter="grpc",
              endpoint=self.ep.display, role=self.role)
