@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import hmac
 import itertools
@@ -51,6 +52,7 @@ _MAX_GRPC_MESSAGE = 64 << 20
 _STOP_GRACE_S = 2.0
 
 
+@functools.cache
 def _modules() -> tuple[Any, Any, Any]:
     """grpc, the generated messages and the generated service module (an AdapterError naming the
     extra when grpcio or a recent enough protobuf is missing)."""
@@ -135,8 +137,8 @@ class _Server:
                 break
         if not hmac.compare_digest(given, self.token):
             self.unauthenticated += 1
-            grpc = require("grpc", "grpc")
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization)")
+            await context.abort(_modules()[0].StatusCode.UNAUTHENTICATED,
+                                "missing or wrong bearer token (authorization)")
 
     def stop(self, before: Any = None) -> None:
         """Run ``before()`` on the loop (it may end calls cleanly), then stop the server, letting
@@ -179,8 +181,7 @@ class _Servicer:
 
 
 async def _unimplemented(context: Any, text: str) -> None:
-    grpc = require("grpc", "grpc")
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, text)
+    await context.abort(_modules()[0].StatusCode.UNIMPLEMENTED, text)
 
 
 class _Closed(Exception):
@@ -196,7 +197,7 @@ class GrpcSource(Source):
         self.name = ep.display
         self.ack = ep.choice("ack", ("commit", "ring"), "commit")
         # acknowledging on commit: the session keeps what is taken and uncommitted within the ring
-        self.acks = self.ack == "commit"
+        self.acks = self.waits_for_commit = self.ack == "commit"
         self._server = _Server(ep, "ingress", _token(ep))
         self._capacity = 1024
         self._slot_bytes: int | None = None
@@ -249,7 +250,7 @@ class GrpcSource(Source):
                                     f"message {count + [len(p) for p in payloads].index(size)} of the stream is "
                                     f"{size} bytes, larger than the ingress slot ({limit} bytes); not acknowledged")
             try:
-                end = await self._put(payloads)
+                end = self._offer(payloads) or await self._put(payloads)
             except _Closed:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the ingress is stopping; not acknowledged: retry")
             count += len(payloads)
@@ -262,24 +263,31 @@ class GrpcSource(Source):
         self.acked_calls += 1
         return pb.Ack(accepted=count)
 
+    def _offer(self, payloads: list[bytes]) -> int:
+        """Queue one Message's payloads unless a ring's worth is queued already: the number of the
+        last one, or 0 (full; the caller waits in :meth:`_put`)."""
+        with self._lock:
+            if self._closed:
+                raise _Closed
+            if self._queued >= self._capacity:
+                self._blocked = True
+                return 0
+            if not self._chunks:
+                self._nonempty.notify()
+            self._chunks.append(payloads)
+            self._queued += len(payloads)
+            self._put_total += len(payloads)
+            return self._put_total
+
     async def _put(self, payloads: list[bytes]) -> int:
-        """Queue one Message's payloads, waiting while the ring's worth is queued; the number of
-        the last one."""
+        """:meth:`_offer`, waiting for room."""
         room = self._room
         assert room is not None
         while True:
-            with self._lock:
-                if self._closed:
-                    raise _Closed
-                if self._queued < self._capacity:
-                    if not self._chunks:
-                        self._nonempty.notify()
-                    self._chunks.append(payloads)
-                    self._queued += len(payloads)
-                    self._put_total += len(payloads)
-                    return self._put_total
-                self._blocked = True
-                room.clear()  # set by the session thread through the loop: no wake-up is lost
+            room.clear()  # set through the loop by the session thread once it took some: no wake-up is lost
+            end = self._offer(payloads)
+            if end:
+                return end
             await room.wait()
 
     async def _acknowledged(self, end: int) -> None:

@@ -167,6 +167,7 @@ class LimitedSource(Source):
         self.name = inner.name
         self.budget = budget
         self.acks = inner.acks
+        self.waits_for_commit = inner.waits_for_commit
 
     @property
     def redelivered(self) -> int:  # type: ignore[override]

@@ -54,6 +54,10 @@ class Source:
     #: half of it, a flush and commit before taking more), so a restart after a crash repeats at
     #: most that many messages.
     acks: bool = False
+    #: True for a source whose senders wait for the commit before they send more (an ingress server
+    #: answering each call once its messages are committed): the session then flushes and commits as
+    #: soon as the input goes quiet, instead of at the next ``flush_interval``, which would stall them.
+    waits_for_commit: bool = False
     #: Messages the upstream handed over again (a broker's redelivery after a crash or takeover):
     #: an upper bound on the duplicates this run wrote where the broker marks them; shown in the
     #: summary and in :meth:`describe`.

@@ -75,6 +75,8 @@ WAITS = ("spin", "yield", "backoff", "block")
 #: How long one offer may wait for room before the session serves its other duties.
 _OFFER_TIMEOUT_S = 0.02
 _IDLE_WAIT_S = 0.005
+#: How often an idle session commits for sources whose senders wait for that commit.
+_PROMPT_COMMIT_S = 0.001
 #: How often the session refreshes session_state.json for observers.
 _STATE_EVERY_S = 1.0
 
@@ -677,6 +679,10 @@ class RunSession:
                 self._publish_state()
             if not active:
                 return None
+            if not moved and now - last_flush >= _PROMPT_COMMIT_S and any(
+                    f.source.waits_for_commit and f.uncommitted for f in feeds):
+                last_flush = now  # the input is quiet because its senders wait for this commit
+                self._flush_and_commit()
             if not moved:
                 waiting = [f for f in feeds if not f.ended and f.pending is None]
                 if waiting and not held:
