@@ -679,14 +679,16 @@ class RunSession:
                 self._publish_state()
             if not active:
                 return None
-            if not moved and now - last_flush >= _PROMPT_COMMIT_S and any(
-                    f.source.waits_for_commit and f.uncommitted for f in feeds):
-                last_flush = now  # the input is quiet because its senders wait for this commit
-                self._flush_and_commit()
             if not moved:
+                # the input may be quiet because its senders wait for a commit: commit as soon as
+                # the pipeline let the messages out, not at the next flush interval
+                prompt = any(f.source.waits_for_commit and f.uncommitted for f in feeds)
+                if prompt and now - last_flush >= _PROMPT_COMMIT_S:
+                    last_flush = now
+                    self._flush_and_commit()
                 waiting = [f for f in feeds if not f.ended and f.pending is None]
                 if waiting and not held:
-                    waiting[0].source.wait(_IDLE_WAIT_S)
+                    waiting[0].source.wait(_PROMPT_COMMIT_S if prompt else _IDLE_WAIT_S)
                 else:
                     time.sleep(0.0005)
 
