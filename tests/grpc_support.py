@@ -4,6 +4,7 @@ acknowledged, and subscribers that collect the egress stream (reconnecting acros
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import threading
 import time
@@ -82,36 +83,60 @@ class Publisher:
 
 class Subscriber:
     """Collects a ``grpc://`` egress in a thread; subscribes again whenever the stream breaks (the
-    pipeline restarted) until :meth:`stop`."""
+    pipeline restarted) until :meth:`stop`. ``acked``: through SubscribeAcked, acknowledging each
+    Message once it is recorded; ``leave_after=N`` (acked mode): acknowledge nothing and leave
+    after receiving N payloads."""
 
-    def __init__(self, port: int, token: str | None = None) -> None:
-        self.grpc, _pb, pb_grpc = _modules()
+    def __init__(self, port: int, token: str | None = None, *, acked: bool = False,
+                 leave_after: int | None = None) -> None:
+        self.grpc, self.pb, pb_grpc = _modules()
         from google.protobuf import empty_pb2
 
         self.channel = self.grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.EdgeStub(self.channel)
         self.empty = empty_pb2.Empty()
         self.token = token
+        self.acked = acked or leave_after is not None
+        self.leave_after = leave_after
         self.received: list[bytes] = []
         self.errors: list[Any] = []
+        self.left = threading.Event()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._call: Any = None
         self._thread = threading.Thread(target=self._main, daemon=True)
         self._thread.start()
 
+    def _acks(self, q: queue.Queue[int | None]) -> Iterator[Any]:
+        while (total := q.get()) is not None:
+            yield self.pb.Ack(accepted=total)
+
     def _main(self) -> None:
         while not self._stop.is_set():
-            call = self.stub.Subscribe(self.empty, wait_for_ready=True, metadata=_metadata(self.token))
+            q: queue.Queue[int | None] = queue.Queue()
+            md = _metadata(self.token)
+            call = (self.stub.SubscribeAcked(self._acks(q), wait_for_ready=True, metadata=md) if self.acked
+                    else self.stub.Subscribe(self.empty, wait_for_ready=True, metadata=md))
             self._call = call
+            total = 0
             try:
                 for message in call:
                     with self._lock:
                         self.received.extend(message.payloads)
+                    total += len(message.payloads)
+                    if self.leave_after is not None:
+                        if total >= self.leave_after:
+                            call.cancel()
+                            self.left.set()
+                            return
+                    elif self.acked:
+                        q.put(total)
             except self.grpc.RpcError as exc:
                 self.errors.append(exc.code())
                 if exc.code() == self.grpc.StatusCode.UNAUTHENTICATED:
                     return
+            finally:
+                q.put(None)
             self._stop.wait(0.1)
 
     def collect(self, want: int, timeout: float = 60.0) -> list[bytes]:
@@ -134,7 +159,8 @@ class Subscriber:
 
 @pytest.fixture
 def grpc_clients() -> Iterator[tuple[Callable[..., Publisher], Callable[..., Subscriber]]]:
-    """``(publisher(port, token=None), subscriber(port, token=None))`` factories; closed after the test."""
+    """``(publisher(port, token=None), subscriber(port, token=None, acked=False, leave_after=None))`` factories;
+    closed after the test."""
     made: list[Publisher | Subscriber] = []
 
     def publisher(port: int, token: str | None = None) -> Publisher:
@@ -142,8 +168,8 @@ def grpc_clients() -> Iterator[tuple[Callable[..., Publisher], Callable[..., Sub
         made.append(p)
         return p
 
-    def subscriber(port: int, token: str | None = None) -> Subscriber:
-        s = Subscriber(port, token)
+    def subscriber(port: int, token: str | None = None, **kw: Any) -> Subscriber:
+        s = Subscriber(port, token, **kw)
         made.append(s)
         return s
 

@@ -1,6 +1,7 @@
 """gRPC endpoints: 20 000 messages through add_u8 from Publish to Subscribe; a SIGKILL of the
 pipeline and a restart lose nothing that was acknowledged; output waits for a subscriber and is
-shared by several; bearer tokens, oversized payloads and bad URIs are refused in one line."""
+shared by several; what a SubscribeAcked subscriber leaves unacknowledged goes to the next; bearer
+tokens, oversized payloads and bad URIs are refused in one line."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def test_sigkill_then_restart_loses_nothing_acknowledged(edge, grpc_clients, tmp
             f"--ring-path={ring_dir}", "--json")
     first = edge(*args)
     first.wait_for(f"listening on 127.0.0.1:{pin}")
-    sub = subscriber(pout)
+    sub = subscriber(pout, acked=True)  # at least once to the subscriber, across the kill too
     acked: list[bytes] = []
     pubs = [publisher(pin) for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
@@ -126,7 +127,7 @@ def test_output_waits_for_a_subscriber_and_is_shared_by_several_with_a_token(edg
         call = pool.submit(pub.publish, _payloads(n))
         time.sleep(1.0)
         assert not call.done(), "acknowledged before any subscriber took the output"
-        subs = [subscriber(pout, TOKEN), subscriber(pout, TOKEN)]
+        subs = [subscriber(pout, TOKEN), subscriber(pout, TOKEN, acked=True)]
         assert call.result(60) == n
     assert e.wait() == 0, e.stderr
     got = [m for s in subs for m in s.collect(0, timeout=0)]
@@ -135,6 +136,26 @@ def test_output_waits_for_a_subscriber_and_is_shared_by_several_with_a_token(edg
     summary = e.summary()
     assert summary["sources"][0]["unauthenticated"] == 2 and summary["sources"][0]["rejected_calls"] == 1
     assert TOKEN not in e.stderr + e.stdout
+
+
+def test_what_a_subscriber_leaves_unacknowledged_goes_to_the_next(edge, grpc_clients, tmp_path, ring_dir) -> None:
+    publisher, subscriber = grpc_clients
+    pin, pout = free_ports(2)
+    n = 2000
+    e = edge(_spec(tmp_path), f"--ingress=grpc://127.0.0.1:{pin}", f"--egress=grpc://127.0.0.1:{pout}?batch=50",
+             f"--ring-path={ring_dir}", f"--max-messages={n}", "--json")
+    e.wait_for(f"listening on 127.0.0.1:{pin}")
+    leaver = subscriber(pout, leave_after=100)  # SubscribeAcked, acknowledges nothing, then leaves
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(publisher(pin).publish, _payloads(n))
+        assert leaver.left.wait(60), "the first subscriber should have received output"
+        assert not call.done(), "acknowledged although the only subscriber acknowledged nothing"
+        taker = subscriber(pout, acked=True)
+        assert call.result(60) == n
+    assert e.wait() == 0, e.stderr
+    got = taker.collect(n)
+    assert set(got) == _bumped(_payloads(n)), f"{len(_bumped(_payloads(n)) - set(got))} lost"
+    assert len(leaver.received) >= 100 and set(leaver.received) <= set(got), "what the leaver saw came again"
 
 
 @pytest.mark.parametrize(("uri", "needle"), [

@@ -159,17 +159,17 @@ class _Server:
 
 
 class _Servicer:
-    """The Edge service's two methods, each served by the endpoint that has that role; the other
-    answers UNIMPLEMENTED (ingress and egress listen on their own ports)."""
+    """The Edge service's methods, each served by the endpoint that has that role; the others
+    answer UNIMPLEMENTED (ingress and egress listen on their own ports)."""
 
     def __init__(self, *, publish: Callable[[AsyncIterator[Any], Any], Awaitable[Any]] | None = None,
-                 subscribe: Callable[[Any], Awaitable[None]] | None = None) -> None:
+                 subscribe: Callable[[Any, AsyncIterator[Any] | None], Awaitable[None]] | None = None) -> None:
         self._publish = publish
         self._subscribe = subscribe
 
     async def Publish(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
         if self._publish is None:
-            await _unimplemented(context, "Publish: this address is an egress (Subscribe)")
+            await _unimplemented(context, "Publish: this address is an egress (Subscribe, SubscribeAcked)")
             return None
         return await self._publish(request_iterator, context)
 
@@ -177,7 +177,13 @@ class _Servicer:
         if self._subscribe is None:
             await _unimplemented(context, "Subscribe: this address is an ingress (Publish)")
             return
-        await self._subscribe(context)
+        await self._subscribe(context, None)
+
+    async def SubscribeAcked(self, request_iterator: AsyncIterator[Any], context: Any) -> None:
+        if self._subscribe is None:
+            await _unimplemented(context, "SubscribeAcked: this address is an ingress (Publish)")
+            return
+        await self._subscribe(context, request_iterator)
 
 
 async def _unimplemented(context: Any, text: str) -> None:
@@ -399,6 +405,7 @@ class GrpcSink(Sink):
         self.subscriptions = 0
         self.messages = 0
         self.sent = 0
+        self.requeued = 0
 
     def open(self) -> None:
         self._pb = _modules()[1]
@@ -407,30 +414,64 @@ class GrpcSink(Sink):
 
     # -- loop thread --------------------------------------------------------------------------------
 
-    async def _subscribe(self, context: Any) -> None:
+    async def _subscribe(self, context: Any, acks: AsyncIterator[Any] | None) -> None:
+        """Stream batches to one subscriber. ``acks`` (SubscribeAcked) is the subscriber's running
+        total of payloads processed: a batch is delivered once covered, and what the subscriber leaves
+        without covering goes back to the front of the queue for the next one."""
         await self._server.authorize(context)
         ready = self._ready
         assert ready is not None
         out = self._out
+        unacked: deque[tuple[Any, int, int]] = deque()  # sent, not yet acknowledged: (message, count, total)
+        reader: asyncio.Future[None] | None = None
+        if acks is not None:
+            reader = asyncio.ensure_future(self._read_acks(acks, unacked))
+            reader.add_done_callback(lambda _f: ready.set())  # the subscriber closed its side: end the call
+        sent = 0
         self.subscribers += 1
         self.subscriptions += 1
         try:
             while True:
                 while not out:
-                    if self._closed:
+                    if (self._closed and not unacked) or (reader is not None and reader.done()):
                         return
                     ready.clear()
                     await ready.wait()
+                if reader is not None and reader.done():
+                    return
                 item = out.popleft()
+                if reader is not None:
+                    # before the write: its acknowledgement can arrive before the write returns
+                    sent += item[1]
+                    unacked.append((item[0], item[1], sent))
                 try:
                     await context.write(item[0])
                 except BaseException:
-                    out.appendleft(item)  # not taken for sending: the next subscriber gets it
-                    ready.set()
-                    raise
-                self._sent(item[1])
+                    if reader is None:
+                        out.appendleft(item)  # not taken for sending: the next subscriber gets it
+                        ready.set()
+                    raise  # SubscribeAcked: what is not acknowledged goes back below
+                if reader is None:
+                    self._sent(item[1])
         finally:
             self.subscribers -= 1
+            if reader is not None:
+                reader.cancel()
+            if unacked:
+                self.requeued += sum(n for _m, n, _t in unacked)
+                out.extendleft((m, n) for m, n, _t in reversed(unacked))
+                ready.set()
+
+    async def _read_acks(self, acks: AsyncIterator[Any], unacked: deque[tuple[Any, int, int]]) -> None:
+        async for ack in acks:
+            upto = ack.accepted
+            done = 0
+            while unacked and unacked[0][2] <= upto:
+                done += unacked.popleft()[1]
+            if done:
+                self._sent(done)
+                if self._closed and self._ready is not None:
+                    self._ready.set()
 
     def _enqueue(self, items: list[tuple[Any, int]]) -> None:
         assert self._ready is not None
@@ -507,4 +548,5 @@ class GrpcSink(Sink):
         return {"name": self.name, "adapter": "grpc", "state": "closed" if self._closed else "listening",
                 "connected": self.subscribers > 0, "subscribers": self.subscribers,
                 "subscriptions": self.subscriptions, "messages": self.messages, "sent": self.sent,
+                "requeued": self.requeued,
                 "lag": self._outstanding, "unauthenticated": self._server.unauthenticated}

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'byteor/adapters/_grpc/byteor_edge.proto\x12\x0e\x62yteor.edge.v1\x1a\x1bgoogle/protobuf/empty.proto\"\x1b\n\x07Message\x12\x10\n\x08payloads\x18\x01 \x03(\x0c\"\x17\n\x03\x41\x63k\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x32\x81\x01\n\x04\x45\x64ge\x12\x39\n\x07Publish\x12\x17.byteor.edge.v1.Message\x1a\x13.byteor.edge.v1.Ack(\x01\x12>\n\tSubscribe\x12\x16.google.protobuf.Empty\x1a\x17.byteor.edge.v1.Message0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'byteor/adapters/_grpc/byteor_edge.proto\x12\x0e\x62yteor.edge.v1\x1a\x1bgoogle/protobuf/empty.proto\"\x1b\n\x07Message\x12\x10\n\x08payloads\x18\x01 \x03(\x0c\"\x17\n\x03\x41\x63k\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x32\xc5\x01\n\x04\x45\x64ge\x12\x39\n\x07Publish\x12\x17.byteor.edge.v1.Message\x1a\x13.byteor.edge.v1.Ack(\x01\x12>\n\tSubscribe\x12\x16.google.protobuf.Empty\x1a\x17.byteor.edge.v1.Message0\x01\x12\x42\n\x0eSubscribeAcked\x12\x13.byteor.edge.v1.Ack\x1a\x17.byteor.edge.v1.Message(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,5 +37,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACK']._serialized_start=117
   _globals['_ACK']._serialized_end=140
   _globals['_EDGE']._serialized_start=143
-  _globals['_EDGE']._serialized_end=272
+  _globals['_EDGE']._serialized_end=340
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,11 @@ class EdgeStub:
                 request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
                 response_deserializer=byteor_dot_adapters_dot___grpc_dot_byteor__edge__pb2.Message.FromString,
                 _registered_method=True)
+        self.SubscribeAcked = channel.stream_stream(
+                '/byteor.edge.v1.Edge/SubscribeAcked',
+                request_serializer=byteor_dot_adapters_dot___grpc_dot_byteor__edge__pb2.Ack.SerializeToString,
+                response_deserializer=byteor_dot_adapters_dot___grpc_dot_byteor__edge__pb2.Message.FromString,
+                _registered_method=True)
 
 
 class EdgeServicer:
@@ -58,7 +63,16 @@ class EdgeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
-        """Egress: the pipeline's output; each batch goes to one subscriber.
+        """Egress: the pipeline's output; each batch goes to one subscriber. A batch counts as delivered
+        once it is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeAcked(self, request_iterator, context):
+        """Egress, at least once to the subscriber: a batch counts as delivered once the subscriber's Ack
+        covers it; what a subscriber leaves without acknowledging goes to the next one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -75,6 +89,11 @@ def add_EdgeServicer_to_server(servicer, server):
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
                     request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    response_serializer=byteor_dot_adapters_dot___grpc_dot_byteor__edge__pb2.Message.SerializeToString,
+            ),
+            'SubscribeAcked': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubscribeAcked,
+                    request_deserializer=byteor_dot_adapters_dot___grpc_dot_byteor__edge__pb2.Ack.FromString,
                     response_serializer=byteor_dot_adapters_dot___grpc_dot_byteor__edge__pb2.Message.SerializeToString,
             ),
     }
@@ -131,6 +150,33 @@ class Edge:
             target,
             '/byteor.edge.v1.Edge/Subscribe',
             google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            byteor_dot_adapters_dot___grpc_dot_byteor__edge__pb2.Message.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeAcked(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/byteor.edge.v1.Edge/SubscribeAcked',
+            byteor_dot_adapters_dot___grpc_dot_byteor__edge__pb2.Ack.SerializeToString,
             byteor_dot_adapters_dot___grpc_dot_byteor__edge__pb2.Message.FromString,
             options,
             channel_credentials,
