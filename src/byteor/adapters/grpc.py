@@ -13,12 +13,14 @@ fails (a payload larger than the slot: ``INVALID_ARGUMENT``; the run stopping: `
 not acknowledged: messages of it may still come out, so a client that retries it delivers at least
 once.
 
-Egress (:class:`GrpcSink`) is a server clients subscribe to: ``Subscribe(Empty) returns (stream
-Message)``. Each batch goes to one subscriber (several share the output; one alone sees it in
-order). Written messages count as having left egress once gRPC took them for sending to a
-subscriber; a subscriber that disconnects loses what was in flight on its connection. With no
-subscriber the output waits (the pipeline, then the ingress, pushes back) and the run fails after
-``retry_for`` seconds without one.
+Egress (:class:`GrpcSink`) is a server clients subscribe to. Each batch goes to one subscriber
+(several share the output; one alone sees it in order). ``Subscribe(Empty) returns (stream
+Message)``: a batch counts as having left egress once gRPC took it for sending, so a subscriber
+that disconnects loses what was in flight on its connection. ``SubscribeAcked(stream Ack) returns
+(stream Message)``: the subscriber sends the running total of payloads it processed, a batch counts
+once that total covers it, and what a subscriber leaves without covering goes to the next one (at
+least once). With no subscriber the output waits (the pipeline, then the ingress, pushes back) and
+the run fails after ``retry_for`` seconds without one.
 
 ``?token_env=NAME`` on either requires the metadata ``authorization: Bearer <$NAME>``
 (``UNAUTHENTICATED`` otherwise, compared in constant time).
