@@ -158,6 +158,28 @@ def test_what_a_subscriber_leaves_unacknowledged_goes_to_the_next(edge, grpc_cli
     assert len(leaver.received) >= 100 and set(leaver.received) <= set(got), "what the leaver saw came again"
 
 
+def test_ack_ring_answers_while_the_messages_are_still_in_the_pipeline(edge, grpc_clients, tmp_path,
+                                                                       ring_dir) -> None:
+    publisher, _subscriber = grpc_clients
+    pin = free_ports(1)[0]
+    gate, out = tmp_path / "gate.open", tmp_path / "out.txt"
+    (tmp_path / "gate_stage.py").write_text(  # holds every message until the test opens the gate
+        f"import os, time\n\ndef gate(msg):\n    while not os.path.exists({str(gate)!r}):\n"
+        "        time.sleep(0.01)\n    return msg\n\ngate.byteor_modifies = False\n")
+    spec = tmp_path / "gated.kv"
+    spec.write_text(_spec(tmp_path).read_text() + "pipeline.stages.1.id=gate\npipeline.stages.1.op=resolver\n"
+                    "pipeline.stages.1.resolver_key=py:gate_stage:gate\npipeline.stages.1.depends_on.0=0\n")
+    n = 300
+    e = edge(spec, f"--ingress=grpc://127.0.0.1:{pin}?ack=ring", f"--egress=file:{out}?format=lines",
+             f"--ring-path={ring_dir}", "--idle-exit=2", "--json")
+    e.wait_for(f"listening on 127.0.0.1:{pin}")
+    assert publisher(pin).publish(_payloads(n)) == n  # answered although nothing passed the gate yet
+    assert not out.exists() or not out.read_bytes()
+    gate.touch()
+    assert e.wait() == 0, e.stderr
+    assert sorted(out.read_bytes().splitlines()) == sorted(_bumped(_payloads(n)))
+
+
 @pytest.mark.parametrize(("uri", "needle"), [
     ("grpc://127.0.0.1:7001/edge", "grpc:// takes no path"),
     ("grpc://127.0.0.1:7001?ack=maybe", "?ack= must be one of commit|ring"),
