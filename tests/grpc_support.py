@@ -108,7 +108,13 @@ class Subscriber:
         self._thread.start()
 
     def _acks(self, q: queue.Queue[int | None]) -> Iterator[Any]:
-        while (total := q.get()) is not None:
+        while not self._stop.is_set():
+            try:
+                total = q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if total is None:
+                return
             yield self.pb.Ack(accepted=total)
 
     def _main(self) -> None:

@@ -180,16 +180,19 @@ def test_ack_ring_answers_while_the_messages_are_still_in_the_pipeline(edge, grp
     assert sorted(out.read_bytes().splitlines()) == sorted(_bumped(_payloads(n)))
 
 
-@pytest.mark.parametrize(("uri", "needle"), [
-    ("grpc://127.0.0.1:7001/edge", "grpc:// takes no path"),
-    ("grpc://127.0.0.1:7001?ack=maybe", "?ack= must be one of commit|ring"),
-    ("grpc://127.0.0.1:7001?colour=red", "unknown parameter 'colour'"),
-    ("grpc://127.0.0.1:7001?token_env=BYTEOR_TEST_UNSET_TOKEN", "?token_env=BYTEOR_TEST_UNSET_TOKEN: the environment"),
-    ("grpc://127.0.0.1:7001,127.0.0.1:7002", "grpc:// takes one HOST:PORT"),
-    ("grpc://127.0.0.1:99999", "bad HOST:PORT"),
+@pytest.mark.parametrize(("flag", "uri", "needle"), [
+    ("--ingress", "grpc://127.0.0.1:7001/edge", "grpc:// takes no path"),
+    ("--ingress", "grpc://127.0.0.1:7001?ack=maybe", "?ack= must be one of commit|ring"),
+    ("--ingress", "grpc://127.0.0.1:7001?colour=red", "unknown parameter 'colour'"),
+    ("--ingress", "grpc://127.0.0.1:7001?token_env=BYTEOR_TEST_UNSET", "?token_env=BYTEOR_TEST_UNSET: the environment"),
+    ("--ingress", "grpc://127.0.0.1:7001,127.0.0.1:7002", "grpc:// takes one HOST:PORT"),
+    ("--ingress", "grpc://127.0.0.1:99999", "bad HOST:PORT"),
+    ("--egress", "grpc://127.0.0.1:7001?batch=0", "?batch= must be an integer >= 1"),
+    ("--egress", "grpc://127.0.0.1:7001?ack=ring", "unknown parameter 'ack'"),
 ])
-def test_a_bad_grpc_uri_is_a_one_line_usage_error(cli, tmp_path, uri, needle) -> None:
-    proc = cli("run", _spec(tmp_path), f"--ingress={uri}", "--egress=-", script="byteor-edgeplane", timeout=30)
+def test_a_bad_grpc_uri_is_a_one_line_usage_error(cli, tmp_path, flag, uri, needle) -> None:
+    other = "--egress=-" if flag == "--ingress" else "--ingress=-"
+    proc = cli("run", _spec(tmp_path), f"{flag}={uri}", other, script="byteor-edgeplane", input="", timeout=30)
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

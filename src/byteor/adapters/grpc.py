@@ -384,7 +384,8 @@ class GrpcSource(Source):
 
 
 class GrpcSink(Sink):
-    """``grpc://HOST:PORT`` as egress: serves ``Subscribe`` (see the module docstring)."""
+    """``grpc://HOST:PORT`` as egress: serves ``Subscribe`` and ``SubscribeAcked`` (see the module
+    docstring)."""
 
     def __init__(self, ep: Endpoint) -> None:
         _check(ep, ("batch",))
@@ -494,11 +495,12 @@ class GrpcSink(Sink):
 
     def _hand(self) -> None:
         buf, self._buf = self._buf, []
-        if not buf or self._lt is None:
+        if not buf or self._lt is None:  # nothing, or closed (the session writes nothing after close)
             return
         make = self._pb.Message
         step = self.batch
-        items = [(make(payloads=buf[i:i + step]), len(buf[i:i + step])) for i in range(0, len(buf), step)]
+        parts = [buf[i:i + step] for i in range(0, len(buf), step)]
+        items = [(make(payloads=part), len(part)) for part in parts]
         with self._lock:
             self._outstanding += len(buf)
         self._lt.loop.call_soon_threadsafe(self._enqueue, items)
@@ -550,5 +552,4 @@ class GrpcSink(Sink):
         return {"name": self.name, "adapter": "grpc", "state": "closed" if self._closed else "listening",
                 "connected": self.subscribers > 0, "subscribers": self.subscribers,
                 "subscriptions": self.subscriptions, "messages": self.messages, "sent": self.sent,
-                "requeued": self.requeued,
-                "lag": self._outstanding, "unauthenticated": self._server.unauthenticated}
+                "requeued": self.requeued, "lag": self._outstanding, "unauthenticated": self._server.unauthenticated}
