@@ -208,3 +208,11 @@ def test_a_port_in_use_fails_at_start_naming_the_address(cli, tmp_path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_missing_grpc_client_names_the_extra() -> None:
+    from byteor._errors import AdapterError
+    from byteor.adapters._base import require
+
+    with pytest.raises(AdapterError, match=r"grpcio client, which is not installed: pip install 'byteor\[grpc\]'"):
+        require("no_such_grpc_module_zz", "grpc")
