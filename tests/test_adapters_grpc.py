@@ -5,6 +5,7 @@ tokens, oversized payloads and bad URIs are refused in one line."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from collections import Counter
@@ -178,6 +179,26 @@ def test_ack_ring_answers_while_the_messages_are_still_in_the_pipeline(edge, grp
     gate.touch()
     assert e.wait() == 0, e.stderr
     assert sorted(out.read_bytes().splitlines()) == sorted(_bumped(_payloads(n)))
+
+
+def test_a_second_signal_stops_at_once_while_output_waits_for_a_subscriber(edge, grpc_clients, tmp_path,
+                                                                          ring_dir) -> None:
+    publisher, _subscriber = grpc_clients
+    pin, pout = free_ports(2)
+    e = edge(_spec(tmp_path), f"--ingress=grpc://127.0.0.1:{pin}", f"--egress=grpc://127.0.0.1:{pout}",
+             f"--ring-path={ring_dir}")
+    e.wait_for(f"listening on 127.0.0.1:{pin}")
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(publisher(pin).publish, _payloads(100))
+        e.wait_for("no subscriber; holding 100 messages")
+        e.proc.send_signal(signal.SIGINT)  # drains: waits for a subscriber like any flush
+        time.sleep(0.5)
+        assert e.proc.poll() is None
+        e.proc.send_signal(signal.SIGINT)  # stops at once
+        assert e.wait(30) == 130, e.stderr
+        with pytest.raises(grpc.RpcError) as refused:
+            call.result(30)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # never acknowledged
 
 
 @pytest.mark.parametrize(("flag", "uri", "needle"), [

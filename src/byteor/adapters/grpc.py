@@ -267,7 +267,8 @@ class GrpcSource(Source):
                 await self._acknowledged(end)
             except _Closed:
                 await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                    "the ingress stopped before every message was taken; not acknowledged: retry")
+                                    "the ingress stopped before the call's messages were committed; "
+                                    "not acknowledged: retry")
         self.acked_calls += 1
         return pb.Ack(accepted=count)
 
@@ -403,6 +404,7 @@ class GrpcSink(Sink):
         self._outstanding = 0
         self._max_outstanding = max(4 * self.batch, 65536)
         self._closed = False
+        self._abandoned = False
         self._lt: LoopThread | None = None
         self.subscribers = 0
         self.subscriptions = 0
@@ -513,6 +515,8 @@ class GrpcSink(Sink):
         with self._lock:
             while self._outstanding > limit:
                 now = time.monotonic()
+                if self._abandoned and not self.subscribers:
+                    return  # stopping at once: nobody to wait for
                 if self.subscribers:
                     alone_since = None
                 elif alone_since is None:
@@ -541,6 +545,9 @@ class GrpcSink(Sink):
     def flush(self) -> None:
         self._hand()
         self._wait_sent(0)
+
+    def abandon(self) -> None:
+        self._abandoned = True
 
     def close(self) -> None:
         self._closed = True

@@ -116,6 +116,10 @@ class Sink:
         """Make everything written so far visible or durable (file flush, broker confirmation).
         After it returns, those messages count as having left egress."""
 
+    def abandon(self) -> None:
+        """The run stops at once (a failure, a second stop signal): the flush that follows keeps
+        what it can without waiting on anything outside (a subscriber to come, a broker to return)."""
+
     def close(self) -> None:
         """Flush and release; called once, also after a failure."""
 

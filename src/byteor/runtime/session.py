@@ -823,6 +823,10 @@ class RunSession:
             return
         if self._elapsed is None and self._t0:
             self._elapsed = time.monotonic() - self._t0
+        if self._outputs is not None:
+            for sink in self._outputs.sinks.values():
+                with contextlib.suppress(Exception):
+                    sink.abandon()
         self._flush_quietly()
         self._release()
 
