@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import subprocess
@@ -500,6 +501,156 @@ class Mqtt:
 
 
 # ==================================================================================================
+# gRPC ingress: a pool of streaming clients in a process of their own against each server
+# ==================================================================================================
+
+GRPC_CLIENTS = textwrap.dedent("""
+    import asyncio, json, sys, time
+    import grpc
+    from byteor.adapters._grpc import byteor_edge_pb2 as pb, byteor_edge_pb2_grpc as pbg
+    port, n, clients, per_call, per_message = map(int, sys.argv[1:6])
+    payloads = [b"order-%08d-" % i + b"x" * 40 for i in range(n)]
+    calls = [payloads[i:i + per_call] for i in range(0, n, per_call)]
+    latencies = []
+
+    async def client(stub, mine):
+        for call in mine:
+            messages = [pb.Message(payloads=call[i:i + per_message]) for i in range(0, len(call), per_message)]
+            t = time.perf_counter()
+            ack = await stub.Publish(iter(messages), wait_for_ready=True, timeout=120)
+            latencies.append(time.perf_counter() - t)
+            assert ack.accepted == len(call), ack
+
+    async def main():
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(clients)]
+        for ch in channels:
+            await asyncio.wait_for(ch.channel_ready(), 60)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(pbg.EdgeStub(ch), calls[k::clients]) for k, ch in enumerate(channels)))
+        elapsed = time.perf_counter() - t0
+        latencies.sort()
+        pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e6
+        print(json.dumps({"rate": n / elapsed, "p50_us": pick(0.50), "p99_us": pick(0.99)}))
+        for ch in channels:
+            await ch.close()
+
+    asyncio.run(main())
+""")
+
+
+class Grpc:
+    """``grpc.raw`` (a minimal grpc.aio server whose Publish only appends the payloads to a list and
+    answers) against ``byteor.grpc`` (the edgeplane session behind ``grpc://`` ingress, acknowledging
+    each call once its messages are committed, egress to /dev/null) and ``byteor.grpc.ack_ring``
+    (acknowledged once in the ring), under the same client pool: ``clients`` concurrent streams, each
+    Publish carrying ``per_call`` messages, ``per_message`` payloads per Message."""
+
+    clients, per_call, per_message = 16, 512, 64
+
+    def _free_port(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    def _load(self, port: int, n: int) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", GRPC_CLIENTS, str(port), str(n), str(self.clients),
+                                 str(self.per_call), str(self.per_message)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def _result(name: str, proc: subprocess.Popen[str], note: str) -> Result:
+        out, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError((err.strip().splitlines() or ["client pool failed"])[-1])
+        got = json.loads(out.strip().splitlines()[-1])
+        return Result(name, msgs_per_s=got["rate"], p50_us=got["p50_us"], p99_us=got["p99_us"], note=note)
+
+    def raw(self, n: int) -> Result:
+        import grpc
+
+        from byteor.adapters._grpc import byteor_edge_pb2 as pb
+        from byteor.adapters._grpc import byteor_edge_pb2_grpc as pbg
+
+        kept: list[bytes] = []
+
+        class Raw(pbg.EdgeServicer):  # type: ignore[misc]
+            async def Publish(self, request_iterator: Any, context: Any) -> Any:
+                count = 0
+                async for message in request_iterator:
+                    kept.extend(message.payloads)
+                    count += len(message.payloads)
+                return pb.Ack(accepted=count)
+
+        port = self._free_port()
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        done = asyncio.Event()
+
+        async def serve() -> None:
+            server = grpc.aio.server()
+            pbg.add_EdgeServicer_to_server(Raw(), server)
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            ready.set()
+            await done.wait()
+            await server.stop(1)
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+        thread.start()
+        ready.wait(30)
+        try:
+            return self._result("grpc.raw", self._load(port, n), "grpc.aio Publish appending to a list")
+        finally:
+            loop.call_soon_threadsafe(done.set)
+            thread.join(10)
+            loop.close()
+
+    def byteor(self, n: int, workdir: Path, ack: str) -> Result:
+        port = self._free_port()
+        proc = self._load(port, n)
+        run_byteor(f"grpc://127.0.0.1:{port}?ack={ack}", "file:/dev/null?format=len32", n, workdir)
+        note = ("ack once committed (left egress, flushed)" if ack == "commit" else "ack once in the ring")
+        return self._result("byteor.grpc" if ack == "commit" else "byteor.grpc.ack_ring", proc, note)
+
+
+def grpc_rows(n: int, workdir: Path, rounds: int = 3) -> list[Result]:
+    """The gRPC ingress rows, ``rounds`` runs of each taken in turn (a noisy machine moves every row
+    alike within a round): the median rate with its range, and the median p50/p99 of a call. A row
+    that cannot run here says why."""
+    import statistics
+
+    bench = Grpc()
+    runs: dict[str, list[Result]] = {"grpc.raw": [], "byteor.grpc": [], "byteor.grpc.ack_ring": []}
+    makers: dict[str, Callable[[], Result]] = {
+        "grpc.raw": lambda: bench.raw(n), "byteor.grpc": lambda: bench.byteor(n, workdir, "commit"),
+        "byteor.grpc.ack_ring": lambda: bench.byteor(n, workdir, "ring")}
+    failed: dict[str, str] = {}
+    for _ in range(rounds):
+        for name, make in makers.items():
+            if name in failed:
+                continue
+            try:
+                runs[name].append(make())
+            except Exception as exc:
+                failed[name] = f"{type(exc).__name__}: {exc}"[:160]
+    rows: list[Result] = []
+    for name, got in runs.items():
+        if name in failed or not got:
+            rows.append(Result.not_measured(name, failed.get(name, "no run")))
+            continue
+        rates = [r.msgs_per_s or 0.0 for r in got]
+        rows.append(Result(name, msgs_per_s=statistics.median(rates), range=(min(rates), max(rates)),
+                           p50_us=statistics.median(r.p50_us or 0.0 for r in got),
+                           p99_us=statistics.median(r.p99_us or 0.0 for r in got),
+                           note=f"{got[0].note}; median of {len(got)}",
+                           extra={"clients": bench.clients, "per_call": bench.per_call,
+                                  "per_message": bench.per_message}))
+    return rows
+
+
+# ==================================================================================================
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -534,6 +685,7 @@ def main(argv: list[str] | None = None) -> None:
             close = getattr(broker, "close", None)
             if close is not None:
                 close()
+        results.extend(grpc_rows(n * 5, workdir, 1 if args.quick else 3))
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -543,6 +695,8 @@ def main(argv: list[str] | None = None) -> None:
     for b in ("kafka", "redis", "nats", "rabbitmq_stream", "mqtt"):
         raw, ours = by.get(f"{b}.raw"), by.get(f"byteor.{b}")
         goals[f"byteor.{b} / {b}.raw (goal >= 0.80)"] = (ours / raw) if raw and ours else None
+    raw, ours = by.get("grpc.raw"), by.get("byteor.grpc")
+    goals["byteor.grpc / grpc.raw (goal >= 0.80)"] = (ours / raw) if raw and ours else None
     for peer in ("quixstreams", "bytewax"):
         ours, theirs = by.get("byteor.kafka.py_map"), by.get(f"kafka.{peer}")
         goals[f"byteor.kafka.py_map / kafka.{peer} (goal > 1)"] = (ours / theirs) if ours and theirs else None

@@ -21,7 +21,9 @@ from .._redact import scrub as _scrub
 __all__ = ["DEFAULT_PORTS", "Endpoint", "parse_uri", "redact_uri", "scrub"]
 
 REDACTED = "<redacted>"
-DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "redis": 6379, "rabbitmq-stream": 5552, "mqtt": 1883}
+DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "redis": 6379, "rabbitmq-stream": 5552, "mqtt": 1883, "grpc": 50051}
+#: schemes whose endpoint is the address alone (a server byteor runs): no NAME after it
+ADDRESS_ONLY = frozenset({"grpc"})
 
 
 def redact_uri(text: str) -> str:
@@ -169,7 +171,7 @@ def parse_uri(text: str, label: str = "--ingress") -> Endpoint:
             raise UsageError(f"{label} {shown}: bad HOST:PORT {redact_uri(item)!r}")
         hosts.append((host, int(port)))
     name = unquote(parts.path.lstrip("/"))
-    if not name:
+    if not name and scheme not in ADDRESS_ONLY:
         what = {"kafka": "TOPIC", "nats": "SUBJECT", "redis": "STREAM", "rabbitmq-stream": "STREAM",
                 "mqtt": "TOPIC"}[scheme]
         raise UsageError(f"{label} {shown}: missing /{what} after the address")

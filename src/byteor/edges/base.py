@@ -54,6 +54,10 @@ class Source:
     #: half of it, a flush and commit before taking more), so a restart after a crash repeats at
     #: most that many messages.
     acks: bool = False
+    #: True for a source whose senders wait for the commit before they send more (an ingress server
+    #: answering each call once its messages are committed): the session then flushes and commits as
+    #: soon as the input goes quiet, instead of at the next ``flush_interval``, which would stall them.
+    waits_for_commit: bool = False
     #: Messages the upstream handed over again (a broker's redelivery after a crash or takeover):
     #: an upper bound on the duplicates this run wrote where the broker marks them; shown in the
     #: summary and in :meth:`describe`.
@@ -111,6 +115,10 @@ class Sink:
     def flush(self) -> None:
         """Make everything written so far visible or durable (file flush, broker confirmation).
         After it returns, those messages count as having left egress."""
+
+    def abandon(self) -> None:
+        """The run stops at once (a failure, a second stop signal): the flush that follows keeps
+        what it can without waiting on anything outside (a subscriber to come, a broker to return)."""
 
     def close(self) -> None:
         """Flush and release; called once, also after a failure."""

@@ -75,6 +75,8 @@ WAITS = ("spin", "yield", "backoff", "block")
 #: How long one offer may wait for room before the session serves its other duties.
 _OFFER_TIMEOUT_S = 0.02
 _IDLE_WAIT_S = 0.005
+#: How often an idle session commits for sources whose senders wait for that commit.
+_PROMPT_COMMIT_S = 0.001
 #: How often the session refreshes session_state.json for observers.
 _STATE_EVERY_S = 1.0
 
@@ -678,9 +680,15 @@ class RunSession:
             if not active:
                 return None
             if not moved:
+                # the input may be quiet because its senders wait for a commit: commit as soon as
+                # the pipeline let the messages out, not at the next flush interval
+                prompt = any(f.source.waits_for_commit and f.uncommitted for f in feeds)
+                if prompt and now - last_flush >= _PROMPT_COMMIT_S:
+                    last_flush = now
+                    self._flush_and_commit()
                 waiting = [f for f in feeds if not f.ended and f.pending is None]
                 if waiting and not held:
-                    waiting[0].source.wait(_IDLE_WAIT_S)
+                    waiting[0].source.wait(_PROMPT_COMMIT_S if prompt else _IDLE_WAIT_S)
                 else:
                     time.sleep(0.0005)
 
@@ -815,6 +823,10 @@ class RunSession:
             return
         if self._elapsed is None and self._t0:
             self._elapsed = time.monotonic() - self._t0
+        if self._outputs is not None:
+            for sink in self._outputs.sinks.values():
+                with contextlib.suppress(Exception):
+                    sink.abandon()
         self._flush_quietly()
         self._release()
 
