@@ -30,7 +30,7 @@ EXAMPLES = int(os.environ.get("BYTEOR_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 H = hashlib.sha256(b"fuzz").digest()
-HEADER_BYTES = 1920  # ring header up to the scratch slots (N.HEADER_MIN_BYTES)
+HEADER_BYTES = N.HEADER_MIN_BYTES  # ring header up to the scratch slots
 
 # -- ring attach --------------------------------------------------------------------------------------
 
