@@ -8,19 +8,23 @@ producer are never touched, and a pid reused by a newer process does not keep a 
 from __future__ import annotations
 
 import hashlib
+import json
 import mmap
 import os
 import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from byteor import _native as N
+from byteor.runtime.lanegraph._stats import RoleStats
 
 H = hashlib.sha256(b"mp-holes").digest()
 PARTICIPANTS = 192  # participants table: 16 entries of 32 bytes, pid (u32) at +8
@@ -56,14 +60,23 @@ r.close()
 
 
 @pytest.fixture
-def ring(tmp_path: Path) -> Iterator[N.Ring]:
+def ring_dir(tmp_path: Path) -> Iterator[Path]:
     d = Path("/dev/shm") / f"byteor-holes-{os.getpid()}-{tmp_path.name}"
     d.mkdir(mode=0o700)
-    r = N.Ring.create(str(d / "mp.ring"), 64, 16, [0], H, multi_producer=True)
+    yield d
+    leftover = sorted(p.name for p in d.iterdir())
+    for p in d.iterdir():
+        p.unlink()
+    d.rmdir()
+    assert leftover == [], f"test left files behind: {leftover}"
+
+
+@pytest.fixture
+def ring(ring_dir: Path) -> Iterator[N.Ring]:
+    r = N.Ring.create(str(ring_dir / "mp.ring"), 64, 16, [0], H, multi_producer=True)
     yield r
     r.close()
-    os.unlink(d / "mp.ring")
-    d.rmdir()
+    os.unlink(ring_dir / "mp.ring")
 
 
 _CHILDREN: list[subprocess.Popen[str]] = []
@@ -204,3 +217,108 @@ def test_an_older_ring_layout_is_refused_in_one_line(ring: N.Ring, tmp_path: Pat
         assert str(exc.value) == f"{old}: layout version 1, this build reads version {N.LAYOUT_VERSION}"
     finally:
         old.unlink()
+
+
+#: A LaneGraph bridge role (native loop) from an events ring into the mpsc ring, as _role_main runs it.
+ROLE = """
+import json, mmap, os, sys
+from byteor import _native as N
+cfg = json.loads(sys.argv[1])
+st = mmap.mmap(os.open(cfg["stats"], os.O_RDWR), N.ROLE_STATS_BYTES)
+ins = [(N.Ring.attach(cfg["in"]), 0)]
+outs = [(N.Ring.attach(cfg["out"]), "block", "out")]
+print(N.run_role("bridge", ins, outs, st, wait=N.WAIT_BACKOFF, participant_role=256), flush=True)
+"""
+
+#: Where each kill of the role lands (fault injection, see core.c): right after it claims an mpsc
+#: slot (the hole: dropped and counted), right after its batch record (the restart publishes the
+#: slot: a repair that dropped it would lose the message), after publishing, or anywhere.
+ROLE_KILLS = ["claim:300", "record:200", "random", "publish:200", "claim:7", "random"]
+
+
+def test_a_lanegraph_role_killed_after_its_claim_drops_that_slot_only(ring_dir: Path) -> None:
+    n = 20_000
+    src = N.Ring.create(str(ring_dir / "in.ring"), 256, 16, [0], H)
+    out = N.Ring.create(str(ring_dir / "out.ring"), 64, 16, [0], H, multi_producer=True)
+    other = N.Ring.attach(out.path)  # a second writer of the lane, in this process
+    stats = RoleStats(str(ring_dir / "role.stats"), create=True)
+    mine = [b"r:%06d" % i for i in range(n)]
+    theirs = [b"o:%06d" % i for i in range(n)]
+    errors: list[BaseException] = []
+    got: list[bytes] = []
+    dropped = [0]
+    done = threading.Event()
+
+    def produce_in() -> None:
+        try:
+            for i in range(0, n, 100):
+                src.publish_many(mine[i:i + 100], N.WAIT_BLOCK, 60_000_000_000)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def produce_out() -> None:
+        try:
+            for m in theirs:
+                other.publish(m, N.WAIT_BACKOFF, 60_000_000_000)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def consume() -> None:
+        while not done.is_set() or out.cursor() > out.gating(0):
+            msgs, d, _last = out.drain(0, 4096, N.WAIT_BACKOFF, 50_000_000)
+            got.extend(msgs)
+            dropped[0] += d
+
+    threads = [threading.Thread(target=f) for f in (produce_in, produce_out, consume)]
+    for t in threads:
+        t.start()
+    cfg = json.dumps({"stats": stats.path, "in": src.path, "out": out.path})
+
+    def spawn_role(fault: str) -> subprocess.Popen[str]:
+        env = {k: v for k, v in os.environ.items() if k != "BYTEOR_FAULT_ROLE_KILL"}
+        if fault != "random":
+            env["BYTEOR_FAULT_ROLE_KILL"] = fault
+        child = subprocess.Popen([sys.executable, "-c", ROLE, cfg], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)
+        _CHILDREN.append(child)
+        return child
+
+    child = spawn_role(ROLE_KILLS[0])
+    try:
+        for k, fault in enumerate(ROLE_KILLS):
+            if fault == "random":
+                target = min(n - 1, src.gating(0) + 1500)
+                deadline = time.monotonic() + 60
+                while src.gating(0) < target and child.poll() is None:
+                    assert time.monotonic() < deadline, f"role stuck at {src.gating(0)}"
+                    time.sleep(0.001)
+                child.send_signal(signal.SIGKILL)
+            _out, err = child.communicate(timeout=60)  # a fault kills the role by itself
+            assert child.returncode == -signal.SIGKILL, (fault, child.returncode, err)
+            time.sleep(0.15)  # the consumer waits past its repair delay: it must leave the role's claim alone
+            child = spawn_role(ROLE_KILLS[k + 1] if k + 1 < len(ROLE_KILLS) else "random")
+        threads[0].join(120)
+        src.request_stop()
+        _out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        threads[1].join(120)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(60)
+        other.close()
+        stats.close()
+    try:
+        assert not errors, errors
+        seen = Counter(got)
+        assert seen == Counter(mine + theirs), (
+            f"{sum((Counter(mine + theirs) - seen).values())} lost, "
+            f"{sum((seen - Counter(mine + theirs)).values())} duplicated")
+        assert [m for m in got if m[:1] == b"r"] == mine and [m for m in got if m[:1] == b"o"] == theirs
+        repaired = out.snapshot()["repaired"]
+        assert dropped[0] == repaired and repaired >= 2  # the two claim kills at least
+    finally:
+        for r in (src, out):
+            r.close()
+            os.unlink(r.path)
+        os.unlink(ring_dir / "role.stats")

@@ -274,6 +274,8 @@ class MpGraph:
         def run() -> None:
             nxt = int(ring.next_for(cell))
             read_bytes = ring.read_bytes
+            length, dropped = ring.length, _native.DROPPED_LENGTH
+            holes = bool(ring.multi_producer)  # a dead writer's claim is published as dropped: skip it
             try:
                 while not self._aborted.is_set():
                     hi = int(ring.wait_for(cell, nxt, self.wait, _POLL_NS))
@@ -281,7 +283,10 @@ class MpGraph:
                         if ring.stop_requested() and nxt > ring.cursor():
                             return
                         continue
-                    batch = [read_bytes(seq) for seq in range(nxt, hi + 1)]
+                    if holes:
+                        batch = [read_bytes(seq) for seq in range(nxt, hi + 1) if length(seq) != dropped]
+                    else:
+                        batch = [read_bytes(seq) for seq in range(nxt, hi + 1)]
                     deliver(ep, 0, batch)
                     self._out[ep] += len(batch)
                     self._row.set(_OUT, sum(self._out.values()))
