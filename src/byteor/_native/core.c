@@ -4569,6 +4569,8 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
     }
     for (int j = 0; j < R->nout; j++)
         if (R->out[j].ring) {
+            /* every batch was flushed before role_run returned: nothing of this run is left to repair */
+            if (R->out[j].ring->flags & FLAG_MULTI_PRODUCER) producer_entry_release(R->out[j].ring);
             R->out[j].ring->busy--;
             if (R->out[j].ring->closed) ring_unmap(R->out[j].ring);
         }
