@@ -149,6 +149,31 @@ def test_a_producer_killed_between_claim_and_publish_leaves_no_hole(ring: N.Ring
     assert ring.repair() == 0
 
 
+@pytest.mark.parametrize("wait", [N.WAIT_BLOCK, N.WAIT_SPIN], ids=["block", "spin"])
+def test_a_native_consumer_loop_passes_over_a_hole(ring: N.Ring, wait: int) -> None:
+    """count_sink (the loop run_builtin and run_stage share) repairs the hole while it waits."""
+    victim = spawn(CLAIMER, ring.path, 9, 3)
+    claimed_by(victim)
+    victim.kill()
+    victim.communicate(timeout=30)
+    result: list[tuple[int, int]] = []
+    sink = threading.Thread(target=lambda: result.append(ring.count_sink(0, wait)))
+    sink.start()
+    try:
+        per = 500
+        for child in [spawn(STEADY, ring.path, tag, per) for tag in (1, 2)]:
+            _out, err = child.communicate(timeout=60)
+            assert child.returncode == 0, err
+        deadline = time.monotonic() + 60
+        while ring.gating(0) < 3 + 2 * per:  # consumed past the hole before anyone asked it to stop
+            assert time.monotonic() < deadline, f"sink stuck at {ring.gating(0)}"
+            time.sleep(0.01)
+    finally:
+        ring.request_stop()
+        sink.join(60)
+    assert result == [(3 + 2 * per, 5 * (3 + 2 * per))] and ring.snapshot()["repaired"] == 1
+
+
 def test_the_claim_of_a_live_producer_is_never_repaired(ring: N.Ring) -> None:
     slow = spawn(CLAIMER, ring.path, 5, 2)
     seq = claimed_by(slow)
