@@ -219,6 +219,22 @@ def test_consumers_stopping_deliver_what_follows_a_hole(ring: N.Ring) -> None:
     assert (msgs, dropped, last) == ([b"a", b"b"], 1, 2)
 
 
+def test_only_the_claiming_object_commits_a_claim_once(ring: N.Ring) -> None:
+    """A claim record covers the object's own open claims: committing someone else's claim, or one
+    claim twice, would leave a live claim uncovered (and repairable)."""
+    other = N.Ring.attach(ring.path)
+    a, b = ring.claim(), other.claim()
+    with pytest.raises(ValueError, match="not an open claim of this Ring object"):
+        ring.commit(b, 0)
+    other.commit(b, 0)
+    with pytest.raises(ValueError, match="not an open claim of this Ring object"):
+        other.commit(b, 0)
+    assert ring.repair() == 0 and ring.cursor() == -1  # a is still open, by a live object
+    ring.commit(a, 0)
+    assert ring.cursor() == 1
+    other.close()
+
+
 def test_a_ring_closed_with_an_uncommitted_claim_is_repaired(ring: N.Ring) -> None:
     other = N.Ring.attach(ring.path)
     seq = other.claim()

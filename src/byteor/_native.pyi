@@ -104,7 +104,8 @@ class Ring:
     def slot(self, seq: int) -> memoryview:
         """Writable view (``slot_bytes`` long) of a claimed slot."""
     def commit(self, seq: int, length: int) -> None:
-        """Publish a claimed slot holding ``length`` bytes (single producer: in claim order)."""
+        """Publish a claimed slot holding ``length`` bytes (single producer: in claim order;
+        multi-producer: once, by the object that claimed it, else ValueError)."""
     # consumers
     def wait_for(self, c: int, seq: int, wait: int = ..., timeout_ns: int = -1) -> int:
         """Highest sequence >= ``seq`` consumer ``c`` may read (publisher and every dependency past it);

@@ -1867,6 +1867,15 @@ static PyObject *Ring_commit(RingObject *r, PyObject *const *args, Py_ssize_t na
         PyErr_Format(PyExc_ValueError, "commit(%lld): single-producer commits go in claim order", (long long)seq);
         return NULL;
     }
+    /* multi-producer: this object's claim record must keep covering its other open claims */
+    if ((r->flags & FLAG_MULTI_PRODUCER) &&
+        (r->prod_out <= 0 || seq < r->prod_lo || seq > r->prod_hi ||
+         r->prod_gen != atomic_load_explicit(&g_fork_gen, memory_order_relaxed) ||
+         atomic_load_explicit(slot_pubseq(slot_at(r, seq)), memory_order_acquire) == seq)) {
+        PyErr_Format(PyExc_ValueError, "commit(%lld): not an open claim of this Ring object (a multi-producer claim "
+                     "is committed once, by the object that claimed it)", (long long)seq);
+        return NULL;
+    }
     atomic_store_explicit(slot_len(slot_at(r, seq)), (uint32_t)len, memory_order_relaxed);
     producer_publish(r, seq, seq);
     Py_RETURN_NONE;
