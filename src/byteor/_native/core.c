@@ -1303,14 +1303,15 @@ static int part_register(RingObject *r, uint32_t role, uint32_t pid, uint32_t fl
             if (!atomic_compare_exchange_strong_explicit(&p->state, &expect, PART_CLAIMING, memory_order_acq_rel,
                                                          memory_order_relaxed))
                 continue;
+            /* the old record goes first: the new owner's liveness must never vouch for it */
+            atomic_store_explicit(&r->recs[i].lo, -1, memory_order_release);
+            atomic_store_explicit(&r->recs[i].hi, -1, memory_order_release);
+            atomic_store_explicit(&r->recs[i].start_ticks, ticks, memory_order_relaxed);
             atomic_store_explicit(&p->role, role, memory_order_relaxed);
-            atomic_store_explicit(&p->pid, pid, memory_order_relaxed);
+            atomic_store_explicit(&p->pid, pid, memory_order_release);
             atomic_store_explicit(&p->flags, flags, memory_order_relaxed);
             atomic_store_explicit(&p->heartbeat_ns, mono_ns(), memory_order_relaxed);
             atomic_store_explicit(&p->registered_ns, unix_ns(), memory_order_relaxed);
-            atomic_store_explicit(&r->recs[i].start_ticks, ticks, memory_order_relaxed);
-            atomic_store_explicit(&r->recs[i].lo, -1, memory_order_relaxed);
-            atomic_store_explicit(&r->recs[i].hi, -1, memory_order_relaxed);
             atomic_store_explicit(&p->state, PART_RUNNING, memory_order_release);
             return i;
         }
