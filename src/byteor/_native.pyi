@@ -76,6 +76,9 @@ class Ring:
     @property
     def created_ns(self) -> int: ...
     @property
+    def repaired(self) -> int:
+        """Slots of a multi-producer ring published as dropped by hole repairs (all processes)."""
+    @property
     def multi_producer(self) -> bool: ...
     @property
     def file_bytes(self) -> int: ...

@@ -4798,6 +4798,11 @@ static PyObject *Ring_get_spec_hash(RingObject *r, void *c) {
     return PyBytes_FromStringAndSize((const char *)((ring_header_t *)(void *)r->base)->spec_hash, 32);
 }
 
+static PyObject *Ring_get_repaired(RingObject *r, void *c) {
+    RING_GET_GUARD;
+    return PyLong_FromUnsignedLongLong(atomic_load_explicit(&r->stop->repaired, memory_order_relaxed));
+}
+
 static PyObject *Ring_get_created_ns(RingObject *r, void *c) {
     RING_GET_GUARD;
     return PyLong_FromUnsignedLongLong(((ring_header_t *)(void *)r->base)->created_ns);
@@ -4810,6 +4815,7 @@ static PyGetSetDef Ring_getset[] = {
     {"deps", (getter)Ring_get_deps, NULL, "dependency bitmask per consumer", NULL},
     {"spec_hash", (getter)Ring_get_spec_hash, NULL, "32 raw bytes of the spec hash", NULL},
     {"created_ns", (getter)Ring_get_created_ns, NULL, "creation time, unix ns", NULL},
+    {"repaired", (getter)Ring_get_repaired, NULL, "slots published as dropped by hole repairs", NULL},
     {"multi_producer", (getter)Ring_get_multi, NULL, "whether producers claim with CAS", NULL},
     {"file_bytes", (getter)Ring_get_file_bytes, NULL, "size of the mapping", NULL},
     {"closed", (getter)Ring_get_closed, NULL, "whether close() was called", NULL},

@@ -532,7 +532,9 @@ class MpGraph:
         drops = self.drops()
         for name, lp in self.plan.lanes.items():
             ring = self.rings.get(name)
+            repaired = 0
             if ring is not None:
+                repaired = int(ring.repaired)
                 write_pos = int(ring.cursor()) + 1
                 reads = [int(ring.gating(c)) + 1 for c in range(lp.cells)]
                 path: str | None = lane_file(self.lane_path, name, lp.kind)
@@ -543,7 +545,7 @@ class MpGraph:
                 path = str(journal_lane_dir(self.journal_dir, name))
             state["lanes"].append(lane_state_entry(
                 name=name, kind=lp.kind, capacity=lp.capacity, slot_bytes=lp.slot_bytes, on_full=lp.on_full,
-                write_pos=write_pos, read_pos=reads, drops=drops[name], path=path,
+                write_pos=write_pos, read_pos=reads, drops=drops[name], path=path, repaired=repaired,
             ))
         for rp in self.plan.roles:
             st = self.stats[rp.name]
