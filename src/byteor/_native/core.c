@@ -670,6 +670,7 @@ static inline int64_t barrier_of(RingObject *r, int c, int64_t want, seq_line_t 
 #define WAIT_STOPPED -2
 
 static void consumer_repair_tick(RingObject *r, int force);
+static inline int repair_step(const waiter_t *w);
 
 /* Wait (GIL released; ts = saved state) until consumer c may read `want`. Returns the barrier (>= want),
  * STEP_TIMEOUT, WAIT_STOPPED (stop set and nothing at `want` is published) or STEP_ERROR. */
@@ -688,7 +689,7 @@ static int64_t ring_wait_barrier(RingObject *r, int c, int64_t want, waiter_t *w
             }
             return WAIT_STOPPED;
         }
-        if (mp_lag && (w->strategy >= WAIT_BACKOFF || (w->n & 63u) == 0)) consumer_repair_tick(r, 0);
+        if (mp_lag && repair_step(w)) consumer_repair_tick(r, 0);
         int s = waiter_step(w, cell, seen);
         if (s != STEP_OK) return s;
     }
@@ -1487,16 +1488,23 @@ static int64_t successor_repair(RingObject *r, uint32_t role) {
  * (the stop word is set: no live producer will fill the gap later). */
 static void consumer_repair_tick(RingObject *r, int force) {
     int64_t pub = atomic_load_explicit(&r->published->seq, memory_order_acquire);
+    if (!force && atomic_load_explicit(&r->stuck_pub, memory_order_relaxed) != pub) {
+        atomic_store_explicit(&r->stuck_pub, pub, memory_order_relaxed); /* it moved: no hole (yet) */
+        atomic_store_explicit(&r->stuck_since, mono_ns(), memory_order_relaxed);
+        return;
+    }
+    /* the claim cursor's line is the producers' hottest: read it only once the cursor stands still */
     if (atomic_load_explicit(&r->claim->seq, memory_order_acquire) <= pub) return;
     int64_t now = mono_ns();
-    if (atomic_load_explicit(&r->stuck_pub, memory_order_relaxed) != pub) {
-        atomic_store_explicit(&r->stuck_pub, pub, memory_order_relaxed);
-        atomic_store_explicit(&r->stuck_since, now, memory_order_relaxed);
-        if (!force) return;
-    }
     if (!force && now - atomic_load_explicit(&r->stuck_since, memory_order_relaxed) < REPAIR_AFTER_NS) return;
     atomic_store_explicit(&r->stuck_since, now, memory_order_relaxed);
     ring_repair(r);
+}
+
+/* Whether a waiter's step is one to look for a hole at: a 16th of the polls (a poll of the spin
+ * phases takes well under a microsecond), and every futex slice of block. */
+static inline int repair_step(const waiter_t *w) {
+    return (w->n & 15u) == 15u || (w->strategy == WAIT_BLOCK && w->n > w->spin);
 }
 
 /* ============================================================================
@@ -4235,7 +4243,7 @@ static int role_wait_inputs(role_t *R) {
                     in->done = 1;
                     continue;
                 }
-                if ((in->ring->flags & FLAG_MULTI_PRODUCER) && cell == in->ring->published)
+                if ((in->ring->flags & FLAG_MULTI_PRODUCER) && cell == in->ring->published && repair_step(&w))
                     consumer_repair_tick(in->ring, 0);
                 all_done = 0;
                 if (lag == NULL) {
