@@ -23,6 +23,8 @@ from ._child import EXIT_STAGE_FAILED, close_recorder, context_from_json, enter_
 ROLE_PRODUCER = 1
 ROLE_EGRESS = 2
 ROLE_STAGE_BASE = 16
+#: LaneGraph role i of the plan writing a multi-producer lane (``run_role(participant_role=...)``).
+ROLE_LANE_BASE = 256
 
 _POLL_NS = 200_000_000
 

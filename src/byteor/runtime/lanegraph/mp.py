@@ -274,6 +274,8 @@ class MpGraph:
         def run() -> None:
             nxt = int(ring.next_for(cell))
             read_bytes = ring.read_bytes
+            length, dropped = ring.length, _native.DROPPED_LENGTH
+            holes = bool(ring.multi_producer)  # a dead writer's claim is published as dropped: skip it
             try:
                 while not self._aborted.is_set():
                     hi = int(ring.wait_for(cell, nxt, self.wait, _POLL_NS))
@@ -281,7 +283,10 @@ class MpGraph:
                         if ring.stop_requested() and nxt > ring.cursor():
                             return
                         continue
-                    batch = [read_bytes(seq) for seq in range(nxt, hi + 1)]
+                    if holes:
+                        batch = [read_bytes(seq) for seq in range(nxt, hi + 1) if length(seq) != dropped]
+                    else:
+                        batch = [read_bytes(seq) for seq in range(nxt, hi + 1)]
                     deliver(ep, 0, batch)
                     self._out[ep] += len(batch)
                     self._row.set(_OUT, sum(self._out.values()))
@@ -527,7 +532,9 @@ class MpGraph:
         drops = self.drops()
         for name, lp in self.plan.lanes.items():
             ring = self.rings.get(name)
+            repaired = 0
             if ring is not None:
+                repaired = int(ring.repaired)
                 write_pos = int(ring.cursor()) + 1
                 reads = [int(ring.gating(c)) + 1 for c in range(lp.cells)]
                 path: str | None = lane_file(self.lane_path, name, lp.kind)
@@ -538,7 +545,7 @@ class MpGraph:
                 path = str(journal_lane_dir(self.journal_dir, name))
             state["lanes"].append(lane_state_entry(
                 name=name, kind=lp.kind, capacity=lp.capacity, slot_bytes=lp.slot_bytes, on_full=lp.on_full,
-                write_pos=write_pos, read_pos=reads, drops=drops[name], path=path,
+                write_pos=write_pos, read_pos=reads, drops=drops[name], path=path, repaired=repaired,
             ))
         for rp in self.plan.roles:
             st = self.stats[rp.name]
