@@ -23,7 +23,8 @@ __all__ = ["Inbox", "LoopThread", "Outage", "require"]
 T = TypeVar("T")
 
 _EXTRAS = {"kafka": ("kafka", "confluent-kafka"), "nats": ("nats", "nats-py"), "redis": ("redis", "redis"),
-           "rabbitmq-stream": ("rabbitmq", "rstream"), "mqtt": ("mqtt", "paho-mqtt")}
+           "rabbitmq-stream": ("rabbitmq", "rstream"), "mqtt": ("mqtt", "paho-mqtt"),
+           "postgresql": ("postgres", "psycopg"), "s3": ("s3", "boto3")}
 
 
 def require(module: str, scheme: str) -> ModuleType:

@@ -21,7 +21,10 @@ from .._redact import scrub as _scrub
 __all__ = ["DEFAULT_PORTS", "Endpoint", "parse_uri", "redact_uri", "scrub"]
 
 REDACTED = "<redacted>"
-DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "redis": 6379, "rabbitmq-stream": 5552, "mqtt": 1883}
+DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "redis": 6379, "rabbitmq-stream": 5552, "mqtt": 1883,
+                 "postgresql": 5432, "s3": 443}
+#: schemes whose path may be empty (an S3 prefix: the whole bucket)
+_OPTIONAL_NAME = frozenset({"s3"})
 
 
 def redact_uri(text: str) -> str:
@@ -169,9 +172,9 @@ def parse_uri(text: str, label: str = "--ingress") -> Endpoint:
             raise UsageError(f"{label} {shown}: bad HOST:PORT {redact_uri(item)!r}")
         hosts.append((host, int(port)))
     name = unquote(parts.path.lstrip("/"))
-    if not name:
+    if not name and scheme not in _OPTIONAL_NAME:
         what = {"kafka": "TOPIC", "nats": "SUBJECT", "redis": "STREAM", "rabbitmq-stream": "STREAM",
-                "mqtt": "TOPIC"}[scheme]
+                "mqtt": "TOPIC", "postgresql": "DATABASE"}[scheme]
         raise UsageError(f"{label} {shown}: missing /{what} after the address")
     if "#" in text:
         raise UsageError(f"{label} {shown}: '#' starts a URI fragment; write an MQTT '#' wildcard as %23")
