@@ -18,6 +18,7 @@ a crash) inserts nothing twice; identical messages are stored once (docs/adapter
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -248,10 +249,8 @@ class PostgresSource(Source):
             self._listen.close()
             self._listen = None
             self._dirty = True
-            try:
+            with contextlib.suppress(AdapterError):  # polling goes on; the claims' errors decide about retry_for
                 self._listen = self._listener()
-            except AdapterError:
-                pass  # polling goes on; the claims' own errors decide about retry_for
 
     def close(self) -> None:
         # open claims roll back with their connection: their rows are claimed again later
@@ -260,10 +259,8 @@ class PostgresSource(Source):
             conns.append(self._listen)
         self._claims, self._idle, self._listen, self._current = [], [], None, None
         for conn in conns:
-            try:
+            with contextlib.suppress(Exception):  # a broken connection's close must not hide the run's result
                 conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection must not hide the run's result
-                pass
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "adapter": "postgresql", "table": ".".join(self.table), "channel": self.channel,
