@@ -55,6 +55,26 @@ def test_sigkill_then_restart_loses_nothing_and_writes_each_row_once(pg_tables, 
     assert pg_tables.left() == 0
 
 
+def test_a_cut_connection_is_retried_and_loses_nothing(pg_tables, edge, tcp_proxy, tmp_path, ring_dir) -> None:
+    proxy = tcp_proxy(("127.0.0.1", 5432))
+    ingress = pg_tables.ingress().replace("127.0.0.1:5432", proxy.address)
+    e = edge(store_spec(tmp_path, paced=True), f"--ingress={ingress}", f"--egress={pg_tables.egress()}",
+             f"--ring-path={ring_dir}", "--idle-exit=4", "--json")
+    e.wait_for("ingress")
+    pg_tables.produce(payloads(N // 2))
+    wait_out(ring_dir, 3000)
+    proxy.cut()  # the claims' transactions end with their connections: their rows are unlocked
+    pg_tables.produce(payloads(N - N // 2, start=N // 2))
+    time.sleep(2.0)
+    proxy.restore()
+    e.wait_for("reconnected")
+    assert e.wait() == 0, e.stderr
+    out = pg_tables.output()
+    assert len(out) == N and set(out) == bumped(payloads(N))
+    assert pg_tables.left() == 0
+    assert e.summary()["sources"][0]["reconnects"] >= 1
+
+
 def test_two_instances_on_one_queue_process_each_row_exactly_once(pg_tables, edge, tmp_path, request) -> None:
     spec = store_spec(tmp_path, paced=True)
     outs = [tmp_path / "a.out", tmp_path / "b.out"]

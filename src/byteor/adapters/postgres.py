@@ -67,6 +67,11 @@ def _first_line(ep: Endpoint, exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _brief(ep: Endpoint, exc: BaseException) -> AdapterError:
+    """A client error as the one line that events and the final error show."""
+    return exc if isinstance(exc, AdapterError) else AdapterError(_first_line(ep, exc))
+
+
 def _check_table(ep: Endpoint, conn: Any, query: Any, ddl: str, ident: Any) -> None:
     """Run ``query`` (which reads the table's columns); a missing table or column is one line
     that names the table and the statement that creates it."""
@@ -119,6 +124,7 @@ class PostgresSource(Source):
         self._dirty = True                  # a notification (or the start) says rows may be there
         self._next_poll = 0.0
         self._retry_at = 0.0
+        self._listen_at = 0.0               # when to try LISTEN again after its connection broke
         self._select: Any = None
         self._delete: Any = None
         self.messages = 0
@@ -179,8 +185,8 @@ class PostgresSource(Source):
                 return Batch(())
             try:
                 claim = self._claim()
-            except self._psycopg.Error as exc:  # the server or the network: retried until retry_for
-                self._retry_at = now + self.outage.failed(exc)
+            except (self._psycopg.Error, AdapterError) as exc:  # the server or the network: retried until retry_for
+                self._retry_at = now + self.outage.failed(_brief(self.ep, exc))
                 return Batch(())
             self.outage.ok()
             if claim is None:
@@ -230,7 +236,7 @@ class PostgresSource(Source):
             # the transaction is gone with its locks: the rows are claimed again (by us or another
             # instance), so their messages come once more; at least once, never lost
             self.requeued += len(claim.ids)
-            self.outage.mark(exc)
+            self.outage.mark(_brief(self.ep, exc))
             claim.conn.close()
             return
         self.deleted += len(claim.ids)
@@ -238,19 +244,31 @@ class PostgresSource(Source):
         self._dirty = True  # there may be more right behind what we took
 
     def wait(self, timeout: float) -> None:
-        if self._dirty or self._current is not None or self._listen is None:
+        now = time.monotonic()
+        if self._current is not None:
+            return  # rows in hand
+        if len(self._claims) < _MAX_CLAIMS and now >= self._retry_at and (self._dirty or now >= self._next_poll):
+            return  # next_batch will look
+        until = self._next_poll if len(self._claims) < _MAX_CLAIMS and now >= self._retry_at else now + timeout
+        timeout = max(0.0, min(timeout, until - now))
+        if self._listen is None:
+            if now >= self._listen_at:
+                self._listen_at = now + 1.0
+                with contextlib.suppress(AdapterError):  # polling goes on; the claims' errors decide about retry_for
+                    self._listen = self._listener()
+                    self._dirty = True  # a notification sent while nobody listened is lost: look once
+                    return
+            time.sleep(timeout)
             return
         try:
-            for _ in self._listen.notifies(timeout=min(timeout, max(0.0, self._next_poll - time.monotonic())),
-                                           stop_after=1):
+            for _ in self._listen.notifies(timeout=timeout, stop_after=1):
                 self._dirty = True
         except self._psycopg.Error as exc:
-            self.outage.mark(exc)
-            self._listen.close()
+            self.outage.mark(_brief(self.ep, exc))
+            with contextlib.suppress(Exception):
+                self._listen.close()
             self._listen = None
             self._dirty = True
-            with contextlib.suppress(AdapterError):  # polling goes on; the claims' errors decide about retry_for
-                self._listen = self._listener()
 
     def close(self) -> None:
         # open claims roll back with their connection: their rows are claimed again later
@@ -342,7 +360,7 @@ class PostgresSink(Sink):
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None
-                time.sleep(self.outage.failed(exc))
+                time.sleep(self.outage.failed(_brief(self.ep, exc)))
                 continue
             except psycopg.Error as exc:
                 self._conn.rollback()
