@@ -123,6 +123,11 @@ class S3Source(Source):
         self._inbox = Inbox(4096)
         self._max_bytes: int | None = None
         self._thread: threading.Thread | None = None
+        self._ck_thread: threading.Thread | None = None
+        self._ck_cond = threading.Condition()
+        self._ck_pending: tuple[str, int] | None = None
+        self._ck_stop = False
+        self._ck_error: BaseException | None = None
         self._closing = threading.Event()
         self._error: BaseException | None = None
         self._start: tuple[str, int] | None = None
@@ -144,6 +149,8 @@ class S3Source(Source):
         self.committed = self._start
         self._thread = threading.Thread(target=self._reader, name="byteor-s3-ingress", daemon=True)
         self._thread.start()
+        self._ck_thread = threading.Thread(target=self._checkpointer, name="byteor-s3-checkpoint", daemon=True)
+        self._ck_thread.start()
         self.outage.connected()
 
     def _read_checkpoint(self) -> tuple[str, int] | None:
@@ -292,6 +299,8 @@ class S3Source(Source):
     # -- the session's side ---------------------------------------------------------------------
 
     def next_batch(self, max_messages: int) -> Batch | None:
+        if self._ck_error is not None:
+            raise self._ck_error
         items = self._inbox.take(max_messages)
         if not items:
             if self._error is not None:
@@ -312,8 +321,29 @@ class S3Source(Source):
         self._inbox.wait(timeout)
 
     def commit(self, position: Any) -> None:
+        # the checkpoint writer puts the latest position: commits that come while a put is under
+        # way are one put, and the session's thread never waits for the store
         if position is None:
             return
+        with self._ck_cond:
+            self._ck_pending = position
+            self._ck_cond.notify()
+
+    def _checkpointer(self) -> None:
+        while True:
+            with self._ck_cond:
+                while self._ck_pending is None and not self._ck_stop:
+                    self._ck_cond.wait()
+                position, self._ck_pending = self._ck_pending, None
+            if position is None:
+                return  # stopped with nothing left to write
+            try:
+                self._write_checkpoint(position)
+            except BaseException as exc:  # handed to the session by its next next_batch
+                self._ck_error = exc
+                return
+
+    def _write_checkpoint(self, position: tuple[str, int]) -> None:
         key, offset = position
         body = json.dumps({"key": key, "offset": offset}).encode()
         while True:
@@ -335,6 +365,11 @@ class S3Source(Source):
         self._inbox.close()
         if self._thread is not None:
             self._thread.join(10)
+        with self._ck_cond:
+            self._ck_stop = True  # the last commit still gets written
+            self._ck_cond.notify()
+        if self._ck_thread is not None:
+            self._ck_thread.join(self.ep.retry_for + 10)
 
     def describe(self) -> dict[str, Any]:
         committed = None if self.committed is None else {"key": self.committed[0], "offset": self.committed[1]}
