@@ -94,6 +94,18 @@ def test_len32_objects_round_trip(s3_bucket, edge, tmp_path, ring_dir) -> None:
     assert got == [bytes((b + 1) & 0xFF for b in m) for m in msgs]
 
 
+def test_a_truncated_len32_object_stops_the_run_after_the_messages_before_it(s3_bucket, edge, tmp_path,
+                                                                             ring_dir) -> None:
+    good = [*payloads(100)]
+    body = b"".join(struct.pack("<I", len(m)) + m for m in good) + struct.pack("<I", 50) + b"short"
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key="bad/one", Body=body)
+    e = edge(store_spec(tmp_path, paced=False), f"--ingress={s3_bucket.uri('bad/', format='len32')}",
+             f"--egress={s3_bucket.uri('badout/')}", f"--ring-path={ring_dir}", "--json")
+    assert e.wait() == 2, e.stderr
+    assert "'bad/one'" in e.stderr and f"at byte {len(body) - 9}" in e.stderr, e.stderr
+    assert sorted(s3_bucket.read_lines("badout/")) == sorted(bumped(good))
+
+
 @pytest.mark.parametrize(("uri", "error"), [
     ("s3://KEYID:hunter2secret@bkt/p", "takes no credentials in the URI"),
     ("s3://bkt:9000/p", "takes a bucket name, not HOST:PORT"),
