@@ -36,6 +36,19 @@ def test_every_queued_row_passes_add_u8_once(pg_tables, edge, tmp_path, ring_dir
     assert src["deleted"] == N and src["requeued"] == 0
 
 
+def test_a_run_stopped_by_max_messages_deletes_exactly_what_it_processed(pg_tables, edge, tmp_path,
+                                                                         ring_dir) -> None:
+    pg_tables.produce(payloads(300))
+    spec = store_spec(tmp_path, paced=False)
+    for run, take in enumerate((100, 200)):
+        e = edge(spec, f"--ingress={pg_tables.ingress()}", "--egress=file:/dev/null", f"--ring-path={ring_dir}",
+                 f"--max-messages={take}", "--json")
+        assert e.wait() == 0, e.stderr
+        # the claim the run stopped in gives back what it did not hand over, and only that
+        assert e.summary()["sources"][0]["deleted"] == take
+        assert pg_tables.left() == 200 * (1 - run)
+
+
 def test_sigkill_then_restart_loses_nothing_and_writes_each_row_once(pg_tables, edge, tmp_path, ring_dir) -> None:
     spec = store_spec(tmp_path, paced=True)
     args = (f"--ingress={pg_tables.ingress()}", f"--egress={pg_tables.egress()}", f"--ring-path={ring_dir}", "--json")

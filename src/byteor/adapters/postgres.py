@@ -98,6 +98,8 @@ class _Claim:
     ids: list[int]
     handed: int = 0
     committed: int = 0
+    #: rows handed to the session so far (skipped ones included): ``ids[:taken]``
+    taken: int = 0
     exhausted: bool = False
     rows: list[tuple[int, bytes | None]] = field(default_factory=list)
 
@@ -196,6 +198,7 @@ class PostgresSource(Source):
             self._current = claim
         rows = claim.rows[:max_messages]
         del claim.rows[:max_messages]
+        claim.taken += len(rows)
         out: list[bytes] = []
         limit = self._max_bytes
         for row_id, payload in rows:
@@ -271,7 +274,14 @@ class PostgresSource(Source):
             self._dirty = True
 
     def close(self) -> None:
-        # open claims roll back with their connection: their rows are claimed again later
+        # a claim the run stopped in (--max-messages, a signal) keeps what it handed over and the
+        # session committed: those rows are deleted; the rest roll back with the connection and
+        # are claimed again later
+        for claim in list(self._claims):
+            if claim.taken and claim.committed == claim.handed:
+                claim.ids = claim.ids[:claim.taken]
+                claim.exhausted = True
+                self._finish_if_done(claim)
         conns = [c.conn for c in self._claims] + self._idle
         if self._listen is not None:
             conns.append(self._listen)
