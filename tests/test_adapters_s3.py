@@ -1,12 +1,14 @@
 """S3 through moto's server: 20 000 messages in objects under a prefix, read in key order, through
 add_u8, written as position-named objects; a SIGKILL of the process group and a restart resume from
-the checkpoint object and lose nothing; a restarted sink continues the sequence instead of
+the checkpoint object and lose nothing; a put cut off from the store is retried under the same
+name; a restarted sink continues the sequence instead of
 overwriting; len32 objects round-trip; credentials in the URI and HOST:PORT are refused."""
 
 from __future__ import annotations
 
 import json
 import struct
+import time
 from collections import Counter
 
 import pytest
@@ -74,6 +76,31 @@ def test_a_restarted_sink_continues_the_sequence_instead_of_overwriting(s3_bucke
         sink.close()
     assert s3_bucket.keys("seq/") == [f"seq/{n:020d}.lines" for n in (0, 300, 500, 800)]
     assert s3_bucket.read_lines("seq/") == payloads(1000)
+
+
+def test_a_put_cut_off_from_the_store_is_retried_under_the_same_name(s3_bucket, edge, tcp_proxy, tmp_path,
+                                                                      ring_dir) -> None:
+    host_port = s3_bucket.endpoint.removeprefix("http://")
+    host, port = host_port.rsplit(":", 1)
+    proxy = tcp_proxy((host, int(port)))
+    egress = s3_bucket.uri("out/").replace(host_port, proxy.address)
+    e = edge(store_spec(tmp_path, paced=False), f"--ingress={s3_bucket.uri('in/')}", f"--egress={egress}",
+             f"--ring-path={ring_dir}", "--idle-exit=3", "--json")
+    e.wait_for("ingress")
+    proxy.cut()
+    _put_objects(s3_bucket, "in/", 0, 3000, per_object=1000)
+    e.wait_for("connection lost")
+    time.sleep(1.0)
+    proxy.restore()
+    e.wait_for("reconnected")
+    assert e.wait() == 0, e.stderr
+    out = s3_bucket.read_lines("out/")
+    assert len(out) == 3000 and set(out) == bumped(payloads(3000))
+    keys = s3_bucket.keys("out/")
+    counts = [int(s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=k)["Metadata"]["byteor-count"])
+              for k in keys]
+    # each object starts where the one before ended: the retried put added no object of its own
+    assert [int(k[len("out/"):-len(".lines")]) for k in keys] == [sum(counts[:i]) for i in range(len(keys))]
 
 
 def test_len32_objects_round_trip(s3_bucket, edge, tmp_path, ring_dir) -> None:
