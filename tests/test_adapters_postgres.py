@@ -15,7 +15,7 @@ import pytest
 
 from broker_support import wait_out
 from conftest import SHM
-from store_support import bumped, payloads, store_spec
+from store_support import PACE_OFF, bumped, payloads, store_spec
 
 pytestmark = pytest.mark.services
 
@@ -58,7 +58,7 @@ def test_sigkill_then_restart_loses_nothing_and_writes_each_row_once(pg_tables, 
     wait_out(ring_dir, 2000)
     first.kill_group()
     assert pg_tables.left() > 0, "the kill should land mid-run"
-    second = edge(spec, *args, "--idle-exit=3")
+    second = edge(spec, *args, "--idle-exit=2", env=PACE_OFF)
     second.wait_for("ingress")
     pg_tables.produce(payloads(N - N // 2, start=N // 2))  # woken by NOTIFY
     assert second.wait() == 0, second.stderr
@@ -72,18 +72,19 @@ def test_a_cut_connection_is_retried_and_loses_nothing(pg_tables, edge, tcp_prox
     proxy = tcp_proxy(("127.0.0.1", 5432))
     ingress = pg_tables.ingress().replace("127.0.0.1:5432", proxy.address)
     e = edge(store_spec(tmp_path, paced=True), f"--ingress={ingress}", f"--egress={pg_tables.egress()}",
-             f"--ring-path={ring_dir}", "--idle-exit=4", "--json")
+             f"--ring-path={ring_dir}", "--idle-exit=3", "--json", env={"STORE_TEST_PACE_S": "0.0005"})
     e.wait_for("ingress")
-    pg_tables.produce(payloads(N // 2))
-    wait_out(ring_dir, 3000)
+    n = 6000
+    pg_tables.produce(payloads(n // 2))
+    wait_out(ring_dir, 1000)
     proxy.cut()  # the claims' transactions end with their connections: their rows are unlocked
-    pg_tables.produce(payloads(N - N // 2, start=N // 2))
-    time.sleep(2.0)
+    pg_tables.produce(payloads(n - n // 2, start=n // 2))
+    time.sleep(1.5)
     proxy.restore()
     e.wait_for("reconnected")
     assert e.wait() == 0, e.stderr
     out = pg_tables.output()
-    assert len(out) == N and set(out) == bumped(payloads(N))
+    assert len(out) == n and set(out) == bumped(payloads(n))
     assert pg_tables.left() == 0
     assert e.summary()["sources"][0]["reconnects"] >= 1
 
@@ -94,7 +95,7 @@ def test_two_instances_on_one_queue_process_each_row_exactly_once(pg_tables, edg
     rings = [SHM / f"t-pgscale-{uuid.uuid4().hex[:12]}" for _ in range(2)]
     request.addfinalizer(lambda: [shutil.rmtree(r, ignore_errors=True) for r in rings])
     a, b = (edge(spec, f"--ingress={pg_tables.ingress()}", f"--egress=file:{outs[i]}?format=lines",
-                 f"--ring-path={rings[i]}", "--idle-exit=4", "--output=lines", "--json") for i in range(2))
+                 f"--ring-path={rings[i]}", "--idle-exit=3", "--output=lines", "--json") for i in range(2))
     a.wait_for("ingress")
     b.wait_for("ingress")
     pg_tables.produce(payloads(N))

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from broker_support import wait_out
-from store_support import bumped, payloads, store_spec
+from store_support import PACE_OFF, bumped, payloads, store_spec
 
 pytestmark = pytest.mark.services
 
@@ -52,7 +52,7 @@ def test_sigkill_then_restart_resumes_from_the_checkpoint_and_loses_nothing(s3_b
     first = edge(spec, *args)
     wait_out(ring_dir, 2000)
     first.kill_group()
-    second = edge(spec, *args, "--idle-exit=3")
+    second = edge(spec, *args, "--idle-exit=2", env=PACE_OFF)
     second.wait_for("ingress")
     _put_objects(s3_bucket, "in/", N // 2, N - N // 2)  # later keys, found by listing again
     assert second.wait() == 0, second.stderr

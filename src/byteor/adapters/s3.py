@@ -61,9 +61,23 @@ def _client(ep: Endpoint) -> Any:
     if region:
         kw["region_name"] = region
     try:
-        return boto3.session.Session().client("s3", **kw)
+        return _session(boto3).client("s3", **kw)
     except Exception as exc:  # botocore's NoRegionError, a malformed endpoint URL
         raise AdapterError(f"{ep.display}: cannot make an S3 client: {ep.scrub(exc)}") from exc
+
+
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _session(boto3: Any) -> Any:
+    """One boto3 session per process: a second client of the same session skips loading the S3
+    service model again (0.2-0.4 s each)."""
+    global _SESSION  # noqa: PLW0603 - a process-wide cache, set once
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            _SESSION = boto3.session.Session()
+        return _SESSION
 
 
 def _bucket(ep: Endpoint) -> str:
