@@ -138,6 +138,21 @@ def test_a_missing_table_is_one_line_and_the_password_shows_nowhere(cli, tmp_pat
     assert time.monotonic() - t0 < 30
 
 
+def test_a_role_without_the_privileges_a_claim_needs_is_refused_at_start(pg_tables, cli, tmp_path) -> None:
+    role = f"byteor_t_{uuid.uuid4().hex[:8]}"
+    pg_tables.conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        pg_tables.conn.execute(f"GRANT SELECT ON {pg_tables.queue} TO {role}")  # no UPDATE: no row locks
+        r = cli("run", store_spec(tmp_path, paced=False), "--egress=-",
+                f"--ingress=postgresql://{role}@127.0.0.1:5432/test?table={pg_tables.queue}", script="byteor-edgeplane")
+        assert r.returncode == 1, r.stderr
+        assert f"cannot use table {pg_tables.queue}: permission denied" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    finally:
+        pg_tables.conn.execute(f"REVOKE ALL ON {pg_tables.queue} FROM {role}")
+        pg_tables.conn.execute(f"DROP ROLE {role}")
+
+
 def test_a_bad_table_parameter_is_refused_before_connecting(cli, tmp_path) -> None:
     r = cli("run", store_spec(tmp_path, paced=False), "--egress=-",
             "--ingress=postgresql://root@127.0.0.1:5432/test?table=a.b.c", script="byteor-edgeplane")

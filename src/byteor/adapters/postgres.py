@@ -147,9 +147,21 @@ class PostgresSource(Source):
         self._delete = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(ident)
         conn = _connect(self.ep, autocommit=False)
         self._idle.append(conn)
-        _check_table(self.ep, conn, sql.SQL("SELECT id, payload FROM {} LIMIT 0").format(ident), _QUEUE_DDL, ident)
-        self._listen = self._listener()
+        try:
+            self._check(conn, ident)
+            self._listen = self._listener()
+        except BaseException:
+            self.close()  # the session closes only what opened
+            raise
         self.outage.connected()
+
+    def _check(self, conn: Any, ident: Any) -> None:
+        from psycopg import sql
+
+        # what a claim and its delete need, checked now (privileges too) rather than at the first row
+        _check_table(self.ep, conn, sql.SQL("SELECT id, payload FROM {} LIMIT 0 FOR UPDATE SKIP LOCKED").format(ident),
+                     _QUEUE_DDL, ident)
+        _check_table(self.ep, conn, sql.SQL("DELETE FROM {} WHERE false").format(ident), _QUEUE_DDL, ident)
 
     def _listener(self) -> Any:
         from psycopg import sql
@@ -187,9 +199,12 @@ class PostgresSource(Source):
                 return Batch(())
             try:
                 claim = self._claim()
-            except (self._psycopg.Error, AdapterError) as exc:  # the server or the network: retried until retry_for
+            except (self._psycopg.OperationalError, AdapterError) as exc:  # the server or the network
                 self._retry_at = now + self.outage.failed(_brief(self.ep, exc))
                 return Batch(())
+            except self._psycopg.Error as exc:  # refused for good (privileges, a dropped table)
+                raise AdapterError(f"{self.ep.display}: cannot claim rows of {'.'.join(self.table)}: "
+                                   f"{_first_line(self.ep, exc)}") from exc
             self.outage.ok()
             if claim is None:
                 self._dirty = False
@@ -235,13 +250,17 @@ class PostgresSource(Source):
         try:
             claim.conn.execute(self._delete, (claim.ids,))
             claim.conn.commit()
-        except psycopg.Error as exc:
+        except psycopg.OperationalError as exc:
             # the transaction is gone with its locks: the rows are claimed again (by us or another
             # instance), so their messages come once more; at least once, never lost
             self.requeued += len(claim.ids)
             self.outage.mark(_brief(self.ep, exc))
             claim.conn.close()
             return
+        except psycopg.Error as exc:
+            claim.conn.close()
+            raise AdapterError(f"{self.ep.display}: cannot delete processed rows of {'.'.join(self.table)}: "
+                               f"{_first_line(self.ep, exc)}") from exc
         self.deleted += len(claim.ids)
         self._idle.append(claim.conn)
         self._dirty = True  # there may be more right behind what we took
