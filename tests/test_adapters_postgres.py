@@ -7,6 +7,7 @@ password in the URI shows nowhere."""
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 import uuid
 from collections import Counter
@@ -157,3 +158,13 @@ def test_a_bad_table_parameter_is_refused_before_connecting(cli, tmp_path) -> No
     r = cli("run", store_spec(tmp_path, paced=False), "--egress=-",
             "--ingress=postgresql://root@127.0.0.1:5432/test?table=a.b.c", script="byteor-edgeplane")
     assert r.returncode == 2 and "?table= must be TABLE or SCHEMA.TABLE" in r.stderr, r.stderr
+
+
+def test_without_psycopg_the_error_names_the_extra(monkeypatch) -> None:
+    from byteor import AdapterError
+    from byteor.adapters import open_sink
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without the extra looks like
+    sink = open_sink("postgresql://root@127.0.0.1:5432/test?table=t")
+    with pytest.raises(AdapterError, match=r"pip install 'byteor\[postgres\]'"):
+        sink.open()

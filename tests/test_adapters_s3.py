@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import time
 from collections import Counter
 
@@ -143,3 +144,13 @@ def test_bad_s3_uris_are_refused_in_one_line(cli, tmp_path, uri, error) -> None:
     assert r.returncode == 2, r.stderr
     assert error in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "hunter2secret" not in r.stderr + r.stdout
+
+
+def test_without_boto3_the_error_names_the_extra(monkeypatch) -> None:
+    from byteor import AdapterError
+    from byteor.adapters import open_source
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # what an install without the extra looks like
+    source = open_source("s3://bkt/p/")
+    with pytest.raises(AdapterError, match=r"pip install 'byteor\[s3\]'"):
+        source.open()
