@@ -24,10 +24,13 @@ N = 20_000
 
 
 def test_every_queued_row_passes_add_u8_once(pg_tables, edge, tmp_path, ring_dir) -> None:
-    pg_tables.produce(payloads(N))
-    e = edge(store_spec(tmp_path, paced=False), f"--ingress={pg_tables.ingress()}",
+    # poll=60: rows queued after the source went idle arrive by NOTIFY, or not within the test's time
+    e = edge(store_spec(tmp_path, paced=False), f"--ingress={pg_tables.ingress(poll='60')}",
              f"--egress={pg_tables.egress()}", f"--ring-path={ring_dir}", f"--max-messages={N}", "--json")
-    assert e.wait() == 0, e.stderr
+    e.wait_for("ingress")
+    time.sleep(0.5)  # the first look found the queue empty
+    pg_tables.produce(payloads(N))
+    assert e.wait(timeout=50) == 0, e.stderr
     summary = e.summary()
     assert summary["messages_out"] == N
     out = pg_tables.output()
