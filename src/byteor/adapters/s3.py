@@ -29,7 +29,7 @@ from .._errors import AdapterError, UsageError
 from ..edges.base import Batch, Ingress, Sink, Source
 from ..edges.framing import FrameParser, encoder
 from ._base import Inbox, Outage, require
-from ._uri import Endpoint
+from ._uri import DEFAULT_PORTS, Endpoint
 
 __all__ = ["S3Sink", "S3Source"]
 
@@ -114,7 +114,7 @@ def _check_bucket(ep: Endpoint, client: Any) -> None:
 
 def _shared_params(ep: Endpoint, *more: str) -> str:
     ep.check_params(("endpoint", "region", "format", *more))
-    if len(ep.hosts) != 1 or ep.hosts[0][1] != 443 or ":" in ep.display.split("://", 1)[1].split("/", 1)[0]:
+    if len(ep.hosts) != 1 or ep.hosts[0][1] != DEFAULT_PORTS["s3"]:  # the "host" is the bucket: no port
         raise UsageError(f"{ep.label} {ep.display}: s3:// takes a bucket name, not HOST:PORT; give the store's "
                          "address as ?endpoint=URL")
     return ep.choice("format", FORMATS, "lines")
