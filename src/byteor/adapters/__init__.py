@@ -2,8 +2,8 @@
 
 One module per transport (:mod:`.kafka`, :mod:`.nats`, :mod:`.redis`, :mod:`.rabbitmq_stream`,
 :mod:`.mqtt`, :mod:`.postgres`, :mod:`.s3`); each imports its client library only when a binding
-uses it, and without it fails naming the extra to install (``pip install 'byteor[kafka]'``). :func:`open_source` and
-:func:`open_sink` turn a URI (``scheme://...``, ``-``, ``file:PATH?format=...``) into a
+uses it, and without it fails naming the extra to install (``pip install 'byteor[kafka]'``).
+:func:`open_source` and :func:`open_sink` turn a URI (``scheme://...``, ``-``, ``file:PATH?format=...``) into a
 :class:`~byteor.edges.Source` or :class:`~byteor.edges.Sink`; :data:`ADAPTERS` is the registry
 ``byteor capabilities`` reports. See docs/adapters.md.
 """
