@@ -54,6 +54,8 @@ class Endpoint:
 
     @property
     def address(self) -> str:
+        if self.scheme == "s3":  # the "host" is a bucket; the store is ?endpoint= (or AWS)
+            return f"bucket {self.hosts[0][0]} at {redact_uri(self.params.get('endpoint') or 'AWS S3')}"
         return ",".join(f"{h}:{p}" for h, p in self.hosts)
 
     @property
