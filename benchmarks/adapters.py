@@ -11,6 +11,12 @@ this process), N messages are put in an input topic/subject/stream first, then:
   map in ``kafka.quixstreams`` (``sdf.apply``) and ``kafka.bytewax`` (``op.map`` between
   ``KafkaSource`` and ``KafkaSink``), each in its own process.
 
+PostgreSQL and S3 (``store_rows``): ``postgres.copy.raw`` / ``byteor.postgres.copy`` (psycopg's
+COPY loop against the ``postgresql://`` sink fed from memory), ``postgres.raw`` / ``byteor.postgres``
+(a SKIP LOCKED claim -> COPY -> delete loop against queue table -> table), ``s3.raw`` / ``byteor.s3``
+(a boto3 get -> put -> checkpoint loop against prefix -> prefix, moto's server in its own process);
+their ratios are printed without a goal.
+
 Rates are messages per second from the first message taken to the last one confirmed (connection
 set-up and the group join are not counted). Goals: each ``byteor.<broker>`` >= 80 % of
 ``<broker>.raw``; ``byteor.kafka.py_map`` ahead of ``kafka.quixstreams`` and ``kafka.bytewax``.
