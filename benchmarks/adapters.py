@@ -11,6 +11,12 @@ this process), N messages are put in an input topic/subject/stream first, then:
   map in ``kafka.quixstreams`` (``sdf.apply``) and ``kafka.bytewax`` (``op.map`` between
   ``KafkaSource`` and ``KafkaSink``), each in its own process.
 
+PostgreSQL and S3 (``store_rows``): ``postgres.copy.raw`` / ``byteor.postgres.copy`` (psycopg's
+COPY loop against the ``postgresql://`` sink fed from memory), ``postgres.raw`` / ``byteor.postgres``
+(a SKIP LOCKED claim -> COPY -> delete loop against queue table -> table), ``s3.raw`` / ``byteor.s3``
+(a boto3 get -> put -> checkpoint loop against prefix -> prefix, moto's server in its own process);
+their ratios are printed without a goal.
+
 Rates are messages per second from the first message taken to the last one confirmed (connection
 set-up and the group join are not counted). Goals: each ``byteor.<broker>`` >= 80 % of
 ``<broker>.raw``; ``byteor.kafka.py_map`` ahead of ``kafka.quixstreams`` and ``kafka.bytewax``.
@@ -58,7 +64,7 @@ def _payloads(n: int) -> list[bytes]:
 # ==================================================================================================
 
 
-def run_byteor(ingress: str, egress: str, n: int, workdir: Path, stage: str = "identity") -> float:
+def run_byteor(ingress: Any, egress: str, n: int, workdir: Path, stage: str = "identity") -> float:
     from byteor.adapters import open_sink, open_source
     from byteor.cli.edgeplane import LimitedSource, _Budget
     from byteor.edges.base import Batch, Source
@@ -79,7 +85,7 @@ def run_byteor(ingress: str, egress: str, n: int, workdir: Path, stage: str = "i
                 first.append(time.perf_counter())
             return batch
 
-    source: Source = Clock(open_source(ingress), _Budget(n, None))
+    source: Source = Clock(open_source(ingress) if isinstance(ingress, str) else ingress, _Budget(n, None))
     session = RunSession(str(spec), RunOptions(ring_path=f"/dev/shm/byteor/bench-edge-{uuid.uuid4().hex[:8]}"))
     with session:
         session.start(open_sink(egress))
@@ -651,6 +657,193 @@ def grpc_rows(n: int, workdir: Path, rounds: int = 3) -> list[Result]:
 
 
 # ==================================================================================================
+# PostgreSQL and S3
+# ==================================================================================================
+
+PG_DSN = "postgresql://root@127.0.0.1:5432/test"
+_STAGE_SQL = "CREATE TEMP TABLE IF NOT EXISTS raw_stage (id bytea, payload bytea) ON COMMIT DELETE ROWS"
+
+
+class Postgres:
+    """A queue table and an output table per row, on the local PostgreSQL."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.psycopg = psycopg
+        self.conn = psycopg.connect(PG_DSN, autocommit=True)
+        self.tables: list[str] = []
+
+    def _tables(self, n: int | None) -> tuple[str, str]:
+        uid = uuid.uuid4().hex[:8]
+        q, out = f"bench_q_{uid}", f"bench_out_{uid}"
+        self.tables += [q, out]
+        self.conn.execute(f"CREATE TABLE {q} (id bigserial PRIMARY KEY, payload bytea NOT NULL)")
+        self.conn.execute(f"CREATE TABLE {out} (id bytea PRIMARY KEY, payload bytea NOT NULL)")
+        if n:
+            with self.conn.cursor() as cur, cur.copy(f"COPY {q} (payload) FROM STDIN") as copy:
+                for m in _payloads(n):
+                    copy.write_row((m,))
+        return q, out
+
+    def _copy_out(self, conn: Any, out: str, msgs: list[bytes]) -> None:
+        """What the sink does per batch: COPY (SHA-256 id, payload) into a temp table, then insert
+        what is new; one transaction."""
+        import hashlib
+
+        with conn.cursor() as cur:
+            with cur.copy("COPY raw_stage (id, payload) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["bytea", "bytea"])
+                for m in msgs:
+                    copy.write_row((hashlib.sha256(m).digest(), m))
+            cur.execute(f"INSERT INTO {out} SELECT id, payload FROM raw_stage ON CONFLICT (id) DO NOTHING")
+        conn.commit()
+
+    def copy_raw(self, n: int) -> float:
+        """psycopg's COPY loop writing the same rows with the same guarantee, 5000 per transaction."""
+        _, out = self._tables(None)
+        msgs = _payloads(n)
+        with self.psycopg.connect(PG_DSN) as conn:
+            conn.execute(_STAGE_SQL)
+            conn.commit()
+            t0 = time.perf_counter()
+            for i in range(0, n, 5000):
+                self._copy_out(conn, out, msgs[i:i + 5000])
+            return n / (time.perf_counter() - t0)
+
+    def copy_byteor(self, n: int, workdir: Path) -> float:
+        from byteor.edges import IterableSource
+
+        _, out = self._tables(None)
+        return run_byteor(IterableSource(_payloads(n)), f"{PG_DSN}?table={out}", n, workdir)
+
+    def raw(self, n: int) -> float:
+        """Queue to output table with the same guarantee: claim rows (FOR UPDATE SKIP LOCKED) in one
+        transaction, write them in another, then delete them and commit the first."""
+        q, out = self._tables(n)
+        with self.psycopg.connect(PG_DSN) as claim, self.psycopg.connect(PG_DSN) as write:
+            write.execute(_STAGE_SQL)
+            write.commit()
+            done = 0
+            t0 = time.perf_counter()
+            while done < n:
+                rows = claim.execute(f"SELECT id, payload FROM {q} ORDER BY id LIMIT 2048 "
+                                     "FOR UPDATE SKIP LOCKED").fetchall()
+                self._copy_out(write, out, [r[1] for r in rows])
+                claim.execute(f"DELETE FROM {q} WHERE id = ANY(%s)", ([r[0] for r in rows],))
+                claim.commit()
+                done += len(rows)
+            return n / (time.perf_counter() - t0)
+
+    def byteor(self, n: int, workdir: Path) -> float:
+        q, out = self._tables(n)
+        return run_byteor(f"{PG_DSN}?table={q}", f"{PG_DSN}?table={out}", n, workdir)
+
+    def close(self) -> None:
+        for t in self.tables:
+            self.conn.execute(f"DROP TABLE IF EXISTS {t}")
+        self.conn.close()
+
+
+class S3:
+    """moto's S3 server in its own process (in this one it would compete with the session for the
+    GIL); input objects of 5000 lines."""
+
+    PER_OBJECT = 5000
+
+    def __init__(self) -> None:
+        import socket
+
+        import boto3
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
+                                      str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        for k, v in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"),
+                     ("AWS_DEFAULT_REGION", "us-east-1")):
+            os.environ.setdefault(k, v)
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.s3.list_buckets()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.bucket = f"byteor-bench-{uuid.uuid4().hex[:8]}"
+        self.s3.create_bucket(Bucket=self.bucket)
+
+    def fill(self, n: int) -> str:
+        prefix = f"{uuid.uuid4().hex[:8]}/"
+        msgs = _payloads(n)
+        for i in range(0, n, self.PER_OBJECT):
+            self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}in/{i:010d}",
+                               Body=b"".join(m + b"\n" for m in msgs[i:i + self.PER_OBJECT]))
+        return prefix
+
+    def raw(self, n: int) -> float:
+        """boto3: list, get each object, put its lines as one output object, then the checkpoint."""
+        import json
+
+        prefix = self.fill(n)
+        s3, b = self.s3, self.bucket
+        t0 = time.perf_counter()
+        done = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b, Prefix=f"{prefix}in/"):
+            for o in page.get("Contents", ()):
+                lines = s3.get_object(Bucket=b, Key=o["Key"])["Body"].read().split(b"\n")[:-1]
+                s3.put_object(Bucket=b, Key=f"{prefix}out/{done:020d}.lines", Body=b"".join(m + b"\n" for m in lines))
+                done += len(lines)
+                s3.put_object(Bucket=b, Key=f"{prefix}ck.json",
+                              Body=json.dumps({"key": o["Key"], "offset": o["Size"]}).encode())
+        return done / (time.perf_counter() - t0)
+
+    def byteor(self, n: int, workdir: Path) -> float:
+        prefix = self.fill(n)
+        q = f"endpoint={self.endpoint}"
+        return run_byteor(f"s3://{self.bucket}/{prefix}in/?{q}", f"s3://{self.bucket}/{prefix}out/?{q}", n, workdir)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def store_rows(row: Callable[[str, Callable[[], float], str], None], n: int, workdir: Path) -> None:
+    """The PostgreSQL and S3 rows: each store's client loop and byteor, in this run."""
+    pg: Postgres | None = None
+    try:
+        pg = Postgres()
+        row("postgres.copy.raw", lambda: pg.copy_raw(n) if pg else 0.0, "psycopg COPY loop, same ids and guarantee")
+        row("byteor.postgres.copy", lambda: pg.copy_byteor(n, workdir) if pg else 0.0,
+            "memory -> identity -> postgresql:// sink")
+        row("postgres.raw", lambda: pg.raw(n) if pg else 0.0, "SKIP LOCKED claim -> COPY -> delete, psycopg")
+        row("byteor.postgres", lambda: pg.byteor(n, workdir) if pg else 0.0, "edgeplane queue table -> table")
+    finally:
+        if pg is not None:
+            pg.close()
+    s3: S3 | None = None
+    try:
+        s3 = S3()
+        row("s3.raw", lambda: s3.raw(n) if s3 else 0.0, "boto3 get -> put -> checkpoint per object")
+        row("byteor.s3", lambda: s3.byteor(n, workdir) if s3 else 0.0, "edgeplane prefix -> prefix (moto)")
+    except Exception as exc:  # no moto here: say why instead of a figure
+        for name in ("s3.raw", "byteor.s3"):
+            row(name, lambda e=exc: _raise(e), "")  # type: ignore[misc]
+    finally:
+        if s3 is not None:
+            s3.close()
+
+
+def _raise(exc: BaseException) -> float:
+    raise exc
+
+
+# ==================================================================================================
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -686,6 +879,7 @@ def main(argv: list[str] | None = None) -> None:
             if close is not None:
                 close()
         results.extend(grpc_rows(n * 5, workdir, 1 if args.quick else 3))
+        store_rows(row, n, workdir)
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -697,6 +891,10 @@ def main(argv: list[str] | None = None) -> None:
         goals[f"byteor.{b} / {b}.raw (goal >= 0.80)"] = (ours / raw) if raw and ours else None
     raw, ours = by.get("grpc.raw"), by.get("byteor.grpc")
     goals["byteor.grpc / grpc.raw (goal >= 0.80)"] = (ours / raw) if raw and ours else None
+    for ours_name, raw_name in (("byteor.postgres.copy", "postgres.copy.raw"), ("byteor.postgres", "postgres.raw"),
+                                ("byteor.s3", "s3.raw")):
+        raw, ours = by.get(raw_name), by.get(ours_name)
+        goals[f"{ours_name} / {raw_name}"] = (ours / raw) if raw and ours else None
     for peer in ("quixstreams", "bytewax"):
         ours, theirs = by.get("byteor.kafka.py_map"), by.get(f"kafka.{peer}")
         goals[f"byteor.kafka.py_map / kafka.{peer} (goal > 1)"] = (ours / theirs) if ours and theirs else None

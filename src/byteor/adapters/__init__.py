@@ -1,9 +1,9 @@
 """Transport adapters: sources and sinks for the brokers operators run, bound by URI.
 
 One module per transport (:mod:`.kafka`, :mod:`.nats`, :mod:`.redis`, :mod:`.rabbitmq_stream`,
-:mod:`.mqtt`, :mod:`.grpc`); each imports its client library only when a binding uses it, and
-without it fails naming the extra to install (``pip install 'byteor[kafka]'``). :func:`open_source` and
-:func:`open_sink` turn a URI (``scheme://...``, ``-``, ``file:PATH?format=...``) into a
+:mod:`.mqtt`, :mod:`.grpc`, :mod:`.postgres`, :mod:`.s3`); each imports its client library only
+when a binding uses it, and without it fails naming the extra to install (``pip install 'byteor[kafka]'``).
+:func:`open_source` and :func:`open_sink` turn a URI (``scheme://...``, ``-``, ``file:PATH?format=...``) into a
 :class:`~byteor.edges.Source` or :class:`~byteor.edges.Sink`; :data:`ADAPTERS` is the registry
 ``byteor capabilities`` reports. See docs/adapters.md.
 """
@@ -46,6 +46,8 @@ ADAPTERS: tuple[AdapterInfo, ...] = (
                 "RabbitSink"),
     AdapterInfo("mqtt", "mqtt", "mqtt", "paho-mqtt", "paho.mqtt", "MqttSource", "MqttSink"),
     AdapterInfo("grpc", "grpc", "grpc", "grpcio", "grpc", "GrpcSource", "GrpcSink"),
+    AdapterInfo("postgresql", "postgres", "postgres", "psycopg", "psycopg", "PostgresSource", "PostgresSink"),
+    AdapterInfo("s3", "s3", "s3", "boto3", "boto3", "S3Source", "S3Sink"),
 )
 _BY_SCHEME = {a.scheme: a for a in ADAPTERS}
 

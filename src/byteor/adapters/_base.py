@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 _EXTRAS = {"kafka": ("kafka", "confluent-kafka"), "nats": ("nats", "nats-py"), "redis": ("redis", "redis"),
            "rabbitmq-stream": ("rabbitmq", "rstream"), "mqtt": ("mqtt", "paho-mqtt"),
-           "grpc": ("grpc", "grpcio")}
+           "grpc": ("grpc", "grpcio"), "postgresql": ("postgres", "psycopg"), "s3": ("s3", "boto3")}
 
 
 def require(module: str, scheme: str) -> ModuleType:
