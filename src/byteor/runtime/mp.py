@@ -9,8 +9,8 @@ Processes: the parent publishes (one call, one copy per message, or one batch cl
 ``publish_many``) and runs one egress thread per ring that hands output messages, in sequence order,
 to ``sink(shard, batch)``; a :class:`~byteor.runtime.supervisor.Supervisor` runs one child process per
 stage per ring. Builtin stages run ``Ring.run_builtin`` (C, GIL released); Python and resolver stages
-loop ``wait_for`` -> ``fn(slot)`` -> ``release`` (modifying ones through the crash-atomic
-``modify_begin`` / ``modify_commit``).
+run ``Ring.run_stage`` (the core calls the function once per message in its form; writing forms
+commit through the crash-atomic redo record).
 
 Counters: ``<ring_dir>/counters.bin`` (:mod:`byteor.obs.counters`) has a ``session`` row (messages
 in, out and dropped, written once per batch) and one row per stage process (``<stage id>``, shard
