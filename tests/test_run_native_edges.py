@@ -1,6 +1,6 @@
-"""``byteor run`` file to file in multi-process mode: the input is parsed and the output encoded in C
-(native ingest and egress) when nothing needs Python per message. The results, counts, failures and
-a vanished reader must look exactly as on the Python path."""
+"""``byteor run`` file to file in multi-process mode (SingleRing and LaneGraph): the input is parsed
+and the output encoded in C (native ingest and egress) when nothing needs Python per message. The
+results, counts, failures and a vanished reader must look exactly as on the Python path."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import struct
 import subprocess
 import uuid
 from pathlib import Path
+
+import pytest
 
 from conftest import BIN, CliRunner, chain_spec_text, mode_cli_args
 
@@ -22,14 +24,19 @@ def _bump(m: bytes, k: int = 1) -> bytes:
     return bytes((b + k) & 0xFF for b in m)
 
 
-def test_len32_output_round_trips_through_a_second_run(cli: CliRunner, tmp_path: Path, ring_dir: Path) -> None:
+MODES = ["mp", "lanegraph-mp"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_len32_output_round_trips_through_a_second_run(mode: str, cli: CliRunner, tmp_path: Path,
+                                                       ring_dir: Path) -> None:
     spec = tmp_path / "bump.kv"
-    spec.write_text(chain_spec_text("mp", ["add_u8"], slot_bytes=64, capacity=256))
+    spec.write_text(chain_spec_text(mode, ["add_u8"], slot_bytes=64, capacity=256))
     msgs = [os.urandom(i % 65) for i in range(3000)] + [b"", b"\n\n", b"\xff" * 64]
     first, second, third = tmp_path / "a.len32", tmp_path / "b.len32", tmp_path / "c.len32"
     first.write_bytes(_len32(msgs))
     for src, dst in ((first, second), (second, third)):
-        r = cli("run", spec, *mode_cli_args("mp", ring_dir), f"--input={src}", "--input-format=len32",
+        r = cli("run", spec, *mode_cli_args(mode, ring_dir), f"--input={src}", "--input-format=len32",
                 f"--output-file={dst}", "--output=len32", "--json")
         assert r.returncode == 0, r.stderr
         summary = json.loads(r.stdout)
@@ -37,16 +44,18 @@ def test_len32_output_round_trips_through_a_second_run(cli: CliRunner, tmp_path:
     assert third.read_bytes() == _len32([_bump(m, 2) for m in msgs])
 
 
-def test_counts_and_output_stay_exact_when_a_stage_drops(cli: CliRunner, tmp_path: Path, ring_dir: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_counts_and_output_stay_exact_when_a_stage_drops(mode: str, cli: CliRunner, tmp_path: Path,
+                                                         ring_dir: Path) -> None:
     mod = f"drops_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{mod}.py").write_text("def every_third(msg):\n    return None if int(msg[1:]) % 3 == 0 else msg\n")
     spec = tmp_path / "drops.kv"
-    spec.write_text(chain_spec_text("mp", [f"py:{mod}:every_third", "add_u8"], capacity=128))
+    spec.write_text(chain_spec_text(mode, [f"py:{mod}:every_third", "add_u8"], capacity=128))
     n = 20_000
     src = tmp_path / "in.txt"
     src.write_bytes(b"".join(b"m%d\n" % i for i in range(n)))
     out = tmp_path / "out.hex"
-    r = cli("run", spec, *mode_cli_args("mp", ring_dir), f"--input={src}", f"--output-file={out}", "--json",
+    r = cli("run", spec, *mode_cli_args(mode, ring_dir), f"--input={src}", f"--output-file={out}", "--json",
             env={"PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     kept = [_bump(b"m%d" % i) for i in range(n) if i % 3]

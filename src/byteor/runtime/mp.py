@@ -266,11 +266,11 @@ class MpExecutor:
         shard. Raises :class:`~byteor.UsageError` for a message larger than ``slot_bytes``."""
         self._check_failed()
         limit = self._slot_bytes
-        bad = next((i for i, item in enumerate(items) if len(item) > limit), None)
-        if bad == 0:
-            raise self._too_big(len(items[0]), self.messages_in)
-        if bad is not None:  # what comes before an oversized message is still taken
-            items = items[:bad]
+        if items and max(map(len, items)) > limit:  # one C-speed pass; the index only when needed
+            bad = next(i for i, item in enumerate(items) if len(item) > limit)
+            if bad == 0:
+                raise self._too_big(len(items[0]), self.messages_in)
+            items = items[:bad]  # what comes before an oversized message is still taken
         timeout_ns = int(timeout * 1e9)
         if len(self._rings) == 1:
             ring = self._rings[0]
@@ -323,6 +323,9 @@ class MpExecutor:
     def native_output(self) -> bool:
         """Whether egress writes the output descriptor itself (no sink calls)."""
         return self._output is not None
+
+    #: :meth:`ingest` can feed every SingleRing (it routes shards as :meth:`offer` does)
+    ingest_supported = True
 
     def ingest(self, fd: int, framing: str, *, label: str, error: type[BaseException]) -> Any:
         """A native reader of ``fd`` in input framing ``framing`` (``lines``, ``hex``, ``len32``) that

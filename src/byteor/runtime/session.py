@@ -541,36 +541,43 @@ class RunSession:
         return MpGraph(spec, self.plan, deliver=outputs.deliver, context=self.context,
                        journal_dir=self.journal_dir, fsync=fsync, spec_hash=self.spec_hash,
                        lane_path=self.ring_path, wait=self.wait or "backoff", tuning=self.tuning,
-                       heartbeat_timeout=opts.heartbeat_timeout or HEARTBEAT_TIMEOUT_S)
+                       heartbeat_timeout=opts.heartbeat_timeout or HEARTBEAT_TIMEOUT_S,
+                       output=self._native_output(outputs))
 
     def _native_output(self, outputs: _Outputs) -> Any:
-        """Where a multi-process SingleRing's egress may write itself (``NativeOutput``), or None.
+        """Where a multi-process engine's egress may write itself (``NativeOutput``), or None.
 
         Native egress (encoding and writing in C, no Python per message) is used when the run's only
-        sink is a :class:`~byteor.edges.FileSink` (a file or stdout) with a real descriptor; with
-        several shards, only when that is a regular file (several egress threads' writes to a pipe
-        could interleave inside a message)."""
+        sink is a :class:`~byteor.edges.FileSink` (a file or stdout) with a real descriptor, bound to
+        the graph's only egress endpoint; for a LaneGraph, when that endpoint reads a ring lane (not
+        a journal); for a sharded SingleRing, when the output is a regular file (several egress
+        threads' writes to a pipe could interleave inside a message)."""
         from .mp import NativeOutput
 
-        assert isinstance(self.spec, SingleRingSpecV1)
         sinks = list(outputs.sinks.values())
-        if len(sinks) != 1 or type(sinks[0]) is not FileSink or self.spec.egress not in outputs.routed:
+        if len(sinks) != 1 or type(sinks[0]) is not FileSink or len(self.egress) != 1 \
+                or self.egress[0] not in outputs.routed:
+            return None
+        if self.plan is not None and self.plan.lane(self.plan.egress[0].lane).kind == "journal":
             return None
         sink = sinks[0]
         fd = sink.fileno()
-        if fd is None or (self.spec.shards > 1 and not stat.S_ISREG(os.fstat(fd).st_mode)):
+        if fd is None:
+            return None
+        if isinstance(self.spec, SingleRingSpecV1) and self.spec.shards > 1 and not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         return NativeOutput(fd, sink.framing, sink.label, self.options.flush_interval)
 
     def _native_input(self, feeds: list[_Feed]) -> _Feed | None:
         """The feed the engine may read itself (native ingest: parsing and publishing in C), or None.
 
-        That is a multi-process SingleRing run fed by one :class:`~byteor.edges.FileSource` (a file
-        or stdin, ``lines``/``hex``/``len32``) with no ingress journal: ``--journal-dir`` records
-        every message in Python, so a journaled run keeps the Python pump."""
+        That is a multi-process run fed by one :class:`~byteor.edges.FileSource` (a file or stdin,
+        ``lines``/``hex``/``len32``) whose engine can take it (a SingleRing; a LaneGraph with one
+        ingress endpoint on a ring lane with ``on_full=block``), with no ingress journal:
+        ``--journal-dir`` records every message in Python, so a journaled run keeps the Python pump."""
         if len(feeds) != 1 or type(feeds[0].source) is not FileSource or self._journal is not None:
             return None
-        return feeds[0] if hasattr(self.engine, "ingest") else None
+        return feeds[0] if getattr(self.engine, "ingest_supported", False) else None
 
     # -- feeding ----------------------------------------------------------------------------------------
 
