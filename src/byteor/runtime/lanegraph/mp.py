@@ -521,6 +521,7 @@ class MpGraph:
             if lane not in self.stopped:
                 self._stop_lane(lane)
         assert self.supervisor is not None
+        self.supervisor.expect_exits()
         while True:
             self.tick()
             if self.supervisor.all_finished() and all(not t.is_alive() for t in self._threads):
