@@ -29,13 +29,16 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable
-from importlib import metadata
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .._errors import PolicyRefused, SpecError, SpecIssue
 from .._stage import ResolvedStage, StageContext, StageContractError, StageFn, stage_form
 from ..spec.families import BUILTIN_FAMILIES, ENTRY_POINT_GROUP, known_families
 from ..spec.model import SingleRingSpecV1, StageV1
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 __all__ = [
     "BUILTIN_FAMILIES",
@@ -70,6 +73,8 @@ def add_u8_fn(delta: int) -> StageFn:
 
 
 def _entry_points() -> dict[str, metadata.EntryPoint]:
+    from importlib import metadata  # here: only plug-in families need the distributions scanned
+
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
