@@ -97,16 +97,17 @@ def test_malformed_input_is_reported_after_everything_before_it(cli: CliRunner, 
     assert out.read_bytes() == b"".join(b"%02x\n" % ((i + 1) % 256) for i in range(3000))
 
 
-def test_a_vanished_reader_ends_the_run_quietly(tmp_path: Path, ring_dir: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_vanished_reader_ends_the_run_quietly(mode: str, tmp_path: Path, ring_dir: Path) -> None:
     spec = tmp_path / "bump.kv"
-    spec.write_text(chain_spec_text("mp", ["add_u8"]))
+    spec.write_text(chain_spec_text(mode, ["add_u8"]))
     src = tmp_path / "in.txt"
     src.write_bytes(b"x\n" * 200_000)
     read_end, write_end = os.pipe()
     os.close(read_end)  # every write fails with EPIPE
     env = {k: v for k, v in os.environ.items() if not k.startswith("BYTEOR_")}
     try:
-        r = subprocess.run([str(BIN / "byteor"), "run", str(spec), *mode_cli_args("mp", ring_dir), f"--input={src}"],
+        r = subprocess.run([str(BIN / "byteor"), "run", str(spec), *mode_cli_args(mode, ring_dir), f"--input={src}"],
                            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120, check=False, env=env)
     finally:
         os.close(write_end)
