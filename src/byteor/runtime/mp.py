@@ -265,24 +265,27 @@ class MpExecutor:
         for room; returns how many were published. One claim and one cursor store per batch and
         shard. Raises :class:`~byteor.UsageError` for a message larger than ``slot_bytes``."""
         self._check_failed()
-        limit = self._slot_bytes
-        if items and max(map(len, items)) > limit:  # one C-speed pass; the index only when needed
-            bad = next(i for i, item in enumerate(items) if len(item) > limit)
-            if bad == 0:
-                raise self._too_big(len(items[0]), self.messages_in)
-            items = items[:bad]  # what comes before an oversized message is still taken
         timeout_ns = int(timeout * 1e9)
         if len(self._rings) == 1:
             ring = self._rings[0]
             before = ring.cursor()
             try:
+                # publish_many checks every length before it publishes anything: no Python pass here
                 ring.publish_many(items, self._wait, timeout_ns)
                 done = len(items)
             except TimeoutError:
                 done = ring.cursor() - before  # publish_many publishes what fits before it waits
+            except ValueError:
+                bad = self._oversized(items)
+                if bad is None:
+                    raise
+                return self.offer(endpoint, items[:bad], timeout)  # what comes before it is still taken
             self.messages_in += done
             self._row.set(_IN, self.messages_in)
             return done
+        bad = self._oversized(items)
+        if bad is not None:
+            items = items[:bad]
         route = self._router.route
         done = 0
         for item in items:
@@ -297,6 +300,15 @@ class MpExecutor:
         self.messages_in += done
         self._row.set(_IN, self.messages_in)
         return done
+
+    def _oversized(self, items: Sequence[BytesLike]) -> int | None:
+        """The index of the first message larger than ``slot_bytes`` (None: none is). Raises
+        :class:`~byteor.UsageError` when it is the first one: nothing before it to take."""
+        limit = self._slot_bytes
+        bad = next((i for i, item in enumerate(items) if len(item) > limit), None)
+        if bad == 0:
+            raise self._too_big(len(items[0]), self.messages_in)
+        return bad
 
     def mark(self) -> tuple[int, ...]:
         """The last sequence published into each shard's ring."""

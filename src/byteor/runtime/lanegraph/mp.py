@@ -373,9 +373,8 @@ class MpGraph:
         self._check_failure()
         lane = self._in_lanes[endpoint]
         lp = self.plan.lane(lane)
-        if items and max(map(len, items)) > lp.slot_bytes:
-            big = next(len(msg) for msg in items if len(msg) > lp.slot_bytes)
-            raise oversize(lane, big, lp.slot_bytes)
+        if lane not in self.rings or lp.on_full != "block":  # publish_many checks the lengths itself
+            self._check_sizes(lane, items)
         writer = self._in_writers.get(lane)
         if writer is not None:
             for msg in items:
@@ -389,6 +388,12 @@ class MpGraph:
         self._row.set(_IN, self.messages_in)
         return taken
 
+    def _check_sizes(self, lane: str, items: Sequence[bytes]) -> None:
+        limit = self.plan.lane(lane).slot_bytes
+        big = next((len(msg) for msg in items if len(msg) > limit), None)
+        if big is not None:
+            raise oversize(lane, big, limit)
+
     def _publish(self, ring: Any, lane: str, policy: str, items: Sequence[bytes], timeout: float) -> int:
         if policy == "block":
             before = int(ring.cursor())
@@ -397,6 +402,9 @@ class MpGraph:
                 return len(items)
             except TimeoutError:
                 return int(ring.cursor()) - before  # publish_many publishes what fits before it waits
+            except ValueError:  # it checked every length before publishing anything
+                self._check_sizes(lane, items)
+                raise
         taken = 0
         for msg in items:
             if not ring.try_publish(msg):
