@@ -43,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import PolicyRefused, UnsupportedSpecError, UsageError
 from .._stage import ResolvedStage, StageContext
@@ -69,6 +69,9 @@ from .lanegraph.state import STATE_FILE, write_state
 from .registry import MAIN_PATH_KEY, close_stages, resolve_stage
 from .session_state import session_state_path, write_session_state
 from .support import unsupported_reasons
+
+if TYPE_CHECKING:
+    from .mp import NativeOutput
 
 __all__ = ["AUDIT_FALLBACK_ROOT", "RunOptions", "RunSession", "StageSite", "default_policy_audit_path"]
 
@@ -544,7 +547,7 @@ class RunSession:
                        heartbeat_timeout=opts.heartbeat_timeout or HEARTBEAT_TIMEOUT_S,
                        output=self._native_output(outputs))
 
-    def _native_output(self, outputs: _Outputs) -> Any:
+    def _native_output(self, outputs: _Outputs) -> NativeOutput | None:
         """Where a multi-process engine's egress may write itself (``NativeOutput``), or None.
 
         Native egress (encoding and writing in C, no Python per message) is used when the run's only
