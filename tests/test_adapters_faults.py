@@ -68,7 +68,7 @@ def test_a_cut_connection_is_retried_and_loses_nothing(name, make_broker, edge, 
 
 
 @pytest.mark.parametrize("name", ["kafka", "redis"])
-def test_two_instances_in_one_group_share_the_work_and_survive_a_kill(name, make_broker, edge, tmp_path,  # noqa: PLR0917
+def test_two_instances_in_one_group_share_the_work_and_survive_a_kill(name, make_broker, edge, tmp_path,
                                                                        request) -> None:
     broker = make_broker(name)
     spec = _spec(tmp_path)
