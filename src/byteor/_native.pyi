@@ -160,10 +160,13 @@ class Ring:
         ``byteor.StageContractError``); the function's own exception propagates. Either way the
         exception gets ``failed_seq`` (the failing message's sequence), which stays unconsumed;
         everything before it is released."""
-    def drain(self, c: int, max_n: int, wait: int = ..., timeout_ns: int = -1) -> tuple[list[bytes], int, int]:
+    def drain(self, c: int, max_n: int, wait: int = ..., timeout_ns: int = -1, *,
+              release: bool = True) -> tuple[list[bytes], int, int]:
         """Wait (GIL released) until consumer ``c`` may read, then take up to ``max_n`` messages at once
         and release them: (copies of the messages, messages skipped as dropped, last sequence
-        released). ``([], 0, -1)`` on timeout, or when stop is set and everything was consumed."""
+        taken). ``([], 0, -1)`` on timeout, or when stop is set and everything was consumed. With
+        ``release=False`` the cell is left as it was: the caller releases up to the last sequence
+        once it has handed the messages on (the next call returns the same messages until then)."""
     def request_stop(self) -> None:
         """Set the stop word and wake every sleeper (call after the last publish: consumers drain)."""
     def clear_stop(self) -> None: ...

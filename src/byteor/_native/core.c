@@ -1175,9 +1175,10 @@ static PyObject *Ring_exit(RingObject *r, PyObject *args) { return Ring_close(r,
  * Argument helpers (vectorcall: no tuple/dict allocated per call)
  * ============================================================================ */
 
-/* Parse optional (wait, timeout_ns) given positionally after `npos` leading args, or by keyword. */
+/* Parse optional (wait, timeout_ns) given positionally after `npos` leading args, or by keyword;
+ * with `release` non-NULL, also the keyword-only flag release=. */
 static int parse_wait_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t npos,
-                              int *wait, int64_t *timeout) {
+                              int *wait, int64_t *timeout, int *release) {
     PyObject *w = nargs > npos ? args[npos] : NULL;
     PyObject *t = nargs > npos + 1 ? args[npos + 1] : NULL;
     if (nargs > npos + 2) {
@@ -1189,7 +1190,11 @@ static int parse_wait_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject 
             PyObject *k = PyTuple_GET_ITEM(kwnames, i);
             if (PyUnicode_CompareWithASCIIString(k, "wait") == 0) w = args[nargs + i];
             else if (PyUnicode_CompareWithASCIIString(k, "timeout_ns") == 0) t = args[nargs + i];
-            else {
+            else if (release != NULL && PyUnicode_CompareWithASCIIString(k, "release") == 0) {
+                int v = PyObject_IsTrue(args[nargs + i]);
+                if (v < 0) return -1;
+                *release = v;
+            } else {
                 PyErr_Format(PyExc_TypeError, "unexpected keyword argument '%U'", k);
                 return -1;
             }
@@ -1665,7 +1670,7 @@ static PyObject *Ring_publish(RingObject *r, PyObject *const *args, Py_ssize_t n
     }
     int wait = WAIT_BACKOFF;
     int64_t timeout = -1;
-    if ((nargs > 1 || kwnames != NULL) && parse_wait_timeout(args, nargs, kwnames, 1, &wait, &timeout) < 0)
+    if ((nargs > 1 || kwnames != NULL) && parse_wait_timeout(args, nargs, kwnames, 1, &wait, &timeout, NULL) < 0)
         return NULL;
     borrowed_t b;
     if (borrow(args[0], &b) < 0) return NULL;
@@ -1728,7 +1733,7 @@ static PyObject *Ring_publish_many(RingObject *r, PyObject *const *args, Py_ssiz
     }
     int wait = WAIT_BACKOFF;
     int64_t timeout = -1;
-    if ((nargs > 1 || kwnames != NULL) && parse_wait_timeout(args, nargs, kwnames, 1, &wait, &timeout) < 0)
+    if ((nargs > 1 || kwnames != NULL) && parse_wait_timeout(args, nargs, kwnames, 1, &wait, &timeout, NULL) < 0)
         return NULL;
     PyObject *seq = PySequence_Fast(args[0], "publish_many expects a sequence of bytes-like items");
     if (seq == NULL) return NULL;
@@ -1821,7 +1826,7 @@ static PyObject *Ring_claim(RingObject *r, PyObject *const *args, Py_ssize_t nar
     if (ring_check(r) < 0) return NULL;
     int wait = WAIT_BACKOFF;
     int64_t timeout = -1;
-    if (parse_wait_timeout(args, nargs, kwnames, 0, &wait, &timeout) < 0) return NULL;
+    if (parse_wait_timeout(args, nargs, kwnames, 0, &wait, &timeout, NULL) < 0) return NULL;
     if (!(r->flags & FLAG_MULTI_PRODUCER) &&
         atomic_load_explicit(&r->published->seq, memory_order_relaxed) != r->next_seq - 1) {
         PyErr_SetString(PyExc_RuntimeError, "claim: the previous claim is not committed yet (single producer)");
@@ -1906,7 +1911,7 @@ static PyObject *Ring_wait_for(RingObject *r, PyObject *const *args, Py_ssize_t 
     if (want == -1 && PyErr_Occurred()) return NULL;
     int wait = WAIT_BACKOFF;
     int64_t timeout = -1;
-    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout) < 0) return NULL;
+    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout, NULL) < 0) return NULL;
     if (check_consumer(r, c) < 0) return NULL;
     seq_line_t *cell;
     int64_t seen;
@@ -2714,16 +2719,16 @@ static PyObject *Ring_run_stage(RingObject *r, PyObject *args, PyObject *kwds) {
 static PyObject *Ring_drain(RingObject *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     if (ring_check(r) < 0) return NULL;
     if (nargs < 2) {
-        PyErr_SetString(PyExc_TypeError, "drain(c, max_n, wait=WAIT_BACKOFF, timeout_ns=-1)");
+        PyErr_SetString(PyExc_TypeError, "drain(c, max_n, wait=WAIT_BACKOFF, timeout_ns=-1, *, release=True)");
         return NULL;
     }
     long c = PyLong_AsLong(args[0]);
     if (c == -1 && PyErr_Occurred()) return NULL;
     long long max_n = PyLong_AsLongLong(args[1]);
     if (max_n == -1 && PyErr_Occurred()) return NULL;
-    int wait = WAIT_BACKOFF;
+    int wait = WAIT_BACKOFF, release = 1;
     int64_t timeout = -1;
-    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout) < 0) return NULL;
+    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout, &release) < 0) return NULL;
     if (check_consumer(r, c) < 0) return NULL;
     if (max_n < 1) {
         PyErr_Format(PyExc_ValueError, "drain: max_n must be >= 1, got %lld", max_n);
@@ -2768,7 +2773,7 @@ static PyObject *Ring_drain(RingObject *r, PyObject *const *args, Py_ssize_t nar
         PyList_SET_ITEM(list, k++, b);
     }
     Py_SET_SIZE(list, k); /* the dropped ones left no item */
-    cell_store_wake(&r->gating[c], avail);
+    if (release) cell_store_wake(&r->gating[c], avail);
     PyObject *out = Py_BuildValue("(NLL)", list, dropped, (long long)avail);
     return out;
 }
