@@ -11,17 +11,27 @@ this process), N messages are put in an input topic/subject/stream first, then:
   map in ``kafka.quixstreams`` (``sdf.apply``) and ``kafka.bytewax`` (``op.map`` between
   ``KafkaSource`` and ``KafkaSink``), each in its own process.
 
+PostgreSQL and S3 (``store_rows``): ``postgres.copy.raw`` / ``byteor.postgres.copy`` (psycopg's
+COPY loop against the ``postgresql://`` sink fed from memory), ``postgres.raw`` / ``byteor.postgres``
+(a SKIP LOCKED claim -> COPY -> delete loop against queue table -> table), ``s3.raw`` / ``byteor.s3``
+(a boto3 get -> put -> checkpoint loop against prefix -> prefix, moto's server in its own process);
+their ratios are printed without a goal.
+
+HTTP and WebSocket (``benchmarks/_web.py``): ``http.raw`` / ``byteor.http`` and ``ws.raw`` /
+``byteor.ws``, servers in their own processes under a load generator in this one, goal >= 80 %.
+
 Rates are messages per second from the first message taken to the last one confirmed (connection
 set-up and the group join are not counted). Goals: each ``byteor.<broker>`` >= 80 % of
 ``<broker>.raw``; ``byteor.kafka.py_map`` ahead of ``kafka.quixstreams`` and ``kafka.bytewax``.
 
-    python -m benchmarks.adapters [--quick] [--json PATH]
+    python -m benchmarks.adapters [--quick] [--json PATH] [--only kafka,redis,nats,rabbitmq_stream,mqtt,grpc,store,web]
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import subprocess
@@ -58,7 +68,7 @@ def _payloads(n: int) -> list[bytes]:
 # ==================================================================================================
 
 
-def run_byteor(ingress: str, egress: str, n: int, workdir: Path, stage: str = "identity") -> float:
+def run_byteor(ingress: Any, egress: str, n: int, workdir: Path, stage: str = "identity") -> float:
     from byteor.adapters import open_sink, open_source
     from byteor.cli.edgeplane import LimitedSource, _Budget
     from byteor.edges.base import Batch, Source
@@ -79,7 +89,7 @@ def run_byteor(ingress: str, egress: str, n: int, workdir: Path, stage: str = "i
                 first.append(time.perf_counter())
             return batch
 
-    source: Source = Clock(open_source(ingress), _Budget(n, None))
+    source: Source = Clock(open_source(ingress) if isinstance(ingress, str) else ingress, _Budget(n, None))
     session = RunSession(str(spec), RunOptions(ring_path=f"/dev/shm/byteor/bench-edge-{uuid.uuid4().hex[:8]}"))
     with session:
         session.start(open_sink(egress))
@@ -501,12 +511,350 @@ class Mqtt:
 
 
 # ==================================================================================================
+# gRPC ingress: a pool of streaming clients in a process of their own against each server
+# ==================================================================================================
+
+GRPC_CLIENTS = textwrap.dedent("""
+    import asyncio, json, sys, time
+    import grpc
+    from byteor.adapters._grpc import byteor_edge_pb2 as pb, byteor_edge_pb2_grpc as pbg
+    port, n, clients, per_call, per_message = map(int, sys.argv[1:6])
+    payloads = [b"order-%08d-" % i + b"x" * 40 for i in range(n)]
+    calls = [payloads[i:i + per_call] for i in range(0, n, per_call)]
+    latencies = []
+
+    async def client(stub, mine):
+        for call in mine:
+            messages = [pb.Message(payloads=call[i:i + per_message]) for i in range(0, len(call), per_message)]
+            t = time.perf_counter()
+            ack = await stub.Publish(iter(messages), wait_for_ready=True, timeout=120)
+            latencies.append(time.perf_counter() - t)
+            assert ack.accepted == len(call), ack
+
+    async def main():
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(clients)]
+        for ch in channels:
+            await asyncio.wait_for(ch.channel_ready(), 60)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(pbg.EdgeStub(ch), calls[k::clients]) for k, ch in enumerate(channels)))
+        elapsed = time.perf_counter() - t0
+        latencies.sort()
+        pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e6
+        print(json.dumps({"rate": n / elapsed, "p50_us": pick(0.50), "p99_us": pick(0.99)}))
+        for ch in channels:
+            await ch.close()
+
+    asyncio.run(main())
+""")
+
+
+class Grpc:
+    """``grpc.raw`` (a minimal grpc.aio server whose Publish only appends the payloads to a list and
+    answers) against ``byteor.grpc`` (the edgeplane session behind ``grpc://`` ingress, acknowledging
+    each call once its messages are committed, egress to /dev/null) and ``byteor.grpc.ack_ring``
+    (acknowledged once in the ring), under the same client pool: ``clients`` concurrent streams, each
+    Publish carrying ``per_call`` messages, ``per_message`` payloads per Message."""
+
+    clients, per_call, per_message = 16, 512, 64
+
+    def _free_port(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    def _load(self, port: int, n: int) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", GRPC_CLIENTS, str(port), str(n), str(self.clients),
+                                 str(self.per_call), str(self.per_message)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def _result(name: str, proc: subprocess.Popen[str], note: str) -> Result:
+        out, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError((err.strip().splitlines() or ["client pool failed"])[-1])
+        got = json.loads(out.strip().splitlines()[-1])
+        return Result(name, msgs_per_s=got["rate"], p50_us=got["p50_us"], p99_us=got["p99_us"], note=note)
+
+    def raw(self, n: int) -> Result:
+        import grpc
+
+        from byteor.adapters._grpc import byteor_edge_pb2 as pb
+        from byteor.adapters._grpc import byteor_edge_pb2_grpc as pbg
+
+        kept: list[bytes] = []
+
+        class Raw(pbg.EdgeServicer):  # type: ignore[misc]
+            async def Publish(self, request_iterator: Any, context: Any) -> Any:
+                count = 0
+                async for message in request_iterator:
+                    kept.extend(message.payloads)
+                    count += len(message.payloads)
+                return pb.Ack(accepted=count)
+
+        port = self._free_port()
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        done = asyncio.Event()
+
+        async def serve() -> None:
+            server = grpc.aio.server()
+            pbg.add_EdgeServicer_to_server(Raw(), server)
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            ready.set()
+            await done.wait()
+            await server.stop(1)
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+        thread.start()
+        ready.wait(30)
+        try:
+            return self._result("grpc.raw", self._load(port, n), "grpc.aio Publish appending to a list")
+        finally:
+            loop.call_soon_threadsafe(done.set)
+            thread.join(10)
+            loop.close()
+
+    def byteor(self, n: int, workdir: Path, ack: str) -> Result:
+        port = self._free_port()
+        proc = self._load(port, n)
+        run_byteor(f"grpc://127.0.0.1:{port}?ack={ack}", "file:/dev/null?format=len32", n, workdir)
+        note = ("ack once committed (left egress, flushed)" if ack == "commit" else "ack once in the ring")
+        return self._result("byteor.grpc" if ack == "commit" else "byteor.grpc.ack_ring", proc, note)
+
+
+def grpc_rows(n: int, workdir: Path, rounds: int = 3) -> list[Result]:
+    """The gRPC ingress rows, ``rounds`` runs of each taken in turn (a noisy machine moves every row
+    alike within a round): the median rate with its range, and the median p50/p99 of a call. A row
+    that cannot run here says why."""
+    import statistics
+
+    bench = Grpc()
+    runs: dict[str, list[Result]] = {"grpc.raw": [], "byteor.grpc": [], "byteor.grpc.ack_ring": []}
+    makers: dict[str, Callable[[], Result]] = {
+        "grpc.raw": lambda: bench.raw(n), "byteor.grpc": lambda: bench.byteor(n, workdir, "commit"),
+        "byteor.grpc.ack_ring": lambda: bench.byteor(n, workdir, "ring")}
+    failed: dict[str, str] = {}
+    for _ in range(rounds):
+        for name, make in makers.items():
+            if name in failed:
+                continue
+            try:
+                runs[name].append(make())
+            except Exception as exc:
+                failed[name] = f"{type(exc).__name__}: {exc}"[:160]
+    rows: list[Result] = []
+    for name, got in runs.items():
+        if name in failed or not got:
+            rows.append(Result.not_measured(name, failed.get(name, "no run")))
+            continue
+        rates = [r.msgs_per_s or 0.0 for r in got]
+        rows.append(Result(name, msgs_per_s=statistics.median(rates), range=(min(rates), max(rates)),
+                           p50_us=statistics.median(r.p50_us or 0.0 for r in got),
+                           p99_us=statistics.median(r.p99_us or 0.0 for r in got),
+                           note=f"{got[0].note}; median of {len(got)}",
+                           extra={"clients": bench.clients, "per_call": bench.per_call,
+                                  "per_message": bench.per_message}))
+    return rows
+
+
+# ==================================================================================================
+# PostgreSQL and S3
+# ==================================================================================================
+
+PG_DSN = "postgresql://root@127.0.0.1:5432/test"
+_STAGE_SQL = "CREATE TEMP TABLE IF NOT EXISTS raw_stage (id bytea, payload bytea) ON COMMIT DELETE ROWS"
+
+
+class Postgres:
+    """A queue table and an output table per row, on the local PostgreSQL."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.psycopg = psycopg
+        self.conn = psycopg.connect(PG_DSN, autocommit=True)
+        self.tables: list[str] = []
+
+    def _tables(self, n: int | None) -> tuple[str, str]:
+        uid = uuid.uuid4().hex[:8]
+        q, out = f"bench_q_{uid}", f"bench_out_{uid}"
+        self.tables += [q, out]
+        self.conn.execute(f"CREATE TABLE {q} (id bigserial PRIMARY KEY, payload bytea NOT NULL)")
+        self.conn.execute(f"CREATE TABLE {out} (id bytea PRIMARY KEY, payload bytea NOT NULL)")
+        if n:
+            with self.conn.cursor() as cur, cur.copy(f"COPY {q} (payload) FROM STDIN") as copy:
+                for m in _payloads(n):
+                    copy.write_row((m,))
+        return q, out
+
+    def _copy_out(self, conn: Any, out: str, msgs: list[bytes]) -> None:
+        """What the sink does per batch: COPY (SHA-256 id, payload) into a temp table, then insert
+        what is new; one transaction."""
+        import hashlib
+
+        with conn.cursor() as cur:
+            with cur.copy("COPY raw_stage (id, payload) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["bytea", "bytea"])
+                for m in msgs:
+                    copy.write_row((hashlib.sha256(m).digest(), m))
+            cur.execute(f"INSERT INTO {out} SELECT id, payload FROM raw_stage ON CONFLICT (id) DO NOTHING")
+        conn.commit()
+
+    def copy_raw(self, n: int) -> float:
+        """psycopg's COPY loop writing the same rows with the same guarantee, 5000 per transaction."""
+        _, out = self._tables(None)
+        msgs = _payloads(n)
+        with self.psycopg.connect(PG_DSN) as conn:
+            conn.execute(_STAGE_SQL)
+            conn.commit()
+            t0 = time.perf_counter()
+            for i in range(0, n, 5000):
+                self._copy_out(conn, out, msgs[i:i + 5000])
+            return n / (time.perf_counter() - t0)
+
+    def copy_byteor(self, n: int, workdir: Path) -> float:
+        from byteor.edges import IterableSource
+
+        _, out = self._tables(None)
+        return run_byteor(IterableSource(_payloads(n)), f"{PG_DSN}?table={out}", n, workdir)
+
+    def raw(self, n: int) -> float:
+        """Queue to output table with the same guarantee: claim rows (FOR UPDATE SKIP LOCKED) in one
+        transaction, write them in another, then delete them and commit the first."""
+        q, out = self._tables(n)
+        with self.psycopg.connect(PG_DSN) as claim, self.psycopg.connect(PG_DSN) as write:
+            write.execute(_STAGE_SQL)
+            write.commit()
+            done = 0
+            t0 = time.perf_counter()
+            while done < n:
+                rows = claim.execute(f"SELECT id, payload FROM {q} ORDER BY id LIMIT 2048 "
+                                     "FOR UPDATE SKIP LOCKED").fetchall()
+                self._copy_out(write, out, [r[1] for r in rows])
+                claim.execute(f"DELETE FROM {q} WHERE id = ANY(%s)", ([r[0] for r in rows],))
+                claim.commit()
+                done += len(rows)
+            return n / (time.perf_counter() - t0)
+
+    def byteor(self, n: int, workdir: Path) -> float:
+        q, out = self._tables(n)
+        return run_byteor(f"{PG_DSN}?table={q}", f"{PG_DSN}?table={out}", n, workdir)
+
+    def close(self) -> None:
+        for t in self.tables:
+            self.conn.execute(f"DROP TABLE IF EXISTS {t}")
+        self.conn.close()
+
+
+class S3:
+    """moto's S3 server in its own process (in this one it would compete with the session for the
+    GIL); input objects of 5000 lines."""
+
+    PER_OBJECT = 5000
+
+    def __init__(self) -> None:
+        import socket
+
+        import boto3
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
+                                      str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        for k, v in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"),
+                     ("AWS_DEFAULT_REGION", "us-east-1")):
+            os.environ.setdefault(k, v)
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.s3.list_buckets()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.bucket = f"byteor-bench-{uuid.uuid4().hex[:8]}"
+        self.s3.create_bucket(Bucket=self.bucket)
+
+    def fill(self, n: int) -> str:
+        prefix = f"{uuid.uuid4().hex[:8]}/"
+        msgs = _payloads(n)
+        for i in range(0, n, self.PER_OBJECT):
+            self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}in/{i:010d}",
+                               Body=b"".join(m + b"\n" for m in msgs[i:i + self.PER_OBJECT]))
+        return prefix
+
+    def raw(self, n: int) -> float:
+        """boto3: list, get each object, put its lines as one output object, then the checkpoint."""
+        import json
+
+        prefix = self.fill(n)
+        s3, b = self.s3, self.bucket
+        t0 = time.perf_counter()
+        done = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b, Prefix=f"{prefix}in/"):
+            for o in page.get("Contents", ()):
+                lines = s3.get_object(Bucket=b, Key=o["Key"])["Body"].read().split(b"\n")[:-1]
+                s3.put_object(Bucket=b, Key=f"{prefix}out/{done:020d}.lines", Body=b"".join(m + b"\n" for m in lines))
+                done += len(lines)
+                s3.put_object(Bucket=b, Key=f"{prefix}ck.json",
+                              Body=json.dumps({"key": o["Key"], "offset": o["Size"]}).encode())
+        return done / (time.perf_counter() - t0)
+
+    def byteor(self, n: int, workdir: Path) -> float:
+        prefix = self.fill(n)
+        q = f"endpoint={self.endpoint}"
+        return run_byteor(f"s3://{self.bucket}/{prefix}in/?{q}", f"s3://{self.bucket}/{prefix}out/?{q}", n, workdir)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def store_rows(row: Callable[[str, Callable[[], float], str], None], n: int, workdir: Path) -> None:
+    """The PostgreSQL and S3 rows: each store's client loop and byteor, in this run."""
+    pg: Postgres | None = None
+    try:
+        pg = Postgres()
+        row("postgres.copy.raw", lambda: pg.copy_raw(n) if pg else 0.0, "psycopg COPY loop, same ids and guarantee")
+        row("byteor.postgres.copy", lambda: pg.copy_byteor(n, workdir) if pg else 0.0,
+            "memory -> identity -> postgresql:// sink")
+        row("postgres.raw", lambda: pg.raw(n) if pg else 0.0, "SKIP LOCKED claim -> COPY -> delete, psycopg")
+        row("byteor.postgres", lambda: pg.byteor(n, workdir) if pg else 0.0, "edgeplane queue table -> table")
+    finally:
+        if pg is not None:
+            pg.close()
+    s3: S3 | None = None
+    try:
+        s3 = S3()
+        row("s3.raw", lambda: s3.raw(n) if s3 else 0.0, "boto3 get -> put -> checkpoint per object")
+        row("byteor.s3", lambda: s3.byteor(n, workdir) if s3 else 0.0, "edgeplane prefix -> prefix (moto)")
+    except Exception as exc:  # no moto here: say why instead of a figure
+        for name in ("s3.raw", "byteor.s3"):
+            row(name, lambda e=exc: _raise(e), "")  # type: ignore[misc]
+    finally:
+        if s3 is not None:
+            s3.close()
+
+
+def _raise(exc: BaseException) -> float:
+    raise exc
+
+
+# ==================================================================================================
 
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__.split("\n")[0] if __doc__ else "adapters")
     p.add_argument("--only", metavar="GROUPS", default="",
-                   help="comma-separated row groups to run: kafka,redis,nats,rabbitmq_stream,mqtt,web (default: all)")
+                   help="comma-separated row groups to run: kafka,redis,nats,rabbitmq_stream,mqtt,grpc,store,web "
+                        "(default: all)")
     args = p.parse_args(argv)
     only = {g.strip() for g in args.only.split(",") if g.strip()}
 
@@ -544,6 +892,10 @@ def main(argv: list[str] | None = None) -> None:
             close = getattr(broker, "close", None)
             if close is not None:
                 close()
+        if want("grpc"):
+            results.extend(grpc_rows(n * 5, workdir, 1 if args.quick else 3))
+        if want("store"):
+            store_rows(row, n, workdir)
         if want("web"):
             try:
                 results.extend(web_rows(args.quick, workdir))
@@ -558,6 +910,12 @@ def main(argv: list[str] | None = None) -> None:
     for b in ("kafka", "redis", "nats", "rabbitmq_stream", "mqtt"):
         raw, ours = by.get(f"{b}.raw"), by.get(f"byteor.{b}")
         goals[f"byteor.{b} / {b}.raw (goal >= 0.80)"] = (ours / raw) if raw and ours else None
+    raw, ours = by.get("grpc.raw"), by.get("byteor.grpc")
+    goals["byteor.grpc / grpc.raw (goal >= 0.80)"] = (ours / raw) if raw and ours else None
+    for ours_name, raw_name in (("byteor.postgres.copy", "postgres.copy.raw"), ("byteor.postgres", "postgres.raw"),
+                                ("byteor.s3", "s3.raw")):
+        raw, ours = by.get(raw_name), by.get(ours_name)
+        goals[f"{ours_name} / {raw_name}"] = (ours / raw) if raw and ours else None
     for b in ("http", "ws"):
         raw, ours = by.get(f"{b}.raw"), by.get(f"byteor.{b}")
         goals[f"byteor.{b} / {b}.raw (goal >= 0.80)"] = (ours / raw) if raw and ours else None

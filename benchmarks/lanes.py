@@ -10,10 +10,14 @@ Rows, all measured in the same run (ratios are what matter):
 * ``mpsc_2p``: two producer processes into one mpsc lane, one consumer.
 * ``file_write`` (the disk's limit here: buffered ``write`` of the same payloads, then ``flush``),
   ``journal_none`` / ``journal_segment`` / ``journal_always``: journal appends, in MB/s of payload.
-* ``graph_sp`` / ``graph_mp``: a router (round robin, 2 branches) + merge graph end to end through
-  ``run_lanegraph`` in one process and with one process per role (native role loops; the calling
-  process publishes the input and takes the output one message at a time in Python).
-  ``graph_mp_py``: the same graph with a Python stage role (``noop_stage``) before the router.
+* ``graph_sp``: a router (round robin, 2 branches) + merge graph end to end through ``run_lanegraph``
+  in one process (a generator in, one ``outputs`` callback per message out); ``graph_mp_callback``:
+  the same harness with one process per role, role start-up included.
+* ``graph_mp``: the same graph with one process per role (native role loops) run by a
+  ``RunSession``, timed like the ring rows from the moment every role is up to drained: fed from a
+  list (``publish_many`` per batch), delivered to a sink in batches (``Ring.drain`` per batch).
+  ``graph_mp_file``: file to file (native ``Ingest`` / ``Egress``, no Python per message).
+  ``graph_mp_py``: ``graph_mp`` with a Python stage role (``noop_stage``) before the router.
 * ``graph_roles_native``: the same router + merge roles, one process each running
   ``_native.run_role``, fed by ``publish_many`` into the input lane and counted by a native sink on
   the output lane: the graph without the Python ingress and egress of ``graph_mp``.
@@ -34,10 +38,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from benchmarks._common import Result, bench_dir, parser, print_table, repeat, write_json
+from benchmarks.obs import overhead_json
 from byteor import _native
+from byteor.edges import Sink, Source
 from byteor.lanes.journal import JournalWriter
 from byteor.lanes.shm import LaneSpec, create_lane, lane_file
 from byteor.shm import attach_ring, create_ring
@@ -216,11 +223,13 @@ def graph_kv(py_stage: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bench_graph(n: int, sp: bool, py_stage: bool = False) -> float:
+def bench_graph_callback(n: int, sp: bool) -> float:
+    """The graph through ``run_lanegraph``: a generator in, one ``outputs`` callback per message out,
+    timed from the call (role process start-up included) to its return."""
     from byteor.runtime.lanegraph import run_lanegraph
     from byteor.spec.kv import decode_kv
 
-    spec = decode_kv(graph_kv(py_stage))
+    spec = decode_kv(graph_kv(False))
     count = [0]
 
     def sink(_ep: str, _msg: bytes) -> None:
@@ -237,6 +246,60 @@ def bench_graph(n: int, sp: bool, py_stage: bool = False) -> float:
         shutil.rmtree(root, ignore_errors=True)
     if count[0] != n:
         raise RuntimeError(f"graph lost messages: {count[0]} != {n}")
+    return n / elapsed
+
+
+class _CountSink(Sink):
+    """Counts what egress hands over, one call per batch."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, messages: Sequence[bytes], shard: int = 0) -> None:
+        self.count += len(messages)
+
+
+def bench_graph(n: int, *, py_stage: bool = False, files: bool = False) -> float:
+    """The graph run by a multi-process :class:`RunSession` (what ``byteor run`` and ``Pipeline``
+    use), timed like the ring rows: from the moment every role process is up to drained. Fed from a
+    list (one ``publish_many`` per batch) into a counting sink (one call per batch); with ``files``,
+    from a file of lines into a file (native ingest and egress: no Python per message)."""
+    from byteor.edges import FileSink, FileSource, IterableSource
+    from byteor.runtime.session import RunOptions, RunSession
+    from byteor.spec.kv import decode_kv
+
+    root = tempfile.mkdtemp(dir=bench_dir())
+    source: Source
+    if files:
+        src = os.path.join(root, "in.lines")
+        with open(src, "wb") as fh:
+            fh.write((MSG + b"\n") * n)
+        source = FileSource(src, "lines")
+        sink: Sink = FileSink(os.path.join(root, "out.lines"), "lines")
+    else:
+        source = IterableSource([MSG] * n)
+        sink = _CountSink()
+    session = RunSession(decode_kv(graph_kv(py_stage)),
+                         RunOptions(ring_path=os.path.join(root, "lanes"), journal_dir=os.path.join(root, "journal"),
+                                    wait=_CFG["wait_name"]))
+    try:
+        with session:
+            session.start(sink)
+            deadline = time.monotonic() + 120
+            while not all(st.pid for st in session.engine.stats.values()):  # every role attached its lanes
+                if time.monotonic() > deadline:
+                    raise RuntimeError("graph roles did not start within 120 s")
+                time.sleep(0.005)
+            t0 = time.perf_counter()
+            session.run(source)
+            elapsed = time.perf_counter() - t0
+        out = session.summary()["messages_out"]
+        if files and os.path.getsize(os.path.join(root, "out.lines")) != n * (len(MSG) + 1):
+            raise RuntimeError("graph_mp_file: the output file is not every message")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if out != n:
+        raise RuntimeError(f"graph lost messages: {out} != {n}")
     return n / elapsed
 
 
@@ -306,6 +369,8 @@ def main() -> None:
                     help="a directory on a real filesystem for the journal rows (default /var/tmp)")
     ap.add_argument("--wait", choices=("spin", "yield", "backoff", "block"), default="backoff",
                     help="wait strategy of every ring participant (default backoff)")
+    ap.add_argument("--metrics", action="store_true",
+                    help="also measure representative rows with run --metrics off and on (same run)")
     args = ap.parse_args()
     _CFG["wait"] = getattr(_native, f"WAIT_{args.wait.upper()}")
     _CFG["wait_name"] = args.wait
@@ -343,10 +408,18 @@ def main() -> None:
     finally:
         shutil.rmtree(jdir, ignore_errors=True)
     gn = 50_000 if args.quick else 500_000
-    row("graph_sp", lambda: bench_graph(gn, True), "router(rr, 2) + merge, one process")
-    row("graph_mp", lambda: bench_graph(gn, False), "router(rr, 2) + merge, one process per role")
-    row("graph_mp_py", lambda: bench_graph(gn, False, py_stage=True),
-        "a Python stage role + router(rr, 2) + merge, one process per role")
+    mn = 500_000 if args.quick else 5_000_000
+    fn = 200_000 if args.quick else 2_000_000
+    row("graph_sp", lambda: bench_graph_callback(gn, True),
+        "router(rr, 2) + merge, one process: run_lanegraph, a generator in, a callback per message out")
+    row("graph_mp", lambda: bench_graph(mn), "router(rr, 2) + merge, one process per role, RunSession: a list in "
+        "(publish_many per batch), a sink called per batch out (egress drain); from roles up to drained")
+    row("graph_mp_file", lambda: bench_graph(fn, files=True),
+        "graph_mp file to file: native ingest (lines) and egress (lines), no Python per message")
+    row("graph_mp_py", lambda: bench_graph(mn // 5, py_stage=True),
+        "graph_mp with a Python stage role (noop_stage, read-only form) before the router")
+    row("graph_mp_callback", lambda: bench_graph_callback(gn, False),
+        "graph_sp's harness, one process per role: start-up of 2 role processes included")
     row("graph_roles_native", lambda: bench_graph_roles(n),
         "router(rr, 2) + merge processes (run_role); publish_many in, native sink out")
 
@@ -356,6 +429,7 @@ def main() -> None:
         "fanout4_vs_fanout1": by["fanout_4"] / by["fanout_1"],
         "journal_none_vs_file": by["journal_none"] / by["file_write"],
         "graph_mp_vs_singlering": by["graph_mp"] / by["singlering_1stage"],
+        "graph_mp_file_vs_singlering": by["graph_mp_file"] / by["singlering_1stage"],
         "graph_roles_native_vs_singlering": by["graph_roles_native"] / by["singlering_1stage"],
     }
     targets = {"events_vs_singlering": 0.8, "fanout4_vs_fanout1": 0.5, "journal_none_vs_file": 0.5,
@@ -371,9 +445,10 @@ def main() -> None:
         goal = targets.get(name)
         verdict = "" if goal is None else f" (goal >= {goal}: {'met' if value >= goal else 'NOT met'})"
         print(f"{name}: {value:.3f}{verdict}")
+    metrics = overhead_json("lanes", args.quick) if args.metrics else None
     if args.json:
         write_json(args.json, results, extra={"goals": goals, "n": n, "journal_records": jn, "wait": args.wait,
-                                              "capacity": CAPACITY, "msg_bytes": len(MSG)})
+                                              "capacity": CAPACITY, "msg_bytes": len(MSG), "metrics_overhead": metrics})
 
 
 if __name__ == "__main__":

@@ -147,35 +147,57 @@ def _scrape_target() -> str:
     return root
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = parser("metrics on vs off for representative ring and lane rows (same run)")
-    ap.add_argument("--runs", type=int, default=None, help="runs per row and setting (default 5, --quick 1)")
-    args = ap.parse_args(argv)
+FAMILIES = ("ring", "lanes")
+
+
+def overhead_report(families: tuple[str, ...], *, quick: bool, runs: int | None = None) -> dict[str, Any]:
+    """Measure, print and return the metrics on/off rows of ``families`` (``ring``, ``lanes``).
+
+    ``benchmarks.ring --metrics`` and ``benchmarks.lanes --metrics`` call this for their own family,
+    so each prints its rows with metrics off and on from the same run."""
     # each timed run lasts a second or more: a scrape a second is then a real share of it, and one
     # scheduler hiccup on this 2-core machine does not decide the ratio
-    n_ring = 1_000_000 if args.quick else 30_000_000
-    n_lane = 5_000_000 if args.quick else 100_000_000
-    runs = args.runs or (1 if args.quick else 5)
+    n_ring = 1_000_000 if quick else 30_000_000
+    n_lane = 5_000_000 if quick else 100_000_000
+    runs = runs or (1 if quick else 5)
     results: list[Result] = []
-    results += overhead_rows("ring.publish_many", lambda m: ring_row(n_ring, 1, m), runs)
-    results += overhead_rows("ring.chain3", lambda m: ring_row(n_ring, 3, m), runs)
-    results += overhead_rows("lanes.events", lambda m: lane_row(n_lane, "events", 1, m), runs)
-    results += overhead_rows("lanes.fanout_2", lambda m: lane_row(n_lane, "fanout", 2, m), runs)
+    if "ring" in families:
+        results += overhead_rows("ring.publish_many", lambda m: ring_row(n_ring, 1, m), runs)
+        results += overhead_rows("ring.chain3", lambda m: ring_row(n_ring, 3, m), runs)
+    if "lanes" in families:
+        results += overhead_rows("lanes.events", lambda m: lane_row(n_lane, "events", 1, m), runs)
+        results += overhead_rows("lanes.fanout_2", lambda m: lane_row(n_lane, "fanout", 2, m), runs)
     print_table(f"metrics overhead (ring rows {n_ring:,}, lane rows {n_lane:,} messages per run, median of "
                 f"{runs}; ratio = on / off)", results)
     ratios = {r.name.removesuffix("+metrics"): r.extra["ratio"] for r in results if "ratio" in r.extra}
     best = {r.name.removesuffix("+metrics"): r.extra["best_ratio"] for r in results if "best_ratio" in r.extra}
-    missed = [name for name, ratio in ratios.items() if ratio < GOAL]
     for name, ratio in ratios.items():
         print(f"{name}: metrics on / off = {ratio:.3f} median, {best[name]:.3f} best runs "
               f"({'ok' if ratio >= GOAL else 'MISSED'}, goal >= {GOAL})")
+    return {"results": results, "ratios": ratios, "best_ratios": best, "goal": GOAL,
+            "missed": [name for name, ratio in ratios.items() if ratio < GOAL], "n_ring": n_ring,
+            "n_lane": n_lane, "runs": runs}
+
+
+def overhead_json(family: str, quick: bool) -> dict[str, Any]:
+    """:func:`overhead_report` for one family, with its rows as JSON (the ``--metrics`` option of
+    ``benchmarks.ring`` and ``benchmarks.lanes``)."""
+    report = overhead_report((family,), quick=quick)
+    report["results"] = [r.to_json() for r in report["results"]]
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser("metrics on vs off for representative ring and lane rows (same run)")
+    ap.add_argument("--runs", type=int, default=None, help="runs per row and setting (default 5, --quick 1)")
+    args = ap.parse_args(argv)
+    report = overhead_report(FAMILIES, quick=args.quick, runs=args.runs)
     cost = scrape_cost_ms(_scrape_target(), 50 if args.quick else 300)
     print(f"one scrape (observe + render) costs {cost:.2f} ms of CPU in the run's process: at 1 scrape/s "
           f"{cost / 10:.3f}% of one core, at the usual 15 s interval {cost / 150:.4f}%")
     if args.json:
-        write_json(args.json, results, extra={"ratios": ratios, "best_ratios": best, "goal": GOAL,
-                                              "missed": missed, "scrape_cpu_ms": round(cost, 3),
-                                              "n_ring": n_ring, "n_lane": n_lane, "runs": runs})
+        results = report.pop("results")
+        write_json(args.json, results, extra={**report, "scrape_cpu_ms": round(cost, 3)})
     return 0
 
 

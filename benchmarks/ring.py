@@ -66,6 +66,7 @@ from benchmarks._common import (
     repeat,
     write_json,
 )
+from benchmarks.obs import overhead_json
 from byteor import _native as N
 
 MSG_BYTES = 64
@@ -1108,6 +1109,8 @@ def bench_byteor(sizes: Sizes) -> list[Result]:
 def main(argv: list[str] | None = None) -> int:
     p = parser("byteor SingleRing vs Python IPC peers: 64-byte messages across processes")
     p.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown (for docs/performance.md)")
+    p.add_argument("--metrics", action="store_true",
+                   help="also measure representative rows with run --metrics off and on (same run)")
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     steps: list[tuple[str, Callable[[Sizes], Result | list[Result]]]] = [
@@ -1141,8 +1144,9 @@ def main(argv: list[str] | None = None) -> int:
     goals = goal_checks(results)
     for line in goals:
         print(line)
+    metrics = overhead_json("ring", args.quick) if args.metrics else None
     if args.json:
-        write_json(args.json, results, extra={"goals": goals, "sizes": sizes.__dict__})
+        write_json(args.json, results, extra={"goals": goals, "sizes": sizes.__dict__, "metrics_overhead": metrics})
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as fh:
             fh.write(markdown_table(results, RATIO_TO))

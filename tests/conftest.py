@@ -21,7 +21,7 @@ CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 #: Shared fixtures and helpers of the observability, policy, action, replay, broker adapter and console
 #: tests (tests import helpers from them).
 pytest_plugins = ["obs_support", "policy_support", "replay_support", "broker_support", "console_support",
-                  "web_support"]
+                  "grpc_support", "store_support", "web_support"]
 
 
 def _run_script(script: str, *args: str | os.PathLike[str], env: dict[str, str] | None = None,

@@ -68,7 +68,7 @@ def test_a_cut_connection_is_retried_and_loses_nothing(name, make_broker, edge, 
 
 
 @pytest.mark.parametrize("name", ["kafka", "redis"])
-def test_two_instances_in_one_group_share_the_work_and_survive_a_kill(name, make_broker, edge, tmp_path,  # noqa: PLR0917
+def test_two_instances_in_one_group_share_the_work_and_survive_a_kill(name, make_broker, edge, tmp_path,
                                                                        request) -> None:
     broker = make_broker(name)
     spec = _spec(tmp_path)
@@ -87,7 +87,7 @@ def test_two_instances_in_one_group_share_the_work_and_survive_a_kill(name, make
     if name == "kafka":
         time.sleep(4.0)  # both joined the group and hold partitions before anything arrives
     broker.produce([b"m%05d" % i for i in range(N)])
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90  # a group rebalance on a loaded 2-core machine can take most of a minute
     while not all(p.exists() and p.stat().st_size > 0 for p in outs):
         assert time.monotonic() < deadline, "both instances should take work"
         time.sleep(0.05)

@@ -204,9 +204,11 @@ def test_capabilities(cli: CliRunner) -> None:
     assert data["resolver_families"]["builtin"] == ["http_post", "exec", "dataguard", "py"]
     assert data["lane_kinds"] == ["events", "mpsc", "fanout", "journal"]
     assert data["role_kinds"] == ["stage", "bridge", "router", "merge"]
-    assert [a["name"] for a in data["adapters"]] == ["kafka", "nats", "redis", "rabbitmq-stream", "mqtt"]
+    assert [a["name"] for a in data["adapters"]] == ["kafka", "nats", "redis", "rabbitmq-stream", "mqtt", "grpc",
+                                                     "postgresql", "s3"]
     assert all(a["installed"] and a["version"] for a in data["adapters"]), data["adapters"]  # the test extras
-    assert {a["extra"] for a in data["adapters"]} == {"kafka", "nats", "redis", "rabbitmq", "mqtt"}
+    assert {a["extra"] for a in data["adapters"]} == {"kafka", "nats", "redis", "rabbitmq", "mqtt", "grpc", "postgres",
+                                                      "s3"}
     import byteor._native as native
 
     assert data["native_abi"] == native.ABI_VERSION

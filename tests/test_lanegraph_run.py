@@ -326,6 +326,35 @@ def test_mp_roles_killed_midstream_lose_and_repeat_nothing(tmp_path: Path) -> No
     assert [roles[n]["restarts"] for n in ("s", "r", "m", "br")] == [1, 1, 1, 1]
 
 
+def test_mp_mpsc_writers_killed_after_a_claim_drop_only_that_slot(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both writers of an mpsc lane die right after their 1500th claim of each run (fault
+    injection) and are restarted: each death leaves one claimed slot, which the restarted role
+    publishes as dropped and counts; every message still arrives exactly once, in each writer's order."""
+    spec = lanegraph(
+        "holes",
+        [{"name": "a", "kind": "events", "capacity": 256}, {"name": "l0", "kind": "events", "capacity": 256},
+         {"name": "l1", "kind": "events", "capacity": 256}, {"name": "m", "kind": "mpsc", "capacity": 64}],
+        [("in", "ingress", "a"), ("out", "egress", "m")],
+        [{"name": "r", "kind": "router", "inputs": ["a"], "outputs": ["l0", "l1"], "route": "bytes:0:1"},
+         {"name": "s", "kind": "stage", "inputs": ["l0"], "outputs": ["m"], "op": "add_u8", "delta": 1},
+         {"name": "b", "kind": "bridge", "inputs": ["l1"], "outputs": ["m"]}],
+    )
+    monkeypatch.setenv("BYTEOR_FAULT_ROLE_KILL", "claim:1500")  # read by the roles' native loops
+    data = msgs(5000)
+    got, result = run(spec, "mp", data, tmp_path)
+    via_s = [plus(m, 1) for m in data if shard_of(m, 0, 1, 2) == 0]
+    via_b = [m for m in data if shard_of(m, 0, 1, 2) == 1]
+    out = got["out"]
+    assert sorted(out) == sorted(via_s + via_b)  # none lost, none twice, no empty message
+    assert [m for m in out if m in set(via_s)] == via_s and [m for m in out if m in set(via_b)] == via_b
+    roles = {r["name"]: r for r in result.state["roles"]}
+    deaths = roles["s"]["restarts"] + roles["b"]["restarts"]
+    assert roles["s"]["restarts"] >= 1 and roles["b"]["restarts"] >= 1 and roles["r"]["restarts"] == 0
+    lanes = {lane["name"]: lane for lane in result.state["lanes"]}
+    assert lanes["m"]["repaired"] == deaths and lanes["a"]["repaired"] == 0
+
+
 def test_sp_is_deterministic(tmp_path: Path) -> None:
     """Same input, same output, same drops, same counters: the SP schedule has no timing in it."""
     spec = lanegraph(

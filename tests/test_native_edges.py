@@ -132,6 +132,17 @@ def test_utf8_replace_matches_cpython(data: bytes) -> None:
 
 # ---- drain --------------------------------------------------------------------------------------------
 
+def test_drain_without_release_leaves_the_cell_for_the_caller(ring_dir: Path) -> None:
+    r = new_ring(ring_dir)
+    r.publish_many([b"a", b"bb"])
+    assert r.drain(0, 100, N.WAIT_BACKOFF, 0, release=False) == ([b"a", b"bb"], 0, 1)
+    assert r.gating(0) == -1  # not released: the next call sees the same messages
+    assert r.drain(0, 100, N.WAIT_BACKOFF, 0, release=False) == ([b"a", b"bb"], 0, 1)
+    r.release(0, 1)
+    assert r.drain(0, 100, N.WAIT_BACKOFF, 0, release=False) == ([], 0, -1)
+    drop_ring(r)
+
+
 def test_drain_takes_everything_available_and_releases_it(ring_dir: Path) -> None:
     r = new_ring(ring_dir, cells=2)
     r.publish_many([b"a", b"bb", b"ccc", b"dddd"])

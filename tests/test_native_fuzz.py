@@ -30,7 +30,7 @@ EXAMPLES = int(os.environ.get("BYTEOR_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 H = hashlib.sha256(b"fuzz").digest()
-HEADER_BYTES = 1920  # ring header up to the scratch slots (N.HEADER_MIN_BYTES)
+HEADER_BYTES = N.HEADER_MIN_BYTES  # ring header up to the scratch slots
 
 # -- ring attach --------------------------------------------------------------------------------------
 
@@ -82,6 +82,65 @@ def test_fuzz_ring_attach(ring_template: bytes, tmp_path_factory: pytest.TempPat
         for seq in range(max(0, cur - r.capacity + 1), cur + 1):
             assert len(r.read_bytes(seq)) <= r.slot_bytes
             assert r.length(seq) <= r.slot_bytes or r.length(seq) == N.DROPPED_LENGTH
+    finally:
+        r.close()
+
+
+# -- hole repair on a crafted multi-producer ring -----------------------------------------------------------
+
+_MP_CAPACITY = 8
+_MP_DATA = N.HEADER_MIN_BYTES + 64  # one consumer's 64-byte scratch slot
+_MP_STRIDE = 32  # 16-byte slot header + 16-byte payload
+
+
+@pytest.fixture(scope="module")
+def mp_ring_template(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("mpring") / "t.ring"
+    r = N.Ring.create(str(path), _MP_CAPACITY, 16, [0], H, multi_producer=True)
+    for i in range(5):
+        r.publish(b"m%d" % i)
+    r.close()
+    return path.read_bytes()
+
+
+_PIDS = st.one_of(st.sampled_from([0, 1, os.getpid(), 2**31 - 1, 2**31, 2**32 - 1]), st.integers(0, 2**32 - 1))
+_SEQS = st.one_of(st.integers(-3, 3 * _MP_CAPACITY), st.sampled_from([2**62, -(2**63), 2**63 - 1]))
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 15), st.integers(0, 4), _PIDS, st.integers(0, 3)), max_size=4),
+       st.lists(st.tuples(st.integers(0, 15), st.integers(0, 2**64 - 1), _SEQS, _SEQS), max_size=4),
+       st.tuples(st.lists(st.tuples(st.integers(0, _MP_CAPACITY - 1), _SEQS), max_size=6),
+                 st.integers(0, 3 * _MP_CAPACITY)))
+def test_fuzz_hole_repair(mp_ring_template: bytes, tmp_path_factory: pytest.TempPathFactory,
+                          parts: list[tuple[int, int, int, int]], recs: list[tuple[int, int, int, int]],
+                          cursors: tuple[list[tuple[int, int]], int]) -> None:
+    """Crafted participants, claim records, slot published words and claim cursor: repair and a
+    stopping consumer stay inside one lap of the mapping and never hang."""
+    pubseqs, claim = cursors
+    data = bytearray(mp_ring_template)
+    for i, state, pid, flags in parts:
+        struct.pack_into("<I", data, 192 + 32 * i, state)
+        struct.pack_into("<II", data, 192 + 32 * i + 8, pid, flags)
+    for i, ticks, lo, hi in recs:
+        struct.pack_into("<Qqq", data, N.HEADER_MIN_BYTES - 16 * 64 + 64 * i, ticks, lo, hi)
+    for slot, seq in pubseqs:
+        struct.pack_into("<q", data, _MP_DATA + _MP_STRIDE * slot + 8, seq)
+    struct.pack_into("<q", data, 768, claim)
+    path = tmp_path_factory.mktemp("holes") / "r.ring"
+    path.write_bytes(bytes(data))
+    try:
+        r = N.Ring.attach(str(path))
+    except N.AttachError:
+        return
+    try:
+        before = r.cursor()
+        assert 0 <= r.repair() <= _MP_CAPACITY + 1
+        assert before <= r.cursor()
+        r.request_stop()
+        msgs, dropped, _last = r.drain(0, 100, N.WAIT_SPIN, 50_000_000)
+        assert all(len(m) <= r.slot_bytes for m in msgs) and dropped >= 0
+        assert r.snapshot()["repaired"] >= 0
     finally:
         r.close()
 

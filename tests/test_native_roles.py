@@ -323,11 +323,11 @@ def write_record(stats: mmap.mmap, rings: list[N.Ring], in_ranges: list[tuple[in
 
 
 def write_slot(r: N.Ring, seq: int, data: bytes) -> None:
-    """What a role killed after writing an output slot leaves behind (layout v1, one cell)."""
+    """What a role killed after writing an output slot leaves behind (one cell)."""
     slot = (r.slot_bytes + 63) // 64 * 64
     stride = 8 + (r.slot_bytes + 7) // 8 * 8
     with open(r.path, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as mm:
-        at = 1920 + slot + (seq % r.capacity) * stride
+        at = N.HEADER_MIN_BYTES + slot + (seq % r.capacity) * stride
         struct.pack_into("<I", mm, at, len(data))
         mm[at + 8:at + 8 + len(data)] = data
 

@@ -97,6 +97,7 @@ def test_lanegraph_metrics_show_lanes_roles_and_journals(run_pipeline: RunPipeli
     assert sample(samples, "byteor_journal_segments", lane="audit") == 1
     assert (sample(samples, "byteor_journal_bytes", lane="audit") or 0) > 0
     assert sample(samples, "byteor_lane_dropped_total", lane="in") == 0
+    assert sample(samples, "byteor_lane_repaired_total", lane="in") == 0
     rc, out, err = run.finish()
     assert rc == 0, err
     assert len(out.splitlines()) == 40

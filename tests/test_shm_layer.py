@@ -76,6 +76,31 @@ def test_stale_files_only_lists_abandoned_rings(ring_dir: Path) -> None:
     live.close()
 
 
+def test_stale_files_judge_rings_of_an_earlier_layout_by_their_header(ring_dir: Path) -> None:
+    """A ring left by an older byteor (layout version 1, which this build refuses to attach) is
+    listed once its creator and participants are gone, and kept while one of them lives."""
+    code = ("import sys; from byteor import shm; r = shm.create_ring(sys.argv[1], 4, 8, [0], sys.argv[2]);"
+            "import os; r.register_participant(1, os.getpid()); r.register_participant(2, int(sys.argv[3]))")
+    path = ring_dir / "old.ring"
+    subprocess.run([sys.executable, "-c", code, str(path), HEX, str(os.getpid())], check=True, timeout=60)
+    with open(path, "r+b") as fh:
+        fh.seek(8)
+        fh.write((1).to_bytes(4, "little"))  # what an older build wrote
+    with pytest.raises(ShmError, match=f"layout version 1, this build reads version {N.LAYOUT_VERSION}"):
+        shm.attach_ring(path)
+    assert shm.stale_files(ring_dir) == []  # participant 2 (this process) is running
+    with open(path, "r+b") as fh:
+        fh.seek(192 + 32 + 8)  # participant 2's pid: a process that has exited
+        fh.write((_exited_pid()).to_bytes(4, "little"))
+    assert shm.stale_files(ring_dir) == [str(path)]
+
+
+def _exited_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True, timeout=60)
+    return int(child.stdout)
+
+
 def test_snapshot_json_round_trip(ring_dir: Path, tmp_path: Path) -> None:
     r = shm.create_ring(ring_dir / "snap.ring", 16, 8, [0, 1, 3], HEX)
     slot = r.register_participant(7, os.getpid())

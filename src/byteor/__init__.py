@@ -6,6 +6,9 @@ subpackages and may change. ``tests/test_public_api.py`` pins the list.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     ActionFailed,
     AdapterError,
@@ -26,10 +29,7 @@ from ._errors import (
     UsageError,
 )
 from ._stage import DROP, ResolvedStage, StageContext, py_key, stage, stage_form
-from ._version import distribution_version
 from .edges import Batch, Sink, Source
-from .runtime import Pipeline
-from .runtime.session import RunOptions, RunSession
 from .spec import (
     BytesKey,
     CompileReportV1,
@@ -57,7 +57,30 @@ from .spec import (
     validate_v1,
 )
 
-__version__ = distribution_version()
+if TYPE_CHECKING:
+    from .runtime import Pipeline
+    from .runtime.session import RunOptions, RunSession
+
+    __version__: str
+
+#: Names loaded on first use: the run session pulls in the policy gate and its HTTP client, and the
+#: version the package metadata machinery, none of which the stage and role processes (they import
+#: this package first) need before their ring starts flowing.
+_LAZY = {"Pipeline": ".runtime.pipeline", "RunOptions": ".runtime.session", "RunSession": ".runtime.session"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from ._version import distribution_version
+
+        value: Any = distribution_version()
+    else:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "DROP",

@@ -39,6 +39,13 @@ class Ring:
     Sequences start at 0; -1 means "none". Waits release the GIL and run Python signal handlers
     about every 50 ms (an exception from a handler ends the wait). A single-producer ring must have
     exactly one publishing object across all processes.
+
+    On a multi-producer ring each producing object takes a participants-table entry on its first
+    claim and records there what it claims before taking it; :meth:`close` gives the entry back. A
+    producer that is gone (its pid dead, a zombie, or reused by a process that started later) and
+    left claimed slots unpublished leaves a hole: consumers waiting on it repair it after 50 ms
+    (at once once stop is requested) by publishing those slots as dropped (``DROPPED_LENGTH``),
+    counted in ``snapshot()["repaired"]``. Claims of a live producer are never touched.
     """
 
     @staticmethod
@@ -69,6 +76,9 @@ class Ring:
     @property
     def created_ns(self) -> int: ...
     @property
+    def repaired(self) -> int:
+        """Slots of a multi-producer ring published as dropped by hole repairs (all processes)."""
+    @property
     def multi_producer(self) -> bool: ...
     @property
     def file_bytes(self) -> int: ...
@@ -97,7 +107,8 @@ class Ring:
     def slot(self, seq: int) -> memoryview:
         """Writable view (``slot_bytes`` long) of a claimed slot."""
     def commit(self, seq: int, length: int) -> None:
-        """Publish a claimed slot holding ``length`` bytes (single producer: in claim order)."""
+        """Publish a claimed slot holding ``length`` bytes (single producer: in claim order;
+        multi-producer: once, by the object that claimed it, else ValueError)."""
     # consumers
     def wait_for(self, c: int, seq: int, wait: int = ..., timeout_ns: int = -1) -> int:
         """Highest sequence >= ``seq`` consumer ``c`` may read (publisher and every dependency past it);
@@ -149,16 +160,24 @@ class Ring:
         ``byteor.StageContractError``); the function's own exception propagates. Either way the
         exception gets ``failed_seq`` (the failing message's sequence), which stays unconsumed;
         everything before it is released."""
-    def drain(self, c: int, max_n: int, wait: int = ..., timeout_ns: int = -1) -> tuple[list[bytes], int, int]:
+    def drain(self, c: int, max_n: int, wait: int = ..., timeout_ns: int = -1, *,
+              release: bool = True) -> tuple[list[bytes], int, int]:
         """Wait (GIL released) until consumer ``c`` may read, then take up to ``max_n`` messages at once
         and release them: (copies of the messages, messages skipped as dropped, last sequence
-        released). ``([], 0, -1)`` on timeout, or when stop is set and everything was consumed."""
+        taken). ``([], 0, -1)`` on timeout, or when stop is set and everything was consumed. With
+        ``release=False`` the cell is left as it was: the caller releases up to the last sequence
+        once it has handed the messages on (the next call returns the same messages until then)."""
     def request_stop(self) -> None:
         """Set the stop word and wake every sleeper (call after the last publish: consumers drain)."""
     def clear_stop(self) -> None: ...
     def stop_requested(self) -> bool: ...
     def register_participant(self, role: int, pid: int) -> int:
-        """Claim a participants-table slot (reusing one whose pid is dead); returns the slot."""
+        """Claim a participants-table slot (reusing one whose process is gone); returns the slot.
+        Raises RuntimeError when all are taken by live participants."""
+    def repair(self) -> int:
+        """Publish as dropped the claimed, unpublished slots at the head of a multi-producer ring that
+        no live producer claims (see the class docstring); returns how many (0 on a single-producer
+        ring)."""
     def heartbeat(self, slot: int) -> None: ...
     def unregister_participant(self, slot: int, exited: bool = False) -> None: ...
     def participants(self) -> list[tuple[int, int, int, int]]:
@@ -168,7 +187,7 @@ class Ring:
     def snapshot(self) -> dict[str, Any]:
         """cursor, claim, gating, lag, fill, capacity, slot_bytes, n_consumers, participants
         (slot, role, pid, heartbeat ns, state), stop, spec_hash, created_ns, multi_producer,
-        now_mono_ns, creator_pid. Reads only."""
+        now_mono_ns, creator_pid, repaired (slots a hole repair dropped). Reads only."""
 
 # --- DataGuard kernel (dataguard.c): check + redact one USM1 message in one pass ---------------------
 
@@ -290,7 +309,8 @@ def run_role(kind: str, inputs: Sequence[tuple[Ring, int]], outputs: Sequence[tu
              stats: Buffer, *, route: str = "round_robin", key_offset: int = 0, key_len: int = 0,
              op: str | None = None, delta: int = 0, fn: Callable[..., Any] | None = None, form: int = ...,
              side_effect: bool = False, wait: int = ..., parent_pid: int = 0,
-             error: type[BaseException] = ..., contract_error: type[BaseException] | None = None) -> int:
+             error: type[BaseException] = ..., contract_error: type[BaseException] | None = None,
+             participant_role: int = -1) -> int:
     """Run one LaneGraph role as a native loop until every input is stopped and drained; returns
     the role's messages in (its stats counter).
 
@@ -306,4 +326,6 @@ def run_role(kind: str, inputs: Sequence[tuple[Ring, int]], outputs: Sequence[tu
     under ``fail``, a message too large for a lane, or giving up a blocked wait once ``parent_pid``
     is gone raise ``error`` naming the lane; the stage function's exceptions (and a bad return, as
     ``contract_error`` as in :meth:`Ring.run_stage`) propagate with ``failed_seq``; the stage's drops
-    are counted in stats word 3."""
+    are counted in stats word 3. ``participant_role`` (>= 0, unique per role of the graph): the
+    role's entry in each multi-producer output is flagged so that only its own restart repairs what
+    it claimed (keeping the slots its batch record publishes, dropping the others)."""

@@ -7,12 +7,12 @@
  * wait and every native loop runs with the GIL released.
  *
  * ============================================================================
- * Ring file layout (layout version 1, little-endian, all offsets in bytes)
+ * Ring file layout (layout version 2, little-endian, all offsets in bytes)
  * ============================================================================
  *
  *   header (one block, offsets from 0)
  *     0    u8[8]  magic "BYTEORRG" (written last at create: a half-made file never attaches)
- *     8    u32    layout version (1)
+ *     8    u32    layout version (2; version 1 had no claim records and its scratch slots at 1920)
  *     12   u32    data offset (= header bytes: where slot 0 starts; a multiple of 64)
  *     16   u64    capacity (slots, a power of two >= 2)
  *     24   u32    slot_bytes (payload bytes per slot)
@@ -24,16 +24,20 @@
  *     104  u64    creation time, unix ns
  *     112  u64    file bytes (data offset + capacity * stride)
  *     120  u32    max participants (16)          124 u32 creator pid
- *     128  line   stop word (u32 stop, u32 reserved)             [64 bytes]
+ *     128  line   stop word (u32 stop, u32 reserved, u64 slots dropped by hole repair)  [64 bytes]
  *     192  16 x 32 participants: u32 state (0 free, 1 running, 2 exited), u32 role, u32 pid,
- *                  u32 reserved, u64 heartbeat CLOCK_MONOTONIC ns, u64 registered unix ns
+ *                  u32 flags (bit 0: a restart of this role repairs its claims), u64 heartbeat
+ *                  CLOCK_MONOTONIC ns, u64 registered unix ns
  *     704  pad to 768
  *     768  line   producer claim cursor:    i64 seq, u32 sleepers flag   [64 bytes]
  *     832  line   producer published cursor: i64 seq, u32 sleepers flag  [64 bytes]
  *     896  8 x line  gating sequence per consumer: i64 seq, u32 sleepers flag  [8 x 64 bytes]
  *     1408 8 x line  redo record per consumer: i64 marker seq, i64 done seq, u32 length  [8 x 64]
- *     1920 n_consumers x round64(slot_bytes) scratch slots (one per consumer)
- *     data offset = 1920 + n_consumers * round64(slot_bytes)
+ *     1920 16 x line claim record per participant: u64 process start time (clock ticks since boot,
+ *                  field 22 of /proc/<pid>/stat: a reused pid has another), i64 lo, i64 hi (the
+ *                  sequences the participant claims or claimed last; -1 -1 none)  [16 x 64]
+ *     2944 n_consumers x round64(slot_bytes) scratch slots (one per consumer)
+ *     data offset = 2944 + n_consumers * round64(slot_bytes)
  *   slots (capacity of them, `stride` bytes each, slot i at data offset + i * stride)
  *     +0   u32    length of the message, or DROPPED_LENGTH (0xFFFFFFFF) for a dropped message
  *     +4   u32    slot flags (reserved, 0)
@@ -50,6 +54,19 @@
  *   On restart, recover(c): if marker > max(gating, done) the copy may be partial: redo it (the
  *   scratch holds the final bytes, so redoing is idempotent); then gating = max(gating, done).
  *   A crash before the marker store leaves the slot untouched and the message is recomputed.
+ *
+ * Holes of multi-producer rings (a producer that dies between its claim and its publish):
+ *   a producer stores its claim record [lo, hi] before the CAS on the claim cursor that takes those
+ *   sequences, and leaves it until they are published (it clears it before it waits for room). A
+ *   repairer looks at the first unpublished sequence s <= claim: if no live participant's record
+ *   covers s, whoever claimed s is gone (or closed its Ring without committing), so s is marked
+ *   DROPPED_LENGTH, published and counted. A participant is live when its pid exists, is not a
+ *   zombie and has the start time recorded at registration. Consumers repair when the published
+ *   cursor has not moved for REPAIR_AFTER_NS while claims are outstanding (and at once when the
+ *   stop word is set); Ring.repair() does it on demand. A LaneGraph role flags its entries
+ *   PART_FLAG_SUCCESSOR: others leave its claims alone, and its restart repairs them, keeping the
+ *   slots its batch record will publish (a plain repairer could drop a slot the restart then
+ *   counts as published).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -81,7 +98,7 @@
  * ============================================================================ */
 
 #define RING_MAGIC "BYTEORRG"
-#define RING_LAYOUT_VERSION 1u
+#define RING_LAYOUT_VERSION 2u
 #define CACHE_LINE 64
 #define MAX_CONSUMERS 8
 #define MAX_PARTICIPANTS 16
@@ -94,7 +111,8 @@
 #define OFF_PUBLISHED 832
 #define OFF_GATING 896
 #define OFF_REDO 1408
-#define OFF_SCRATCH 1920
+#define OFF_CLAIMRECS 1920
+#define OFF_SCRATCH 2944
 
 #define WAIT_SPIN 0
 #define WAIT_YIELD 1
@@ -107,6 +125,9 @@
 #define PART_FREE 0u
 #define PART_RUNNING 1u
 #define PART_EXITED 2u
+#define PART_CLAIMING 3u /* being taken by register_participant */
+#define PART_FLAG_SUCCESSOR 1u
+#define ROLE_PRODUCER 1u /* the role a multi-producer claim registers with (runtime/_stage_main.py) */
 
 typedef struct {
     char magic[8];
@@ -128,17 +149,25 @@ typedef struct {
 typedef struct {
     _Atomic uint32_t stop;
     uint32_t reserved;
-    char pad[CACHE_LINE - 8];
+    _Atomic uint64_t repaired; /* slots a hole repair marked dropped */
+    char pad[CACHE_LINE - 16];
 } stop_line_t;
 
 typedef struct {
     _Atomic uint32_t state;
     _Atomic uint32_t role;
     _Atomic uint32_t pid;
-    uint32_t reserved;
+    _Atomic uint32_t flags;
     _Atomic int64_t heartbeat_ns;
     _Atomic int64_t registered_ns;
 } participant_t;
+
+typedef struct {
+    _Atomic uint64_t start_ticks;
+    _Atomic int64_t lo;
+    _Atomic int64_t hi;
+    char pad[CACHE_LINE - 24];
+} claimrec_t;
 
 typedef struct {
     _Atomic int64_t seq; /* futex waits on the low 32 bits (little-endian: the first word) */
@@ -160,7 +189,9 @@ _Static_assert(sizeof(seq_line_t) == CACHE_LINE, "seq line");
 _Static_assert(sizeof(redo_line_t) == CACHE_LINE, "redo line");
 _Static_assert(OFF_PARTICIPANTS + MAX_PARTICIPANTS * 32 <= OFF_CLAIM, "participants fit");
 _Static_assert(OFF_GATING + MAX_CONSUMERS * CACHE_LINE == OFF_REDO, "gating lines");
-_Static_assert(OFF_REDO + MAX_CONSUMERS * CACHE_LINE == OFF_SCRATCH, "redo lines");
+_Static_assert(sizeof(claimrec_t) == CACHE_LINE, "claim record");
+_Static_assert(OFF_REDO + MAX_CONSUMERS * CACHE_LINE == OFF_CLAIMRECS, "redo lines");
+_Static_assert(OFF_CLAIMRECS + MAX_PARTICIPANTS * CACHE_LINE == OFF_SCRATCH, "claim records");
 
 static inline uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
@@ -247,7 +278,12 @@ static void membarrier_register(void) {
                    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
 }
 
+/* Bumped in a forked child: a Ring object inherited across fork() must not claim through the
+ * parent's participant entry (the parent's liveness would then vouch for the child's claims). */
+static _Atomic uint64_t g_fork_gen = 0;
+
 static void membarrier_atfork_child(void) {
+    atomic_fetch_add_explicit(&g_fork_gen, 1, memory_order_relaxed);
     if (g_membarrier) membarrier_register(); /* registration belongs to the address space */
 }
 
@@ -541,8 +577,17 @@ typedef struct {
     seq_line_t *published;
     seq_line_t *gating;
     redo_line_t *redo;
+    claimrec_t *recs;
     unsigned char *scratch;
     uint32_t scratch_stride;
+    /* multi-producer: this object's participant entry (its claim record), -1 before the first claim;
+     * valid only in the process that registered it (prod_gen: g_fork_gen then) */
+    int prod_slot;
+    uint64_t prod_gen;
+    int64_t prod_lo, prod_hi, prod_out; /* its claims not yet published: [lo, hi] holds them all, out counts */
+    /* consumers of a multi-producer ring: when the published cursor was last seen to move */
+    _Atomic int64_t stuck_pub;
+    _Atomic int64_t stuck_since;
     /* producer-local state (single producer) */
     int64_t next_seq;         /* next sequence this producer writes */
     int sp_fast;              /* open single-producer ring: publish() may take the inline fast path */
@@ -624,6 +669,9 @@ static inline int64_t barrier_of(RingObject *r, int c, int64_t want, seq_line_t 
 
 #define WAIT_STOPPED -2
 
+static void consumer_repair_tick(RingObject *r, int force);
+static inline int repair_step(const waiter_t *w);
+
 /* Wait (GIL released; ts = saved state) until consumer c may read `want`. Returns the barrier (>= want),
  * STEP_TIMEOUT, WAIT_STOPPED (stop set and nothing at `want` is published) or STEP_ERROR. */
 static int64_t ring_wait_barrier(RingObject *r, int c, int64_t want, waiter_t *w) {
@@ -633,8 +681,15 @@ static int64_t ring_wait_barrier(RingObject *r, int c, int64_t want, waiter_t *w
         int64_t seen = 0;
         int64_t avail = barrier_of(r, c, want, &cell, &seen);
         if (avail >= want) return avail;
-        if (stop_set(r) && atomic_load_explicit(&r->published->seq, memory_order_acquire) < want)
+        int mp_lag = (r->flags & FLAG_MULTI_PRODUCER) && cell == r->published;
+        if (stop_set(r) && atomic_load_explicit(&r->published->seq, memory_order_acquire) < want) {
+            if (mp_lag && atomic_load_explicit(&r->claim->seq, memory_order_acquire) >= want) {
+                consumer_repair_tick(r, 1); /* stopping: a dead producer's hole must not hide what follows it */
+                if (barrier_of(r, c, want, &cell, &seen) >= want) continue;
+            }
             return WAIT_STOPPED;
+        }
+        if (mp_lag && repair_step(w)) consumer_repair_tick(r, 0);
         int s = waiter_step(w, cell, seen);
         if (s != STEP_OK) return s;
     }
@@ -767,6 +822,7 @@ static void ring_bind(RingObject *r) {
     r->published = (seq_line_t *)(void *)(r->base + OFF_PUBLISHED);
     r->gating = (seq_line_t *)(void *)(r->base + OFF_GATING);
     r->redo = (redo_line_t *)(void *)(r->base + OFF_REDO);
+    r->recs = (claimrec_t *)(void *)(r->base + OFF_CLAIMRECS);
     r->scratch = r->base + OFF_SCRATCH;
     r->scratch_stride = (uint32_t)round_up(r->slot_bytes, CACHE_LINE);
     int64_t claimed = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
@@ -787,6 +843,12 @@ static RingObject *ring_alloc(PyObject *path) {
     r->sp_fast = 0;
     r->seq_cache = NULL;
     r->export_ptr = NULL;
+    r->prod_slot = -1;
+    r->prod_gen = 0;
+    r->prod_lo = r->prod_hi = -1;
+    r->prod_out = 0;
+    atomic_init(&r->stuck_pub, -2);
+    atomic_init(&r->stuck_since, 0);
     Py_INCREF(path);
     r->path = path;
     return r;
@@ -890,6 +952,11 @@ static PyObject *Ring_create(PyObject *cls, PyObject *args, PyObject *kwds) {
     unsigned char *b = (unsigned char *)base;
     atomic_store_explicit(&((seq_line_t *)(void *)(b + OFF_CLAIM))->seq, -1, memory_order_relaxed);
     atomic_store_explicit(&((seq_line_t *)(void *)(b + OFF_PUBLISHED))->seq, -1, memory_order_relaxed);
+    for (int i = 0; i < MAX_PARTICIPANTS; i++) {
+        claimrec_t *cr = &((claimrec_t *)(void *)(b + OFF_CLAIMRECS))[i];
+        atomic_store_explicit(&cr->lo, -1, memory_order_relaxed);
+        atomic_store_explicit(&cr->hi, -1, memory_order_relaxed);
+    }
     for (int i = 0; i < MAX_CONSUMERS; i++) {
         atomic_store_explicit(&((seq_line_t *)(void *)(b + OFF_GATING))[i].seq, -1, memory_order_relaxed);
         redo_line_t *rd = &((redo_line_t *)(void *)(b + OFF_REDO))[i];
@@ -1077,7 +1144,10 @@ done:
     return result;
 }
 
+static void producer_entry_release(RingObject *r);
+
 static PyObject *Ring_close(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    if (!r->closed) producer_entry_release(r);
     r->closed = 1;
     r->sp_fast = 0;
     ring_unmap(r);
@@ -1085,6 +1155,7 @@ static PyObject *Ring_close(RingObject *r, PyObject *Py_UNUSED(ignored)) {
 }
 
 static void Ring_dealloc(RingObject *r) {
+    if (!r->closed) producer_entry_release(r);
     Py_CLEAR(r->seq_cache);
     r->exports = 0;
     r->busy = 0;
@@ -1104,9 +1175,10 @@ static PyObject *Ring_exit(RingObject *r, PyObject *args) { return Ring_close(r,
  * Argument helpers (vectorcall: no tuple/dict allocated per call)
  * ============================================================================ */
 
-/* Parse optional (wait, timeout_ns) given positionally after `npos` leading args, or by keyword. */
+/* Parse optional (wait, timeout_ns) given positionally after `npos` leading args, or by keyword;
+ * with `release` non-NULL, also the keyword-only flag release=. */
 static int parse_wait_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t npos,
-                              int *wait, int64_t *timeout) {
+                              int *wait, int64_t *timeout, int *release) {
     PyObject *w = nargs > npos ? args[npos] : NULL;
     PyObject *t = nargs > npos + 1 ? args[npos + 1] : NULL;
     if (nargs > npos + 2) {
@@ -1118,7 +1190,11 @@ static int parse_wait_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject 
             PyObject *k = PyTuple_GET_ITEM(kwnames, i);
             if (PyUnicode_CompareWithASCIIString(k, "wait") == 0) w = args[nargs + i];
             else if (PyUnicode_CompareWithASCIIString(k, "timeout_ns") == 0) t = args[nargs + i];
-            else {
+            else if (release != NULL && PyUnicode_CompareWithASCIIString(k, "release") == 0) {
+                int v = PyObject_IsTrue(args[nargs + i]);
+                if (v < 0) return -1;
+                *release = v;
+            } else {
                 PyErr_Format(PyExc_TypeError, "unexpected keyword argument '%U'", k);
                 return -1;
             }
@@ -1167,6 +1243,276 @@ static inline void unborrow(borrowed_t *b) {
 }
 
 /* ============================================================================
+ * Participants: process identity, claim records, hole repair
+ * ============================================================================ */
+
+/* 1 when process `pid` exists and is not a zombie, with its start time in *ticks (clock ticks since
+ * boot, field 22 of /proc/<pid>/stat; 0 when /proc does not say); 0 when it is gone. The pid comes
+ * from a shared file: 0, or one that is not a positive pid_t, is gone (never kill(-1, 0)). */
+static int proc_identity(uint32_t pid, uint64_t *ticks) {
+    *ticks = 0;
+    if (pid == 0 || pid > (uint32_t)INT32_MAX) return 0;
+    char path[40];
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return 0;
+        return kill((pid_t)pid, 0) == 0 || errno == EPERM; /* no /proc: existence is all there is */
+    }
+    char buf[1024];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0; /* exited between open and read */
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (p == NULL || p[1] != ' ') return 1;
+    p += 2;
+    if (*p == 'Z' || *p == 'X') return 0;
+    for (int field = 3; field < 22 && p != NULL; field++) {
+        p = strchr(p, ' ');
+        if (p != NULL) p++;
+    }
+    if (p != NULL) {
+        uint64_t v = 0;
+        while (*p >= '0' && *p <= '9' && v < UINT64_MAX / 10) v = v * 10 + (uint64_t)(*p++ - '0');
+        *ticks = v;
+    }
+    return 1;
+}
+
+/* Whether participant entry i belongs to a running process: its pid lives and, when both are known,
+ * started at the time recorded at registration (a pid the kernel handed to a new process does not). */
+static int participant_live(RingObject *r, int i) {
+    uint64_t ticks;
+    if (!proc_identity(atomic_load_explicit(&r->parts[i].pid, memory_order_relaxed), &ticks)) return 0;
+    uint64_t want = atomic_load_explicit(&r->recs[i].start_ticks, memory_order_relaxed);
+    return want == 0 || ticks == 0 || want == ticks;
+}
+
+/* Take a participant entry: a free one, else one whose process is gone (never one flagged
+ * PART_FLAG_SUCCESSOR: only the role's restart may take over its claims). Its claim record starts
+ * empty, so a hole its previous owner left is no longer covered and gets repaired. -1: table full. */
+static int part_register(RingObject *r, uint32_t role, uint32_t pid, uint32_t flags) {
+    uint64_t ticks;
+    proc_identity(pid, &ticks);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < MAX_PARTICIPANTS; i++) {
+            participant_t *p = &r->parts[i];
+            uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
+            uint32_t expect = st;
+            if (pass == 0 && st != PART_FREE) continue;
+            if (pass == 1) {
+                if (st == PART_FREE || st == PART_CLAIMING) continue;
+                if (atomic_load_explicit(&p->flags, memory_order_relaxed) & PART_FLAG_SUCCESSOR) continue;
+                if (st != PART_EXITED && participant_live(r, i)) continue;
+            }
+            if (!atomic_compare_exchange_strong_explicit(&p->state, &expect, PART_CLAIMING, memory_order_acq_rel,
+                                                         memory_order_relaxed))
+                continue;
+            /* the old record goes first: the new owner's liveness must never vouch for it */
+            atomic_store_explicit(&r->recs[i].lo, -1, memory_order_release);
+            atomic_store_explicit(&r->recs[i].hi, -1, memory_order_release);
+            atomic_store_explicit(&r->recs[i].start_ticks, ticks, memory_order_relaxed);
+            atomic_store_explicit(&p->role, role, memory_order_relaxed);
+            atomic_store_explicit(&p->pid, pid, memory_order_release);
+            atomic_store_explicit(&p->flags, flags, memory_order_relaxed);
+            atomic_store_explicit(&p->heartbeat_ns, mono_ns(), memory_order_relaxed);
+            atomic_store_explicit(&p->registered_ns, unix_ns(), memory_order_relaxed);
+            atomic_store_explicit(&p->state, PART_RUNNING, memory_order_release);
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* This object's participant entry, whose claim record its multi-producer claims use: registered on
+ * the first claim (and again in a forked child). -1 with an exception set when the table is full:
+ * a claim without a record could leave a hole nobody may repair. GIL held. */
+static int producer_entry(RingObject *r) {
+    uint64_t gen = atomic_load_explicit(&g_fork_gen, memory_order_relaxed);
+    if (r->prod_slot >= 0 && r->prod_gen == gen) return r->prod_slot;
+    int i = part_register(r, ROLE_PRODUCER, (uint32_t)getpid(), 0);
+    if (i < 0) {
+        PyErr_Format(PyExc_RuntimeError, "participants table full (%d live participants): a multi-producer claim "
+                     "needs an entry for its claim record", MAX_PARTICIPANTS);
+        return -1;
+    }
+    r->prod_slot = i;
+    r->prod_gen = gen;
+    return i;
+}
+
+/* Give this object's producer entry back (close): whatever it claimed and did not publish is then
+ * covered by no record and repaired. */
+static void producer_entry_release(RingObject *r) {
+    if (r->base == NULL || r->prod_slot < 0 || r->prod_gen != atomic_load_explicit(&g_fork_gen, memory_order_relaxed))
+        return;
+    participant_t *p = &r->parts[r->prod_slot];
+    if (atomic_load_explicit(&p->pid, memory_order_relaxed) == (uint32_t)getpid())
+        atomic_store_explicit(&p->state, PART_FREE, memory_order_release);
+    r->prod_slot = -1;
+}
+
+/* The claim record is stored before the claim CAS (whose release orders it first): a repairer that
+ * sees the claim sees the record. It spans every claim of this object not yet published (commit()
+ * may come in any order), from the oldest one to the newest. */
+static inline void claim_record(RingObject *r, int i, int64_t lo, int64_t hi) {
+    atomic_store_explicit(&r->recs[i].lo, lo, memory_order_relaxed);
+    atomic_store_explicit(&r->recs[i].hi, hi, memory_order_relaxed);
+}
+
+/* About to CAS for [lo, hi]. */
+static inline void claim_record_try(RingObject *r, int i, int64_t lo, int64_t hi) {
+    claim_record(r, i, r->prod_out ? r->prod_lo : lo, hi);
+}
+
+/* The CAS for [lo, hi] succeeded. */
+static inline void claim_taken(RingObject *r, int64_t lo, int64_t hi) {
+    if (!r->prod_out) r->prod_lo = lo;
+    r->prod_hi = hi;
+    r->prod_out += hi - lo + 1;
+}
+
+/* Not claiming (about to wait, or giving up): the record holds what is still outstanding only, so
+ * that a failed attempt never covers (and hides) another producer's hole. */
+static inline void claim_record_idle(RingObject *r, int i) {
+    if (r->prod_out) claim_record(r, i, r->prod_lo, r->prod_hi);
+    else claim_record(r, i, -1, -1);
+}
+
+/* Advance the shared published cursor over every contiguous fully written slot; whoever finds the
+ * next slot written moves the cursor, so a slow producer never blocks a fast one's visibility beyond
+ * its own slots. */
+static void published_advance(RingObject *r) {
+    for (;;) {
+        int64_t cur = atomic_load_explicit(&r->published->seq, memory_order_seq_cst);
+        int64_t next = cur + 1;
+        if (atomic_load_explicit(slot_pubseq(slot_at(r, next)), memory_order_seq_cst) != next) break;
+        int64_t hi = next;
+        while (hi - cur < r->capacity &&
+               atomic_load_explicit(slot_pubseq(slot_at(r, hi + 1)), memory_order_seq_cst) == hi + 1)
+            hi++;
+        if (atomic_compare_exchange_strong_explicit(&r->published->seq, &cur, hi, memory_order_seq_cst,
+                                                    memory_order_seq_cst)) {
+            if (atomic_load_explicit(&r->published->waiters, memory_order_seq_cst) != 0 &&
+                atomic_exchange_explicit(&r->published->waiters, 0, memory_order_seq_cst) != 0)
+                futex_wake_all((void *)&r->published->seq);
+        }
+    }
+}
+
+/* Mark sequence s dropped and fully written. `seen` is the slot's published word as the caller read
+ * it; the CAS to a marker (negative, never a sequence) lets exactly one repairer write the length,
+ * and a repairer killed after it leaves a word the next one takes over. 1 when this call dropped s. */
+static int drop_slot(RingObject *r, int64_t s, int64_t seen) {
+    unsigned char *slot = slot_at(r, s);
+    if (seen == s) return 0;
+    if (!atomic_compare_exchange_strong_explicit(slot_pubseq(slot), &seen, -2 - s, memory_order_seq_cst,
+                                                 memory_order_seq_cst))
+        return 0;
+    atomic_store_explicit(slot_len(slot), DROPPED_LENGTH, memory_order_relaxed);
+    atomic_store_explicit(slot_pubseq(slot), s, memory_order_seq_cst);
+    return 1;
+}
+
+/* Whether a live participant (or a role whose restart repairs it) claims s; live[] caches liveness
+ * for one repair (-1 unknown). */
+static int claim_covered(RingObject *r, int64_t s, int8_t *live) {
+    for (int i = 0; i < MAX_PARTICIPANTS; i++) {
+        if (atomic_load_explicit(&r->parts[i].state, memory_order_acquire) == PART_FREE) continue;
+        int64_t lo = atomic_load_explicit(&r->recs[i].lo, memory_order_acquire);
+        int64_t hi = atomic_load_explicit(&r->recs[i].hi, memory_order_acquire);
+        if (s < lo || s > hi) continue;
+        if (atomic_load_explicit(&r->parts[i].flags, memory_order_relaxed) & PART_FLAG_SUCCESSOR) return 1;
+        if (live[i] < 0) live[i] = (int8_t)participant_live(r, i);
+        if (live[i]) return 1;
+    }
+    return 0;
+}
+
+/* Repair the holes at the head of a multi-producer ring (see "Holes" at the top of this file): every
+ * unpublished claimed sequence right after the published cursor that no live participant claims is
+ * dropped and published. Returns the number of slots dropped (also added to the ring's counter).
+ * Needs no GIL. */
+static int64_t ring_repair(RingObject *r) {
+    if (!(r->flags & FLAG_MULTI_PRODUCER)) return 0;
+    int8_t live[MAX_PARTICIPANTS];
+    memset(live, -1, sizeof live);
+    int64_t dropped = 0;
+    for (int64_t step = 0; step <= r->capacity; step++) {
+        int64_t pub = atomic_load_explicit(&r->published->seq, memory_order_acquire);
+        int64_t claim = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
+        if (claim <= pub || pub >= CURSOR_LIMIT) break;
+        int64_t s = pub + 1;
+        int64_t seen = atomic_load_explicit(slot_pubseq(slot_at(r, s)), memory_order_seq_cst);
+        if (seen != s) {
+            if (claim_covered(r, s, live)) break;
+            /* read again after the records: a producer publishes before it records its next claim */
+            seen = atomic_load_explicit(slot_pubseq(slot_at(r, s)), memory_order_seq_cst);
+            dropped += drop_slot(r, s, seen);
+        }
+        published_advance(r);
+    }
+    if (dropped) atomic_fetch_add_explicit(&r->stop->repaired, (uint64_t)dropped, memory_order_relaxed);
+    return dropped;
+}
+
+/* A restarted LaneGraph role (`role`): the entries of its earlier runs (flagged PART_FLAG_SUCCESSOR,
+ * process gone) are freed, and what they claimed that is still unpublished after the role's own
+ * recovery (which publishes the slots its batch record holds) is dropped and published. */
+static int64_t successor_repair(RingObject *r, uint32_t role) {
+    int64_t dropped = 0;
+    for (int i = 0; i < MAX_PARTICIPANTS; i++) {
+        participant_t *p = &r->parts[i];
+        uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
+        if (st == PART_FREE || st == PART_CLAIMING || atomic_load_explicit(&p->role, memory_order_relaxed) != role ||
+            !(atomic_load_explicit(&p->flags, memory_order_relaxed) & PART_FLAG_SUCCESSOR) || participant_live(r, i))
+            continue;
+        int64_t lo = atomic_load_explicit(&r->recs[i].lo, memory_order_acquire);
+        int64_t hi = atomic_load_explicit(&r->recs[i].hi, memory_order_acquire);
+        int64_t claim = atomic_load_explicit(&r->claim->seq, memory_order_acquire);
+        if (hi > claim) hi = claim;
+        if (lo >= 0 && hi >= lo && hi - lo < r->capacity)
+            for (int64_t s = lo; s <= hi; s++) {
+                int64_t seen = atomic_load_explicit(slot_pubseq(slot_at(r, s)), memory_order_seq_cst);
+                if (seen < s) dropped += drop_slot(r, s, seen); /* >= s: published (or reused since) */
+            }
+        atomic_store_explicit(&p->flags, 0u, memory_order_relaxed);
+        atomic_store_explicit(&p->state, PART_FREE, memory_order_release);
+    }
+    if (dropped) atomic_fetch_add_explicit(&r->stop->repaired, (uint64_t)dropped, memory_order_relaxed);
+    published_advance(r);
+    return dropped;
+}
+
+/* How long a consumer waits on a multi-producer ring's published cursor, with claims outstanding,
+ * before it looks for a dead producer (a few /proc reads: never on the hot path). */
+#define REPAIR_AFTER_NS 50000000LL
+
+/* Called by a consumer waiting on the published cursor of a multi-producer ring. force: repair now
+ * (the stop word is set: no live producer will fill the gap later). */
+static void consumer_repair_tick(RingObject *r, int force) {
+    int64_t pub = atomic_load_explicit(&r->published->seq, memory_order_acquire);
+    if (!force && atomic_load_explicit(&r->stuck_pub, memory_order_relaxed) != pub) {
+        atomic_store_explicit(&r->stuck_pub, pub, memory_order_relaxed); /* it moved: no hole (yet) */
+        atomic_store_explicit(&r->stuck_since, mono_ns(), memory_order_relaxed);
+        return;
+    }
+    /* the claim cursor's line is the producers' hottest: read it only once the cursor stands still */
+    if (atomic_load_explicit(&r->claim->seq, memory_order_acquire) <= pub) return;
+    int64_t now = mono_ns();
+    if (!force && now - atomic_load_explicit(&r->stuck_since, memory_order_relaxed) < REPAIR_AFTER_NS) return;
+    atomic_store_explicit(&r->stuck_since, now, memory_order_relaxed);
+    ring_repair(r);
+}
+
+/* Whether a waiter's step is one to look for a hole at: a 16th of the polls (a poll of the spin
+ * phases takes well under a microsecond), and every futex slice of block. */
+static inline int repair_step(const waiter_t *w) {
+    return (w->n & 15u) == 15u || (w->strategy == WAIT_BLOCK && w->n > w->spin);
+}
+
+/* ============================================================================
  * Producer
  * ============================================================================ */
 
@@ -1193,9 +1539,11 @@ static int64_t producer_claim(RingObject *r, int64_t n, int wait, int64_t timeou
         r->next_seq = first + n; /* the claim cell is only written by claim(): publish needs no extra store */
         return first;
     }
-    /* multi-producer: CAS the shared claim cursor */
+    /* multi-producer: record the claim, then CAS the shared claim cursor */
+    int me = producer_entry(r);
+    if (me < 0) return STEP_ERROR;
     waiter_t w;
-    int waiting = 0;
+    int waiting = 0, recorded = 0;
     int64_t result;
     PyThreadState *ts = NULL;
     for (;;) {
@@ -1204,6 +1552,10 @@ static int64_t producer_claim(RingObject *r, int64_t n, int wait, int64_t timeou
         if (need > r->gating_cache) {
             r->gating_cache = min_gating(r);
             if (need > r->gating_cache) {
+                if (recorded) {
+                    claim_record_idle(r, me);
+                    recorded = 0;
+                }
                 if (try_only) {
                     result = STEP_TIMEOUT;
                     break;
@@ -1221,8 +1573,11 @@ static int64_t producer_claim(RingObject *r, int64_t n, int wait, int64_t timeou
                 continue;
             }
         }
+        claim_record_try(r, me, cur + 1, cur + n);
+        recorded = 1;
         if (atomic_compare_exchange_weak_explicit(&r->claim->seq, &cur, cur + n, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
+            claim_taken(r, cur + 1, cur + n);
             result = cur + 1;
             break;
         }
@@ -1242,24 +1597,9 @@ static void producer_publish(RingObject *r, int64_t first, int64_t last) {
     }
     for (int64_t s = first; s <= last; s++)
         atomic_store_explicit(slot_pubseq(slot_at(r, s)), s, memory_order_seq_cst);
-    /* advance the shared published cursor over every contiguous fully written slot; whoever finds the
-     * next slot written moves the cursor, so a slow producer never blocks a fast one's visibility
-     * beyond its own slots */
-    for (;;) {
-        int64_t cur = atomic_load_explicit(&r->published->seq, memory_order_seq_cst);
-        int64_t next = cur + 1;
-        if (atomic_load_explicit(slot_pubseq(slot_at(r, next)), memory_order_seq_cst) != next) break;
-        int64_t hi = next;
-        while (hi - cur < r->capacity &&
-               atomic_load_explicit(slot_pubseq(slot_at(r, hi + 1)), memory_order_seq_cst) == hi + 1)
-            hi++;
-        if (atomic_compare_exchange_strong_explicit(&r->published->seq, &cur, hi, memory_order_seq_cst,
-                                                    memory_order_seq_cst)) {
-            if (atomic_load_explicit(&r->published->waiters, memory_order_seq_cst) != 0 &&
-                atomic_exchange_explicit(&r->published->waiters, 0, memory_order_seq_cst) != 0)
-                futex_wake_all((void *)&r->published->seq);
-        }
-    }
+    int64_t n = last - first + 1;
+    r->prod_out = r->prod_out > n ? r->prod_out - n : 0; /* the record keeps its range until the next claim */
+    published_advance(r);
 }
 
 static int raise_step(int64_t s, const char *what) {
@@ -1330,7 +1670,7 @@ static PyObject *Ring_publish(RingObject *r, PyObject *const *args, Py_ssize_t n
     }
     int wait = WAIT_BACKOFF;
     int64_t timeout = -1;
-    if ((nargs > 1 || kwnames != NULL) && parse_wait_timeout(args, nargs, kwnames, 1, &wait, &timeout) < 0)
+    if ((nargs > 1 || kwnames != NULL) && parse_wait_timeout(args, nargs, kwnames, 1, &wait, &timeout, NULL) < 0)
         return NULL;
     borrowed_t b;
     if (borrow(args[0], &b) < 0) return NULL;
@@ -1363,6 +1703,7 @@ static PyObject *Ring_try_publish(RingObject *r, PyObject *arg) {
     int64_t seq = producer_claim(r, 1, WAIT_SPIN, 0, 1);
     if (seq < 0) {
         unborrow(&b);
+        if (seq == STEP_ERROR) return NULL;
         Py_RETURN_FALSE;
     }
     unsigned char *slot = slot_at(r, seq);
@@ -1392,7 +1733,7 @@ static PyObject *Ring_publish_many(RingObject *r, PyObject *const *args, Py_ssiz
     }
     int wait = WAIT_BACKOFF;
     int64_t timeout = -1;
-    if ((nargs > 1 || kwnames != NULL) && parse_wait_timeout(args, nargs, kwnames, 1, &wait, &timeout) < 0)
+    if ((nargs > 1 || kwnames != NULL) && parse_wait_timeout(args, nargs, kwnames, 1, &wait, &timeout, NULL) < 0)
         return NULL;
     PyObject *seq = PySequence_Fast(args[0], "publish_many expects a sequence of bytes-like items");
     if (seq == NULL) return NULL;
@@ -1485,7 +1826,7 @@ static PyObject *Ring_claim(RingObject *r, PyObject *const *args, Py_ssize_t nar
     if (ring_check(r) < 0) return NULL;
     int wait = WAIT_BACKOFF;
     int64_t timeout = -1;
-    if (parse_wait_timeout(args, nargs, kwnames, 0, &wait, &timeout) < 0) return NULL;
+    if (parse_wait_timeout(args, nargs, kwnames, 0, &wait, &timeout, NULL) < 0) return NULL;
     if (!(r->flags & FLAG_MULTI_PRODUCER) &&
         atomic_load_explicit(&r->published->seq, memory_order_relaxed) != r->next_seq - 1) {
         PyErr_SetString(PyExc_RuntimeError, "claim: the previous claim is not committed yet (single producer)");
@@ -1540,6 +1881,15 @@ static PyObject *Ring_commit(RingObject *r, PyObject *const *args, Py_ssize_t na
         PyErr_Format(PyExc_ValueError, "commit(%lld): single-producer commits go in claim order", (long long)seq);
         return NULL;
     }
+    /* multi-producer: this object's claim record must keep covering its other open claims */
+    if ((r->flags & FLAG_MULTI_PRODUCER) &&
+        (r->prod_out <= 0 || seq < r->prod_lo || seq > r->prod_hi ||
+         r->prod_gen != atomic_load_explicit(&g_fork_gen, memory_order_relaxed) ||
+         atomic_load_explicit(slot_pubseq(slot_at(r, seq)), memory_order_acquire) == seq)) {
+        PyErr_Format(PyExc_ValueError, "commit(%lld): not an open claim of this Ring object (a multi-producer claim "
+                     "is committed once, by the object that claimed it)", (long long)seq);
+        return NULL;
+    }
     atomic_store_explicit(slot_len(slot_at(r, seq)), (uint32_t)len, memory_order_relaxed);
     producer_publish(r, seq, seq);
     Py_RETURN_NONE;
@@ -1561,7 +1911,7 @@ static PyObject *Ring_wait_for(RingObject *r, PyObject *const *args, Py_ssize_t 
     if (want == -1 && PyErr_Occurred()) return NULL;
     int wait = WAIT_BACKOFF;
     int64_t timeout = -1;
-    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout) < 0) return NULL;
+    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout, NULL) < 0) return NULL;
     if (check_consumer(r, c) < 0) return NULL;
     seq_line_t *cell;
     int64_t seen;
@@ -2369,16 +2719,16 @@ static PyObject *Ring_run_stage(RingObject *r, PyObject *args, PyObject *kwds) {
 static PyObject *Ring_drain(RingObject *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     if (ring_check(r) < 0) return NULL;
     if (nargs < 2) {
-        PyErr_SetString(PyExc_TypeError, "drain(c, max_n, wait=WAIT_BACKOFF, timeout_ns=-1)");
+        PyErr_SetString(PyExc_TypeError, "drain(c, max_n, wait=WAIT_BACKOFF, timeout_ns=-1, *, release=True)");
         return NULL;
     }
     long c = PyLong_AsLong(args[0]);
     if (c == -1 && PyErr_Occurred()) return NULL;
     long long max_n = PyLong_AsLongLong(args[1]);
     if (max_n == -1 && PyErr_Occurred()) return NULL;
-    int wait = WAIT_BACKOFF;
+    int wait = WAIT_BACKOFF, release = 1;
     int64_t timeout = -1;
-    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout) < 0) return NULL;
+    if (parse_wait_timeout(args, nargs, kwnames, 2, &wait, &timeout, &release) < 0) return NULL;
     if (check_consumer(r, c) < 0) return NULL;
     if (max_n < 1) {
         PyErr_Format(PyExc_ValueError, "drain: max_n must be >= 1, got %lld", max_n);
@@ -2423,7 +2773,7 @@ static PyObject *Ring_drain(RingObject *r, PyObject *const *args, Py_ssize_t nar
         PyList_SET_ITEM(list, k++, b);
     }
     Py_SET_SIZE(list, k); /* the dropped ones left no item */
-    cell_store_wake(&r->gating[c], avail);
+    if (release) cell_store_wake(&r->gating[c], avail);
     PyObject *out = Py_BuildValue("(NLL)", list, dropped, (long long)avail);
     return out;
 }
@@ -3521,8 +3871,9 @@ typedef struct {
     long long err_n;
     int64_t failed_seq;
     pacer_t pacer;    /* a Python stage: beat and publish what is done during long batches */
-    int fault_phase;  /* BYTEOR_FAULT_ROLE_KILL: 1 after the record, 2 after publishing; 0 off */
-    long long fault_at, fault_batches;
+    int fault_phase;  /* BYTEOR_FAULT_ROLE_KILL: 1 after the record, 2 after publishing, 3 after a
+                       * multi-producer claim (before the slot is written); 0 off */
+    long long fault_at, fault_batches, fault_claims;
 } role_t;
 
 static void role_fault(role_t *R, int phase) {
@@ -3764,9 +4115,12 @@ static int role_emit(role_t *R, int j, const unsigned char *p, uint32_t n) {
                 break;
             }
             int64_t expect = cur - 1;
+            claim_record_try(r, r->prod_slot, cur, cur);
             if (atomic_compare_exchange_weak_explicit(&r->claim->seq, &expect, cur, memory_order_acq_rel,
                                                       memory_order_relaxed)) {
+                claim_taken(r, cur, cur);
                 seq = cur;
+                if (R->fault_phase == 3 && ++R->fault_claims == R->fault_at) raise(SIGKILL);
                 break;
             }
             continue;
@@ -3775,6 +4129,7 @@ static int role_emit(role_t *R, int j, const unsigned char *p, uint32_t n) {
             role_flush(R);
             continue;
         }
+        if (mp) claim_record_idle(r, r->prod_slot); /* not claiming while it drops, fails or waits */
         if (o->on_full == ON_FULL_DROP_NEWEST) {
             o->drops++;
             return EMIT_DROP;
@@ -3855,7 +4210,13 @@ static int role_message(role_t *R, int k, int64_t s) {
 }
 
 static int role_input_done(role_in_t *in) {
-    return stop_set(in->ring) && atomic_load_explicit(&in->ring->published->seq, memory_order_acquire) < in->next;
+    RingObject *r = in->ring;
+    if (!stop_set(r) || atomic_load_explicit(&r->published->seq, memory_order_acquire) >= in->next) return 0;
+    if ((r->flags & FLAG_MULTI_PRODUCER) && atomic_load_explicit(&r->claim->seq, memory_order_acquire) >= in->next) {
+        consumer_repair_tick(r, 1); /* a dead writer's hole must not hide what follows it */
+        return atomic_load_explicit(&r->published->seq, memory_order_acquire) < in->next;
+    }
+    return 1;
 }
 
 /* Wait (GIL released) until some input has a message. 0, 1 when every input is done, -1 (signal). */
@@ -3887,6 +4248,8 @@ static int role_wait_inputs(role_t *R) {
                     in->done = 1;
                     continue;
                 }
+                if ((in->ring->flags & FLAG_MULTI_PRODUCER) && cell == in->ring->published && repair_step(&w))
+                    consumer_repair_tick(in->ring, 0);
                 all_done = 0;
                 if (lag == NULL) {
                     lag = cell;
@@ -4000,7 +4363,8 @@ static void role_clear(role_t *R) {
 
 static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"kind", "inputs", "outputs", "stats", "route", "key_offset", "key_len", "op", "delta",
-                             "fn", "form", "side_effect", "wait", "parent_pid", "error", "contract_error", NULL};
+                             "fn", "form", "side_effect", "wait", "parent_pid", "error", "contract_error",
+                             "participant_role", NULL};
     static const char *const KINDS[] = {"bridge", "router", "merge", "stage"};
     static const char *const FULLS[] = {"block", "drop_newest", "fail"};
     static const char *const ROUTES[] = {"single", "round_robin", "key"};
@@ -4010,10 +4374,10 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
     Py_buffer stats;
     long long key_off = 0, key_len = 0;
     int delta = 0, form = FORM_INPLACE, wait = WAIT_BACKOFF, side_effect = 0;
-    long parent = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOw*|$OLLOiOipilOO", kwlist, &kind_obj, &inputs, &outputs, &stats,
+    long parent = 0, part_role = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOw*|$OLLOiOipilOOl", kwlist, &kind_obj, &inputs, &outputs, &stats,
                                      &route_obj, &key_off, &key_len, &op_obj, &delta, &fn, &form, &side_effect, &wait,
-                                     &parent, &error_type, &contract))
+                                     &parent, &error_type, &contract, &part_role))
         return NULL;
     role_t *R = PyMem_Calloc(1, sizeof(role_t));
     PyObject *result = NULL, *in_seq = NULL, *out_seq = NULL;
@@ -4042,6 +4406,10 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
     if (op_obj != Py_None && (R->op = parse_choice(op_obj, "op", OPS, 2)) < 0) goto done;
     if (key_off < 0 || key_off > UINT32_MAX || key_len < 0 || key_len > UINT32_MAX || delta < 0 || delta > 255) {
         PyErr_SetString(PyExc_ValueError, "run_role: key_offset/key_len outside 0..2**32-1 or delta outside 0..255");
+        goto done;
+    }
+    if (part_role < -1 || part_role > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "run_role: participant_role %ld outside 0..2**31-1", part_role);
         goto done;
     }
     R->key_off = (uint32_t)key_off;
@@ -4164,6 +4532,27 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
             R->rings_id = (R->rings_id ^ created) * 0x100000001B3ull;
         }
     role_recover(R);
+    /* multi-producer outputs: a claim record for every claim. A role with a participant_role repairs
+     * its earlier runs' claims (after role_recover published what its batch record holds) and flags
+     * its entry so that nobody else drops what its next restart will publish. */
+    for (int j = 0; j < R->nout; j++) {
+        RingObject *o = R->out[j].ring;
+        if (o == NULL || !(o->flags & FLAG_MULTI_PRODUCER)) continue;
+        if (part_role >= 0) {
+            successor_repair(o, (uint32_t)part_role);
+            producer_entry_release(o);
+            int i = part_register(o, (uint32_t)part_role, (uint32_t)getpid(), PART_FLAG_SUCCESSOR);
+            if (i < 0) {
+                PyErr_Format(PyExc_RuntimeError, "participants table of lane %R full (%d live participants)",
+                             R->out[j].name, MAX_PARTICIPANTS);
+                goto done;
+            }
+            o->prod_slot = i;
+            o->prod_gen = atomic_load_explicit(&g_fork_gen, memory_order_relaxed);
+        } else if (producer_entry(o) < 0) {
+            goto done;
+        }
+    }
     for (int k = 0; k < R->nin; k++)
         R->in[k].next = atomic_load_explicit(&R->in[k].ring->gating[R->in[k].cell].seq, memory_order_acquire) + 1;
     for (int k = 0; k < R->nin; k++) R->in[k].ring->busy++;
@@ -4175,6 +4564,7 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
     if (fault != NULL) {
         if (strncmp(fault, "record:", 7) == 0) R->fault_phase = 1;
         else if (strncmp(fault, "publish:", 8) == 0) R->fault_phase = 2;
+        else if (strncmp(fault, "claim:", 6) == 0) R->fault_phase = 3;
         if (R->fault_phase) R->fault_at = atoll(strchr(fault, ':') + 1);
     }
     role_beat(R, mono_ns());
@@ -4202,6 +4592,8 @@ static PyObject *native_run_role(PyObject *self, PyObject *args, PyObject *kwds)
     }
     for (int j = 0; j < R->nout; j++)
         if (R->out[j].ring) {
+            /* every batch was flushed before role_run returned: nothing of this run is left to repair */
+            if (R->out[j].ring->flags & FLAG_MULTI_PRODUCER) producer_entry_release(R->out[j].ring);
             R->out[j].ring->busy--;
             if (R->out[j].ring->closed) ring_unmap(R->out[j].ring);
         }
@@ -4265,12 +4657,6 @@ static PyObject *Ring_stop_requested(RingObject *r, PyObject *Py_UNUSED(ignored)
     return PyBool_FromLong(stop_set(r));
 }
 
-static int pid_alive(uint32_t pid) {
-    if (pid == 0) return 0;
-    if (kill((pid_t)pid, 0) == 0) return 1;
-    return errno == EPERM;
-}
-
 static PyObject *Ring_register_participant(RingObject *r, PyObject *const *args, Py_ssize_t nargs) {
     if (ring_check(r) < 0) return NULL;
     if (nargs != 2) {
@@ -4285,28 +4671,15 @@ static PyObject *Ring_register_participant(RingObject *r, PyObject *const *args,
         PyErr_Format(PyExc_ValueError, "register_participant: role %ld / pid %ld out of range", role, pid);
         return NULL;
     }
-    /* two passes: a free entry, else one whose process is gone */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < MAX_PARTICIPANTS; i++) {
-            participant_t *p = &r->parts[i];
-            uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
-            uint32_t expect = st;
-            if (pass == 0 && st != PART_FREE) continue;
-            if (pass == 1 && st != PART_EXITED && pid_alive(atomic_load_explicit(&p->pid, memory_order_relaxed)))
-                continue;
-            if (!atomic_compare_exchange_strong_explicit(&p->state, &expect, 3u /* claiming */, memory_order_acq_rel,
-                                                         memory_order_relaxed))
-                continue;
-            atomic_store_explicit(&p->role, (uint32_t)role, memory_order_relaxed);
-            atomic_store_explicit(&p->pid, (uint32_t)pid, memory_order_relaxed);
-            atomic_store_explicit(&p->heartbeat_ns, mono_ns(), memory_order_relaxed);
-            atomic_store_explicit(&p->registered_ns, unix_ns(), memory_order_relaxed);
-            atomic_store_explicit(&p->state, PART_RUNNING, memory_order_release);
-            return PyLong_FromLong(i);
-        }
-    }
+    int i = part_register(r, (uint32_t)role, (uint32_t)pid, 0);
+    if (i >= 0) return PyLong_FromLong(i);
     PyErr_Format(PyExc_RuntimeError, "participants table full (%d live participants)", MAX_PARTICIPANTS);
     return NULL;
+}
+
+static PyObject *Ring_repair(RingObject *r, PyObject *Py_UNUSED(ignored)) {
+    if (ring_check(r) < 0) return NULL;
+    return PyLong_FromLongLong(ring_repair(r));
 }
 
 static int parse_part_slot(PyObject *arg, long *slot) {
@@ -4395,13 +4768,14 @@ static PyObject *Ring_snapshot(RingObject *r, PyObject *Py_UNUSED(ignored)) {
     }
     int64_t fill = cursor > mn ? sat_sub(cursor, mn) : 0;
     ring_header_t *h = (ring_header_t *)(void *)r->base;
-    result = Py_BuildValue("{sLsLsOsOsLsLsIsIsOsOsy#sLsOsLsI}", "cursor", (long long)cursor, "claim", (long long)claim,
+    result = Py_BuildValue("{sLsLsOsOsLsLsIsIsOsOsy#sLsOsLsIsK}", "cursor", (long long)cursor, "claim", (long long)claim,
                            "gating", gat, "lag", lag, "fill", (long long)fill, "capacity", (long long)r->capacity,
                            "slot_bytes", r->slot_bytes, "n_consumers", r->n_consumers, "participants", parts,
                            "stop", stop_set(r) ? Py_True : Py_False, "spec_hash", (const char *)h->spec_hash,
                            (Py_ssize_t)32, "created_ns", (long long)h->created_ns, "multi_producer",
                            (r->flags & FLAG_MULTI_PRODUCER) ? Py_True : Py_False, "now_mono_ns",
-                           (long long)mono_ns(), "creator_pid", h->creator_pid);
+                           (long long)mono_ns(), "creator_pid", h->creator_pid, "repaired",
+                           (unsigned long long)atomic_load_explicit(&r->stop->repaired, memory_order_relaxed));
 done:
     Py_XDECREF(gat);
     Py_XDECREF(lag);
@@ -4437,6 +4811,11 @@ static PyObject *Ring_get_spec_hash(RingObject *r, void *c) {
     return PyBytes_FromStringAndSize((const char *)((ring_header_t *)(void *)r->base)->spec_hash, 32);
 }
 
+static PyObject *Ring_get_repaired(RingObject *r, void *c) {
+    RING_GET_GUARD;
+    return PyLong_FromUnsignedLongLong(atomic_load_explicit(&r->stop->repaired, memory_order_relaxed));
+}
+
 static PyObject *Ring_get_created_ns(RingObject *r, void *c) {
     RING_GET_GUARD;
     return PyLong_FromUnsignedLongLong(((ring_header_t *)(void *)r->base)->created_ns);
@@ -4449,6 +4828,7 @@ static PyGetSetDef Ring_getset[] = {
     {"deps", (getter)Ring_get_deps, NULL, "dependency bitmask per consumer", NULL},
     {"spec_hash", (getter)Ring_get_spec_hash, NULL, "32 raw bytes of the spec hash", NULL},
     {"created_ns", (getter)Ring_get_created_ns, NULL, "creation time, unix ns", NULL},
+    {"repaired", (getter)Ring_get_repaired, NULL, "slots published as dropped by hole repairs", NULL},
     {"multi_producer", (getter)Ring_get_multi, NULL, "whether producers claim with CAS", NULL},
     {"file_bytes", (getter)Ring_get_file_bytes, NULL, "size of the mapping", NULL},
     {"closed", (getter)Ring_get_closed, NULL, "whether close() was called", NULL},
@@ -4511,6 +4891,8 @@ static PyMethodDef Ring_methods[] = {
     {"participant_slots", (PyCFunction)Ring_participant_slots, METH_NOARGS,
      "participant_slots() -> [(slot, role, pid, heartbeat_ns, state)]"},
     {"snapshot", (PyCFunction)Ring_snapshot, METH_NOARGS, "snapshot() -> dict (reads only)"},
+    {"repair", (PyCFunction)Ring_repair, METH_NOARGS,
+     "repair() -> slots dropped: publish as dropped what producers that are gone claimed and never published"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -4533,7 +4915,7 @@ static PyTypeObject RingType = {
 static PyMethodDef native_functions[] = {
     {"run_role", (PyCFunction)(void (*)(void))native_run_role, METH_VARARGS | METH_KEYWORDS,
      "run_role(kind, inputs, outputs, stats, *, route, key_offset, key_len, op, delta, fn, form, side_effect, "
-     "wait, parent_pid, error) -> messages in: a LaneGraph role as a native loop"},
+     "wait, parent_pid, error, participant_role) -> messages in: a LaneGraph role as a native loop"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,9 +1,10 @@
 """Transport adapters: sources and sinks for the brokers operators run, bound by URI.
 
 One module per transport (:mod:`.kafka`, :mod:`.nats`, :mod:`.redis`, :mod:`.rabbitmq_stream`,
-:mod:`.mqtt`, :mod:`.http`, :mod:`.websocket`); each imports its client library only when a binding
-uses it, and without it fails naming the extra to install (``pip install 'byteor[kafka]'``). :func:`open_source` and
-:func:`open_sink` turn a URI (``scheme://...``, ``-``, ``file:PATH?format=...``) into a
+:mod:`.mqtt`, :mod:`.grpc`, :mod:`.postgres`, :mod:`.s3`, :mod:`.http`, :mod:`.websocket`); each imports
+its client library only when a binding uses it, and without it fails naming the extra to install
+(``pip install 'byteor[kafka]'``). :func:`open_source` and :func:`open_sink` turn a URI
+(``scheme://...``, ``-``, ``file:PATH?format=...``) into a
 :class:`~byteor.edges.Source` or :class:`~byteor.edges.Sink`; :data:`ADAPTERS` is the registry
 ``byteor capabilities`` reports. See docs/adapters.md.
 """
@@ -45,6 +46,9 @@ ADAPTERS: tuple[AdapterInfo, ...] = (
     AdapterInfo("rabbitmq-stream", "rabbitmq_stream", "rabbitmq", "rstream", "rstream", "RabbitSource",
                 "RabbitSink"),
     AdapterInfo("mqtt", "mqtt", "mqtt", "paho-mqtt", "paho.mqtt", "MqttSource", "MqttSink"),
+    AdapterInfo("grpc", "grpc", "grpc", "grpcio", "grpc", "GrpcSource", "GrpcSink"),
+    AdapterInfo("postgresql", "postgres", "postgres", "psycopg", "psycopg", "PostgresSource", "PostgresSink"),
+    AdapterInfo("s3", "s3", "s3", "boto3", "boto3", "S3Source", "S3Sink"),
     AdapterInfo("http", "http", "http", "uvicorn", "uvicorn", "HttpSource", "HttpSink"),
     AdapterInfo("https", "http", "http", "httpx", "httpx", "HttpSource", "HttpSink"),
     AdapterInfo("ws", "websocket", "websocket", "websockets", "websockets", "WsSource", "WsSink"),

@@ -23,8 +23,9 @@ __all__ = ["Inbox", "LoopThread", "Outage", "require"]
 T = TypeVar("T")
 
 _EXTRAS = {"kafka": ("kafka", "confluent-kafka"), "nats": ("nats", "nats-py"), "redis": ("redis", "redis"),
-           "rabbitmq-stream": ("rabbitmq", "rstream"), "mqtt": ("mqtt", "paho-mqtt"), "http": ("http", "uvicorn"),
-           "https": ("http", "httpx"), "ws": ("websocket", "websockets")}
+           "rabbitmq-stream": ("rabbitmq", "rstream"), "mqtt": ("mqtt", "paho-mqtt"),
+           "grpc": ("grpc", "grpcio"), "postgresql": ("postgres", "psycopg"), "s3": ("s3", "boto3"),
+           "http": ("http", "uvicorn"), "https": ("http", "httpx"), "ws": ("websocket", "websockets")}
 
 
 def require(module: str, scheme: str) -> ModuleType:

@@ -21,9 +21,13 @@ from .._redact import scrub as _scrub
 __all__ = ["DEFAULT_PORTS", "Endpoint", "parse_uri", "redact_uri", "scrub"]
 
 REDACTED = "<redacted>"
-DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "redis": 6379, "rabbitmq-stream": 5552, "mqtt": 1883, "http": 80,
-                 "https": 443, "ws": 80}
-#: schemes whose path may be empty (``/``) and whose empty host means 127.0.0.1 (a server binds it)
+DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "redis": 6379, "rabbitmq-stream": 5552, "mqtt": 1883, "grpc": 50051,
+                 "postgresql": 5432, "s3": 443, "http": 80, "https": 443, "ws": 80}
+#: schemes whose endpoint is the address alone (a server byteor runs): no NAME after it
+ADDRESS_ONLY = frozenset({"grpc"})
+#: schemes whose path may be empty (an S3 prefix: the whole bucket; an HTTP or WebSocket path: ``/``)
+_OPTIONAL_NAME = frozenset({"s3", "http", "https", "ws"})
+#: schemes whose empty host means 127.0.0.1 (a server byteor runs binds it)
 _WEB = ("http", "https", "ws")
 
 
@@ -54,6 +58,8 @@ class Endpoint:
 
     @property
     def address(self) -> str:
+        if self.scheme == "s3":  # the "host" is a bucket; the store is ?endpoint= (or AWS)
+            return f"bucket {self.hosts[0][0]} at {redact_uri(self.params.get('endpoint') or 'AWS S3')}"
         return ",".join(f"{h}:{p}" for h, p in self.hosts)
 
     @property
@@ -174,9 +180,9 @@ def parse_uri(text: str, label: str = "--ingress") -> Endpoint:
             raise UsageError(f"{label} {shown}: bad HOST:PORT {redact_uri(item)!r}")
         hosts.append((host, int(port)))
     name = unquote(parts.path.lstrip("/"))
-    if not name and scheme not in _WEB:
+    if not name and scheme not in ADDRESS_ONLY | _OPTIONAL_NAME:
         what = {"kafka": "TOPIC", "nats": "SUBJECT", "redis": "STREAM", "rabbitmq-stream": "STREAM",
-                "mqtt": "TOPIC"}[scheme]
+                "mqtt": "TOPIC", "postgresql": "DATABASE"}[scheme]
         raise UsageError(f"{label} {shown}: missing /{what} after the address")
     if "#" in text:
         raise UsageError(f"{label} {shown}: '#' starts a URI fragment; write an MQTT '#' wildcard as %23")

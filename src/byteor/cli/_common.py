@@ -7,13 +7,14 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from .._errors import UsageError
 from ..spec.kv import load_spec_file, spec_hash
 from ..spec.model import PipelineSpecV1
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = [
     "POSTURES",
@@ -88,4 +89,6 @@ def emit_json(obj: Any) -> None:
 
 def stdout_console() -> Console:
     """A rich console on stdout; plain text (no colour codes) when stdout is not a terminal."""
+    from rich.console import Console  # here: a run that prints no table never pays for the import
+
     return Console(highlight=False, soft_wrap=True)

@@ -31,7 +31,8 @@ def configure(parser: argparse.ArgumentParser, verb_name: str) -> None:
     edge = parser.add_argument_group("edge bindings (docs/adapters.md)")
     edge.add_argument("--ingress", metavar="URI",
                       help="where messages come from: kafka://, nats://, redis://, rabbitmq-stream://, mqtt://, "
-                           "http:// (a server), ws:// (a server), file:PATH?format=..., or - (stdin, --input-format)")
+                           "grpc:// (a server), http:// (a server), ws:// (a server), file:PATH?format=..., or - "
+                           "(stdin, --input-format)")
     edge.add_argument("--egress", metavar="URI",
                       help="where messages go (the same schemes, https:// too; - is stdout in --output)")
     edge.add_argument("--endpoint", metavar="NAME=URI", action="append", default=[],
@@ -168,7 +169,7 @@ class LimitedSource(Source):
         self.name = inner.name
         self.budget = budget
         self.acks = inner.acks
-        self.commit_interval = inner.commit_interval
+        self.waits_for_commit = inner.waits_for_commit
 
     @property
     def redelivered(self) -> int:  # type: ignore[override]

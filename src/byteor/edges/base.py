@@ -54,13 +54,14 @@ class Source:
     #: half of it, a flush and commit before taking more), so a restart after a crash repeats at
     #: most that many messages.
     acks: bool = False
+    #: True for a source whose senders wait for the commit before they send more (an ingress server
+    #: answering each call once its messages are committed): the session then flushes and commits as
+    #: soon as the input goes quiet, instead of at the next ``flush_interval``, which would stall them.
+    waits_for_commit: bool = False
     #: Messages the upstream handed over again (a broker's redelivery after a crash or takeover):
     #: an upper bound on the duplicates this run wrote where the broker marks them; shown in the
     #: summary and in :meth:`describe`.
     redelivered: int = 0
-    #: Seconds between the session's flush-and-commit rounds this source asks for, when its upstream
-    #: waits on each commit (an HTTP client waiting for its answer); None: the run's flush interval.
-    commit_interval: float | None = None
 
     def bind(self, ingress: Ingress) -> None:
         """Told once, before :meth:`open`, what this source feeds (slot size, capacity)."""
@@ -114,6 +115,10 @@ class Sink:
     def flush(self) -> None:
         """Make everything written so far visible or durable (file flush, broker confirmation).
         After it returns, those messages count as having left egress."""
+
+    def abandon(self) -> None:
+        """The run stops at once (a failure, a second stop signal): the flush that follows keeps
+        what it can without waiting on anything outside (a subscriber to come, a broker to return)."""
 
     def close(self) -> None:
         """Flush and release; called once, also after a failure."""

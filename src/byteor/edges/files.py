@@ -54,7 +54,21 @@ class FileSource(Source):
         self._ready = threading.Event()
         self.messages = 0
 
+    @property
+    def framing(self) -> str:
+        """The input framing (``lines``, ``hex``, ``len32``)."""
+        return self._parser.fmt
+
     def open(self) -> None:
+        if not stat.S_ISREG(os.fstat(self.open_descriptor()).st_mode):
+            self._queue = queue.Queue(maxsize=_QUEUE_CHUNKS)
+            threading.Thread(target=self._reader, name="byteor-input", daemon=True).start()
+
+    def open_descriptor(self) -> int:
+        """Open the file (or take stdin) and return its descriptor, for an engine that reads and
+        parses it itself in :attr:`framing` (the multi-process executor's native ingest) instead of
+        calling :meth:`open` and :meth:`next_batch`. :meth:`close` closes what was opened here.
+        Raises :class:`UsageError` as :meth:`open` does."""
         if self.path == "-":
             self._fd = sys.stdin.fileno()
         else:
@@ -65,9 +79,7 @@ class FileSource(Source):
             except OSError as exc:
                 raise UsageError(f"{self.label} {self.path}: {exc.strerror}") from None
             self._own = True
-        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
-            self._queue = queue.Queue(maxsize=_QUEUE_CHUNKS)
-            threading.Thread(target=self._reader, name="byteor-input", daemon=True).start()
+        return self._fd
 
     def _reader(self) -> None:
         assert self._queue is not None
@@ -215,6 +227,8 @@ class FileSink(Sink):
         self.path = path
         self.name = "stdout" if path == "-" else path
         self.label = label
+        #: the output framing (``hex``, ``ascii``, ``raw``, ``lines``, ``len32``)
+        self.framing = fmt
         self._encode = encoder(fmt)
         self._fh: IO[bytes] | None = None
         self._own = False
@@ -232,6 +246,18 @@ class FileSink(Sink):
         except OSError as exc:
             raise UsageError(f"{self.label} {self.path}: {exc.strerror}") from None
         self._own = True
+
+    def fileno(self) -> int | None:
+        """After :meth:`open`: the descriptor the messages go to, with everything written so far
+        flushed to it, for an engine that encodes :attr:`framing` and writes it itself (the
+        multi-process executor's native egress) instead of calling :meth:`write`. None when the
+        stream has no descriptor (a replaced ``sys.stdout``)."""
+        assert self._fh is not None
+        try:
+            self._fh.flush()
+            return self._fh.fileno()
+        except (OSError, ValueError):  # io.UnsupportedOperation is both
+            return None
 
     def write(self, messages: Sequence[bytes], shard: int = 0) -> None:
         assert self._fh is not None

@@ -137,19 +137,32 @@ class LaneWriter:
 
 
 class LaneReader:
-    """Consumes one cell of a lane: ``wait(timeout_ns)`` -> highest available sequence or -1."""
+    """Consumes one cell of a lane: ``wait(timeout_ns)`` -> highest available sequence or -1.
 
-    __slots__ = ("_wait", "cell", "name", "next", "ring")
+    On an ``mpsc`` lane a slot may be :meth:`dropped`: a writer died between claiming it and
+    publishing it, and the ring published it as dropped so that the lane goes on. Release it without
+    reading it.
+    """
+
+    __slots__ = ("_dropped_length", "_holes", "_wait", "cell", "name", "next", "ring")
 
     def __init__(self, ring: Any, name: str, cell: int, wait: int) -> None:
+        from .. import _native
+
         self.ring = ring
         self.name = name
         self.cell = cell
         self._wait = wait
+        self._holes = bool(ring.multi_producer)
+        self._dropped_length = _native.DROPPED_LENGTH
         self.next = int(ring.next_for(cell))
 
     def wait(self, timeout_ns: int = POLL_NS) -> int:
         return int(self.ring.wait_for(self.cell, self.next, self._wait, timeout_ns))
+
+    def dropped(self, seq: int) -> bool:
+        """Whether ``seq`` holds no message (a dead writer's claim, published as dropped)."""
+        return self._holes and int(self.ring.length(seq)) == self._dropped_length
 
     def read(self, seq: int) -> memoryview:
         view: memoryview = self.ring.read(seq)

@@ -60,6 +60,8 @@ METRICS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("byteor_lane_fill_ratio", "gauge", ("lane",), "lane fill / capacity (ring lanes only)"),
     ("byteor_lane_written_total", "counter", ("lane",), "messages written to a lane"),
     ("byteor_lane_dropped_total", "counter", ("lane",), "messages a full lane dropped (on_full=drop_newest)"),
+    ("byteor_lane_repaired_total", "counter", ("lane",),
+     "mpsc slots published as dropped because their writer died between claim and publish"),
     ("byteor_journal_bytes", "gauge", ("lane",), "bytes of a journal lane's segment files on disk"),
     ("byteor_journal_segments", "gauge", ("lane",), "segment files of a journal lane"),
     ("byteor_policy_stage_decision", "gauge", ("stage", "decision"),
@@ -174,6 +176,7 @@ def families(obs: dict[str, Any]) -> list[Any]:
             f.add("gauge", "byteor_lane_fill_ratio", who, lane["fill"] / lane["capacity"])
         f.add("counter", "byteor_lane_written", who, lane["write_pos"])
         f.add("counter", "byteor_lane_dropped", who, lane["drops"])
+        f.add("counter", "byteor_lane_repaired", who, lane.get("repaired", 0))
     for j in obs.get("journals", []):
         f.add("gauge", "byteor_journal_bytes", {"lane": j["lane"]}, j["bytes"])
         f.add("gauge", "byteor_journal_segments", {"lane": j["lane"]}, j["segments"])

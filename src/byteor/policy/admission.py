@@ -34,8 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-import httpx
-
 from .._errors import UsageError
 
 __all__ = [
@@ -148,6 +146,8 @@ def parse_target_url(url: str, *, what: str = "http_post URL", env: Mapping[str,
     if any(unquote(seg) in (".", "..") for seg in path.split("/")):
         raise ValueError(f"{what} path has . or .. segments (plain or percent-encoded)")
     # Defence against parser differentials: the HTTP client must see the same origin we checked.
+    import httpx  # here, not at import: every run imports this module, few check an HTTP target
+
     try:
         seen = httpx.URL(url)
     except (httpx.InvalidURL, ValueError):

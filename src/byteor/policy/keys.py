@@ -36,7 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -220,6 +219,8 @@ def _loopback(host: str) -> bool:
 
 def refresh_refusal(config: RefreshConfig, env: Mapping[str, str] | None = None) -> str | None:
     """Why refresh must not be attempted with ``config`` (no request is sent then), or None."""
+    import httpx  # here, not at import: every run imports this module, few refresh keys
+
     env = os.environ if env is None else env
     try:
         url = httpx.URL(config.url)
@@ -297,6 +298,8 @@ def fetch_keys(config: RefreshConfig, *, timeout: float = REFRESH_TIMEOUT_S,
     never contains the API key. No request is sent when :func:`refresh_refusal` objects.
     """
     env = os.environ if env is None else env
+    import httpx
+
     why = refresh_refusal(config, env)
     if why is not None:
         raise RuntimeError(f"refresh refused: {why}")

@@ -16,63 +16,41 @@ import os
 import sys
 from typing import Any
 
-from .._stage import DROP, StageCall, describe_failure
+from .._errors import StageContractError
+from .._stage import FILTER, INPLACE, MAP, READONLY, WRITING_FORMS, ResolvedStage, describe_failure
 from ._child import EXIT_STAGE_FAILED, close_recorder, context_from_json, enter_child, write_error
 
 #: Participant role ids written to the ring header.
 ROLE_PRODUCER = 1
 ROLE_EGRESS = 2
 ROLE_STAGE_BASE = 16
-
-_POLL_NS = 200_000_000
+#: LaneGraph role i of the plan writing a multi-producer lane (``run_role(participant_role=...)``).
+ROLE_LANE_BASE = 256
 
 
 class _StageError(Exception):
     """A stage failed on a message: the text names the stage and the message."""
 
 
-def _python_loop(ring: Any, native: Any, c: int, call: StageCall, name: str, *, wait: int, hb: int) -> None:
-    """Consume with a Python stage until ``stop`` is set and everything is consumed.
+def _run_python_stage(ring: Any, native: Any, c: int, stage: ResolvedStage, name: str, *, wait: int,
+                      hb: int) -> None:
+    """Consume with a Python stage (``Ring.run_stage``: the core walks the ring and calls the
+    function once per message in its form) until ``stop`` is set and everything is consumed.
 
     Writing forms (map, in place) work on the consumer's scratch copy and commit it under the
     ring's redo marker, so a crash never leaves a half-changed slot and a restart never applies a
-    change twice. Read-only forms see a read-only view of the message and release it at once:
-    after a crash at most one side effect repeats."""
-    fn = call.call
-    writes = call.writes
-    wait_for, length_of, stage_slot = ring.wait_for, ring.length, ring.stage_slot
-    modify_begin, modify_commit = ring.modify_begin, ring.modify_commit
-    set_length, release, heartbeat = ring.set_length, ring.release, ring.heartbeat
-    dropped = native.DROPPED_LENGTH
-    nxt = ring.next_for(c)
-    while True:
-        avail = wait_for(c, nxt, wait, _POLL_NS)
-        if avail < 0:
-            heartbeat(hb)
-            if ring.stop_requested() and nxt > ring.cursor():
-                return
-            continue
-        for seq in range(nxt, avail + 1):
-            length = length_of(seq)
-            if length == dropped:
-                continue
-            try:
-                if writes:
-                    new = fn(modify_begin(c, seq), length)
-                    modify_commit(c, seq, dropped if new == DROP else new)
-                else:
-                    if fn(stage_slot(seq).toreadonly(), length) == DROP:
-                        set_length(seq, dropped)
-                    release(c, seq)
-            except Exception as exc:
-                if writes and seq > nxt:  # what was finished before the failing message still flows on
-                    release(c, seq - 1)
-                raise _StageError(describe_failure(name, seq, exc)) from exc
-            heartbeat(hb)  # per message: a slow but healthy stage is never taken for a hung one
-        # Writing forms: after a crash, recover() resumes from the redo record's done seq. Every form:
-        # messages dropped before this stage were skipped above and are released here with the rest.
-        release(c, avail)
-        nxt = avail + 1
+    change twice. Read-only forms (filter, read-only) see the message itself and release it right
+    after the call: after a crash at most the one message in flight is seen again."""
+    form = {MAP: native.FORM_MAP, FILTER: native.FORM_FILTER, INPLACE: native.FORM_INPLACE,
+            READONLY: native.FORM_READONLY}[str(stage.form)]
+    try:
+        ring.run_stage(c, stage.fn, form, wait, heartbeat_slot=hb,
+                       side_effect=stage.form not in WRITING_FORMS, contract_error=StageContractError)
+    except Exception as exc:
+        seq = getattr(exc, "failed_seq", None)
+        if seq is None:
+            raise
+        raise _StageError(describe_failure(name, int(seq), exc)) from exc
 
 
 def main(argv: list[str]) -> int:
@@ -111,7 +89,7 @@ def main(argv: list[str]) -> int:
             op = _native.OP_ADD_U8 if op_name == "add_u8" else _native.OP_IDENTITY
             ring.run_builtin(c, op, delta, wait, heartbeat_slot=hb)
         else:
-            _python_loop(ring, _native, c, StageCall(resolved, int(ring.slot_bytes)), name, wait=wait, hb=hb)
+            _run_python_stage(ring, _native, c, resolved, name, wait=wait, hb=hb)
     except _StageError as exc:
         write_error(cfg["error_path"], str(exc))
         return EXIT_STAGE_FAILED

@@ -9,8 +9,8 @@ Processes: the parent publishes (one call, one copy per message, or one batch cl
 ``publish_many``) and runs one egress thread per ring that hands output messages, in sequence order,
 to ``sink(shard, batch)``; a :class:`~byteor.runtime.supervisor.Supervisor` runs one child process per
 stage per ring. Builtin stages run ``Ring.run_builtin`` (C, GIL released); Python and resolver stages
-loop ``wait_for`` -> ``fn(slot)`` -> ``release`` (modifying ones through the crash-atomic
-``modify_begin`` / ``modify_commit``).
+run ``Ring.run_stage`` (the core calls the function once per message in its form; writing forms
+commit through the crash-atomic redo record).
 
 Counters: ``<ring_dir>/counters.bin`` (:mod:`byteor.obs.counters`) has a ``session`` row (messages
 in, out and dropped, written once per batch) and one row per stage process (``<stage id>``, shard
@@ -28,6 +28,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .. import _native
@@ -43,7 +44,8 @@ from ._tuning import RUNTIME_CONFIG_FILE, TuningPlan, read_tuning, remove_runtim
 from .sharding import BytesLike, Router
 from .supervisor import StageProcess, Supervisor, wait_quiet
 
-__all__ = ["DEFAULT_RING_ROOT", "WAITS", "BatchSink", "MpExecutor", "default_ring_dir", "ring_files", "tuning_role"]
+__all__ = ["DEFAULT_RING_ROOT", "WAITS", "BatchSink", "MpExecutor", "NativeOutput", "default_ring_dir", "ring_files",
+           "tuning_role"]
 
 DEFAULT_RING_ROOT = "/dev/shm/byteor"
 WAITS: dict[str, int] = {
@@ -57,6 +59,18 @@ _IN, _OUT, _DROPPED = (counters.WORDS[w] for w in ("messages_in", "messages_out"
 
 #: ``sink(shard, batch)`` receives the output messages of one ring, in sequence order.
 BatchSink = Callable[[int, list[bytes]], None]
+
+
+@dataclass(frozen=True)
+class NativeOutput:
+    """Where native egress writes instead of calling the sink: a file descriptor (not closed here),
+    an output framing of :class:`byteor._native.Egress`, the option that names it in errors, and the
+    longest a finished message may wait in the egress buffer (seconds)."""
+
+    fd: int
+    framing: str
+    label: str
+    flush_interval: float = 0.2
 
 
 def default_ring_dir(spec: SingleRingSpecV1, spec_hash: str) -> str:
@@ -92,7 +106,8 @@ class MpExecutor:
     def __init__(self, spec: SingleRingSpecV1, stages: Sequence[ResolvedStage], *, spec_hash: str,
                  sink: BatchSink, context: StageContext, ring_path: str | None = None,
                  wait: str = "backoff", heartbeat_timeout: float = 30.0, max_restarts: int = 5,
-                 restart_window: float = 60.0, tuning: TuningPlan | None = None) -> None:
+                 restart_window: float = 60.0, tuning: TuningPlan | None = None,
+                 output: NativeOutput | None = None) -> None:
         if wait not in WAITS:
             raise UsageError(f"--wait must be one of {'|'.join(WAITS)}, got {wait!r}")
         self.spec = spec
@@ -129,6 +144,11 @@ class MpExecutor:
         #: role -> knob states the stage processes recorded (read at cleanup, before the file goes)
         self.tuning_record: dict[str, list[dict[str, str]]] | None = None
         self._egress_pos = [-1] * spec.shards
+        self._output = output
+        self._native_egress: list[Any] = []  # the native Egress of each shard, when ``output`` is given
+        self._egress_slots = [-1] * spec.shards  # native egress: each shard's participant slot
+        self._ingest: Any = None  # the native Ingest while :meth:`ingest` runs one
+        self._ingested = 0
         self.counters: counters.CountersFile | None = None
         self._row = counters.Row.detached()
         self.messages_in = 0
@@ -204,8 +224,15 @@ class MpExecutor:
                                           heartbeat_timeout=self._heartbeat_timeout)
             self._supervisor.start()
             self._supervisor.run_in_thread()
+            out = self._output
+            if out is not None:
+                flush_ns = min(max(int(out.flush_interval * 1e9), 1_000_000), 1_000_000_000)
+                self._native_egress = [
+                    _native.Egress(out.fd, out.framing, ring, self._egress_c, wait=self._wait, label=out.label,
+                                   flush_interval_ns=flush_ns) for ring in self._rings]
             for k in range(len(self._rings)):
-                t = threading.Thread(target=self._egress, args=(k,), name=f"byteor-egress-{k}", daemon=True)
+                target = self._egress_native if out is not None else self._egress
+                t = threading.Thread(target=target, args=(k,), name=f"byteor-egress-{k}", daemon=True)
                 t.start()
                 self._threads.append(t)
         except BaseException:
@@ -222,7 +249,7 @@ class MpExecutor:
         """After a failure: let egress deliver what the other stages still finish, then stop it."""
         if not self._aborted.is_set():
             wait_quiet(self.progress)
-            self._aborted.set()
+            self._stop_egress()
 
     def _check_failed(self) -> None:
         if self._failure is not None:
@@ -238,24 +265,27 @@ class MpExecutor:
         for room; returns how many were published. One claim and one cursor store per batch and
         shard. Raises :class:`~byteor.UsageError` for a message larger than ``slot_bytes``."""
         self._check_failed()
-        limit = self._slot_bytes
-        bad = next((i for i, item in enumerate(items) if len(item) > limit), None)
-        if bad == 0:
-            raise self._too_big(len(items[0]), self.messages_in)
-        if bad is not None:  # what comes before an oversized message is still taken
-            items = items[:bad]
         timeout_ns = int(timeout * 1e9)
         if len(self._rings) == 1:
             ring = self._rings[0]
             before = ring.cursor()
             try:
+                # publish_many checks every length before it publishes anything: no Python pass here
                 ring.publish_many(items, self._wait, timeout_ns)
                 done = len(items)
             except TimeoutError:
                 done = ring.cursor() - before  # publish_many publishes what fits before it waits
+            except ValueError:
+                bad = self._oversized(items)
+                if bad is None:
+                    raise
+                return self.offer(endpoint, items[:bad], timeout)  # what comes before it is still taken
             self.messages_in += done
             self._row.set(_IN, self.messages_in)
             return done
+        bad = self._oversized(items)
+        if bad is not None:
+            items = items[:bad]
         route = self._router.route
         done = 0
         for item in items:
@@ -271,16 +301,64 @@ class MpExecutor:
         self._row.set(_IN, self.messages_in)
         return done
 
+    def _oversized(self, items: Sequence[BytesLike]) -> int | None:
+        """The index of the first message larger than ``slot_bytes`` (None: none is). Raises
+        :class:`~byteor.UsageError` when it is the first one: nothing before it to take."""
+        limit = self._slot_bytes
+        bad = next((i for i, item in enumerate(items) if len(item) > limit), None)
+        if bad == 0:
+            raise self._too_big(len(items[0]), self.messages_in)
+        return bad
+
     def mark(self) -> tuple[int, ...]:
         """The last sequence published into each shard's ring."""
         return tuple(int(ring.cursor()) for ring in self._rings)
 
     def progress(self) -> tuple[int, ...]:
         """The last sequence each shard's egress handed to the sink (or found dropped)."""
+        if self._native_egress:
+            self._sync_native()
         return tuple(self._egress_pos)
 
     def tick(self) -> None:
+        """Serve the parent's duties between batches: raise a stage failure; with native edges, bring
+        the counters up to date and beat for the egress threads (they run in C, in this process)."""
+        if self._native_egress or self._ingest is not None:
+            self._sync_native()
+            for ring, slot in zip(self._rings, self._egress_slots, strict=False):
+                if slot >= 0:
+                    with contextlib.suppress(Exception):
+                        ring.heartbeat(slot)
         self._check_failed()
+
+    @property
+    def native_output(self) -> bool:
+        """Whether egress writes the output descriptor itself (no sink calls)."""
+        return self._output is not None
+
+    #: :meth:`ingest` can feed every SingleRing (it routes shards as :meth:`offer` does)
+    ingest_supported = True
+
+    def ingest(self, fd: int, framing: str, *, label: str, error: type[BaseException]) -> Any:
+        """A native reader of ``fd`` in input framing ``framing`` (``lines``, ``hex``, ``len32``) that
+        publishes into the rings routed as :meth:`offer` routes (``_native.Ingest``: parsing in C,
+        GIL released). The caller runs it (``run()``, usually in a thread) and calls :meth:`ingested`
+        when it returned; meanwhile nothing else may publish. Malformed input raises ``error`` naming
+        ``label`` and where, after everything before it was published."""
+        self._check_failed()
+        router = self._router
+        kw: dict[str, Any] = {"route": router.mode}
+        if router.mode == "key":
+            assert self.spec.shard_key is not None
+            kw.update(key_offset=self.spec.shard_key.offset, key_len=self.spec.shard_key.length)
+        self._ingested = self.messages_in
+        self._ingest = _native.Ingest(fd, framing, self._rings, wait=self._wait, label=label, error=error, **kw)
+        return self._ingest
+
+    def ingested(self) -> None:
+        """The native reader of :meth:`ingest` returned: its messages count as published."""
+        self._sync_native()
+        self._ingest = None
 
     # ------------------------------------------------------------------ egress
 
@@ -326,12 +404,55 @@ class MpExecutor:
                 nxt = avail + 1
         except BrokenPipeError as exc:  # the reader of our output went away (`| head`): the CLI exits quietly
             self._on_failure(exc)
-            self._aborted.set()
+            self._stop_egress()
         except BaseException as exc:
             self._on_failure(PipelineFailed(f"egress of shard {k} failed: {type(exc).__name__}: {exc}"))
         finally:
             with contextlib.suppress(Exception):
                 ring.unregister_participant(slot)
+
+    def _egress_native(self, k: int) -> None:
+        """Shard ``k``'s egress in C (``_native.Egress``, GIL released): encode and write every message
+        to the output descriptor; counts and progress are read by :meth:`tick` / :meth:`progress`."""
+        ring = self._rings[k]
+        egress = self._native_egress[k]
+        slot = ring.register_participant(ROLE_EGRESS, os.getpid())
+        self._egress_slots[k] = slot
+        try:
+            if not self._aborted.is_set():
+                egress.run()
+        except BrokenPipeError as exc:  # the reader of our output went away (`| head`): the CLI exits quietly
+            self._on_failure(exc)
+            self._stop_egress()
+        except OSError as exc:  # the message names the option and the reason
+            self._on_failure(PipelineFailed(str(exc)))
+        except BaseException as exc:
+            self._on_failure(PipelineFailed(f"egress of shard {k} failed: {type(exc).__name__}: {exc}"))
+        finally:
+            self._sync_native()
+            with contextlib.suppress(Exception):
+                ring.unregister_participant(slot)
+
+    def _stop_egress(self) -> None:
+        """Egress stops at once (a Python egress at its next wait slice, a native one after writing
+        what it has encoded)."""
+        self._aborted.set()
+        for egress in self._native_egress:
+            egress.stop()
+
+    def _sync_native(self) -> None:
+        """Counters and progress from the native edges (their own counters are exact)."""
+        if self._ingest is not None:
+            self.messages_in = self._ingested + int(self._ingest.messages)
+            self._row.set(_IN, self.messages_in)
+        if self._native_egress:
+            with self._sink_lock:
+                for k, egress in enumerate(self._native_egress):
+                    self._egress_pos[k] = int(egress.last_seq)
+                self.messages_out = sum(int(e.messages) for e in self._native_egress)
+                self.dropped = sum(int(e.dropped) for e in self._native_egress)
+                self._row.set(_OUT, self.messages_out)
+                self._row.set(_DROPPED, self.dropped)
 
     # ------------------------------------------------------------------ observe
 
@@ -379,7 +500,9 @@ class MpExecutor:
         if self._closed:
             return
         self._closed = True
-        self._aborted.set()
+        self._stop_egress()
+        if self._ingest is not None:
+            self._ingest.stop()
         for ring in self._rings:
             with contextlib.suppress(Exception):
                 ring.request_stop()

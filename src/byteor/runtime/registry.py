@@ -29,15 +29,16 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable
-from importlib import metadata
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .._errors import PolicyRefused, SpecError, SpecIssue
 from .._stage import ResolvedStage, StageContext, StageContractError, StageFn, stage_form
-from ..actions import resolve_action
-from ..dataguard.stage import resolve_dataguard
 from ..spec.families import BUILTIN_FAMILIES, ENTRY_POINT_GROUP, known_families
 from ..spec.model import SingleRingSpecV1, StageV1
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 __all__ = [
     "BUILTIN_FAMILIES",
@@ -72,6 +73,8 @@ def add_u8_fn(delta: int) -> StageFn:
 
 
 def _entry_points() -> dict[str, metadata.EntryPoint]:
+    from importlib import metadata  # here: only plug-in families need the distributions scanned
+
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
@@ -139,9 +142,15 @@ def resolve_key(key: str, ctx: StageContext) -> ResolvedStage:
         raise ValueError(f"resolver key {key[:60]!r} has no family (expected family:argument)")
     if family == "py":
         return _resolve_py(arg, ctx)
+    # families imported when used: a stage process starts with its ring waiting, and the action
+    # families pull in the policy gate and an HTTP client that a py: or builtin stage never needs
     if family in ("http_post", "exec"):
+        from ..actions import resolve_action
+
         return resolve_action(key, ctx)
     if family == "dataguard":
+        from ..dataguard.stage import resolve_dataguard
+
         return resolve_dataguard(key, ctx)
     ep = _entry_points().get(family)
     if ep is None:

@@ -36,17 +36,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import stat
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import PolicyRefused, UnsupportedSpecError, UsageError
 from .._stage import ResolvedStage, StageContext
 from ..edges.base import Ingress, Sink, Source
+from ..edges.files import FileSink, FileSource
 from ..lanes.journal import FSYNC_POSTURES, JournalWriter
 from ..obs import events
 from ..obs.metrics import parse_listen
@@ -68,6 +70,9 @@ from .registry import MAIN_PATH_KEY, close_stages, resolve_stage
 from .session_state import session_state_path, write_session_state
 from .support import unsupported_reasons
 
+if TYPE_CHECKING:
+    from .mp import NativeOutput
+
 __all__ = ["AUDIT_FALLBACK_ROOT", "RunOptions", "RunSession", "StageSite", "default_policy_audit_path"]
 
 AUDIT_FALLBACK_ROOT = "/var/tmp/byteor"
@@ -75,6 +80,8 @@ WAITS = ("spin", "yield", "backoff", "block")
 #: How long one offer may wait for room before the session serves its other duties.
 _OFFER_TIMEOUT_S = 0.02
 _IDLE_WAIT_S = 0.005
+#: How often an idle session commits for sources whose senders wait for that commit.
+_PROMPT_COMMIT_S = 0.001
 #: How often the session refreshes session_state.json for observers.
 _STATE_EVERY_S = 1.0
 
@@ -156,6 +163,8 @@ class _Outputs:
             key = ep if ep in self.sinks else "*"
             if key in self.sinks:
                 self._route[ep] = (self.sinks[key], self._locks[key])
+        #: the egress endpoints that have a sink
+        self.routed = frozenset(self._route)
         unknown = sorted(set(self.sinks) - set(egress) - {"*"})
         if unknown:
             raise UsageError(f"no egress endpoint named {unknown[0]!r} (egress: {', '.join(egress)})")
@@ -258,6 +267,8 @@ class RunSession:
         self._started_ms = 0
         self._state_at = 0.0
         self._fixed: dict[str, Any] | None = None
+        #: whether egress writes the output file itself (native egress), not through the sink
+        self._native_out = False
         self._metrics: Any = None
         self._draining = False
         #: where ``/metrics`` listens once started (``HOST:PORT``, the port resolved)
@@ -445,6 +456,7 @@ class RunSession:
                 if report is not None:
                     self.tuning.effective["sp"] = knobs_json(report)
             self.engine = self._engine(outputs)
+            self._native_out = bool(getattr(self.engine, "native_output", False))
             self._outputs = outputs
             self._t0 = time.monotonic()
             self._started_ms = int(time.time() * 1000)
@@ -517,7 +529,7 @@ class RunSession:
             return MpExecutor(spec, self._stages, spec_hash=self.spec_hash, sink=sink, context=self.context,
                               ring_path=self.ring_path, wait=self.wait or "backoff",
                               heartbeat_timeout=opts.heartbeat_timeout or 30.0, max_restarts=opts.max_restarts,
-                              tuning=self.tuning)
+                              tuning=self.tuning, output=self._native_output(outputs))
         assert self.plan is not None and self.journal_dir is not None
         fsync = opts.fsync or os.environ.get("BYTEOR_JOURNAL_FSYNC") or "none"
         if fsync not in FSYNC_POSTURES:
@@ -534,7 +546,43 @@ class RunSession:
         return MpGraph(spec, self.plan, deliver=outputs.deliver, context=self.context,
                        journal_dir=self.journal_dir, fsync=fsync, spec_hash=self.spec_hash,
                        lane_path=self.ring_path, wait=self.wait or "backoff", tuning=self.tuning,
-                       heartbeat_timeout=opts.heartbeat_timeout or HEARTBEAT_TIMEOUT_S)
+                       heartbeat_timeout=opts.heartbeat_timeout or HEARTBEAT_TIMEOUT_S,
+                       output=self._native_output(outputs))
+
+    def _native_output(self, outputs: _Outputs) -> NativeOutput | None:
+        """Where a multi-process engine's egress may write itself (``NativeOutput``), or None.
+
+        Native egress (encoding and writing in C, no Python per message) is used when the run's only
+        sink is a :class:`~byteor.edges.FileSink` (a file or stdout) with a real descriptor, bound to
+        the graph's only egress endpoint; for a LaneGraph, when that endpoint reads a ring lane (not
+        a journal); for a sharded SingleRing, when the output is a regular file (several egress
+        threads' writes to a pipe could interleave inside a message)."""
+        from .mp import NativeOutput
+
+        sinks = list(outputs.sinks.values())
+        if len(sinks) != 1 or type(sinks[0]) is not FileSink or len(self.egress) != 1 \
+                or self.egress[0] not in outputs.routed:
+            return None
+        if self.plan is not None and self.plan.lane(self.plan.egress[0].lane).kind == "journal":
+            return None
+        sink = sinks[0]
+        fd = sink.fileno()
+        if fd is None:
+            return None
+        if isinstance(self.spec, SingleRingSpecV1) and self.spec.shards > 1 and not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return NativeOutput(fd, sink.framing, sink.label, self.options.flush_interval)
+
+    def _native_input(self, feeds: list[_Feed]) -> _Feed | None:
+        """The feed the engine may read itself (native ingest: parsing and publishing in C), or None.
+
+        That is a multi-process run fed by one :class:`~byteor.edges.FileSource` (a file or stdin,
+        ``lines``/``hex``/``len32``) whose engine can take it (a SingleRing; a LaneGraph with one
+        ingress endpoint on a ring lane with ``on_full=block``), with no ingress journal:
+        ``--journal-dir`` records every message in Python, so a journaled run keeps the Python pump."""
+        if len(feeds) != 1 or type(feeds[0].source) is not FileSource or self._journal is not None:
+            return None
+        return feeds[0] if getattr(self.engine, "ingest_supported", False) else None
 
     # -- feeding ----------------------------------------------------------------------------------------
 
@@ -593,17 +641,23 @@ class RunSession:
             feeds = [_Feed(self._endpoint(name), src) for name, src in sources.items()]
         opened: list[Source] = []
         input_error: BaseException | None = None
+        native = self._native_input(feeds)
+        fd = -1
         try:
             for feed in feeds:
                 limits = self.ingress_limits(feed.endpoint)
                 feed.source.bind(limits)
                 if feed.source.acks:
                     feed.window = max(2, limits.capacity)
-                feed.source.open()
+                if feed is native:
+                    assert isinstance(feed.source, FileSource)
+                    fd = feed.source.open_descriptor()
+                else:
+                    feed.source.open()
                 opened.append(feed.source)
             self._feeds = feeds
             self._publish_state()
-            input_error = self._pump(feeds, stop)
+            input_error = self._pump(feeds, stop) if native is None else self._pump_native(native, fd, stop)
             self.drain()
         finally:
             for src in opened:
@@ -616,8 +670,7 @@ class RunSession:
         outputs = self._outputs
         assert outputs is not None
         batch_max = int(engine.preferred_batch)
-        asked = [f.source.commit_interval for f in feeds if f.source.commit_interval]
-        interval = min([self.options.flush_interval, *asked])
+        interval = self.options.flush_interval
         last_flush = time.monotonic()
         while True:
             if stop is not None and stop.is_set():
@@ -679,11 +732,63 @@ class RunSession:
             if not active:
                 return None
             if not moved:
+                # the input may be quiet because its senders wait for a commit: commit as soon as
+                # the pipeline let the messages out, not at the next flush interval
+                prompt = any(f.source.waits_for_commit and f.uncommitted for f in feeds)
+                if prompt and now - last_flush >= _PROMPT_COMMIT_S:
+                    last_flush = now
+                    self._flush_and_commit()
                 waiting = [f for f in feeds if not f.ended and f.pending is None]
                 if waiting and not held:
-                    waiting[0].source.wait(_IDLE_WAIT_S)
+                    waiting[0].source.wait(_PROMPT_COMMIT_S if prompt else _IDLE_WAIT_S)
                 else:
                     time.sleep(0.0005)
+
+    def _pump_native(self, feed: _Feed, fd: int, stop: threading.Event | None) -> BaseException | None:
+        """Feed the engine from ``fd`` through its native ingest, run in a thread (GIL released);
+        this thread meanwhile serves the session's duties (stop, failures, flushes, state)."""
+        source = feed.source
+        assert isinstance(source, FileSource)
+        engine = self.engine
+        ingest = engine.ingest(fd, source.framing, label=source.label, error=UsageError)
+        failure: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                ingest.run()
+            except UsageError as exc:  # malformed input, after every message before it
+                failure.append(exc)
+            except OSError as exc:  # the text names the option and the reason
+                failure.append(UsageError(f"{exc.strerror or exc} ({source.name})"))
+            except BaseException as exc:
+                failure.append(exc)
+
+        interval = self.options.flush_interval
+        last_flush = time.monotonic()
+        reader = threading.Thread(target=read, name="byteor-input", daemon=True)
+        reader.start()
+        try:
+            while reader.is_alive():
+                reader.join(0.05)
+                if stop is not None and stop.is_set():
+                    ingest.stop()
+                engine.tick()
+                now = time.monotonic()
+                if now - last_flush >= interval:
+                    last_flush = now
+                    self._flush_and_commit()
+                if now - self._state_at >= _STATE_EVERY_S:
+                    self._publish_state()
+        finally:
+            ingest.stop()
+            reader.join()
+            engine.ingested()
+            source.messages = int(ingest.messages)
+        if failure:
+            if isinstance(failure[0], UsageError):
+                return failure[0]
+            raise failure[0]
+        return None
 
     @property
     def _state_dir(self) -> str | None:
@@ -816,6 +921,10 @@ class RunSession:
             return
         if self._elapsed is None and self._t0:
             self._elapsed = time.monotonic() - self._t0
+        if self._outputs is not None:
+            for sink in self._outputs.sinks.values():
+                with contextlib.suppress(Exception):
+                    sink.abandon()
         self._flush_quietly()
         self._release()
 
@@ -884,7 +993,10 @@ class RunSession:
         else:
             out.update({"wait": self.wait, "lane_path": self.ring_path, "journal_dir": self.journal_dir})
         out["messages_in"] = counts["messages_in"]
-        out["messages_out"] = self._outputs.count if self._outputs is not None else 0
+        if self._native_out:  # egress wrote the file itself: its own count
+            out["messages_out"] = counts["messages_out"]
+        else:
+            out["messages_out"] = self._outputs.count if self._outputs is not None else 0
         out["dropped"] = counts["dropped"]
         if self.is_lanegraph:
             out["drops"] = counts["drops"] or {}

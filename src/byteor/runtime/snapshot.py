@@ -11,17 +11,19 @@ from typing import Any
 
 from .._errors import ShmError, UsageError
 from ..shm import RingSnapshot, take_snapshot
-from ._stage_main import ROLE_EGRESS, ROLE_PRODUCER, ROLE_STAGE_BASE
+from ._stage_main import ROLE_EGRESS, ROLE_LANE_BASE, ROLE_PRODUCER, ROLE_STAGE_BASE
 
 __all__ = ["render_snapshots", "ring_paths", "ring_snapshots", "role_name"]
 
 
 def role_name(role: int) -> str:
-    """A participant role id as the SingleRing runtime registers it."""
+    """A participant role id as the runtimes register it."""
     if role == ROLE_PRODUCER:
         return "producer"
     if role == ROLE_EGRESS:
         return "egress"
+    if role >= ROLE_LANE_BASE:
+        return f"lanegraph role {role - ROLE_LANE_BASE}"
     if role >= ROLE_STAGE_BASE:
         return f"stage {role - ROLE_STAGE_BASE}"
     return f"role {role}"

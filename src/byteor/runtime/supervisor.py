@@ -39,6 +39,9 @@ from ._child import EXIT_STAGE_FAILED
 
 __all__ = ["StageProcess", "Supervisor", "wait_quiet"]
 
+#: How often exits are looked for once the run drains (a stage exits within milliseconds of the stop
+#: word; polling at the normal interval added up to two intervals to every run's end).
+_DRAIN_POLL_S = 0.002
 #: Minimum time a child that has not registered yet may take with work waiting before it counts as hung.
 STARTUP_GRACE_S = 5.0
 
@@ -98,6 +101,8 @@ class Supervisor:
         self.failure: PipelineFailed | None = None
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
+        #: set by wait_finished: the stages are exiting, look often so the run ends when they did
+        self._draining = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -126,13 +131,18 @@ class Supervisor:
     def all_finished(self) -> bool:
         return all(sp.finished for sp in self.stages)
 
+    def expect_exits(self) -> None:
+        """The stages were told to stop: look for their exits every few milliseconds from now on."""
+        self._draining = True
+
     def wait_finished(self, timeout: float | None = None) -> bool:
         """Wait until every stage has exited after draining (or the pipeline failed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.expect_exits()
         while not self.all_finished() and self.failure is None:
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            time.sleep(self.poll_interval)
+            time.sleep(_DRAIN_POLL_S)
         return self.failure is None
 
     def stop(self, *, kill: bool = False) -> None:
@@ -270,7 +280,7 @@ class Supervisor:
                     return
             if self.all_finished():
                 return
-            self._halt.wait(self.poll_interval)
+            self._halt.wait(_DRAIN_POLL_S if self._draining else self.poll_interval)
 
 
 def _stderr_fd() -> int:

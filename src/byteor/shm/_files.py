@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
+import struct
 from collections.abc import Sequence
 
 from .. import _native
@@ -137,26 +139,64 @@ def ring_files_under(directory: str | os.PathLike[str]) -> list[str]:
     return sorted(out)
 
 
+#: Every ring layout so far keeps the header block's creator pid at byte 124 and the participants
+#: table (16 entries of 32 bytes: u32 state, u32 role, u32 pid, ...) at byte 192.
+_CREATOR_PID_AT = 124
+_PARTICIPANTS_AT = 192
+_PARTICIPANTS_END = _PARTICIPANTS_AT + 32 * 16
+
+
+def _older_ring_owners(path: str) -> tuple[int, list[int]] | None:
+    """The creator pid and running participants' pids of a ring file of an earlier layout version
+    (which this build does not attach), read from its header; None when the file is not one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.pread(fd, _PARTICIPANTS_END, 0)
+    finally:
+        os.close(fd)
+    if len(head) < _PARTICIPANTS_END or head[:8] != b"BYTEORRG":
+        return None
+    if not 1 <= struct.unpack_from("<I", head, 8)[0] < _native.LAYOUT_VERSION:
+        return None
+    entries = (struct.unpack_from("<III", head, _PARTICIPANTS_AT + 32 * i) for i in range(16))
+    running = [pid for state, _role, pid in entries if state == _native.PARTICIPANT_RUNNING]
+    return struct.unpack_from("<I", head, _CREATOR_PID_AT)[0], running
+
+
 def _is_stale(path: str) -> bool:
     try:
         ring = _native.Ring.attach(path)
     except (_native.AttachError, OSError):
-        return False  # not a ring (lane journals, error files, foreign files): never ours to remove
-    try:
-        snap = ring.snapshot()
-    finally:
-        ring.close()
-    running = [pid for (_slot, _role, pid, _hb, state) in snap["participants"]
-               if state == _native.PARTICIPANT_RUNNING]
+        # a ring of an earlier layout (left by an older byteor) is judged by its header; anything
+        # else (lane journals, error files, foreign files) is never ours to remove
+        owners = _older_ring_owners(path)
+        if owners is None:
+            return False
+        creator, running = owners
+    else:
+        try:
+            snap = ring.snapshot()
+        finally:
+            ring.close()
+        creator = int(snap["creator_pid"])
+        running = [pid for (_slot, _role, pid, _hb, state) in snap["participants"]
+                   if state == _native.PARTICIPANT_RUNNING]
     if any(pid_alive(pid) for pid in running):
         return False
-    return not pid_alive(int(snap["creator_pid"]))
+    return not pid_alive(creator)
 
 
 def stale_files(directory: str | os.PathLike[str] = DEFAULT_DIR) -> list[str]:
     """Ring files under ``directory`` that nobody uses any more, for ``doctor`` and executors.
 
     A file is stale when it is a valid byteor ring, its creator process is gone and every
-    participant registered as running has a dead pid. Files that are not rings are never listed.
+    participant registered as running has a dead pid. A ring of an earlier layout version (which
+    this build refuses to attach) is judged the same way from its header. Files that are not rings
+    are never listed.
     """
     return [p for p in ring_files_under(directory) if _is_stale(p)]

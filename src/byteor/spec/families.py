@@ -17,7 +17,6 @@ import importlib.util
 import os
 import re
 from functools import lru_cache
-from importlib import metadata
 from urllib.parse import urlsplit
 
 from .._redact import argv_credential_parts, url_credential_parts
@@ -46,6 +45,8 @@ _FAMILY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 @lru_cache(maxsize=1)
 def entry_point_families() -> tuple[str, ...]:
     """Families added by installed distributions (group ``byteor.stages``), sorted, builtins excluded."""
+    from importlib import metadata  # here: scanning distributions is slow, and most runs never need it
+
     try:
         eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
     except Exception:  # a broken distribution's metadata must not break validation of every spec
@@ -201,6 +202,8 @@ def resolvable(key: str) -> str | None:
         if found is None:
             return f"the {family} family is not in this build ({module_name} missing)"
         return None
+    from importlib import metadata
+
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == family:
             try:

@@ -35,6 +35,7 @@ from ...lanes.shm import LaneReader, LaneSpec, LaneWriter, attach_lane
 from ...spec.kv import decode_kv
 from ...spec.model import LaneGraphSpecV1
 from .._child import EXIT_STAGE_FAILED, close_recorder, context_from_json, enter_child, write_error
+from .._stage_main import ROLE_LANE_BASE
 from ._roles import Router, journal_lane_dir, resolve_role_stage, role_index
 from ._stats import RoleStats
 from .plan import LanePlan, plan_lanegraph
@@ -99,6 +100,7 @@ class _Role:
         plan = plan_lanegraph(spec)
         self.plan_lanes = plan.lanes
         self.plan = next(r for r in plan.roles if r.name == cfg["role"])
+        self.plan_index = plan.roles.index(self.plan)
         wait = int(cfg["wait"])
         shash = cfg["spec_hash"]
         self.stats = RoleStats(cfg["stats_path"])
@@ -248,8 +250,10 @@ class _Role:
         elif self.plan.kind == "router":
             kw["route"] = "round_robin"
         try:
+            # participant_role: a restart of this role repairs what it claimed on mpsc outputs
             _native.run_role(self.plan.kind, inputs, outputs, self.stats.buffer, wait=int(self.cfg["wait"]),
-                             parent_pid=self.parent, error=PipelineFailed, **kw)
+                             parent_pid=self.parent, error=PipelineFailed,
+                             participant_role=ROLE_LANE_BASE + self.plan_index, **kw)
         except Exception as exc:
             seq = getattr(exc, "failed_seq", None)
             if seq is None:  # not the stage function's: a lane full under fail, an oversized message
@@ -276,7 +280,8 @@ class _Role:
                     self.flush_stats()
                     continue
                 for seq in range(reader.next, hi + 1):
-                    self.handle(reader.read(seq))
+                    if not reader.dropped(seq):
+                        self.handle(reader.read(seq))
                     reader.release(seq)
                     if not seq & 255:  # beat during long batches: a slow stage is busy, not hung
                         self.flush_stats()
@@ -312,7 +317,8 @@ class _Role:
                 hi = reader.wait(0)
                 if hi >= 0:
                     seq = reader.next
-                    self.handle(reader.read(seq))
+                    if not reader.dropped(seq):
+                        self.handle(reader.read(seq))
                     reader.release(seq)
                     got = True
                 elif reader.finished():

@@ -51,6 +51,7 @@ from ...spec.model import LaneGraphSpecV1
 from .._child import context_to_json
 from .._events import EventLog
 from .._tuning import RUNTIME_CONFIG_FILE, TuningPlan, read_tuning, remove_runtime_config
+from ..mp import NativeOutput
 from ..supervisor import StageProcess, Supervisor, wait_quiet
 from ._role_main import lane_spec, stop_marker
 from ._roles import journal_lane_dir, oversize
@@ -63,6 +64,8 @@ __all__ = ["HEARTBEAT_TIMEOUT_S", "MpGraph"]
 _STATE_EVERY_S = 0.2
 _IN, _OUT, _DROPPED = (counters.WORDS[w] for w in ("messages_in", "messages_out", "dropped"))
 _POLL_NS = 100_000_000
+#: The most messages one egress call takes (and hands to the sink) at once.
+_EGRESS_BATCH = 8192
 #: A role with input waiting and no heartbeat for this long is hung: killed and restarted.
 HEARTBEAT_TIMEOUT_S = 10.0
 
@@ -87,7 +90,7 @@ class MpGraph:
     def __init__(self, spec: LaneGraphSpecV1, plan: LaneGraphPlan, *, deliver: Deliver,
                  context: StageContext, journal_dir: str, fsync: str, spec_hash: str, lane_path: str,
                  wait: str, tuning: TuningPlan | None = None,
-                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S) -> None:
+                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S, output: NativeOutput | None = None) -> None:
         self.spec = spec
         self.plan = plan
         self.context = context
@@ -131,6 +134,10 @@ class MpGraph:
         self._row = counters.Row.detached()
         self._started = False
         self._closed = False
+        self._output = output
+        self._native_egress: dict[str, Any] = {}  # egress endpoint -> its native Egress (``output``)
+        self._ingest: Any = None  # the native Ingest while :meth:`ingest` runs one
+        self._ingested = 0
 
     # -- start ----------------------------------------------------------------------------------------
 
@@ -214,8 +221,10 @@ class MpGraph:
         self.supervisor.run_in_thread()
         for ref in self.plan.egress:
             ep = ref.who.split(":", 1)[1]
-            if ref.lane in self.rings:
-                target: Callable[[], None] = self._ring_egress(ep, ref.lane, ref.cell)
+            if ref.lane in self.rings and self._output is not None:
+                target: Callable[[], None] = self._native_ring_egress(ep, ref.lane, ref.cell, self._output)
+            elif ref.lane in self.rings:
+                target = self._ring_egress(ep, ref.lane, ref.cell)
             else:
                 sub = JournalReader(journal_lane_dir(self.journal_dir, ref.lane)).subscribe(
                     self.journal_starts[ref.lane])
@@ -258,13 +267,19 @@ class MpGraph:
             self._failure = exc
 
     def _egress_progress(self) -> tuple[int, ...]:
+        self._sync_native()
         return tuple(self._out.values())
 
     def _settle(self) -> None:
         """After a failure: let egress deliver what the other roles still finish, then stop it."""
         if not self._aborted.is_set():
             wait_quiet(self._egress_progress)
-            self._aborted.set()
+            self._stop_egress()
+
+    def _stop_egress(self) -> None:
+        self._aborted.set()
+        for egress in self._native_egress.values():
+            egress.stop()
 
     def _ring_egress(self, ep: str, lane: str, cell: int) -> Callable[[], None]:
         ring = self.rings[lane]
@@ -272,26 +287,53 @@ class MpGraph:
         key = (lane, cell)
 
         def run() -> None:
-            nxt = int(ring.next_for(cell))
-            read_bytes = ring.read_bytes
+            drain, release = ring.drain, ring.release
             try:
                 while not self._aborted.is_set():
-                    hi = int(ring.wait_for(cell, nxt, self.wait, _POLL_NS))
+                    # every message available in one native call; released only once delivered, so
+                    # what an epoch counts as out of the graph has reached the sink
+                    batch, _dropped, hi = drain(cell, _EGRESS_BATCH, self.wait, _POLL_NS, release=False)
                     if hi < 0:
-                        if ring.stop_requested() and nxt > ring.cursor():
+                        if ring.stop_requested() and int(ring.gating(cell)) >= int(ring.cursor()):
                             return
                         continue
-                    batch = [read_bytes(seq) for seq in range(nxt, hi + 1)]
-                    deliver(ep, 0, batch)
-                    self._out[ep] += len(batch)
-                    self._row.set(_OUT, sum(self._out.values()))
-                    ring.release(cell, hi)
-                    nxt = hi + 1
-                    self._egress_pos[key] = nxt
+                    if batch:
+                        deliver(ep, 0, batch)
+                        self._out[ep] += len(batch)
+                        self._row.set(_OUT, sum(self._out.values()))
+                    release(cell, hi)
+                    self._egress_pos[key] = hi + 1
             except BaseException as exc:  # handed to the session by tick()/drain()
                 self._on_failure(exc)
-                self._aborted.set()
+                self._stop_egress()
             finally:
+                self._egress_done.add(ep)
+
+        return run
+
+    def _native_ring_egress(self, ep: str, lane: str, cell: int, out: NativeOutput) -> Callable[[], None]:
+        """Egress in C (``_native.Egress``): encode and write every message of the lane cell to the
+        output descriptor, releasing up to what is written; counts are read by :meth:`tick`."""
+        flush_ns = min(max(int(out.flush_interval * 1e9), 1_000_000), 1_000_000_000)
+        egress = _native.Egress(out.fd, out.framing, self.rings[lane], cell, wait=self.wait, label=out.label,
+                                flush_interval_ns=flush_ns)
+        self._native_egress[ep] = egress
+
+        def run() -> None:
+            try:
+                if not self._aborted.is_set():
+                    egress.run()
+            except BrokenPipeError as exc:  # the reader went away (`| head`): the CLI exits quietly
+                self._on_failure(exc)
+                self._stop_egress()
+            except OSError as exc:  # the message names the option and the reason
+                self._on_failure(PipelineFailed(str(exc)))
+                self._stop_egress()
+            except BaseException as exc:
+                self._on_failure(exc)
+                self._stop_egress()
+            finally:
+                self._out[ep] = int(egress.messages)
                 self._egress_done.add(ep)
 
         return run
@@ -331,9 +373,8 @@ class MpGraph:
         self._check_failure()
         lane = self._in_lanes[endpoint]
         lp = self.plan.lane(lane)
-        for msg in items:
-            if len(msg) > lp.slot_bytes:
-                raise oversize(lane, len(msg), lp.slot_bytes)
+        if lane not in self.rings or lp.on_full != "block":  # publish_many checks the lengths itself
+            self._check_sizes(lane, items)
         writer = self._in_writers.get(lane)
         if writer is not None:
             for msg in items:
@@ -347,6 +388,12 @@ class MpGraph:
         self._row.set(_IN, self.messages_in)
         return taken
 
+    def _check_sizes(self, lane: str, items: Sequence[bytes]) -> None:
+        limit = self.plan.lane(lane).slot_bytes
+        big = next((len(msg) for msg in items if len(msg) > limit), None)
+        if big is not None:
+            raise oversize(lane, big, limit)
+
     def _publish(self, ring: Any, lane: str, policy: str, items: Sequence[bytes], timeout: float) -> int:
         if policy == "block":
             before = int(ring.cursor())
@@ -355,6 +402,9 @@ class MpGraph:
                 return len(items)
             except TimeoutError:
                 return int(ring.cursor()) - before  # publish_many publishes what fits before it waits
+            except ValueError:  # it checked every length before publishing anything
+                self._check_sizes(lane, items)
+                raise
         taken = 0
         for msg in items:
             if not ring.try_publish(msg):
@@ -421,8 +471,48 @@ class MpGraph:
             self._settle()
             raise failure
 
+    @property
+    def native_output(self) -> bool:
+        """Whether egress writes the output descriptor itself (no sink calls)."""
+        return self._output is not None
+
+    @property
+    def ingest_supported(self) -> bool:
+        """Whether :meth:`ingest` can feed this graph: one ingress endpoint, on a ring lane that
+        blocks when full (the native reader waits for room; it never drops or fails)."""
+        if len(self._in_lanes) != 1 or self._in_lanes[0] not in self.rings:
+            return False
+        return self.plan.lane(self._in_lanes[0]).on_full == "block"
+
+    def ingest(self, fd: int, framing: str, *, label: str, error: type[BaseException]) -> Any:
+        """A native reader of ``fd`` (``_native.Ingest``: parsing in C, GIL released) publishing into
+        the one ingress lane (see :attr:`ingest_supported`). The caller runs it and calls
+        :meth:`ingested` when it returned; meanwhile nothing else may publish."""
+        self._check_failure()
+        self._ingested = self._taken[0]
+        self._ingest = _native.Ingest(fd, framing, [self.rings[self._in_lanes[0]]], wait=self.wait, label=label,
+                                      error=error)
+        return self._ingest
+
+    def ingested(self) -> None:
+        """The native reader of :meth:`ingest` returned: its messages count as taken."""
+        self._sync_native()
+        self._ingest = None
+
+    def _sync_native(self) -> None:
+        if self._ingest is not None:
+            taken = self._ingested + int(self._ingest.messages)
+            self.messages_in += taken - self._taken[0]
+            self._taken[0] = taken
+            self._row.set(_IN, self.messages_in)
+        if self._native_egress:
+            for ep, egress in self._native_egress.items():
+                self._out[ep] = int(egress.messages)
+            self._row.set(_OUT, sum(self._out.values()))
+
     def tick(self) -> None:
         """From the session's thread, often: failures, lane stops, epochs, the state file."""
+        self._sync_native()
         self._check_failure()
         self._propagate_stops()
         self._advance_epoch()
@@ -439,6 +529,7 @@ class MpGraph:
             if lane not in self.stopped:
                 self._stop_lane(lane)
         assert self.supervisor is not None
+        self.supervisor.expect_exits()
         while True:
             self.tick()
             if self.supervisor.all_finished() and all(not t.is_alive() for t in self._threads):
@@ -527,7 +618,9 @@ class MpGraph:
         drops = self.drops()
         for name, lp in self.plan.lanes.items():
             ring = self.rings.get(name)
+            repaired = 0
             if ring is not None:
+                repaired = int(ring.repaired)
                 write_pos = int(ring.cursor()) + 1
                 reads = [int(ring.gating(c)) + 1 for c in range(lp.cells)]
                 path: str | None = lane_file(self.lane_path, name, lp.kind)
@@ -538,7 +631,7 @@ class MpGraph:
                 path = str(journal_lane_dir(self.journal_dir, name))
             state["lanes"].append(lane_state_entry(
                 name=name, kind=lp.kind, capacity=lp.capacity, slot_bytes=lp.slot_bytes, on_full=lp.on_full,
-                write_pos=write_pos, read_pos=reads, drops=drops[name], path=path,
+                write_pos=write_pos, read_pos=reads, drops=drops[name], path=path, repaired=repaired,
             ))
         for rp in self.plan.roles:
             st = self.stats[rp.name]
@@ -563,7 +656,9 @@ class MpGraph:
         if self._closed:
             return
         self._closed = True
-        self._aborted.set()
+        self._stop_egress()
+        if self._ingest is not None:
+            self._ingest.stop()
         if self.supervisor is not None:
             self.supervisor.stop(kill=True)
         for t in self._threads:

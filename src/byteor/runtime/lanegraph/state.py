@@ -5,11 +5,13 @@ is refused with :class:`~byteor.ArtifactError`. Fields::
 
     state_v, name, spec_hash, runner ("sp" | "mp"), lane_path, journal_dir, taken_unix_ms,
     lanes: [{name, kind, path, capacity, slot_bytes, on_full, write_pos, read_pos: [per reader cell],
-             fill, drops}],
+             fill, drops, repaired}],
     roles: [{name, kind, pid, alive, messages_in, messages_out, restarts}]
 
 ``fill`` is ``write_pos - min(read_pos)`` (journal lanes: records not yet read by the slowest
-reader; capacity 0 means unbounded). ``pid`` is null for the single-process runner.
+reader; capacity 0 means unbounded). ``repaired`` (``mpsc`` lanes of the multi-process runner, 0
+elsewhere; absent in files of earlier byteor versions): slots published as dropped because the
+writer that claimed them died before publishing them. ``pid`` is null for the single-process runner.
 """
 
 from __future__ import annotations
@@ -52,12 +54,12 @@ def new_state(name: str, spec_hash: str, *, runner: str, lane_path: str | None,
 
 
 def lane_state_entry(*, name: str, kind: str, capacity: int, slot_bytes: int, on_full: str, write_pos: int,
-                     read_pos: list[int], drops: int, path: str | None) -> dict[str, Any]:
+                     read_pos: list[int], drops: int, path: str | None, repaired: int = 0) -> dict[str, Any]:
     fill = write_pos - min(read_pos) if read_pos else 0
     return {
         "name": name, "kind": kind, "path": path, "capacity": capacity, "slot_bytes": slot_bytes,
         "on_full": on_full, "write_pos": write_pos, "read_pos": read_pos, "fill": max(0, fill),
-        "drops": drops,
+        "drops": drops, "repaired": repaired,
     }
 
 
@@ -98,6 +100,8 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         for key, typ in lane_fields:
             require(lane, key, typ, path=where)
         require(lane, "path", str, path=where, nullable=True)
+        if "repaired" in lane:
+            require(lane, "repaired", int, path=where)
     for i, role in enumerate(require(obj, "roles", list, path=p)):
         where = f"{p} roles.{i}"
         if not isinstance(role, dict):
