@@ -146,7 +146,7 @@ class WsSource(IntakeSource):
                         return
                     await asyncio.sleep(0.002)  # full: stop reading, TCP pushes back on the client
                 batch = []
-        except Exception:
+        except Exception:  # a client that vanished mid-frame: what it was not acknowledged it sends again
             pass
         finally:
             acker.cancel()
