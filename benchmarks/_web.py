@@ -275,9 +275,9 @@ def web_rows(quick: bool, workdir: Path) -> list[Result]:
     peer and its byteor row alternate, round after round (1 round with ``--quick``, else 3), and
     each row reports its median round with the spread."""
     rounds = 1 if quick else 3
-    seconds = 2.0 if quick else 5.0
+    seconds = 1.0 if quick else 5.0
     clients = 50
-    per_conn = 1000 if quick else 5000
+    per_conn = 500 if quick else 5000
     runs: dict[str, list[Run]] = {k: [] for k in ("http.raw", "byteor.http", "ws.raw", "byteor.ws")}
     for _ in range(rounds):
         p = _free_port()
