@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from byteor import ArtifactError, distribution_version
+from byteor import ArtifactError
+from byteor._version import distribution_version
 from byteor.policy.audit import policy_audit_record, read_policy_audit, write_policy_audit
 from byteor.spec.summary import spec_summary
 from policy_support import new_signer, write_key_set, write_spec
