@@ -205,10 +205,10 @@ def test_capabilities(cli: CliRunner) -> None:
     assert data["lane_kinds"] == ["events", "mpsc", "fanout", "journal"]
     assert data["role_kinds"] == ["stage", "bridge", "router", "merge"]
     assert [a["name"] for a in data["adapters"]] == ["kafka", "nats", "redis", "rabbitmq-stream", "mqtt", "grpc",
-                                                     "postgresql", "s3"]
+                                                     "postgresql", "s3", "http", "https", "ws"]
     assert all(a["installed"] and a["version"] for a in data["adapters"]), data["adapters"]  # the test extras
     assert {a["extra"] for a in data["adapters"]} == {"kafka", "nats", "redis", "rabbitmq", "mqtt", "grpc", "postgres",
-                                                      "s3"}
+                                                      "s3", "http", "websocket"}
     import byteor._native as native
 
     assert data["native_abi"] == native.ABI_VERSION
