@@ -37,9 +37,11 @@ mypy
 
 # Three workers on two cores: most tests spend their time waiting on child processes, brokers and
 # timers, so a third worker fills the idle time (about 10 minutes serial, under 5 in parallel here).
+# Whole files go to one worker: tests of one file often run the same spec, and a run without
+# --ring-path takes the spec's default ring directory, which a concurrent run of it would hold.
 # PYTEST_WORKERS=0 runs them serially in this process.
 WORKERS="${PYTEST_WORKERS:-3}"
-xdist=(-n "$WORKERS")
+xdist=(-n "$WORKERS" --dist loadfile)
 [ "$WORKERS" = 0 ] && xdist=(-p no:xdist)
 
 echo "==> pytest (${WORKERS} workers)"

@@ -31,6 +31,35 @@ BROKERS = ("kafka", "nats", "redis", "rabbitmq-stream", "mqtt")
 # --------------------------------------------------------------------------------------------------
 
 
+
+#: the environment of a run whose pace stage must not sleep (the restart after a kill)
+PACE_OFF = {"EDGE_TEST_PACE_S": "0"}
+
+
+def edge_spec(tmp_path: Path, *, name: str = "edge", pace_s: float = 0.0, capacity: int = 512,
+              slot_bytes: int = 64) -> Path:
+    """The adapter tests' pipeline: add_u8 over a SingleRing; with ``pace_s``, then a Python stage that
+    sleeps that long per message, so a kill lands mid-run (a run with :data:`PACE_OFF` in its
+    environment does not sleep)."""
+    lines = [f"pipeline.name={name}", "pipeline.target=SingleRing", f"pipeline.ring.capacity={capacity}",
+             f"pipeline.ring.slot_bytes={slot_bytes}", "pipeline.stages.0.id=bump", "pipeline.stages.0.op=add_u8"]
+    if pace_s:
+        (tmp_path / "pace_stage.py").write_text(
+            "import os\nimport time\n\n"
+            f"PACE = float(os.environ.get('EDGE_TEST_PACE_S', {str(pace_s)!r}))\n\n\n"
+            "def pace(msg):\n    if PACE:\n        time.sleep(PACE)\n    return msg\n\n\n"
+            "pace.byteor_modifies = False\n")
+        lines += ["pipeline.stages.1.id=pace", "pipeline.stages.1.op=resolver",
+                  "pipeline.stages.1.resolver_key=py:pace_stage:pace", "pipeline.stages.1.depends_on.0=0"]
+    path = tmp_path / f"{name}.kv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def bump(m: bytes) -> bytes:
+    """What add_u8 makes of ``m``."""
+    return bytes(b + 1 for b in m)
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     ck = pytest.importorskip("confluent_kafka")

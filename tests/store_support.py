@@ -9,34 +9,11 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 PG_DSN = "postgresql://root@127.0.0.1:5432/test"
-
-
-def store_spec(tmp_path: Path, *, paced: bool, capacity: int = 512) -> Path:
-    """add_u8 over a SingleRing; ``paced`` adds a Python stage that sleeps ``$STORE_TEST_PACE_S``
-    (default 0.1 ms) per message, so a kill lands mid-run; a restart passes ``PACE_OFF`` as its
-    environment and runs at full speed."""
-    lines = ["pipeline.name=store", "pipeline.target=SingleRing", f"pipeline.ring.capacity={capacity}",
-             "pipeline.ring.slot_bytes=64", "pipeline.stages.0.id=bump", "pipeline.stages.0.op=add_u8"]
-    if paced:
-        (tmp_path / "pace_stage.py").write_text(
-            "import os\nimport time\n\nPACE = float(os.environ.get('STORE_TEST_PACE_S', '0.0001'))\n\n\n"
-            "def pace(msg):\n    if PACE:\n        time.sleep(PACE)\n    return msg\n\n\n"
-            "pace.byteor_modifies = False\n")
-        lines += ["pipeline.stages.1.id=pace", "pipeline.stages.1.op=resolver",
-                  "pipeline.stages.1.resolver_key=py:pace_stage:pace", "pipeline.stages.1.depends_on.0=0"]
-    path = tmp_path / "store.kv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-#: the environment of a run that needs no pacing (a restart after the kill)
-PACE_OFF = {"STORE_TEST_PACE_S": "0"}
 
 
 def payloads(n: int, start: int = 0) -> list[bytes]:

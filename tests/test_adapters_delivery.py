@@ -7,29 +7,15 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from broker_support import BROKERS, wait_out
+from broker_support import BROKERS, edge_spec, wait_out
 
 pytestmark = pytest.mark.services
 
 N = 20_000
 CAPACITY = 512
-
-
-def _spec(tmp_path: Path, *, paced: bool) -> Path:
-    lines = ["pipeline.name=edge", "pipeline.target=SingleRing", f"pipeline.ring.capacity={CAPACITY}",
-             "pipeline.ring.slot_bytes=64", "pipeline.stages.0.id=bump", "pipeline.stages.0.op=add_u8"]
-    if paced:  # a Python stage that takes ~0.1 ms per message, so a kill lands mid-run
-        (tmp_path / "pace_stage.py").write_text(
-            "import time\n\ndef pace(msg):\n    time.sleep(0.0001)\n    return msg\n\npace.byteor_modifies = False\n")
-        lines += ["pipeline.stages.1.id=pace", "pipeline.stages.1.op=resolver",
-                  "pipeline.stages.1.resolver_key=py:pace_stage:pace", "pipeline.stages.1.depends_on.0=0"]
-    path = tmp_path / "edge.kv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _payloads() -> list[bytes]:
@@ -60,7 +46,7 @@ def _start_and_feed(broker, edge, spec, ring_dir, *extra: str):  # type: ignore[
 @pytest.mark.parametrize("name", BROKERS)
 def test_every_message_passes_add_u8_once(name, make_broker, edge, tmp_path, ring_dir) -> None:
     broker = make_broker(name)
-    e = _start_and_feed(broker, edge, _spec(tmp_path, paced=False), ring_dir, f"--max-messages={N}")
+    e = _start_and_feed(broker, edge, edge_spec(tmp_path, capacity=CAPACITY), ring_dir, f"--max-messages={N}")
     broker.produce(_payloads())
     assert e.wait() == 0, e.stderr
     summary = e.summary()
@@ -72,7 +58,8 @@ def test_every_message_passes_add_u8_once(name, make_broker, edge, tmp_path, rin
 @pytest.mark.parametrize("name", BROKERS)
 def test_sigkill_of_a_stage_loses_nothing(name, make_broker, edge, tmp_path, ring_dir) -> None:
     broker = make_broker(name)
-    e = _start_and_feed(broker, edge, _spec(tmp_path, paced=True), ring_dir, f"--max-messages={N}")
+    e = _start_and_feed(broker, edge, edge_spec(tmp_path, pace_s=0.0001, capacity=CAPACITY),
+                        ring_dir, f"--max-messages={N}")
     broker.produce(_payloads())
     wait_out(ring_dir, 2000)
     stages = e.children()
@@ -87,7 +74,7 @@ def test_sigkill_of_a_stage_loses_nothing(name, make_broker, edge, tmp_path, rin
 def test_sigkill_of_the_process_group_then_restart_loses_nothing(name, make_broker, edge, tmp_path,
                                                                  ring_dir) -> None:
     broker = make_broker(name)
-    spec = _spec(tmp_path, paced=True)
+    spec = edge_spec(tmp_path, pace_s=0.0001, capacity=CAPACITY)
     first = _start_and_feed(broker, edge, spec, ring_dir)
     half = N // 2
     broker.produce(_payloads()[:half])

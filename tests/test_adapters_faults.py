@@ -8,29 +8,16 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from broker_support import wait_out
+from broker_support import edge_spec, wait_out
 from conftest import SHM
 
 pytestmark = pytest.mark.services
 
 N = 20_000
 PORTS = {"nats": 4222, "redis": 6379, "rabbitmq-stream": 5552, "mqtt": 1883}
-
-
-def _spec(tmp_path: Path) -> Path:
-    (tmp_path / "pace_stage.py").write_text(
-        "import time\n\ndef pace(msg):\n    time.sleep(0.0001)\n    return msg\n\npace.byteor_modifies = False\n")
-    path = tmp_path / "edge.kv"
-    path.write_text("\n".join([
-        "pipeline.name=edgefault", "pipeline.target=SingleRing", "pipeline.ring.capacity=512",
-        "pipeline.ring.slot_bytes=64", "pipeline.stages.0.id=bump", "pipeline.stages.0.op=add_u8",
-        "pipeline.stages.1.id=pace", "pipeline.stages.1.op=resolver",
-        "pipeline.stages.1.resolver_key=py:pace_stage:pace", "pipeline.stages.1.depends_on.0=0"]) + "\n")
-    return path
 
 
 def _expected(n: int = N) -> set[bytes]:
@@ -45,7 +32,8 @@ def test_a_cut_connection_is_retried_and_loses_nothing(name, make_broker, edge, 
     broker = make_broker(name)
     proxy = tcp_proxy(("127.0.0.1", PORTS[name]))
     extra = {"load_balancer": "1"} if name == "rabbitmq-stream" else {}
-    e = edge(_spec(tmp_path), f"--ingress={broker.ingress(host=proxy.address, **extra)}",
+    e = edge(edge_spec(tmp_path, name="edgefault", pace_s=0.0001),
+             f"--ingress={broker.ingress(host=proxy.address, **extra)}",
              f"--egress={broker.egress()}", f"--ring-path={ring_dir}", "--idle-exit=4", "--json")
     e.wait_for("ingress")
     broker.produce([b"m%05d" % i for i in range(N // 2)])
@@ -71,7 +59,7 @@ def test_a_cut_connection_is_retried_and_loses_nothing(name, make_broker, edge, 
 def test_two_instances_in_one_group_share_the_work_and_survive_a_kill(name, make_broker, edge, tmp_path,
                                                                        request) -> None:
     broker = make_broker(name)
-    spec = _spec(tmp_path)
+    spec = edge_spec(tmp_path, name="edgefault", pace_s=0.0001)
     outs = [tmp_path / "a.out", tmp_path / "b.out"]
     params = [{"consumer": "a", "claim_idle": "2"}, {"consumer": "b", "claim_idle": "2"}] if name == "redis" \
         else [{}, {}]

@@ -10,11 +10,10 @@ import socket
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from broker_support import wait_out
+from broker_support import edge_spec, wait_out
 from grpc_support import free_ports
 
 grpc = pytest.importorskip("grpc")
@@ -23,19 +22,6 @@ N = 20_000
 CAPACITY = 512
 CALL = 1000  # messages per Publish call
 TOKEN = "grpc-test-token-7f3a9c"
-
-
-def _spec(tmp_path: Path, *, paced: bool = False) -> Path:
-    lines = ["pipeline.name=edgegrpc", "pipeline.target=SingleRing", f"pipeline.ring.capacity={CAPACITY}",
-             "pipeline.ring.slot_bytes=64", "pipeline.stages.0.id=bump", "pipeline.stages.0.op=add_u8"]
-    if paced:  # a Python stage that takes ~0.1 ms per message, so a kill lands mid-run
-        (tmp_path / "pace_stage.py").write_text(
-            "import time\n\ndef pace(msg):\n    time.sleep(0.0001)\n    return msg\n\npace.byteor_modifies = False\n")
-        lines += ["pipeline.stages.1.id=pace", "pipeline.stages.1.op=resolver",
-                  "pipeline.stages.1.resolver_key=py:pace_stage:pace", "pipeline.stages.1.depends_on.0=0"]
-    path = tmp_path / "edge.kv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _payloads(n: int = N) -> list[bytes]:
@@ -54,7 +40,7 @@ def _calls(n: int = N) -> list[list[bytes]]:
 def test_every_message_passes_add_u8_from_publish_to_subscribe(edge, grpc_clients, tmp_path, ring_dir) -> None:
     publisher, subscriber = grpc_clients
     pin, pout = free_ports(2)
-    e = edge(_spec(tmp_path), f"--ingress=grpc://127.0.0.1:{pin}", f"--egress=grpc://127.0.0.1:{pout}",
+    e = edge(edge_spec(tmp_path, name="grpc"), f"--ingress=grpc://127.0.0.1:{pin}", f"--egress=grpc://127.0.0.1:{pout}",
              f"--ring-path={ring_dir}", f"--max-messages={N}", "--json")
     e.wait_for(f"listening on 127.0.0.1:{pin}")
     sub = subscriber(pout)
@@ -74,8 +60,8 @@ def test_every_message_passes_add_u8_from_publish_to_subscribe(edge, grpc_client
 def test_sigkill_then_restart_loses_nothing_acknowledged(edge, grpc_clients, tmp_path, ring_dir) -> None:
     publisher, subscriber = grpc_clients
     pin, pout = free_ports(2)
-    args = (_spec(tmp_path, paced=True), f"--ingress=grpc://127.0.0.1:{pin}", f"--egress=grpc://127.0.0.1:{pout}",
-            f"--ring-path={ring_dir}", "--json")
+    args = (edge_spec(tmp_path, name="grpc", pace_s=0.0001), f"--ingress=grpc://127.0.0.1:{pin}",
+            f"--egress=grpc://127.0.0.1:{pout}", f"--ring-path={ring_dir}", "--json")
     first = edge(*args)
     first.wait_for(f"listening on 127.0.0.1:{pin}")
     sub = subscriber(pout, acked=True)  # at least once to the subscriber, across the kill too
@@ -104,7 +90,7 @@ def test_output_waits_for_a_subscriber_and_is_shared_by_several_with_a_token(edg
     publisher, subscriber = grpc_clients
     pin, pout = free_ports(2)
     n = 2000
-    e = edge(_spec(tmp_path), f"--ingress=grpc://127.0.0.1:{pin}?token_env=GRPC_TOKEN",
+    e = edge(edge_spec(tmp_path, name="grpc"), f"--ingress=grpc://127.0.0.1:{pin}?token_env=GRPC_TOKEN",
              f"--egress=grpc://127.0.0.1:{pout}?token_env=GRPC_TOKEN&batch=16", f"--ring-path={ring_dir}",
              f"--max-messages={n}", "--json", env={"GRPC_TOKEN": TOKEN})
     e.wait_for(f"listening on 127.0.0.1:{pout}")
@@ -143,7 +129,7 @@ def test_what_a_subscriber_leaves_unacknowledged_goes_to_the_next(edge, grpc_cli
     publisher, subscriber = grpc_clients
     pin, pout = free_ports(2)
     n = 2000
-    e = edge(_spec(tmp_path), f"--ingress=grpc://127.0.0.1:{pin}", f"--egress=grpc://127.0.0.1:{pout}?batch=50",
+    e = edge(edge_spec(tmp_path, name="grpc"), f"--ingress=grpc://127.0.0.1:{pin}", f"--egress=grpc://127.0.0.1:{pout}?batch=50",
              f"--ring-path={ring_dir}", f"--max-messages={n}", "--json")
     e.wait_for(f"listening on 127.0.0.1:{pin}")
     leaver = subscriber(pout, leave_after=100)  # SubscribeAcked, acknowledges nothing, then leaves
@@ -168,8 +154,8 @@ def test_ack_ring_answers_while_the_messages_are_still_in_the_pipeline(edge, grp
         f"import os, time\n\ndef gate(msg):\n    while not os.path.exists({str(gate)!r}):\n"
         "        time.sleep(0.01)\n    return msg\n\ngate.byteor_modifies = False\n")
     spec = tmp_path / "gated.kv"
-    spec.write_text(_spec(tmp_path).read_text() + "pipeline.stages.1.id=gate\npipeline.stages.1.op=resolver\n"
-                    "pipeline.stages.1.resolver_key=py:gate_stage:gate\npipeline.stages.1.depends_on.0=0\n")
+    spec.write_text(edge_spec(tmp_path, name="grpc").read_text() + "pipeline.stages.1.id=gate\n"
+                    "pipeline.stages.1.op=resolver\npipeline.stages.1.resolver_key=py:gate_stage:gate\npipeline.stages.1.depends_on.0=0\n")
     n = 300
     e = edge(spec, f"--ingress=grpc://127.0.0.1:{pin}?ack=ring", f"--egress=file:{out}?format=lines",
              f"--ring-path={ring_dir}", "--idle-exit=2", "--json")
@@ -185,7 +171,7 @@ def test_a_second_signal_stops_at_once_while_output_waits_for_a_subscriber(edge,
                                                                           ring_dir) -> None:
     publisher, _subscriber = grpc_clients
     pin, pout = free_ports(2)
-    e = edge(_spec(tmp_path), f"--ingress=grpc://127.0.0.1:{pin}", f"--egress=grpc://127.0.0.1:{pout}",
+    e = edge(edge_spec(tmp_path, name="grpc"), f"--ingress=grpc://127.0.0.1:{pin}", f"--egress=grpc://127.0.0.1:{pout}",
              f"--ring-path={ring_dir}")
     e.wait_for(f"listening on 127.0.0.1:{pin}")
     with ThreadPoolExecutor(1) as pool:
@@ -213,7 +199,8 @@ def test_a_second_signal_stops_at_once_while_output_waits_for_a_subscriber(edge,
 ])
 def test_a_bad_grpc_uri_is_a_one_line_usage_error(cli, tmp_path, flag, uri, needle) -> None:
     other = "--egress=-" if flag == "--ingress" else "--ingress=-"
-    proc = cli("run", _spec(tmp_path), f"{flag}={uri}", other, script="byteor-edgeplane", input="", timeout=30)
+    proc = cli("run", edge_spec(tmp_path, name="grpc"), f"{flag}={uri}", other, script="byteor-edgeplane", input="",
+               timeout=30)
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -224,7 +211,7 @@ def test_a_port_in_use_fails_at_start_naming_the_address(cli, tmp_path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        proc = cli("run", _spec(tmp_path), "--ingress=-", f"--egress=grpc://127.0.0.1:{port}?batch=8",
+        proc = cli("run", edge_spec(tmp_path, name="grpc"), "--ingress=-", f"--egress=grpc://127.0.0.1:{port}?batch=8",
                    script="byteor-edgeplane", input="ab\n", timeout=30)
     assert proc.returncode == 1, proc.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

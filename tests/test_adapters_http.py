@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from web_support import Sender, bump, free_port, read_hex, rss_kib, web_spec
+from broker_support import bump, edge_spec
+from web_support import Sender, free_port, read_hex, rss_kib
 
 N = 20_000
 TOKEN = "s3cret-bearer-token-for-tests"
@@ -39,7 +40,7 @@ def _start(edge, spec: Path, ring_dir: Path, out: Path, *extra: str, query: str 
 
 def test_http_ingress_passes_20000_messages_through_add_u8(edge, tmp_path, ring_dir) -> None:
     out = tmp_path / "out.hex"
-    e, url = _start(edge, web_spec(tmp_path), ring_dir, out, f"--max-messages={N}")
+    e, url = _start(edge, edge_spec(tmp_path, name="web"), ring_dir, out, f"--max-messages={N}")
     sender = Sender(url, _requests(N, 100), clients=8).run()
     assert e.wait() == 0, e.stderr
     assert sorted(sender.acked) == sorted(m for r in _requests(N, 100) for m in r)
@@ -50,7 +51,7 @@ def test_http_ingress_passes_20000_messages_through_add_u8(edge, tmp_path, ring_
 
 
 def test_sigkill_then_restart_loses_no_request_that_got_202(edge, tmp_path, ring_dir) -> None:
-    spec = web_spec(tmp_path, pace_s=0.0001)
+    spec = edge_spec(tmp_path, name="web", pace_s=0.0001)
     port = free_port()
     outs = [tmp_path / "out1.hex", tmp_path / "out2.hex"]
     requests = _requests(N, 50)
@@ -78,7 +79,8 @@ def test_sigkill_then_restart_loses_no_request_that_got_202(edge, tmp_path, ring
 def test_full_ring_answers_503_with_retry_after_and_takes_nothing(edge, tmp_path, ring_dir) -> None:
     out = tmp_path / "out.hex"
     # a slow stage and a small ring: many clients fill it at once
-    e, url = _start(edge, web_spec(tmp_path, pace_s=0.002, capacity=16), ring_dir, out, query="?retry_after=2")
+    e, url = _start(edge, edge_spec(tmp_path, name="web", pace_s=0.002, capacity=16), ring_dir, out,
+                    query="?retry_after=2")
     sender = Sender(url, _requests(600, 4), clients=32).run()
     e.proc.send_signal(signal.SIGTERM)
     assert e.wait() == 0, e.stderr
@@ -92,7 +94,7 @@ def test_full_ring_answers_503_with_retry_after_and_takes_nothing(edge, tmp_path
 
 def test_oversize_bad_frames_and_bad_tokens_are_refused_and_take_nothing(edge, tmp_path, ring_dir) -> None:
     out = tmp_path / "out.hex"
-    e, url = _start(edge, web_spec(tmp_path), ring_dir, out, query="?token_env=WEB_TOKEN&max_body=4096",
+    e, url = _start(edge, edge_spec(tmp_path, name="web"), ring_dir, out, query="?token_env=WEB_TOKEN&max_body=4096",
                     env={"WEB_TOKEN": TOKEN})
     good = {"authorization": f"Bearer {TOKEN}"}
     base = url.rsplit("/", 1)[0]
@@ -126,7 +128,7 @@ def test_oversize_bad_frames_and_bad_tokens_are_refused_and_take_nothing(edge, t
 @pytest.mark.slow
 def test_100_concurrent_clients_for_10_s_bounded_memory_nothing_lost(edge, tmp_path, ring_dir) -> None:
     out = tmp_path / "out.hex"
-    e, url = _start(edge, web_spec(tmp_path), ring_dir, out)
+    e, url = _start(edge, edge_spec(tmp_path, name="web"), ring_dir, out)
     requests = _requests(400_000, 10)  # more than 10 s worth; what is not sent stays unsent
     sender = Sender(url, requests, clients=100).start()
     samples: list[int] = []
@@ -151,7 +153,7 @@ def test_http_egress_posts_batches_retries_503_with_the_same_idempotency_key(edg
     inp = tmp_path / "in.txt"
     msgs = [b"e%05d" % i for i in range(N)]
     inp.write_bytes(b"".join(m + b"\n" for m in msgs))
-    e = edge(web_spec(tmp_path), f"--ingress=file:{inp}?format=lines",
+    e = edge(edge_spec(tmp_path, name="web"), f"--ingress=file:{inp}?format=lines",
              f"--egress=http://bob:hunter2pass@127.0.0.1:{receiver.port}/sink?batch=500", f"--ring-path={ring_dir}",
              "--json")
     assert e.wait() == 0, e.stderr
@@ -167,7 +169,7 @@ def test_http_egress_posts_batches_retries_503_with_the_same_idempotency_key(edg
 
 
 def test_bad_http_bindings_are_usage_errors(cli, tmp_path) -> None:
-    spec = web_spec(tmp_path)
+    spec = edge_spec(tmp_path, name="web")
     assert "WEB_TOKEN" not in os.environ
     for uri, words in ((f"https://127.0.0.1:{free_port()}/x", "http:// only"),
                        (f"http://127.0.0.1:{free_port()}/x?token_env=WEB_TOKEN", "unset"),
@@ -184,7 +186,7 @@ def test_http_egress_sigkill_then_restart_loses_nothing(make_broker, edge, tmp_p
                                                           http_receiver) -> None:
     broker = make_broker("redis")  # an ingress that keeps what was not committed
     receiver = http_receiver()
-    spec = web_spec(tmp_path, pace_s=0.0001)
+    spec = edge_spec(tmp_path, name="web", pace_s=0.0001)
     msgs = [b"k%05d" % i for i in range(N)]
     args = [f"--ingress={broker.ingress()}", f"--egress=http://127.0.0.1:{receiver.port}/sink?batch=200",
             f"--ring-path={ring_dir}", "--json"]
@@ -208,13 +210,14 @@ def test_http_egress_len32_carries_newlines_that_ndjson_refuses(edge, tmp_path, 
     inp = tmp_path / "in.hex"
     inp.write_text("41\n0941\n")  # add_u8 turns 0x09 into a newline
     url = f"http://127.0.0.1:{receiver.port}/sink"
-    e = edge(web_spec(tmp_path), f"--ingress=file:{inp}?format=hex", f"--egress={url}?format=len32",
+    e = edge(edge_spec(tmp_path, name="web"), f"--ingress=file:{inp}?format=hex", f"--egress={url}?format=len32",
              f"--ring-path={ring_dir}", "--json")
     assert e.wait() == 0, e.stderr
     body, headers = receiver.posts[0]
     assert headers["content-type"] == "application/x-byteor-len32"
     assert body == b"\x01\x00\x00\x00B" + b"\x02\x00\x00\x00\nB"
-    e = edge(web_spec(tmp_path), f"--ingress=file:{inp}?format=hex", f"--egress={url}", f"--ring-path={ring_dir}")
+    e = edge(edge_spec(tmp_path, name="web"), f"--ingress=file:{inp}?format=hex", f"--egress={url}",
+             f"--ring-path={ring_dir}")
     assert e.wait() == 1
     assert "message 1 contains a newline" in e.stderr and "format=len32" in e.stderr and "Traceback" not in e.stderr
 

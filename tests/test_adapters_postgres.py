@@ -14,9 +14,9 @@ from collections import Counter
 
 import pytest
 
-from broker_support import wait_out
+from broker_support import PACE_OFF, edge_spec, wait_out
 from conftest import SHM
-from store_support import PACE_OFF, bumped, payloads, store_spec
+from store_support import bumped, payloads
 
 pytestmark = pytest.mark.services
 
@@ -25,7 +25,7 @@ N = 20_000
 
 def test_every_queued_row_passes_add_u8_once(pg_tables, edge, tmp_path, ring_dir) -> None:
     # poll=60: rows queued after the source went idle arrive by NOTIFY, or not within the test's time
-    e = edge(store_spec(tmp_path, paced=False), f"--ingress={pg_tables.ingress(poll='60')}",
+    e = edge(edge_spec(tmp_path, name="store"), f"--ingress={pg_tables.ingress(poll='60')}",
              f"--egress={pg_tables.egress()}", f"--ring-path={ring_dir}", f"--max-messages={N}", "--json")
     e.wait_for("ingress")
     time.sleep(0.5)  # the first look found the queue empty
@@ -43,7 +43,7 @@ def test_every_queued_row_passes_add_u8_once(pg_tables, edge, tmp_path, ring_dir
 def test_a_run_stopped_by_max_messages_deletes_exactly_what_it_processed(pg_tables, edge, tmp_path,
                                                                          ring_dir) -> None:
     pg_tables.produce(payloads(300))
-    spec = store_spec(tmp_path, paced=False)
+    spec = edge_spec(tmp_path, name="store")
     for run, take in enumerate((100, 200)):
         e = edge(spec, f"--ingress={pg_tables.ingress()}", "--egress=file:/dev/null", f"--ring-path={ring_dir}",
                  f"--max-messages={take}", "--json")
@@ -54,7 +54,7 @@ def test_a_run_stopped_by_max_messages_deletes_exactly_what_it_processed(pg_tabl
 
 
 def test_sigkill_then_restart_loses_nothing_and_writes_each_row_once(pg_tables, edge, tmp_path, ring_dir) -> None:
-    spec = store_spec(tmp_path, paced=True)
+    spec = edge_spec(tmp_path, name="store", pace_s=0.0001)
     args = (f"--ingress={pg_tables.ingress()}", f"--egress={pg_tables.egress()}", f"--ring-path={ring_dir}", "--json")
     first = edge(spec, *args)
     first.wait_for("ingress")
@@ -75,8 +75,8 @@ def test_sigkill_then_restart_loses_nothing_and_writes_each_row_once(pg_tables, 
 def test_a_cut_connection_is_retried_and_loses_nothing(pg_tables, edge, tcp_proxy, tmp_path, ring_dir) -> None:
     proxy = tcp_proxy(("127.0.0.1", 5432))
     ingress = pg_tables.ingress().replace("127.0.0.1:5432", proxy.address)
-    e = edge(store_spec(tmp_path, paced=True), f"--ingress={ingress}", f"--egress={pg_tables.egress()}",
-             f"--ring-path={ring_dir}", "--idle-exit=3", "--json", env={"STORE_TEST_PACE_S": "0.0005"})
+    e = edge(edge_spec(tmp_path, name="store", pace_s=0.0001), f"--ingress={ingress}", f"--egress={pg_tables.egress()}",
+             f"--ring-path={ring_dir}", "--idle-exit=3", "--json", env={"EDGE_TEST_PACE_S": "0.0005"})
     e.wait_for("ingress")
     n = 6000
     pg_tables.produce(payloads(n // 2))
@@ -94,7 +94,7 @@ def test_a_cut_connection_is_retried_and_loses_nothing(pg_tables, edge, tcp_prox
 
 
 def test_two_instances_on_one_queue_process_each_row_exactly_once(pg_tables, edge, tmp_path, request) -> None:
-    spec = store_spec(tmp_path, paced=True)
+    spec = edge_spec(tmp_path, name="store", pace_s=0.0001)
     outs = [tmp_path / "a.out", tmp_path / "b.out"]
     rings = [SHM / f"t-pgscale-{uuid.uuid4().hex[:12]}" for _ in range(2)]
     request.addfinalizer(lambda: [shutil.rmtree(r, ignore_errors=True) for r in rings])
@@ -133,7 +133,7 @@ def test_a_missing_table_is_one_line_and_the_password_shows_nowhere(cli, tmp_pat
     secret = f"Pw{uuid.uuid4().hex}"
     missing = f"nope_{uuid.uuid4().hex[:8]}"
     t0 = time.monotonic()
-    r = cli("run", store_spec(tmp_path, paced=False), "--egress=-",
+    r = cli("run", edge_spec(tmp_path, name="store"), "--egress=-",
             f"--ingress=postgresql://root:{secret}@127.0.0.1:5432/test?table={missing}", script="byteor-edgeplane")
     assert r.returncode == 1, r.stderr
     assert f'CREATE TABLE "{missing}" (id bigserial PRIMARY KEY, payload bytea NOT NULL)' in r.stderr
@@ -147,7 +147,7 @@ def test_a_role_without_the_privileges_a_claim_needs_is_refused_at_start(pg_tabl
     pg_tables.conn.execute(f"CREATE ROLE {role} LOGIN")
     try:
         pg_tables.conn.execute(f"GRANT SELECT ON {pg_tables.queue} TO {role}")  # no UPDATE: no row locks
-        r = cli("run", store_spec(tmp_path, paced=False), "--egress=-",
+        r = cli("run", edge_spec(tmp_path, name="store"), "--egress=-",
                 f"--ingress=postgresql://{role}@127.0.0.1:5432/test?table={pg_tables.queue}", script="byteor-edgeplane")
         assert r.returncode == 1, r.stderr
         assert f"cannot use table {pg_tables.queue}: permission denied" in r.stderr, r.stderr
@@ -158,7 +158,7 @@ def test_a_role_without_the_privileges_a_claim_needs_is_refused_at_start(pg_tabl
 
 
 def test_a_bad_table_parameter_is_refused_before_connecting(cli, tmp_path) -> None:
-    r = cli("run", store_spec(tmp_path, paced=False), "--egress=-",
+    r = cli("run", edge_spec(tmp_path, name="store"), "--egress=-",
             "--ingress=postgresql://root@127.0.0.1:5432/test?table=a.b.c", script="byteor-edgeplane")
     assert r.returncode == 2 and "?table= must be TABLE or SCHEMA.TABLE" in r.stderr, r.stderr
 

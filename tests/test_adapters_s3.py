@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
-from broker_support import wait_out
-from store_support import PACE_OFF, bumped, payloads, store_spec
+from broker_support import PACE_OFF, edge_spec, wait_out
+from store_support import bumped, payloads
 
 pytestmark = pytest.mark.services
 
@@ -30,7 +30,7 @@ def _put_objects(bucket, prefix: str, first: int, count: int, per_object: int = 
 
 def test_every_object_message_passes_add_u8_once(s3_bucket, edge, tmp_path, ring_dir) -> None:
     _put_objects(s3_bucket, "in/", 0, N)
-    e = edge(store_spec(tmp_path, paced=False), f"--ingress={s3_bucket.uri('in/')}",
+    e = edge(edge_spec(tmp_path, name="store"), f"--ingress={s3_bucket.uri('in/')}",
              f"--egress={s3_bucket.uri('out/', batch='4000')}", f"--ring-path={ring_dir}", f"--max-messages={N}",
              "--json")
     assert e.wait() == 0, e.stderr
@@ -46,7 +46,7 @@ def test_every_object_message_passes_add_u8_once(s3_bucket, edge, tmp_path, ring
 
 def test_sigkill_then_restart_resumes_from_the_checkpoint_and_loses_nothing(s3_bucket, edge, tmp_path,
                                                                            ring_dir) -> None:
-    spec = store_spec(tmp_path, paced=True, capacity=CAPACITY)
+    spec = edge_spec(tmp_path, name="store", pace_s=0.0001, capacity=CAPACITY)
     args = (f"--ingress={s3_bucket.uri('in/')}", f"--egress={s3_bucket.uri('out/')}", f"--ring-path={ring_dir}",
             "--json")
     _put_objects(s3_bucket, "in/", 0, N // 2)
@@ -85,7 +85,7 @@ def test_a_put_cut_off_from_the_store_is_retried_under_the_same_name(s3_bucket, 
     host, port = host_port.rsplit(":", 1)
     proxy = tcp_proxy((host, int(port)))
     egress = s3_bucket.uri("out/").replace(host_port, proxy.address)
-    e = edge(store_spec(tmp_path, paced=False), f"--ingress={s3_bucket.uri('in/')}", f"--egress={egress}",
+    e = edge(edge_spec(tmp_path, name="store"), f"--ingress={s3_bucket.uri('in/')}", f"--egress={egress}",
              f"--ring-path={ring_dir}", "--idle-exit=3", "--json")
     e.wait_for("ingress")
     proxy.cut()
@@ -108,7 +108,7 @@ def test_len32_objects_round_trip(s3_bucket, edge, tmp_path, ring_dir) -> None:
     msgs = [b"a\nb", b"", b"\x00\x09\xfe", *payloads(997)]
     body = b"".join(struct.pack("<I", len(m)) + m for m in msgs)
     s3_bucket.client.put_object(Bucket=s3_bucket.name, Key="bin/one", Body=body)
-    e = edge(store_spec(tmp_path, paced=False), f"--ingress={s3_bucket.uri('bin/', format='len32')}",
+    e = edge(edge_spec(tmp_path, name="store"), f"--ingress={s3_bucket.uri('bin/', format='len32')}",
              f"--egress={s3_bucket.uri('binout/', format='len32')}", f"--ring-path={ring_dir}",
              f"--max-messages={len(msgs)}", "--json")
     assert e.wait() == 0, e.stderr
@@ -127,7 +127,7 @@ def test_a_truncated_len32_object_stops_the_run_after_the_messages_before_it(s3_
     good = [*payloads(100)]
     body = b"".join(struct.pack("<I", len(m)) + m for m in good) + struct.pack("<I", 50) + b"short"
     s3_bucket.client.put_object(Bucket=s3_bucket.name, Key="bad/one", Body=body)
-    e = edge(store_spec(tmp_path, paced=False), f"--ingress={s3_bucket.uri('bad/', format='len32')}",
+    e = edge(edge_spec(tmp_path, name="store"), f"--ingress={s3_bucket.uri('bad/', format='len32')}",
              f"--egress={s3_bucket.uri('badout/')}", f"--ring-path={ring_dir}", "--json")
     assert e.wait() == 2, e.stderr
     assert "'bad/one'" in e.stderr and f"at byte {len(body) - 9}" in e.stderr, e.stderr
@@ -140,7 +140,7 @@ def test_a_truncated_len32_object_stops_the_run_after_the_messages_before_it(s3_
     ("s3://bkt/p?format=hex", "?format= must be one of lines|len32"),
 ])
 def test_bad_s3_uris_are_refused_in_one_line(cli, tmp_path, uri, error) -> None:
-    r = cli("run", store_spec(tmp_path, paced=False), f"--ingress={uri}", "--egress=-", script="byteor-edgeplane")
+    r = cli("run", edge_spec(tmp_path, name="store"), f"--ingress={uri}", "--egress=-", script="byteor-edgeplane")
     assert r.returncode == 2, r.stderr
     assert error in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "hunter2secret" not in r.stderr + r.stdout

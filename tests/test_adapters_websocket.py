@@ -12,7 +12,8 @@ from collections import Counter
 
 import pytest
 
-from web_support import WsSender, bump, free_port, read_hex, web_spec
+from broker_support import bump, edge_spec
+from web_support import WsSender, free_port, read_hex
 
 N = 20_000
 TOKEN = "ws-bearer-token-for-tests"
@@ -24,8 +25,8 @@ def _msgs(n: int = N) -> list[bytes]:
 
 def test_websocket_ingress_passes_20000_messages_through_add_u8(edge, tmp_path, ring_dir) -> None:
     port, out = free_port(), tmp_path / "out.hex"
-    e = edge(web_spec(tmp_path), f"--ingress=ws://127.0.0.1:{port}/feed", f"--egress=file:{out}?format=hex",
-             f"--ring-path={ring_dir}", "--json", f"--max-messages={N}")
+    e = edge(edge_spec(tmp_path, name="web"), f"--ingress=ws://127.0.0.1:{port}/feed",
+             f"--egress=file:{out}?format=hex", f"--ring-path={ring_dir}", "--json", f"--max-messages={N}")
     e.wait_for("listening")
     sender = WsSender(f"ws://127.0.0.1:{port}/feed", _msgs(), connections=4).start()
     assert e.wait() == 0, e.stderr
@@ -36,7 +37,7 @@ def test_websocket_ingress_passes_20000_messages_through_add_u8(edge, tmp_path, 
 
 
 def test_sigkill_then_restart_loses_no_acknowledged_frame(edge, tmp_path, ring_dir) -> None:
-    spec = web_spec(tmp_path, pace_s=0.0001)
+    spec = edge_spec(tmp_path, name="web", pace_s=0.0001)
     port = free_port()
     outs = [tmp_path / "out1.hex", tmp_path / "out2.hex"]
     url = f"ws://127.0.0.1:{port}/feed"
@@ -71,7 +72,7 @@ def test_bad_token_text_frames_and_oversize_frames_are_refused(edge, tmp_path, r
     from websockets.exceptions import ConnectionClosed, InvalidStatus
 
     port, out = free_port(), tmp_path / "out.hex"
-    e = edge(web_spec(tmp_path), f"--ingress=ws://127.0.0.1:{port}/feed?token_env=WS_TOKEN",
+    e = edge(edge_spec(tmp_path, name="web"), f"--ingress=ws://127.0.0.1:{port}/feed?token_env=WS_TOKEN",
              f"--egress=file:{out}?format=hex", f"--ring-path={ring_dir}", "--json", env={"WS_TOKEN": TOKEN})
     e.wait_for("listening")
     url = f"ws://127.0.0.1:{port}/feed"
@@ -120,7 +121,7 @@ def test_websocket_egress_sends_every_message_to_the_server(edge, tmp_path, ring
     inp = tmp_path / "in.txt"
     msgs = _msgs()
     inp.write_bytes(b"".join(m + b"\n" for m in msgs))
-    e = edge(web_spec(tmp_path), f"--ingress=file:{inp}?format=lines",
+    e = edge(edge_spec(tmp_path, name="web"), f"--ingress=file:{inp}?format=lines",
              f"--egress=ws://127.0.0.1:{ws_receiver.port}/out", f"--ring-path={ring_dir}", "--json")
     assert e.wait() == 0, e.stderr
     deadline = time.monotonic() + 10
@@ -134,7 +135,7 @@ def test_websocket_egress_sends_every_message_to_the_server(edge, tmp_path, ring
 def test_websocket_egress_sigkill_then_restart_loses_nothing(make_broker, edge, tmp_path, ring_dir,
                                                                ws_receiver) -> None:
     broker = make_broker("redis")  # an ingress that keeps what was not committed
-    spec = web_spec(tmp_path, pace_s=0.0001)
+    spec = edge_spec(tmp_path, name="web", pace_s=0.0001)
     msgs = _msgs()
     args = [f"--ingress={broker.ingress()}", f"--egress=ws://127.0.0.1:{ws_receiver.port}/out",
             f"--ring-path={ring_dir}", "--json"]

@@ -21,23 +21,7 @@ import pytest
 CAPACITY = 512
 
 
-def web_spec(tmp_path: Path, *, pace_s: float = 0.0, capacity: int = CAPACITY, slot_bytes: int = 64) -> Path:
-    """add_u8, then (with ``pace_s``) a Python stage that sleeps that long per message."""
-    lines = ["pipeline.name=web", "pipeline.target=SingleRing", f"pipeline.ring.capacity={capacity}",
-             f"pipeline.ring.slot_bytes={slot_bytes}", "pipeline.stages.0.id=bump", "pipeline.stages.0.op=add_u8"]
-    if pace_s:
-        (tmp_path / "pace_stage.py").write_text(
-            f"import time\n\ndef pace(msg):\n    time.sleep({pace_s!r})\n    return msg\n\n"
-            "pace.byteor_modifies = False\n")
-        lines += ["pipeline.stages.1.id=pace", "pipeline.stages.1.op=resolver",
-                  "pipeline.stages.1.resolver_key=py:pace_stage:pace", "pipeline.stages.1.depends_on.0=0"]
-    path = tmp_path / "web.kv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
-
-def bump(m: bytes) -> bytes:
-    return bytes(b + 1 for b in m)
 
 
 def free_port() -> int:
