@@ -1,4 +1,4 @@
-"""The retry shape of action stages (design A5): exponential backoff from BYTEOR_ACTION_RETRY_BASE_MS,
+"""The retry shape of action stages: exponential backoff from BYTEOR_ACTION_RETRY_BASE_MS,
 capped; BYTEOR_ACTION_MAX_RETRIES bounds the attempts; bad values are usage errors naming the
 variable. (How many attempts a stage really makes is tested against a real server in
 test_actions_http.py; the waits are checked here, never timed.)"""

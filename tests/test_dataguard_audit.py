@@ -1,4 +1,4 @@
-"""Acceptance-audit addition for DataGuard (issue 8): ``byteor-dataguard run`` (the product script,
+"""DataGuard through its own product script: ``byteor-dataguard run`` (the product script,
 not only ``byteor``) runs a SingleRing with a ``dataguard:<profile>`` stage in ``row`` mode, in one
 process and across processes, redacting every accepted message and counting into the report."""
 

@@ -1,4 +1,4 @@
-"""Policy audit record JSON v1 (seed 001): every field, round trip, invalid specs, newer versions,
+"""Policy audit record JSON v1: every field, round trip, invalid specs, newer versions,
 and the `byteor-actiongraph policy` / `policy-audit` verbs."""
 
 from __future__ import annotations

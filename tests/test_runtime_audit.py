@@ -1,4 +1,4 @@
-"""Acceptance-audit additions for the SingleRing runtime (issue 4): ``unordered`` sharding spreads
+"""More SingleRing runtime cases: ``unordered`` sharding spreads
 round robin in both executors, ``run`` shows a live progress line when stderr is a TTY, and Ctrl-C
 (SIGINT) drains like SIGTERM."""
 

@@ -1,4 +1,4 @@
-"""Acceptance-audit additions for the spec layer (issue 3): the A2/A1 cases the rule tables in
+"""More spec-layer cases: the validation and format cases the rule tables in
 ``test_spec_validate.py`` / ``test_spec_kv.py`` did not have (unknown lane kind, role kind, endpoint
 direction and ``on_full`` values, duplicate role names, a zero-length router key, an empty egress
 name), each naming its key with exit 3, and a bad enum value is reported once, never also as

@@ -1,4 +1,4 @@
-"""Plans and lowering, the compile report artifact, builders, A2 semantics, summary, DOT and diff."""
+"""Plans and lowering, the compile report artifact, builders, result semantics, summary, DOT and diff."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""validate_v1: one failing case per rule (design A2 plus the sanity rules), each checking the exact
+"""validate_v1: one failing case per rule (docs/spec.md rules plus sanity rules), each checking the exact
 key named, through the function, the in-process CLI (exit 3, key on stderr) and, for a representative
 set, the installed ``byteor`` console script."""
 

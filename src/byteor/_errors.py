@@ -1,7 +1,7 @@
 """The one exception root of byteor.
 
 Every error byteor raises on purpose is a :class:`ByteorError`. The branches say who is at fault,
-and each class carries the command-line exit code an operator sees (design A3)::
+and each class carries the command-line exit code an operator sees (docs/operators.md)::
 
     ByteorError                       exit_code
     ├── SpecError (ValueError)            3   the spec is wrong; the message ends with its locator

@@ -5,7 +5,7 @@ same directory, then ``rename``), or *exclusively* (``O_EXCL``: an existing file
 which the replay audit requires. Readers return the top-level object and check its schema version:
 the artifact's own major version (``byteor._schemas.SCHEMA_VERSIONS``) or an older one is accepted, a
 newer major is rejected with :class:`~byteor.ArtifactError` naming the file, the field and both
-versions. Artifacts written by producers that carry no version field (the v1 field lists of seed 001
+versions. Artifacts written by producers that carry no version field (the v1 field lists
 have none for ``spec_validation.json``, ``runtime.json`` and ``environment.json``) read as version 1.
 """
 

@@ -1,7 +1,7 @@
 """Operator artifacts: writers and readers for every versioned file byteor leaves behind.
 
 Every reader checks the artifact's schema version and rejects a newer major with
-:class:`~byteor.ArtifactError`; every writer has a round-trip test. Field names follow seed 001.
+:class:`~byteor.ArtifactError`; every writer has a round-trip test. Field names are the v1 ones (docs/operators.md).
 """
 
 from __future__ import annotations

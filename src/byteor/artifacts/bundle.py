@@ -1,4 +1,4 @@
-"""Incident bundle directory v1 (seed 001): one directory that captures what ran.
+"""Incident bundle directory v1: one directory that captures what ran.
 
 Required files: ``spec.kv`` (canonical when the spec decodes, else the raw bytes as found),
 ``spec_validation.json``, ``runtime.json``, ``policy_audit.json``, ``environment.json``.

@@ -1,4 +1,4 @@
-"""``environment.json`` (seed 001, design A6): the process environment, never a secret in clear.
+"""``environment.json`` (v1, redacted as docs/security.md says): the process environment, never a secret in clear.
 
 Fields: ``pid`` (u32), ``cwd`` (string or null), ``args`` (string list), ``env`` (``[name, value]``
 pairs sorted by name), ``proc_status`` (the text of ``/proc/self/status`` or null), plus the additive

@@ -1,4 +1,4 @@
-"""Replay audit JSON v1 (seed 001): what a replay selected, under which policy, and every action.
+"""Replay audit JSON v1: what a replay selected, under which policy, and every action.
 
 Root: ``audit_v`` (1), ``created_unix_ms``, ``bundle_dir``, ``spec_sha256`` (``sha256:<hex>``, the
 spec hash), ``input`` {``journal_lane``, ``journal_path``, ``last_n``, ``scanned_records``,

@@ -1,4 +1,4 @@
-"""``spec_validation.json`` and ``runtime.json`` (seed 001): the two small bundle files.
+"""``spec_validation.json`` and ``runtime.json`` (v1): the two small bundle files.
 
 ``spec_validation.json``: ``ok`` (bool), ``description`` (string, when ``ok``), ``error`` (string,
 when not ``ok``), plus the additive ``validation_v``. ``runtime.json``: ``{"crate": {"name":

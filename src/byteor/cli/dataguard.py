@@ -1,4 +1,4 @@
-"""``byteor-dataguard`` verbs: ``encode``, ``decode``, ``check``, ``redact``, ``fused`` (design A7).
+"""``byteor-dataguard`` verbs: ``encode``, ``decode``, ``check``, ``redact``, ``fused`` (docs/dataguard.md).
 
 ``encode`` prints a USM1 envelope as hex; ``decode`` prints ``{"header": ..., "payload": ...}`` (a
 malformed envelope exits 1 naming the error class). ``check``/``redact``/``fused`` stream a file of

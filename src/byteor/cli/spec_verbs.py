@@ -1,7 +1,7 @@
 """The spec verbs: ``validate``, ``describe``, ``dot``, ``diff``, ``compile``, ``capabilities``,
 ``compatibility``. One module, dispatched on the verb name; every product script offers them.
 
-Exit codes (design A3): 0 ok, 1 ``diff`` found differences, 2 usage error (missing file, bad
+Exit codes: 0 ok, 1 ``diff`` found differences, 2 usage error (missing file, bad
 option, no graphviz for ``--render``), 3 invalid or undecodable spec (``compatibility --spec``: the
 spec cannot run here).
 """

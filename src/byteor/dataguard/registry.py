@@ -1,6 +1,6 @@
 """The file-backed schema registry.
 
-Layout under the registry root (design A7)::
+Layout under the registry root (docs/dataguard.md)::
 
     <root>/<schema_id>/<msg_type>/v<msg_version>.json
 

@@ -451,7 +451,7 @@ def _key_set_check(key_path: str, families: list[str], needs_approval: bool) -> 
         keys = load_key_set(key_path)
     except UsageError as exc:
         return Check(
-            "signing_keys", "fail", f"unreadable key set: {exc}", "rewrite the key set (design A4)"
+            "signing_keys", "fail", f"unreadable key set: {exc}", "rewrite the key set (docs/policy.md)"
         ), None
     kids = ", ".join(sorted(keys.keys)) or "none"
     detail = f"{key_path}: {len(keys.keys)} key(s) ({kids}), source {keys.source}"

@@ -1,4 +1,4 @@
-"""Approval credentials v1 (design A4): issue, decode and verify, bound to one spec hash.
+"""Approval credentials v1 (docs/policy.md): issue, decode and verify, bound to one spec hash.
 
 Wire format::
 

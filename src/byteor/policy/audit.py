@@ -1,4 +1,4 @@
-"""Policy audit record JSON v1 (seed 001): what policy a spec ran (or would run) under.
+"""Policy audit record JSON v1: what policy a spec ran (or would run) under.
 
 Fields, all always present except ``spec``/``error``::
 

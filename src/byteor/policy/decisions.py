@@ -7,7 +7,7 @@ posture's :class:`PostureRules`, the stage family, the dry-run flag, the replay 
 approval verified; the allowlists (``BYTEOR_EXEC_ALLOWLIST``, ``BYTEOR_HTTP_POST_ALLOWLIST``) are
 applied before it by the gate and always win.
 
-The default table (design A4) can be replaced per posture by an operator policy file (JSON, see
+The default table (docs/policy.md) can be replaced per posture by an operator policy file (JSON, see
 :func:`load_policy_file` and ``docs/policy.md``) named by ``--policy-file`` or ``BYTEOR_POLICY_FILE``.
 """
 

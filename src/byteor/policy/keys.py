@@ -5,7 +5,7 @@ A key-set file holds a JSON list of keys, ``{"keys": [...]}``, or the cache enve
 ``{"source": "refreshed"|"cached", "last_refresh_at": RFC3339|null, "keys": [...]}``. Several keys
 may be active at once (rotation): a credential verifies when the key its ``kid`` names verifies it.
 
-Refresh (design A4): when ``BYTEOR_API_BASE_URL``, ``BYTEOR_AGENT_ID`` and ``BYTEOR_AGENT_API_KEY``
+Refresh (docs/policy.md): when ``BYTEOR_API_BASE_URL``, ``BYTEOR_AGENT_ID`` and ``BYTEOR_AGENT_API_KEY``
 are all set, :func:`load_runtime_keys` first fetches ``GET {base}/v1/agents/{agent_id}/signing-keys``
 with ``Authorization: Bearer {key}`` and writes the cache ``signing_keys.json`` next to the spec
 (``source="refreshed"``). Whoever controls the network must not be able to mint approvals, so:

@@ -1,7 +1,7 @@
 """Offline replay of journal records from an incident bundle, with an immutable audit.
 
 The engine runs each selected record through the bundle's spec in one process, with the reference
-semantics of ``run --sp`` (design A2: stages one after another in index order; for a LaneGraph the
+semantics of ``run --sp`` (as docs/runtime.md defines it: stages one after another in index order; for a LaneGraph the
 record enters at the selected journal lane and flows through every reader downstream, roles in
 index order, depth first). Nothing is appended to any journal and no shared memory is touched.
 

@@ -2,7 +2,7 @@
 
 Layout: one ring file per shard, ``<ring_dir>/shard-<k>.ring`` (default ring directory
 ``/dev/shm/byteor/<name>-<hash8>/``). Consumer ``i`` of a ring is stage ``i``; its dependency mask is
-``byteor.spec.semantics.effective_deps`` (declared deps plus the A2 orderings); the last consumer is
+``byteor.spec.semantics.effective_deps`` (declared deps plus the orderings the result rules imply); the last consumer is
 the egress, which depends on every stage, so the producer is gated by the slowest of them.
 
 Processes: the parent publishes (one call, one copy per message, or one batch claim for

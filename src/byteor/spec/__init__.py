@@ -2,7 +2,7 @@
 
 * :mod:`.model`: frozen v1 value objects (``PipelineSpecV1`` = SingleRing | LaneGraph).
 * :mod:`.kv`: ``decode_kv`` (fail closed), ``encode_kv`` (canonical), ``spec_hash``.
-* :mod:`.validate`: ``validate_v1`` / ``check_v1`` (design A2, every issue with its key).
+* :mod:`.validate`: ``validate_v1`` / ``check_v1`` (every validation rule, each issue with its key).
 * :mod:`.families`: resolver stage-key families and their syntax.
 * :mod:`.semantics`: ``effective_deps`` for concurrent SingleRing execution.
 * :mod:`.builders`: ``SingleRingBuilder``, ``single_ring_chain``, ``LaneGraphBuilder``.

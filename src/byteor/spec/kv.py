@@ -1,6 +1,6 @@
 """spec.kv v1: decode (fail closed), canonical encode, and the spec hash.
 
-Format (design A1): UTF-8, one ``key=value`` per line, ``\\n`` line ends; the value is everything after
+Format (docs/spec.md): UTF-8, one ``key=value`` per line, ``\\n`` line ends; the value is everything after
 the first ``=``, verbatim. Input may hold blank lines and ``#`` comment lines; canonical output never
 does. Decoding fails closed: every problem is an error naming the 1-based physical line and the key,
 and all problems found in one pass are reported together.

@@ -1,4 +1,4 @@
-"""Result semantics of a SingleRing spec under concurrent (multi-process) execution (design A2).
+"""Result semantics of a SingleRing spec under concurrent (multi-process) execution (docs/runtime.md).
 
 Whatever the executor, every stage sees, and the egress receives, exactly the bytes of running the
 stages one after another in index order. A concurrent executor may overlap two stages only where that

@@ -1,4 +1,4 @@
-"""``spec_summary``: the JSON-able "parsed spec summary" (seed 001) used by ``describe --json`` and
+"""``spec_summary``: the JSON-able "parsed spec summary" (v1) used by ``describe --json`` and
 as the ``spec`` field of the policy audit record.
 
 Shape: ``{"model", "name", "hash", "single_ring": {...}}`` for SingleRing specs and

@@ -1,4 +1,4 @@
-"""validate_v1: every rule of design A2, all problems reported at once, each with its exact key.
+"""validate_v1: every validation rule of docs/spec.md, all problems reported at once, each with its exact key.
 
 The decoder (:mod:`byteor.spec.kv`) already guarantees value *types* and key applicability for text
 input; this module checks the rules, and also re-checks domains and applicability so that a spec
