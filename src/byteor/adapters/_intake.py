@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._errors import AdapterError
 from ..edges.base import Batch, Ingress, Source
+from ._base import LoopThread
 
 __all__ = ["Intake", "IntakeSource"]
 
@@ -168,6 +171,17 @@ class IntakeSource(Source):
         self.slot_bytes = ingress.slot_bytes
         self.capacity = ingress.capacity
 
+    def _listen(self, display: str, host: str, port: int) -> tuple[socket.socket, LoopThread]:
+        """The listening socket of the server and the adapters' event-loop thread it runs on, with
+        the intake made on that loop; a port that cannot be taken fails the run in one line."""
+        try:
+            sock = listen_socket(host, port)
+        except OSError as exc:
+            raise AdapterError(f"{display}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        thread = LoopThread.shared()
+        self.intake = Intake(thread.loop, self.capacity)
+        return sock, thread
+
     def next_batch(self, max_messages: int) -> Batch | None:
         intake = self.intake
         if intake is None:
@@ -191,3 +205,19 @@ class IntakeSource(Source):
     def close(self) -> None:
         if self.intake is not None:
             self.intake.close()
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket made with ``IPPROTO_TCP`` as its protocol: asyncio sets ``TCP_NODELAY``
+    only on accepted sockets that say so, and without it a keep-alive client waits out its delayed
+    ACK (40 ms) on every response written in two parts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -34,7 +34,6 @@ import hashlib
 import hmac
 import importlib.util
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
@@ -45,10 +44,10 @@ from ..edges.base import Sink
 from ..edges.framing import FrameParser, encoder
 from ..obs.events import emit
 from ._base import LoopThread, Outage, require
-from ._intake import Intake, IntakeSource
+from ._intake import IntakeSource
 from ._uri import Endpoint
 
-__all__ = ["HttpSink", "HttpSource", "basic_auth", "bearer_check", "env_token", "listen_socket", "no_credentials"]
+__all__ = ["HttpSink", "HttpSource", "basic_auth", "bearer_check", "env_token", "no_credentials"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -127,13 +126,7 @@ class HttpSource(IntakeSource):
 
     def open(self) -> None:
         uvicorn = require("uvicorn", "http")
-        try:
-            sock = listen_socket(self.host, self.port)
-        except OSError as exc:
-            raise AdapterError(f"{self.ep.display}: cannot listen on {self.host}:{self.port}: "
-                               f"{exc.strerror or exc}") from None
-        self._thread = LoopThread.shared()
-        self.intake = Intake(self._thread.loop, self.capacity)
+        sock, self._thread = self._listen(self.ep.display, self.host, self.port)
         parser = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
         config = uvicorn.Config(self._app, interface="asgi3", lifespan="off", log_config=None, log_level="warning",
                                 access_log=False, http=parser, ws="none", limit_concurrency=self.max_clients,
@@ -268,22 +261,6 @@ class HttpSource(IntakeSource):
         if self.intake is not None:
             out.update(self.intake.describe())
         return out
-
-
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket made with ``IPPROTO_TCP`` as its protocol: asyncio sets ``TCP_NODELAY``
-    only on accepted sockets that say so, and without it a keep-alive client waits out its delayed
-    ACK (40 ms) on every response written in two parts."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 # ==================================================================================================

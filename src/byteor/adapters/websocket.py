@@ -35,9 +35,9 @@ from .._errors import AdapterError, UsageError
 from ..edges.base import Sink
 from ..obs.events import emit
 from ._base import LoopThread, Outage, require
-from ._intake import Intake, IntakeSource
+from ._intake import IntakeSource
 from ._uri import Endpoint
-from .http import basic_auth, bearer_check, env_token, listen_socket, no_credentials
+from .http import basic_auth, bearer_check, env_token, no_credentials
 
 __all__ = ["WsSink", "WsSource"]
 
@@ -87,13 +87,7 @@ class WsSource(IntakeSource):
 
     def open(self) -> None:
         server_mod = require("websockets.asyncio.server", "ws")
-        try:
-            sock = listen_socket(self.host, self.port)
-        except OSError as exc:
-            raise AdapterError(f"{self.ep.display}: cannot listen on {self.host}:{self.port}: "
-                               f"{exc.strerror or exc}") from None
-        self._thread = LoopThread.shared()
-        self.intake = Intake(self._thread.loop, self.capacity)
+        sock, self._thread = self._listen(self.ep.display, self.host, self.port)
 
         async def start() -> Any:
             return await server_mod.serve(self._handler, sock=sock, process_request=self._process_request,
